@@ -1,0 +1,217 @@
+//! Wasm plugin cost against the same Rust code compiled natively, in one process.
+//!
+//! Run: `scripts/build-plugins && cargo bench -p sluice --bench plugin_overhead`.
+//! Prints a table: events/s for the `filter` and `map` plugins as Wasm (through the
+//! full runtime path: encode, call, decode) and natively (SDK types, no runtime), per
+//! batch size, and their ratio; then the cost of an empty call and of a new instance.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::event::Event;
+use sluice::runtime::{Grants, InstancePool, Limits, Runtime, RuntimeOptions, StageSpec, World};
+use sluice::state::StateStore;
+use sluice_sdk::{Batch, NewEvent, Output, Processor};
+
+const BATCH_SIZES: [usize; 4] = [1, 10, 100, 1000];
+const EVENTS_PER_RUN: usize = 20_000;
+const RUNS: usize = 7;
+
+/// ~200-byte telemetry readings, a few of them hot.
+fn telemetry(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            json!({
+                "device_id": format!("sensor-{:03}", n % 50),
+                "seq": n,
+                "ts": 1_764_374_400_000i64 + n as i64,
+                "temperature": if n % 17 == 0 { 91.5 } else { 20.0 + (n % 7) as f64 * 0.5 },
+                "vibration": 0.5 + (n % 5) as f64 * 0.1,
+                "battery": 80.0 - (n % 30) as f64 * 0.5,
+                "site": if n % 2 == 0 { "north" } else { "south" },
+                "firmware": "2.4.1-stable",
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// Median events/s over `RUNS` runs of `EVENTS_PER_RUN` events in batches of `size`.
+fn events_per_second(size: usize, mut run_batch: impl FnMut(usize)) -> f64 {
+    let batches = (EVENTS_PER_RUN / size).max(1);
+    for _ in 0..batches.min(50) {
+        run_batch(0);
+    }
+    let mut rates: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            for n in 0..batches {
+                run_batch(n);
+            }
+            (batches * size) as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[RUNS / 2]
+}
+
+fn median_duration(iterations: usize, mut f: impl FnMut()) -> Duration {
+    let mut samples: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                f();
+            }
+            start.elapsed() / iterations as u32
+        })
+        .collect();
+    samples.sort();
+    samples[RUNS / 2]
+}
+
+fn plugin_path(name: &str) -> PathBuf {
+    std::env::var_os("SLUICE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+        .join(format!("{name}.wasm"))
+}
+
+fn spec(stage: &str, config: &serde_json::Value) -> StageSpec {
+    StageSpec {
+        stage: Arc::from(stage),
+        config: config.to_string(),
+        limits: Limits::default(),
+        grants: Grants::default(),
+        state: StateStore::in_memory(),
+    }
+}
+
+struct Case {
+    name: &'static str,
+    config: serde_json::Value,
+}
+
+fn native<P: Processor>(config: &serde_json::Value, inputs: &[Vec<NewEvent>], size: usize) -> f64 {
+    let mut plugin = P::new(serde_json::from_value(config.clone()).unwrap()).unwrap();
+    events_per_second(size, |n| {
+        let batch = Batch::from_events(&inputs[n % inputs.len()]);
+        let mut out = Output::new();
+        plugin.process_batch(&batch, &mut out).unwrap();
+        black_box(out);
+    })
+}
+
+fn main() {
+    let runtime = Runtime::new(RuntimeOptions::with_default_cache()).unwrap();
+    let payloads = telemetry(EVENTS_PER_RUN);
+    let cases = [
+        Case {
+            name: "filter",
+            config: json!({"when": {"field": "temperature", "gt": 80}}),
+        },
+        Case {
+            name: "map",
+            config: json!({
+                "rename": {"temperature": "temperature_c"},
+                "set": {"pipeline": "bench"},
+                "convert": {"temperature_c": "celsius_to_fahrenheit"},
+                "drop": ["firmware"]
+            }),
+        },
+    ];
+    println!("| plugin | batch | wasm events/s | native events/s | wasm/native cost |");
+    println!("|---|---:|---:|---:|---:|");
+    for case in &cases {
+        let plugin = runtime
+            .load(case.name, &plugin_path(case.name), None)
+            .expect("run scripts/build-plugins first");
+        let pool = InstancePool::new(
+            &runtime,
+            plugin,
+            World::Processor,
+            spec(case.name, &case.config),
+            1,
+        )
+        .unwrap();
+        for size in BATCH_SIZES {
+            let host_batches: Vec<Vec<Event>> = payloads
+                .chunks(size)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(|p| Event::new(p.clone().into_bytes(), "bench"))
+                        .collect()
+                })
+                .collect();
+            let sdk_batches: Vec<Vec<NewEvent>> = payloads
+                .chunks(size)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(|p| NewEvent {
+                            payload: p.clone().into_bytes(),
+                            origin: "bench".into(),
+                            ..NewEvent::default()
+                        })
+                        .collect()
+                })
+                .collect();
+            let wasm = events_per_second(size, |n| {
+                black_box(pool.process(&host_batches[n % host_batches.len()]).unwrap());
+            });
+            let native = match case.name {
+                "filter" => {
+                    native::<sluice_plugin_filter::Filter>(&case.config, &sdk_batches, size)
+                }
+                _ => native::<sluice_plugin_map::Map>(&case.config, &sdk_batches, size),
+            };
+            println!(
+                "| {} | {size} | {wasm:.0} | {native:.0} | {:.2}x |",
+                case.name,
+                native / wasm
+            );
+        }
+    }
+
+    let plugin = runtime
+        .load("filter", &plugin_path("filter"), None)
+        .unwrap();
+    let filter_config = &cases[0].config;
+    let pool = InstancePool::new(
+        &runtime,
+        plugin.clone(),
+        World::Processor,
+        spec("filter", filter_config),
+        1,
+    )
+    .unwrap();
+    let empty = median_duration(20_000, || {
+        black_box(pool.process(&[]).unwrap());
+    });
+    let instantiate = median_duration(200, || {
+        black_box(
+            InstancePool::new(
+                &runtime,
+                plugin.clone(),
+                World::Processor,
+                spec("filter", filter_config),
+                1,
+            )
+            .unwrap(),
+        );
+    });
+    println!();
+    println!("| measure | time |");
+    println!("|---|---:|");
+    println!(
+        "| empty batch call (checkout, encode, call, decode, checkin) | {:.2} µs |",
+        empty.as_secs_f64() * 1e6
+    );
+    println!(
+        "| new instance (instantiate from InstancePre + init) | {:.1} µs |",
+        instantiate.as_secs_f64() * 1e6
+    );
+}

@@ -1,0 +1,259 @@
+//! Encoding of host events into the flat WIT batch layout, and validated decoding of
+//! what a plugin returns. See `wit/plugin.wit` for why the layout is flat.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::bindings::wit;
+use crate::event::Event;
+
+/// An event a plugin emitted, with the route it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    /// Index of the input event it derives from (0 for collectors).
+    pub input: usize,
+    /// The named route, or `None` for the stage's default output.
+    pub route: Option<Arc<str>>,
+    pub event: Event,
+}
+
+/// An input event the plugin refused or the runtime isolated as the cause of a failure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub input: usize,
+    pub reason: String,
+}
+
+/// The outcome of one batch: what went on, and which inputs go to the dead-letter route.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Processed {
+    pub emitted: Vec<Emitted>,
+    pub rejected: Vec<Rejection>,
+}
+
+impl Processed {
+    /// Append `other`, whose input indexes start at `offset` in the combined batch.
+    pub(crate) fn extend_shifted(&mut self, other: Processed, offset: usize) {
+        self.emitted.extend(other.emitted.into_iter().map(|mut e| {
+            e.input += offset;
+            e
+        }));
+        self.rejected
+            .extend(other.rejected.into_iter().map(|mut r| {
+                r.input += offset;
+                r
+            }));
+    }
+}
+
+/// Lay `events` out as one WIT batch: three lists, whatever the batch size.
+pub fn encode_batch(events: &[Event]) -> wit::Batch {
+    let bytes: usize = events
+        .iter()
+        .map(|e| {
+            e.payload.len()
+                + e.key.as_ref().map_or(0, Bytes::len)
+                + e.origin.len()
+                + e.headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let mut batch = wit::Batch {
+        data: Vec::with_capacity(bytes),
+        headers: Vec::new(),
+        events: Vec::with_capacity(events.len()),
+    };
+    for event in events {
+        let key = event.key.as_ref().map(|key| push(&mut batch.data, key));
+        let payload = push(&mut batch.data, &event.payload);
+        let first = batch.headers.len() as u32;
+        for (name, value) in &event.headers {
+            let name = push(&mut batch.data, name.as_bytes());
+            let value = push(&mut batch.data, value);
+            batch.headers.push(wit::Header { name, value });
+        }
+        let headers = wit::HeaderRange {
+            first,
+            count: event.headers.len() as u32,
+        };
+        let origin = push(&mut batch.data, event.origin.as_bytes());
+        batch.events.push(wit::Event {
+            key,
+            payload,
+            headers,
+            timestamp_ms: event.timestamp_ms,
+            origin,
+        });
+    }
+    batch
+}
+
+fn push(data: &mut Vec<u8>, bytes: &[u8]) -> wit::Span {
+    let span = wit::Span {
+        offset: data.len() as u32,
+        len: bytes.len() as u32,
+    };
+    data.extend_from_slice(bytes);
+    span
+}
+
+/// Decode a plugin's output, checking every span and index. `inputs` is the size of
+/// the batch it answers (0 for collectors, whose `input` fields are ignored).
+pub fn decode_output(output: wit::Output, inputs: usize) -> Result<Processed, String> {
+    let data = Bytes::from(output.data);
+    let slice = |span: wit::Span, what: &str, event: usize| -> Result<Bytes, String> {
+        let end = span.offset as u64 + span.len as u64;
+        if end > data.len() as u64 {
+            return Err(format!(
+                "output event {event}: {what} span {}..{end} is outside the data buffer ({} bytes)",
+                span.offset,
+                data.len()
+            ));
+        }
+        Ok(data.slice(span.offset as usize..end as usize))
+    };
+    let routes: Vec<Arc<str>> = output.routes.into_iter().map(Arc::from).collect();
+    let mut origins: Vec<Arc<str>> = Vec::new();
+    let mut emitted = Vec::with_capacity(output.events.len());
+    for (n, raw) in output.events.into_iter().enumerate() {
+        if inputs > 0 && raw.input as usize >= inputs {
+            return Err(format!(
+                "output event {n} names input {} of a {inputs}-event batch",
+                raw.input
+            ));
+        }
+        let route = match raw.route {
+            None => None,
+            Some(index) => Some(routes.get(index as usize).cloned().ok_or_else(|| {
+                format!(
+                    "output event {n} names route #{index} but only {} routes exist",
+                    routes.len()
+                )
+            })?),
+        };
+        let first = raw.headers.first as usize;
+        let last = first + raw.headers.count as usize;
+        let header_table = output.headers.get(first..last).ok_or_else(|| {
+            format!(
+                "output event {n}: headers {first}..{last} are outside the header table ({})",
+                output.headers.len()
+            )
+        })?;
+        let mut headers = Vec::with_capacity(header_table.len());
+        for header in header_table {
+            let name = slice(header.name, "header name", n)?;
+            let name = String::from_utf8(name.to_vec())
+                .map_err(|_| format!("output event {n}: a header name is not UTF-8"))?;
+            headers.push((name, slice(header.value, "header value", n)?));
+        }
+        let origin_bytes = slice(raw.origin, "origin", n)?;
+        let origin = std::str::from_utf8(&origin_bytes)
+            .map_err(|_| format!("output event {n}: origin is not UTF-8"))?;
+        // Most outputs repeat a handful of origins: share one allocation per distinct one.
+        let origin = match origins.iter().find(|known| &***known == origin) {
+            Some(known) => known.clone(),
+            None => {
+                let new: Arc<str> = Arc::from(origin);
+                origins.push(new.clone());
+                new
+            }
+        };
+        let event = Event {
+            key: raw.key.map(|span| slice(span, "key", n)).transpose()?,
+            payload: slice(raw.payload, "payload", n)?,
+            headers,
+            timestamp_ms: raw.timestamp_ms,
+            origin,
+        };
+        emitted.push(Emitted {
+            input: raw.input as usize,
+            route,
+            event,
+        });
+    }
+    let mut rejected = Vec::with_capacity(output.rejected.len());
+    for reject in output.rejected {
+        if inputs == 0 || reject.input as usize >= inputs {
+            return Err(format!(
+                "a rejection names input {} of a {inputs}-event batch",
+                reject.input
+            ));
+        }
+        rejected.push(Rejection {
+            input: reject.input as usize,
+            reason: reject.reason,
+        });
+    }
+    Ok(Processed { emitted, rejected })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(payload: &str) -> Event {
+        Event {
+            key: Some(Bytes::from_static(b"k")),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            headers: vec![("h".into(), Bytes::from_static(b"v"))],
+            timestamp_ms: 7,
+            origin: Arc::from("src"),
+        }
+    }
+
+    /// Echo a batch back as an output, the way an identity plugin would.
+    fn echo(batch: wit::Batch) -> wit::Output {
+        wit::Output {
+            data: batch.data,
+            headers: batch.headers,
+            events: batch
+                .events
+                .iter()
+                .enumerate()
+                .map(|(n, e)| wit::Emitted {
+                    input: n as u32,
+                    key: e.key,
+                    payload: e.payload,
+                    headers: e.headers,
+                    timestamp_ms: e.timestamp_ms,
+                    origin: e.origin,
+                    route: None,
+                })
+                .collect(),
+            routes: vec![],
+            rejected: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let events = vec![event("{\"a\":1}"), event("second")];
+        let processed = decode_output(echo(encode_batch(&events)), 2).unwrap();
+        let back: Vec<Event> = processed.emitted.into_iter().map(|e| e.event).collect();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn rejects_out_of_bounds_spans_and_indexes() {
+        let mut output = echo(encode_batch(&[event("x")]));
+        output.events[0].payload.len = 1000;
+        assert!(
+            decode_output(output, 1)
+                .unwrap_err()
+                .contains("outside the data buffer")
+        );
+        let mut output = echo(encode_batch(&[event("x")]));
+        output.events[0].input = 5;
+        assert!(
+            decode_output(output, 1)
+                .unwrap_err()
+                .contains("names input 5")
+        );
+        let mut output = echo(encode_batch(&[event("x")]));
+        output.events[0].route = Some(3);
+        assert!(decode_output(output, 1).unwrap_err().contains("route #3"));
+    }
+}

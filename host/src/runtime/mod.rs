@@ -1,0 +1,24 @@
+//! The plugin runtime: one wasmtime engine, plugins compiled once and cached, pools of
+//! sandboxed instances with deadlines and memory caps, and isolation of bad events.
+
+mod bindings;
+mod cache;
+mod codec;
+mod engine;
+mod error;
+mod grants;
+mod instance;
+mod limits;
+mod plugin;
+mod pool;
+mod stderr;
+mod store;
+
+pub use codec::{Emitted, Processed, Rejection};
+pub use engine::{EPOCH_TICK, Runtime, RuntimeOptions};
+pub use error::{CallFailure, PluginError};
+pub use grants::{DirGrant, Grants};
+pub use instance::StageSpec;
+pub use limits::{DEFAULT_MEMORY_BYTES, Limits};
+pub use plugin::{Plugin, World, sha256_hex};
+pub use pool::InstancePool;

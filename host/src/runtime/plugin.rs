@@ -1,0 +1,210 @@
+//! Loading a plugin: read, verify the pin, compile (or load from cache), find its world
+//! and link it once (`InstancePre`) so that instantiation is cheap afterwards.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, InstancePre};
+
+use super::engine::Runtime;
+use super::error::PluginError;
+use super::store::StoreData;
+
+/// The world a plugin targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Processor,
+    Collector,
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            World::Processor => "processor",
+            World::Collector => "collector",
+        })
+    }
+}
+
+/// A compiled and linked plugin, shared by every stage that uses it.
+pub struct Plugin {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    /// `None` when the component exports neither Sluice world.
+    pub world: Option<World>,
+    pub component: Component,
+    pub(crate) pre: InstancePre<StoreData>,
+    /// Whether this plugin came from the compile cache.
+    pub cached: bool,
+}
+
+/// The sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Plugin {
+    pub(crate) fn load(
+        runtime: &Runtime,
+        name: &str,
+        path: &Path,
+        pin: Option<&str>,
+    ) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256 = sha256_hex(&bytes);
+        if let Some(expected) = pin
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(PluginError::PinMismatch {
+                plugin: name.to_owned(),
+                path: path.to_owned(),
+                expected: expected.to_owned(),
+                actual: sha256,
+            });
+        }
+        let not_a_component = |reason: String| PluginError::NotAComponent {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            reason,
+        };
+        check_component_header(&bytes).map_err(not_a_component)?;
+        let (component, cached) = runtime
+            .cache
+            .load_or_compile(&runtime.engine, &bytes, &sha256)
+            .map_err(|error| not_a_component(format!("it does not compile: {error}")))?;
+        let world = detect_world(runtime, &component);
+        let pre = runtime.linker.instantiate_pre(&component).map_err(|error| PluginError::Link {
+            plugin: name.to_owned(),
+            reason: format!("{error:#}; a plugin may import only WASI (without sockets) and sluice:plugin interfaces"),
+        })?;
+        Ok(Plugin {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            sha256,
+            world,
+            component,
+            pre,
+            cached,
+        })
+    }
+
+    /// Fail unless this plugin targets `expected`.
+    pub fn expect_world(
+        &self,
+        runtime: &Runtime,
+        stage: &str,
+        expected: World,
+    ) -> Result<(), PluginError> {
+        if self.world == Some(expected) {
+            return Ok(());
+        }
+        let exports: Vec<String> = self
+            .exports(runtime)
+            .into_iter()
+            .map(|(name, _)| format!("`{name}`"))
+            .collect();
+        Err(PluginError::WrongWorld {
+            plugin: self.name.clone(),
+            stage: stage.to_owned(),
+            expected,
+            actual: self.world,
+            exports: if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            },
+        })
+    }
+
+    /// The component's exports as (name, kind).
+    pub fn exports(&self, runtime: &Runtime) -> Vec<(String, String)> {
+        let ty = self.component.component_type();
+        ty.exports(&runtime.engine)
+            .map(|(name, item)| (name.to_owned(), describe(&runtime.engine, &item.ty)))
+            .collect()
+    }
+
+    /// The component's imports as (name, kind).
+    pub fn imports(&self, runtime: &Runtime) -> Vec<(String, String)> {
+        let ty = self.component.component_type();
+        ty.imports(&runtime.engine)
+            .map(|(name, item)| (name.to_owned(), describe(&runtime.engine, &item.ty)))
+            .collect()
+    }
+}
+
+/// A short description of an import or export: its kind, and a function's signature.
+fn describe(engine: &wasmtime::Engine, item: &ComponentItem) -> String {
+    match item {
+        ComponentItem::ComponentFunc(func) => {
+            let params: Vec<String> = func
+                .params()
+                .map(|(name, ty)| format!("{name}: {}", type_name(&ty)))
+                .collect();
+            let results: Vec<String> = func.results().map(|ty| type_name(&ty)).collect();
+            format!(
+                "func({}) -> {}",
+                params.join(", "),
+                if results.is_empty() {
+                    "()".into()
+                } else {
+                    results.join(", ")
+                }
+            )
+        }
+        ComponentItem::ComponentInstance(instance) => {
+            let names: Vec<&str> = instance.exports(engine).map(|(name, _)| name).collect();
+            format!("instance {{ {} }}", names.join(", "))
+        }
+        ComponentItem::CoreFunc(_) => "core func".into(),
+        ComponentItem::Module(_) => "module".into(),
+        ComponentItem::Component(_) => "component".into(),
+        ComponentItem::Type(_) => "type".into(),
+        ComponentItem::Resource(_) => "resource".into(),
+    }
+}
+
+fn type_name(ty: &wasmtime::component::types::Type) -> String {
+    use wasmtime::component::types::Type;
+    match ty {
+        Type::String => "string".into(),
+        Type::List(list) => format!("list<{}>", type_name(&list.ty())),
+        Type::Record(_) => "record".into(),
+        Type::Result(_) => "result".into(),
+        Type::Option(option) => format!("option<{}>", type_name(&option.ty())),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Tell apart "not wasm at all", "a core module" and "a component" by the header.
+fn check_component_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("the file does not start with the WebAssembly magic bytes".to_owned());
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(
+            "it is a core WebAssembly module; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+                .to_owned(),
+        ),
+        _ => Err("unknown WebAssembly version or layer".to_owned()),
+    }
+}
+
+fn detect_world(runtime: &Runtime, component: &Component) -> Option<World> {
+    let ty = component.component_type();
+    let names: Vec<&str> = ty.exports(&runtime.engine).map(|(name, _)| name).collect();
+    let has = |wanted: &str| names.contains(&wanted);
+    match (has("init"), has("process"), has("collect")) {
+        (true, true, false) => Some(World::Processor),
+        (true, false, true) => Some(World::Collector),
+        _ => None,
+    }
+}

@@ -1,0 +1,202 @@
+//! The `sluice plugin` commands, run as a user runs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::plugin_path;
+
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/samples/telemetry.jsonl"
+);
+
+fn sluice(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn plugin(name: &str) -> String {
+    plugin_path(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn plugin_test_prints_routes_and_dead_letters() {
+    let (ok, stdout, stderr) = sluice(&[
+        "plugin",
+        "test",
+        &plugin("router"),
+        "--input",
+        SAMPLE,
+        "--config-json",
+        r#"{"routes":[{"name":"alerts","when":{"field":"temperature","gt":80}}]}"#,
+    ]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("[alerts] ")).count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("[default] ")).count(),
+        9,
+        "{stdout}"
+    );
+    let dead: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("[dead_letter] "))
+        .collect();
+    assert_eq!(dead.len(), 1, "{stdout}");
+    assert!(
+        dead[0].contains("invalid JSON") && dead[0].contains("truncated"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plugin_test_takes_dotted_config_entries() {
+    let (ok, stdout, stderr) = sluice(&[
+        "plugin",
+        "test",
+        &plugin("filter"),
+        "-i",
+        SAMPLE,
+        "-c",
+        "when.field=site",
+        "-c",
+        "when.eq=south",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("[default] "))
+            .count(),
+        5,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plugin_test_runs_every_first_party_plugin_on_the_sample() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "map",
+            &[
+                "-c",
+                "convert.temperature=celsius_to_fahrenheit",
+                "-c",
+                "drop=[\"site\"]",
+            ],
+        ),
+        ("dedup", &["-c", "field=seq"]),
+        ("sensor-sim", &["-c", "devices=4", "--ticks", "3"]),
+        ("sysstat", &["--dir", "/proc:/proc", "--ticks", "2"]),
+    ];
+    for (name, extra) in cases {
+        let path = plugin(name);
+        let mut args = vec!["plugin", "test", path.as_str(), "-i", SAMPLE];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = sluice(&args);
+        assert!(ok, "{name}: {stderr}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with("[default] {")),
+            "{name} printed no event:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn plugin_test_reports_a_missing_input_clearly() {
+    let (ok, _, stderr) = sluice(&[
+        "plugin",
+        "test",
+        &plugin("filter"),
+        "-c",
+        "when.field=x",
+        "-c",
+        "when.exists=true",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("a processor needs --input FILE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugin_inspect_shows_world_exports_and_imports() {
+    let (ok, stdout, stderr) = sluice(&["plugin", "inspect", &plugin("dedup")]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("world:   sluice:plugin/processor"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  process: func(batch: record) -> result"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sluice:plugin/state@0.1.0: instance { get, put, delete, scan-prefix }"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("sha256:  ") && l.len() == 9 + 64),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plugin_new_scaffolds_a_crate_that_builds_and_passes_plugin_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_str = dir.path().to_string_lossy().into_owned();
+    let (ok, _, stderr) = sluice(&["plugin", "new", "my-tagger", "--dir", &dir_str]);
+    assert!(ok, "{stderr}");
+    let root = dir.path().join("my-tagger");
+    // Reuse one target directory across runs so this test compiles the SDK only once.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("scaffold-test");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = target.join("wasm32-wasip2/release/my_tagger.wasm");
+    let sample = root.join("sample.jsonl");
+    let (ok, stdout, stderr) = sluice(&[
+        "plugin",
+        "test",
+        &wasm.to_string_lossy(),
+        "-i",
+        &sample.to_string_lossy(),
+        "-c",
+        "tag=demo",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout,
+        "[default] {\"device_id\":\"sensor-001\",\"tagged_by\":\"demo\",\"temperature\":21.5}\n\
+         [default] {\"device_id\":\"sensor-002\",\"tagged_by\":\"demo\",\"temperature\":88.0}\n"
+    );
+    let (ok, _, stderr) = sluice(&["plugin", "new", "my-tagger", "--dir", &dir_str]);
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+}

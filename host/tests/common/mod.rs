@@ -1,0 +1,58 @@
+//! Helpers shared by the host's integration tests. Plugins come from
+//! `scripts/build-plugins` (in `target/plugins`, or `$SLUICE_PLUGIN_DIR`).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice::event::Event;
+use sluice::runtime::{Grants, InstancePool, Limits, Runtime, RuntimeOptions, StageSpec, World};
+use sluice::state::StateStore;
+
+pub fn plugin_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SLUICE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins first",
+        path.display()
+    );
+    path
+}
+
+pub fn runtime() -> Arc<Runtime> {
+    Runtime::new(RuntimeOptions::default()).unwrap()
+}
+
+pub fn spec(stage: &str, config: Value) -> StageSpec {
+    StageSpec {
+        stage: Arc::from(stage),
+        config: config.to_string(),
+        limits: Limits::default(),
+        grants: Grants::default(),
+        state: StateStore::in_memory(),
+    }
+}
+
+pub fn pool(runtime: &Runtime, plugin: &str, world: World, spec: StageSpec) -> InstancePool {
+    let loaded = runtime.load(plugin, &plugin_path(plugin), None).unwrap();
+    InstancePool::new(runtime, loaded, world, spec, 1).unwrap()
+}
+
+pub fn events(payloads: &[&str]) -> Vec<Event> {
+    payloads
+        .iter()
+        .map(|p| Event::new(p.as_bytes().to_vec(), "test"))
+        .collect()
+}
+
+pub fn payloads(processed: &sluice::runtime::Processed) -> Vec<String> {
+    processed
+        .emitted
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.event.payload).into_owned())
+        .collect()
+}

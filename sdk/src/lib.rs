@@ -1,0 +1,120 @@
+//! Write Sluice plugins in Rust.
+//!
+//! A plugin is a struct, a trait impl and one export macro:
+//!
+//! ```ignore
+//! use sluice_sdk::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { threshold: f64 }
+//!
+//! struct Hot { threshold: f64 }
+//!
+//! impl Processor for Hot {
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, Error> { Ok(Hot { threshold: config.threshold }) }
+//!     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
+//!         let reading: serde_json::Value = event.json()?;
+//!         if reading["temperature"].as_f64().unwrap_or(0.0) > self.threshold {
+//!             out.forward(event);
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! sluice_sdk::export_processor!(Hot);
+//! ```
+//!
+//! Enable the SDK feature of the plugin's world (`processor` or `collector`). The batch
+//! layout of the WIT contract (one shared byte buffer per batch) stays inside the SDK:
+//! plugin code sees [`Event`]s and writes to an [`Output`].
+
+#[cfg(all(feature = "processor", feature = "collector"))]
+compile_error!("enable exactly one of the `processor` and `collector` features of sluice-sdk");
+#[cfg(not(any(feature = "processor", feature = "collector")))]
+compile_error!("enable one of the `processor` or `collector` features of sluice-sdk");
+
+// The generated bindings name this crate by its external name, also from inside it.
+extern crate self as sluice_sdk;
+
+mod batch;
+mod error;
+#[doc(hidden)]
+pub mod export;
+pub mod host;
+pub mod json;
+mod output;
+pub mod predicate;
+
+#[doc(hidden)]
+pub mod __bindings {
+    //! The generated WIT bindings of the enabled world. Not part of the SDK's API.
+    #[cfg(feature = "processor")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "processor",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "sluice_sdk::__bindings",
+        runtime_path: "sluice_sdk::__wit_bindgen::rt",
+    });
+    #[cfg(feature = "collector")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "collector",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "sluice_sdk::__bindings",
+        runtime_path: "sluice_sdk::__wit_bindgen::rt",
+    });
+}
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+pub use batch::{Batch, Event};
+pub use error::Error;
+pub use output::{NewEvent, Output};
+
+/// A transform, filter, flat-map or router.
+///
+/// The host calls [`Processor::process_batch`] once per batch; its default calls
+/// [`Processor::process`] for every event and turns an event's `Err` into a rejection
+/// (the host dead-letters that event with the message) without failing the batch.
+pub trait Processor: Sized + 'static {
+    /// The stage's config, deserialized from the JSON object the host passes to `init`.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Build the plugin from its config. An error stops the stage from starting.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Handle one event: emit zero, one or many outputs to `out`.
+    fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error>;
+
+    /// Handle a whole batch. Override it for logic that spans events (windows).
+    fn process_batch(&mut self, batch: &Batch, out: &mut Output) -> Result<(), Error> {
+        for event in batch.events() {
+            if let Err(error) = self.process(&event, out) {
+                out.reject(&event, error.to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A collector, called on the schedule its stage config sets.
+pub trait Collector: Sized + 'static {
+    /// The stage's config, deserialized from the JSON object the host passes to `init`.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Build the collector from its config. An error stops the stage from starting.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Produce this tick's events with [`Output::push`].
+    fn collect(&mut self, out: &mut Output) -> Result<(), Error>;
+}
+
+/// Everything a plugin usually needs.
+pub mod prelude {
+    pub use crate::host::{log, metrics, state};
+    pub use crate::{Batch, Collector, Error, Event, NewEvent, Output, Processor};
+}

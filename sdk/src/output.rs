@@ -1,0 +1,188 @@
+//! Write side of the flat batch layout: what a plugin emits, routes and rejects.
+
+use crate::__bindings::sluice::plugin::types as wit;
+use crate::batch::{Event, push};
+
+/// A new event, built by a collector or a test.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewEvent {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp_ms: i64,
+    pub origin: String,
+}
+
+impl NewEvent {
+    /// An event whose payload is `value` serialized as JSON.
+    pub fn json(value: &impl serde::Serialize) -> Result<Self, crate::Error> {
+        Ok(NewEvent {
+            payload: serde_json::to_vec(value)?,
+            ..NewEvent::default()
+        })
+    }
+}
+
+/// What a plugin returns for a batch: emitted events (each on a route) and rejections.
+pub struct Output {
+    inner: wit::Output,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::new()
+    }
+}
+
+impl Output {
+    pub fn new() -> Self {
+        Output {
+            inner: wit::Output {
+                data: Vec::new(),
+                headers: Vec::new(),
+                events: Vec::new(),
+                routes: Vec::new(),
+                rejected: Vec::new(),
+            },
+        }
+    }
+
+    pub(crate) fn into_wit(self) -> wit::Output {
+        self.inner
+    }
+
+    /// Pass `event` on unchanged to the default output.
+    pub fn forward(&mut self, event: &Event<'_>) {
+        self.emit(event, event.payload(), None);
+    }
+
+    /// Pass `event` on unchanged to the named route.
+    pub fn forward_to(&mut self, event: &Event<'_>, route: &str) {
+        self.emit(event, event.payload(), Some(route));
+    }
+
+    /// Emit an event derived from `event` (same key, headers, time and origin) with a new
+    /// payload, to the default output or to `route`.
+    pub fn emit(&mut self, event: &Event<'_>, payload: &[u8], route: Option<&str>) {
+        let source = &event.batch.events[event.index];
+        let key = source
+            .key
+            .map(|span| push(&mut self.inner.data, event.bytes(span)));
+        let payload = push(&mut self.inner.data, payload);
+        let first = self.inner.headers.len() as u32;
+        let range = source.headers;
+        for header in
+            &event.batch.headers[range.first as usize..(range.first + range.count) as usize]
+        {
+            let name = push(&mut self.inner.data, event.bytes(header.name));
+            let value = push(&mut self.inner.data, event.bytes(header.value));
+            self.inner.headers.push(wit::Header { name, value });
+        }
+        let headers = wit::HeaderRange {
+            first,
+            count: range.count,
+        };
+        let origin = push(&mut self.inner.data, event.bytes(source.origin));
+        let route = route.map(|name| self.route_index(name));
+        self.inner.events.push(wit::Emitted {
+            input: event.index as u32,
+            key,
+            payload,
+            headers,
+            timestamp_ms: source.timestamp_ms,
+            origin,
+            route,
+        });
+    }
+
+    /// Emit `value` serialized as JSON, derived from `event`.
+    pub fn emit_json(
+        &mut self,
+        event: &Event<'_>,
+        value: &impl serde::Serialize,
+        route: Option<&str>,
+    ) -> Result<(), crate::Error> {
+        let payload = serde_json::to_vec(value)?;
+        self.emit(event, &payload, route);
+        Ok(())
+    }
+
+    /// Emit a brand-new event (collectors) to the default output or to `route`.
+    pub fn push(&mut self, event: &NewEvent, route: Option<&str>) {
+        let key = event
+            .key
+            .as_deref()
+            .map(|key| push(&mut self.inner.data, key));
+        let payload = push(&mut self.inner.data, &event.payload);
+        let first = self.inner.headers.len() as u32;
+        for (name, value) in &event.headers {
+            let name = push(&mut self.inner.data, name.as_bytes());
+            let value = push(&mut self.inner.data, value);
+            self.inner.headers.push(wit::Header { name, value });
+        }
+        let headers = wit::HeaderRange {
+            first,
+            count: event.headers.len() as u32,
+        };
+        let origin = push(&mut self.inner.data, event.origin.as_bytes());
+        let route = route.map(|name| self.route_index(name));
+        self.inner.events.push(wit::Emitted {
+            input: 0,
+            key,
+            payload,
+            headers,
+            timestamp_ms: event.timestamp_ms,
+            origin,
+            route,
+        });
+    }
+
+    /// Refuse `event`: the host sends it to the stage's dead-letter route with `reason`.
+    pub fn reject(&mut self, event: &Event<'_>, reason: impl Into<String>) {
+        self.inner.rejected.push(wit::Rejected {
+            input: event.index as u32,
+            reason: reason.into(),
+        });
+    }
+
+    fn route_index(&mut self, name: &str) -> u32 {
+        match self.inner.routes.iter().position(|route| route == name) {
+            Some(index) => index as u32,
+            None => {
+                self.inner.routes.push(name.to_owned());
+                (self.inner.routes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// How many events were emitted so far.
+    pub fn len(&self) -> usize {
+        self.inner.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.events.is_empty()
+    }
+
+    /// The emitted events as (route, payload) pairs, for tests.
+    pub fn emitted(&self) -> impl Iterator<Item = (Option<&str>, &[u8])> {
+        self.inner.events.iter().map(|event| {
+            let route = event
+                .route
+                .map(|index| self.inner.routes[index as usize].as_str());
+            let start = event.payload.offset as usize;
+            (
+                route,
+                &self.inner.data[start..start + event.payload.len as usize],
+            )
+        })
+    }
+
+    /// The rejections as (input index, reason) pairs, for tests.
+    pub fn rejected(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.inner
+            .rejected
+            .iter()
+            .map(|reject| (reject.input as usize, reject.reason.as_str()))
+    }
+}
