@@ -1,9 +1,22 @@
 //! Sluice: a WebAssembly plugin-based edge-to-cloud data pipeline.
 //!
 //! - [`runtime`]: the sandboxed plugin runtime (wasmtime, WASI p2, limits, pools).
+//! - [`config`]: the pipeline's TOML config, validated with precise diagnostics.
+//! - [`pipeline`]: stages as tasks, bounded channels, acknowledgements, dead letters.
+//! - [`sources`], [`transforms`], [`sinks`]: one module per component `type`.
 //! - [`state`]: per-stage durable key-value state for plugins.
-//! - [`event`]: the event type that flows through everything.
 
+#[cfg(feature = "mqtt")]
+pub mod broker;
+pub mod config;
 pub mod event;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+pub mod pipeline;
 pub mod runtime;
+pub mod serve;
+pub mod sinks;
+pub mod sources;
+pub mod stage;
 pub mod state;
+pub mod transforms;

@@ -27,6 +27,19 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pipeline until interrupted (SIGINT/SIGTERM drain it first).
+    Run {
+        /// The pipeline config (TOML).
+        config: std::path::PathBuf,
+    },
+    /// Check a pipeline config and report every problem with its place.
+    Validate { config: std::path::PathBuf },
+    /// Print a pipeline's stage graph.
+    Graph {
+        config: std::path::PathBuf,
+        #[arg(long, value_enum, default_value_t = commands::pipeline::GraphFormat::Mermaid)]
+        format: commands::pipeline::GraphFormat,
+    },
     /// Build, test and look inside plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
@@ -34,7 +47,8 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -43,6 +57,9 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => subscriber.json().init(),
     }
     let result = match cli.command {
+        Command::Run { config } => commands::pipeline::run(&config),
+        Command::Validate { config } => commands::pipeline::validate(&config),
+        Command::Graph { config, format } => commands::pipeline::graph(&config, format),
         Command::Plugin(command) => commands::plugin::run(command),
     };
     match result {

@@ -1,0 +1,443 @@
+//! The pipeline config: one TOML file in the model of Vector — named `sources`,
+//! `transforms` and `sinks`, each with a `type` and `inputs`, plus `plugins`.
+//!
+//! Loading checks everything it can before anything runs and reports **every** problem
+//! with its file, line and column ([`ConfigErrors`]). Each component kind owns its
+//! config struct (in `sources/`, `transforms/`, `sinks/`); this module reads the common
+//! keys (`type`, `inputs`) and hands the rest of a stage's table to that struct.
+
+mod diagnostics;
+mod graph;
+mod interpolate;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
+pub use graph::{Graph, Node, NodeKind};
+
+use crate::runtime::{Grants, Limits};
+use crate::sinks::SinkConfig;
+use crate::sources::SourceConfig;
+use crate::transforms::TransformConfig;
+
+/// A loaded, validated config.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    /// Where state, dead letters and default outputs live (relative paths resolve
+    /// against the config file's directory).
+    pub data_dir: PathBuf,
+    pub api: Option<ApiConfig>,
+    pub broker: Option<BrokerConfig>,
+    pub plugins: BTreeMap<String, PluginDef>,
+    pub sources: BTreeMap<String, Stage<SourceConfig>>,
+    pub transforms: BTreeMap<String, Stage<TransformConfig>>,
+    pub sinks: BTreeMap<String, Stage<SinkConfig>>,
+}
+
+/// The HTTP endpoint for `/metrics`, `/health` and `/ready`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: std::net::SocketAddr,
+}
+
+/// An embedded MQTT broker started with the pipeline, for setups without one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub listen: std::net::SocketAddr,
+    /// Unacknowledged QoS 1 messages the broker sends one client ahead.
+    #[serde(default = "default_broker_inflight")]
+    pub max_inflight: usize,
+}
+
+fn default_broker_inflight() -> usize {
+    1000
+}
+
+/// `[plugins.NAME]`: a Wasm component and what stages using it may do.
+#[derive(Debug, Clone)]
+pub struct PluginDef {
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+    pub limits: Limits,
+    pub grants: Grants,
+    path_span: Range<usize>,
+    pin_span: Option<Range<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    path: Spanned<PathBuf>,
+    #[serde(default)]
+    sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    grants: Grants,
+}
+
+/// One named stage with its kind-specific config.
+#[derive(Debug)]
+pub struct Stage<C> {
+    pub name: String,
+    /// Where the stage's table starts in the file.
+    pub span: Range<usize>,
+    pub inputs: Vec<Input>,
+    pub config: C,
+}
+
+/// One entry of `inputs`: a stage's default output, or one of its routes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    pub stage: String,
+    pub route: Option<String>,
+    pub span: Range<usize>,
+}
+
+impl Input {
+    fn parse(text: &str, span: Range<usize>) -> Input {
+        match text.split_once('.') {
+            Some((stage, route)) => Input {
+                stage: stage.to_owned(),
+                route: Some(route.to_owned()),
+                span,
+            },
+            None => Input {
+                stage: text.to_owned(),
+                route: None,
+                span,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.route {
+            Some(route) => write!(f, "{}.{route}", self.stage),
+            None => f.write_str(&self.stage),
+        }
+    }
+}
+
+/// The route every stage has for events it could not handle.
+pub const DEAD_LETTER: &str = "dead_letter";
+
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "data_dir",
+    "api",
+    "broker",
+    "plugins",
+    "sources",
+    "transforms",
+    "sinks",
+];
+
+impl Config {
+    /// Read, interpolate and validate the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigErrors {
+            file: path.to_owned(),
+            text: String::new(),
+            diagnostics: vec![Diagnostic::new(
+                None,
+                format!("cannot read the config: {error}"),
+            )],
+        })?;
+        Config::from_text(path, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Validate `text` as if read from `path`, taking `${VAR}`s from `env`.
+    pub fn from_text(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let (interpolated, mut diagnostics) = interpolate::interpolate(text, env);
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        let mut loader = Loader {
+            base,
+            diagnostics: Vec::new(),
+        };
+        let config = match DeTable::parse(&interpolated.text) {
+            Ok(root) => Some(loader.document(path, root)),
+            Err(error) => {
+                loader.diagnostics.push(Diagnostic::new(
+                    error.span(),
+                    error.message().trim().to_owned(),
+                ));
+                None
+            }
+        };
+        diagnostics.extend(loader.diagnostics.into_iter().map(|mut d| {
+            d.span = d.span.map(|span| interpolated.original_span(span));
+            d
+        }));
+        match config {
+            Some(config) if diagnostics.is_empty() => Ok(config),
+            _ => Err(ConfigErrors {
+                file: path.to_owned(),
+                text: text.to_owned(),
+                diagnostics,
+            }),
+        }
+    }
+
+    /// The stage graph (inputs resolved), for running and drawing.
+    pub fn graph(&self) -> Graph {
+        Graph::from_config(self)
+    }
+}
+
+/// Collects diagnostics while turning the parsed TOML into a [`Config`].
+struct Loader {
+    base: PathBuf,
+    diagnostics: Vec<Diagnostic>,
+}
+
+type Entry<'i> = (Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>);
+
+impl Loader {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) -> &mut Diagnostic {
+        self.diagnostics.push(Diagnostic::new(Some(span), message));
+        self.diagnostics.last_mut().unwrap()
+    }
+
+    /// Deserialize one value, recording its error (with the most precise span) if any.
+    fn typed<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>) -> Option<T> {
+        let span = value.span();
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(typed) => Some(typed),
+            Err(error) => {
+                let span = error.span().unwrap_or(span);
+                self.error(span, error.message().trim().to_owned());
+                None
+            }
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn document(&mut self, path: &Path, root: Spanned<DeTable<'_>>) -> Config {
+        let mut config = Config {
+            file: path.to_owned(),
+            data_dir: self.base.join(".sluice"),
+            api: None,
+            broker: None,
+            plugins: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            transforms: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+        };
+        for (key, value) in root.into_inner() {
+            match key.get_ref().as_ref() {
+                "data_dir" => {
+                    if let Some(dir) = self.typed::<PathBuf>(value) {
+                        config.data_dir = self.resolve(&dir);
+                    }
+                }
+                "api" => config.api = self.typed(value),
+                "broker" => config.broker = self.typed(value),
+                "plugins" => {
+                    for (name, value) in self.section(value, "plugins") {
+                        if let Some(plugin) = self.plugin(value) {
+                            config
+                                .plugins
+                                .insert(name.into_inner().into_owned(), plugin);
+                        }
+                    }
+                }
+                "sources" => {
+                    for entry in self.section(value, "sources") {
+                        if let Some(stage) = self.stage(entry, false, crate::sources::parse) {
+                            config.sources.insert(stage.name.clone(), stage);
+                        }
+                    }
+                }
+                "transforms" => {
+                    for entry in self.section(value, "transforms") {
+                        if let Some(stage) = self.stage(entry, true, crate::transforms::parse) {
+                            config.transforms.insert(stage.name.clone(), stage);
+                        }
+                    }
+                }
+                "sinks" => {
+                    for entry in self.section(value, "sinks") {
+                        if let Some(stage) = self.stage(entry, true, crate::sinks::parse) {
+                            config.sinks.insert(stage.name.clone(), stage);
+                        }
+                    }
+                }
+                other => {
+                    let hint = match did_you_mean(other, TOP_LEVEL_KEYS) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!("the top-level keys are {}", TOP_LEVEL_KEYS.join(", ")),
+                    };
+                    self.error(key.span(), format!("unknown key `{other}`"))
+                        .hint = Some(hint);
+                }
+            }
+        }
+        graph::check(&config, &mut self.diagnostics);
+        self.check_plugins(&config);
+        config
+    }
+
+    /// The entries of a `[section]` table.
+    fn section<'i>(&mut self, value: Spanned<DeValue<'i>>, name: &str) -> Vec<Entry<'i>> {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Table(table) => table.into_iter().collect(),
+            _ => {
+                self.error(span, format!("`{name}` must be a table of named entries"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn plugin(&mut self, value: Spanned<DeValue<'_>>) -> Option<PluginDef> {
+        let raw: RawPlugin = self.typed(value)?;
+        Some(PluginDef {
+            path: self.resolve(raw.path.get_ref()),
+            path_span: raw.path.span(),
+            pin_span: raw.sha256.as_ref().map(Spanned::span),
+            sha256: raw.sha256.map(Spanned::into_inner),
+            limits: raw.limits,
+            grants: raw.grants,
+        })
+    }
+
+    /// Read a stage's `type` and `inputs`, and give the rest to its kind's parser.
+    fn stage<C>(
+        &mut self,
+        (name, value): Entry<'_>,
+        takes_inputs: bool,
+        parse: fn(&str, ValueDeserializer<'_>) -> Result<C, KindError>,
+    ) -> Option<Stage<C>> {
+        let (name, name_span) = (name.get_ref().to_string(), name.span());
+        let span = value.span();
+        let DeValue::Table(mut table) = value.into_inner() else {
+            self.error(span, format!("stage `{name}` must be a table"));
+            return None;
+        };
+        if name.contains('.') {
+            self.error(
+                name_span.clone(),
+                format!("stage name `{name}` contains `.`"),
+            )
+            .hint =
+                Some("a dot separates a stage from its route in `inputs`; rename the stage".into());
+        }
+        let kind = match table.remove("type").map(|v| (v.span(), v.into_inner())) {
+            Some((_, DeValue::String(kind))) => kind.into_owned(),
+            Some((span, _)) => {
+                self.error(span, "`type` must be a string");
+                return None;
+            }
+            None => {
+                self.error(name_span, format!("stage `{name}` has no `type`"));
+                return None;
+            }
+        };
+        let mut inputs = Vec::new();
+        match table.remove("inputs") {
+            Some(value) if takes_inputs => {
+                let raw: Vec<Spanned<String>> = self.typed(value)?;
+                inputs = raw
+                    .into_iter()
+                    .map(|i| Input::parse(i.get_ref(), i.span()))
+                    .collect();
+                if inputs.is_empty() {
+                    self.error(
+                        span.clone(),
+                        format!("stage `{name}` has an empty `inputs`"),
+                    );
+                }
+            }
+            Some(value) => {
+                self.error(
+                    value.span(),
+                    format!("source `{name}` cannot take `inputs`"),
+                );
+            }
+            None if takes_inputs => {
+                self.error(name_span.clone(), format!("stage `{name}` has no `inputs`"))
+                    .hint =
+                    Some("list the stages it reads from, e.g. `inputs = [\"my_source\"]`".into());
+            }
+            None => {}
+        }
+        let rest = Spanned::new(span.clone(), DeValue::Table(table));
+        match parse(&kind, ValueDeserializer::from(rest)) {
+            Ok(config) => Some(Stage {
+                name,
+                span,
+                inputs,
+                config,
+            }),
+            Err(KindError::Unknown(known)) => {
+                let hint = match did_you_mean(&kind, known.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!("known types: {}", known.join(", ")),
+                };
+                self.error(span, format!("stage `{name}` has unknown type `{kind}`"))
+                    .hint = Some(hint);
+                None
+            }
+            Err(KindError::Invalid(error)) => {
+                let at = error.span().unwrap_or(span);
+                self.error(at, format!("stage `{name}`: {}", error.message().trim()));
+                None
+            }
+        }
+    }
+
+    fn check_plugins(&mut self, config: &Config) {
+        for (name, plugin) in &config.plugins {
+            match std::fs::read(&plugin.path) {
+                Err(error) => {
+                    self.error(plugin.path_span.clone(), format!("plugin `{name}`: cannot read {}: {error}", plugin.path.display()))
+                        .hint = Some("paths are relative to the config file; build plugins with scripts/build-plugins".into());
+                }
+                Ok(bytes) => {
+                    let actual = crate::runtime::sha256_hex(&bytes);
+                    if let (Some(pin), Some(span)) = (&plugin.sha256, &plugin.pin_span)
+                        && !pin.eq_ignore_ascii_case(&actual)
+                    {
+                        self.error(span.clone(), format!("plugin `{name}`: {} has sha256 {actual}, not the pinned one", plugin.path.display()))
+                            .hint = Some("rebuild the intended plugin, or update the pin if this file is the one you want".into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a kind-specific parser refused a stage.
+pub enum KindError {
+    /// No such `type`; carries the known ones.
+    Unknown(&'static [&'static str]),
+    Invalid(toml::de::Error),
+}
+
+impl From<toml::de::Error> for KindError {
+    fn from(error: toml::de::Error) -> Self {
+        KindError::Invalid(error)
+    }
+}

@@ -1,0 +1,110 @@
+//! MQTT connection settings shared by the `mqtt` source and sink.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, Transport};
+
+/// Where and how to connect; the fields of `[sources.X]` / `[sinks.X]` of type `mqtt`.
+pub struct Endpoint<'a> {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: &'a str,
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// PEM file of the CA that signed the broker's certificate (for `mqtts://`).
+    pub ca_file: Option<&'a PathBuf>,
+}
+
+impl Endpoint<'_> {
+    pub fn options(&self) -> Result<MqttOptions, String> {
+        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = self.url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "url `{}` must start with mqtt:// or mqtts://",
+                self.url
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("url `{}` has an invalid port", self.url))?,
+            ),
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return Err(format!("url `{}` has no host", self.url));
+        }
+        let mut options = MqttOptions::new(self.client_id, host, port);
+        options.set_keep_alive(Duration::from_secs(15));
+        // Room for many pending acknowledgements and publishes between polls.
+        options.set_request_channel_capacity(10_000);
+        if let Some(username) = self.username {
+            options.set_credentials(username, self.password.unwrap_or_default());
+        }
+        if tls {
+            let transport = match self.ca_file {
+                Some(path) => {
+                    let ca = std::fs::read(path).map_err(|error| {
+                        format!("cannot read CA file {}: {error}", path.display())
+                    })?;
+                    Transport::tls(ca, None, None)
+                }
+                None => Transport::tls_with_default_config(),
+            };
+            options.set_transport(transport);
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(url: &str) -> Endpoint<'_> {
+        Endpoint {
+            url,
+            client_id: "c",
+            username: None,
+            password: None,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            endpoint("mqtt://127.0.0.1:1884")
+                .options()
+                .unwrap()
+                .broker_address(),
+            ("127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            endpoint("mqtt://broker")
+                .options()
+                .unwrap()
+                .broker_address()
+                .1,
+            1883
+        );
+        assert!(
+            endpoint("tcp://x")
+                .options()
+                .unwrap_err()
+                .contains("must start with mqtt://")
+        );
+        assert!(
+            endpoint("mqtt://x:port")
+                .options()
+                .unwrap_err()
+                .contains("invalid port")
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Per-stage metrics, exported on `/metrics` in Prometheus format.
+
+use metrics::{Counter, Histogram, counter, histogram};
+
+/// Handles to one stage's series (registered once, cheap to update).
+#[derive(Clone)]
+pub struct StageMetrics {
+    pub events_in: Counter,
+    pub events_out: Counter,
+    pub dead_lettered: Counter,
+    pub errors: Counter,
+    pub batch_seconds: Histogram,
+}
+
+impl StageMetrics {
+    pub fn new(stage: &str) -> Self {
+        let label = ("stage", stage.to_owned());
+        StageMetrics {
+            events_in: counter!("sluice_events_in_total", &[label.clone()]),
+            events_out: counter!("sluice_events_out_total", &[label.clone()]),
+            dead_lettered: counter!("sluice_events_dead_lettered_total", &[label.clone()]),
+            errors: counter!("sluice_errors_total", &[label.clone()]),
+            batch_seconds: histogram!("sluice_batch_duration_seconds", &[label]),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! A stage's outputs: its default output, its named routes and its dead-letter route,
+//! each wired to the input channels of the stages that read it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::ack::Ack;
+use super::batch::Batch;
+use super::metrics::StageMetrics;
+use crate::event::{Event, now_ms};
+
+/// The sending end of a stage's input, with the name of that stage for its gauge.
+#[derive(Clone)]
+pub struct Inlet {
+    pub stage: Arc<str>,
+    pub sender: mpsc::Sender<Batch>,
+}
+
+impl Inlet {
+    async fn send(&self, batch: Batch) -> Result<(), Closed> {
+        self.sender
+            .send(batch)
+            .await
+            .map_err(|_| Closed(self.stage.clone()))?;
+        let depth = self.sender.max_capacity() - self.sender.capacity();
+        ::metrics::gauge!("sluice_queue_depth", "stage" => self.stage.to_string())
+            .set(depth as f64);
+        Ok(())
+    }
+}
+
+/// A downstream stage stopped while this one still had events for it.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{0}` stopped taking events")]
+pub struct Closed(pub Arc<str>);
+
+pub struct Outputs {
+    stage: Arc<str>,
+    default: Vec<Inlet>,
+    routes: HashMap<String, Vec<Inlet>>,
+    dead_letter: Vec<Inlet>,
+    metrics: StageMetrics,
+}
+
+/// An event that a stage could not handle, with why.
+pub struct DeadLetter {
+    pub event: Event,
+    pub ack: Ack,
+    pub reason: String,
+}
+
+impl Outputs {
+    pub fn new(
+        stage: Arc<str>,
+        default: Vec<Inlet>,
+        routes: HashMap<String, Vec<Inlet>>,
+        dead_letter: Vec<Inlet>,
+    ) -> Self {
+        let metrics = StageMetrics::new(&stage);
+        Outputs {
+            stage,
+            default,
+            routes,
+            dead_letter,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &StageMetrics {
+        &self.metrics
+    }
+
+    /// Send `batch` to the default output.
+    pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
+        self.metrics.events_out.increment(batch.len() as u64);
+        fan_out(&self.default, batch).await
+    }
+
+    /// Send to the default output only if every reader has room right now; otherwise
+    /// hand the batch back untouched (the HTTP source answers 429 then).
+    pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
+        let mut permits = Vec::with_capacity(self.default.len());
+        for inlet in &self.default {
+            match inlet.sender.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => return Err(batch),
+            }
+        }
+        self.metrics.events_out.increment(batch.len() as u64);
+        if let Some(last) = permits.pop() {
+            for permit in permits {
+                permit.send(Batch {
+                    events: batch.events.clone(),
+                    acks: batch.acks.clone(),
+                });
+            }
+            last.send(batch);
+        }
+        Ok(())
+    }
+
+    /// Send events grouped by route: `None` is the default output. Events on a route
+    /// that no stage reads become dead letters.
+    pub async fn send_routed(
+        &self,
+        routed: Vec<(Option<Arc<str>>, Event, Ack)>,
+    ) -> Result<(), Closed> {
+        let mut default = Batch::default();
+        let mut by_route: HashMap<Arc<str>, Batch> = HashMap::new();
+        let mut dead = Vec::new();
+        for (route, event, ack) in routed {
+            match route {
+                None => default.push(event, ack),
+                Some(route) if self.routes.contains_key(&*route) => {
+                    by_route.entry(route).or_default().push(event, ack)
+                }
+                Some(route) => dead.push(DeadLetter {
+                    event,
+                    ack,
+                    reason: format!(
+                        "stage `{}` emitted on route `{route}`, which no stage reads",
+                        self.stage
+                    ),
+                }),
+            }
+        }
+        if !default.is_empty() {
+            self.send(default).await?;
+        }
+        for (route, batch) in by_route {
+            self.metrics.events_out.increment(batch.len() as u64);
+            fan_out(&self.routes[&*route], batch).await?;
+        }
+        self.dead_letter(dead).await
+    }
+
+    /// Wrap each event in a dead-letter record and send it to the dead-letter route.
+    pub async fn dead_letter(&self, dead: Vec<DeadLetter>) -> Result<(), Closed> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        self.metrics.dead_lettered.increment(dead.len() as u64);
+        let mut batch = Batch::with_capacity(dead.len());
+        for letter in dead {
+            tracing::warn!(stage = %self.stage, reason = %letter.reason, payload = %letter.event.payload_preview(120), "dead letter");
+            batch.push(
+                dead_letter_event(&self.stage, &letter.event, &letter.reason),
+                letter.ack,
+            );
+        }
+        fan_out(&self.dead_letter, batch).await
+    }
+}
+
+/// The dead-letter record: reason, stage and the original event, as a JSON payload.
+/// The original payload is kept as text when it is UTF-8, else in base64.
+fn dead_letter_event(stage: &str, event: &Event, reason: &str) -> Event {
+    let (payload, encoding) = match std::str::from_utf8(&event.payload) {
+        Ok(text) => (json!(text), "utf8"),
+        Err(_) => (json!(BASE64.encode(&event.payload)), "base64"),
+    };
+    let headers: serde_json::Map<String, serde_json::Value> = event
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), json!(String::from_utf8_lossy(value))))
+        .collect();
+    let record = json!({
+        "stage": stage,
+        "reason": reason,
+        "dead_lettered_at_ms": now_ms(),
+        "origin": &*event.origin,
+        "timestamp_ms": event.timestamp_ms,
+        "key": event.key.as_ref().map(|key| String::from_utf8_lossy(key).into_owned()),
+        "headers": headers,
+        "payload": payload,
+        "payload_encoding": encoding,
+    });
+    Event {
+        key: event.key.clone(),
+        payload: Bytes::from(record.to_string()),
+        headers: Vec::new(),
+        timestamp_ms: event.timestamp_ms,
+        origin: Arc::from(format!("{stage}.dead_letter")),
+    }
+}
+
+/// Send to every inlet: clones for all but the last, which takes the original.
+async fn fan_out(inlets: &[Inlet], batch: Batch) -> Result<(), Closed> {
+    let Some((last, rest)) = inlets.split_last() else {
+        // Validation guarantees a reader for every output; an empty list means the
+        // events were meant to end here (dropping the batch acknowledges it).
+        return Ok(());
+    };
+    for inlet in rest {
+        inlet
+            .send(Batch {
+                events: batch.events.clone(),
+                acks: batch.acks.clone(),
+            })
+            .await?;
+    }
+    last.send(batch).await
+}

@@ -1,0 +1,117 @@
+//! `type = "wasm"` source: a collector plugin called every `interval_ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use toml::Spanned;
+
+use crate::pipeline::{Ack, Batch, Outputs, StageError};
+use crate::runtime::{InstancePool, World};
+use crate::stage::{BuildContext, BuildError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmSourceConfig {
+    /// A `[plugins.NAME]` of the `collector` world.
+    pub plugin: Spanned<String>,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// The plugin's own config (a table, passed as JSON to `init`).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn default_interval() -> u64 {
+    1000
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl WasmSourceConfig {
+    pub fn build(&self, name: &str, context: &BuildContext<'_>) -> Result<WasmSource, BuildError> {
+        if self.interval_ms == 0 {
+            return Err(BuildError::stage(name, "`interval_ms` must be at least 1"));
+        }
+        let pool = context.pool(
+            name,
+            self.plugin.get_ref(),
+            World::Collector,
+            &self.config,
+            1,
+        )?;
+        Ok(WasmSource {
+            pool,
+            interval: Duration::from_millis(self.interval_ms),
+        })
+    }
+}
+
+pub struct WasmSource {
+    pool: Arc<InstancePool>,
+    interval: Duration,
+}
+
+impl super::Source for WasmSource {
+    fn run(
+        self: Box<Self>,
+        outputs: Outputs,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), StageError>> {
+        async move {
+            let stage = self.pool.stage().to_owned();
+            let mut ticks = tokio::time::interval(self.interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = ticks.tick() => {}
+                }
+                let pool = self.pool.clone();
+                let started = std::time::Instant::now();
+                let collected = tokio::task::spawn_blocking(move || pool.collect())
+                    .await
+                    .map_err(|error| StageError::new(&stage, error))?;
+                outputs
+                    .metrics()
+                    .batch_seconds
+                    .record(started.elapsed().as_secs_f64());
+                match collected {
+                    Ok(processed) => {
+                        let mut batch = Batch::with_capacity(processed.emitted.len());
+                        let mut routed = Vec::new();
+                        for emitted in processed.emitted {
+                            match emitted.route {
+                                None => batch.push(emitted.event, Ack::none()),
+                                Some(route) => {
+                                    routed.push((Some(route), emitted.event, Ack::none()))
+                                }
+                            }
+                        }
+                        outputs.metrics().events_in.increment(batch.len() as u64);
+                        outputs
+                            .send(batch)
+                            .await
+                            .map_err(|error| StageError::new(&stage, error))?;
+                        if !routed.is_empty() {
+                            outputs
+                                .send_routed(routed)
+                                .await
+                                .map_err(|error| StageError::new(&stage, error))?;
+                        }
+                    }
+                    Err(error) => {
+                        outputs.metrics().errors.increment(1);
+                        tracing::error!(stage, "collect failed: {error}");
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}

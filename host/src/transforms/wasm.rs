@@ -1,0 +1,157 @@
+//! `type = "wasm"` transform: a processor plugin, `parallelism` instances wide. A batch
+//! that fails is split until its bad events are isolated; those go to the stage's
+//! `dead_letter` route with the reason, the rest go on.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::{Mutex, mpsc};
+use toml::Spanned;
+
+use crate::pipeline::{Batch, DeadLetter, Outputs, StageError};
+use crate::runtime::{InstancePool, World};
+use crate::stage::{BuildContext, BuildError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmTransformConfig {
+    /// A `[plugins.NAME]` of the `processor` world.
+    pub plugin: Spanned<String>,
+    /// Instances working in parallel (batches may then leave out of order).
+    #[serde(default = "one")]
+    pub parallelism: usize,
+    /// Named routes the plugin emits to (readers say `"stage.route"`).
+    #[serde(default)]
+    pub routes: Vec<Spanned<String>>,
+    /// The plugin's own config (a table, passed as JSON to `init`).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl WasmTransformConfig {
+    pub fn build(
+        &self,
+        name: &str,
+        context: &BuildContext<'_>,
+    ) -> Result<WasmTransform, BuildError> {
+        if self.parallelism == 0 {
+            return Err(BuildError::stage(name, "`parallelism` must be at least 1"));
+        }
+        let pool = context.pool(
+            name,
+            self.plugin.get_ref(),
+            World::Processor,
+            &self.config,
+            self.parallelism,
+        )?;
+        Ok(WasmTransform {
+            pool,
+            parallelism: self.parallelism,
+        })
+    }
+}
+
+pub struct WasmTransform {
+    pool: Arc<InstancePool>,
+    parallelism: usize,
+}
+
+impl WasmTransform {
+    /// Run until every input closes; `parallelism` workers share the input.
+    pub async fn run(
+        self,
+        input: mpsc::Receiver<Batch>,
+        outputs: Outputs,
+    ) -> Result<(), StageError> {
+        let input = Arc::new(Mutex::new(input));
+        let outputs = Arc::new(outputs);
+        let workers: Vec<_> = (0..self.parallelism)
+            .map(|_| tokio::spawn(work(self.pool.clone(), input.clone(), outputs.clone())))
+            .collect();
+        for worker in workers {
+            worker
+                .await
+                .map_err(|error| StageError::new(self.pool.stage(), error))??;
+        }
+        Ok(())
+    }
+}
+
+async fn work(
+    pool: Arc<InstancePool>,
+    input: Arc<Mutex<mpsc::Receiver<Batch>>>,
+    outputs: Arc<Outputs>,
+) -> Result<(), StageError> {
+    let stage = pool.stage().to_owned();
+    loop {
+        let Some(batch) = input.lock().await.recv().await else {
+            return Ok(());
+        };
+        outputs.metrics().events_in.increment(batch.len() as u64);
+        let started = std::time::Instant::now();
+        let Batch { events, acks } = batch;
+        let worker_pool = pool.clone();
+        let (events, processed) = tokio::task::spawn_blocking(move || {
+            let processed = worker_pool.process_isolating(&events);
+            (events, processed)
+        })
+        .await
+        .map_err(|error| StageError::new(&stage, error))?;
+        outputs
+            .metrics()
+            .batch_seconds
+            .record(started.elapsed().as_secs_f64());
+        let processed = match processed {
+            Ok(processed) => processed,
+            Err(error) => {
+                // No instance could run at all: every event is a dead letter.
+                outputs.metrics().errors.increment(1);
+                let reason = error.to_string();
+                let dead = events
+                    .into_iter()
+                    .zip(acks)
+                    .map(|(event, ack)| DeadLetter {
+                        event,
+                        ack,
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                outputs
+                    .dead_letter(dead)
+                    .await
+                    .map_err(|error| StageError::new(&stage, error))?;
+                continue;
+            }
+        };
+        let routed = processed
+            .emitted
+            .into_iter()
+            .map(|emitted| (emitted.route, emitted.event, acks[emitted.input].clone()))
+            .collect();
+        outputs
+            .send_routed(routed)
+            .await
+            .map_err(|error| StageError::new(&stage, error))?;
+        let dead = processed
+            .rejected
+            .into_iter()
+            .map(|rejection| DeadLetter {
+                event: events[rejection.input].clone(),
+                ack: acks[rejection.input].clone(),
+                reason: rejection.reason,
+            })
+            .collect();
+        outputs
+            .dead_letter(dead)
+            .await
+            .map_err(|error| StageError::new(&stage, error))?;
+    }
+}
