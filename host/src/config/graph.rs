@@ -189,8 +189,10 @@ impl Graph {
     }
 }
 
-/// Check the graph of a parsed config; push one diagnostic per problem.
-pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
+/// Check the graph of a parsed config; push one diagnostic per problem. Stages in
+/// `broken` failed to parse and were reported already: references to them are not
+/// errors again, and neither are the unread outputs that a broken reference explains.
+pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<Diagnostic>) {
     let graph = Graph::from_config(config);
     let producers: Vec<&str> = graph
         .nodes
@@ -199,11 +201,16 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
         .map(|n| n.name.as_str())
         .collect();
     let mut consumed: BTreeSet<(String, Option<String>)> = BTreeSet::new();
+    let mut dangling = !broken.is_empty();
 
     for node in &graph.nodes {
         for input in &node.inputs {
             consumed.insert((input.stage.clone(), input.route.clone()));
             let Some(upstream) = graph.node(&input.stage) else {
+                dangling = true;
+                if broken.contains(&input.stage) {
+                    continue;
+                }
                 let mut diagnostic = Diagnostic::new(
                     Some(input.span.clone()),
                     format!(
@@ -270,6 +277,10 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
         );
     }
 
+    if dangling {
+        // Outputs may look unread only because a reader's input did not resolve.
+        return check_plugins(config, diagnostics);
+    }
     for (name, stage) in &config.transforms {
         for route in stage.config.routes() {
             if !consumed.contains(&(name.clone(), Some(route.get_ref().clone()))) {
@@ -305,6 +316,10 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
         }
     }
 
+    check_plugins(config, diagnostics);
+}
+
+fn check_plugins(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
     let plugins: Vec<&str> = config.plugins.keys().map(String::as_str).collect();
     let wanted = config
         .sources

@@ -168,6 +168,7 @@ impl Config {
         let mut loader = Loader {
             base,
             diagnostics: Vec::new(),
+            broken: Default::default(),
         };
         let config = match DeTable::parse(&interpolated.text) {
             Ok(root) => Some(loader.document(path, root)),
@@ -203,6 +204,8 @@ impl Config {
 struct Loader {
     base: PathBuf,
     diagnostics: Vec<Diagnostic>,
+    /// Stages whose tables did not parse (already reported).
+    broken: std::collections::BTreeSet<String>,
 }
 
 type Entry<'i> = (Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>);
@@ -294,7 +297,7 @@ impl Loader {
                 }
             }
         }
-        graph::check(&config, &mut self.diagnostics);
+        graph::check(&config, &self.broken, &mut self.diagnostics);
         self.check_plugins(&config);
         config
     }
@@ -325,6 +328,20 @@ impl Loader {
 
     /// Read a stage's `type` and `inputs`, and give the rest to its kind's parser.
     fn stage<C>(
+        &mut self,
+        entry: Entry<'_>,
+        takes_inputs: bool,
+        parse: fn(&str, ValueDeserializer<'_>) -> Result<C, KindError>,
+    ) -> Option<Stage<C>> {
+        let name = entry.0.get_ref().to_string();
+        let stage = self.parse_stage(entry, takes_inputs, parse);
+        if stage.is_none() {
+            self.broken.insert(name);
+        }
+        stage
+    }
+
+    fn parse_stage<C>(
         &mut self,
         (name, value): Entry<'_>,
         takes_inputs: bool,
