@@ -59,6 +59,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(config: &Config) -> Result<Pipeline, StartError> {
+        // Metric handles made before the recorder exists would record nothing.
+        crate::serve::prometheus();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
         let state = StateStore::open(&config.data_dir.join("state.redb"))?;

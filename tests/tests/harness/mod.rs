@@ -1,0 +1,290 @@
+//! Real services for end-to-end tests: a Mosquitto broker (Debian's), the `sluice`
+//! binary as a child process, an MQTT publisher, and readers of what came out.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Wait until `check` holds, or panic with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Mosquitto broker on a free loopback port, persisting to a temporary directory so
+/// that a graceful restart keeps queued messages and sessions.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                 autosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 1000\nlog_dest file {}/mosquitto.log\nuser root\n",
+                dir.path().display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut broker = Mosquitto { port, dir, child: None };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: run scripts/setup");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(10), "mosquitto to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop gracefully (SIGTERM: it saves its state) and start again on the same port.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&child);
+            child.wait().unwrap();
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn terminate(child: &Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
+/// The `sluice` binary next to the test executable (`target/<profile>/sluice`).
+pub fn sluice_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("sluice");
+    assert!(path.exists(), "{} is missing: `cargo build -p sluice` first", path.display());
+    path
+}
+
+pub fn plugin(name: &str) -> String {
+    let dir = std::env::var_os("SLUICE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run scripts/build-plugins", path.display());
+    path.canonicalize().unwrap().display().to_string()
+}
+
+/// A `sluice run` process.
+pub struct Host {
+    pub child: Child,
+    pub api_port: u16,
+    pub log: PathBuf,
+}
+
+impl Host {
+    /// Start `sluice run CONFIG` and wait until it is ready. `stdout` is where the
+    /// console sink writes.
+    pub fn start(config: &Path, api_port: u16, stdout: Stdio) -> Host {
+        let log = config.with_extension(format!("{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let child = Command::new(sluice_binary())
+            .arg("run")
+            .arg(config)
+            .env("SLUICE_LOG", "info")
+            .stdout(stdout)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut host = Host { child, api_port, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = host.child.try_wait().unwrap() {
+                panic!("sluice exited with {status} before ready:\n{}", host.log_text());
+            }
+            if http_get(api_port, "/ready").is_some_and(|(status, _)| status == 200) {
+                return host;
+            }
+            assert!(Instant::now() < deadline, "sluice not ready:\n{}", host.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.api_port, "/metrics").map(|(_, body)| body).unwrap_or_default()
+    }
+
+    /// Resident memory in bytes, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for the drain to finish.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&self.child);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.0 GET on loopback: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The telemetry payload of event `seq`, padded to about `size` bytes.
+pub fn payload(seq: u64, size: usize) -> Vec<u8> {
+    let head = format!(
+        r#"{{"device_id":"d{:02}","seq":{seq},"temperature":{},"battery":80.5,"pad":""#,
+        seq % 16,
+        20 + seq % 70
+    );
+    let mut text = head;
+    while text.len() + 2 < size {
+        text.push('x');
+    }
+    text.push_str("\"}");
+    text.into_bytes()
+}
+
+/// Publish `make(seq)` for every seq with QoS 1 to `topic` and return once the broker
+/// has acknowledged every one (retransmitting across broker restarts). `during` runs
+/// once `at` messages have gone out.
+pub fn publish(
+    port: u16,
+    topic: &str,
+    seqs: std::ops::Range<u64>,
+    make: impl Fn(u64) -> Vec<u8> + Send + 'static,
+    at: u64,
+    during: impl FnOnce(),
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut during = Some(during);
+    runtime.block_on(async {
+        let mut options = MqttOptions::new(format!("e2e-publisher-{}", free_port()), "127.0.0.1", port);
+        options.set_clean_session(false);
+        options.set_inflight(200);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let total = seqs.end - seqs.start;
+        let topic = topic.to_owned();
+        let sender = tokio::spawn(async move {
+            for seq in seqs {
+                client.publish(topic.clone(), QoS::AtLeastOnce, false, make(seq)).await.unwrap();
+            }
+            client
+        });
+        let mut acked = 0u64;
+        let mut sent = 0u64;
+        while acked < total {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                    sent += 1;
+                    if sent == at
+                        && let Some(action) = during.take()
+                    {
+                        action();
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let client = sender.await.unwrap();
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    });
+}
+
+/// Every JSON line in the `*.jsonl` files under `dir`; a torn last line is skipped.
+pub fn read_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut values = Vec::new();
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            values.extend(text.lines().filter_map(|line| serde_json::from_str(line).ok()));
+        }
+    }
+    values
+}
+
+/// How often each `seq` appears.
+pub fn seq_counts(values: &[serde_json::Value]) -> HashMap<u64, usize> {
+    let mut counts = HashMap::new();
+    for value in values {
+        if let Some(seq) = value["seq"].as_u64() {
+            *counts.entry(seq).or_default() += 1;
+        }
+    }
+    counts
+}

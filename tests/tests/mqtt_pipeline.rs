@@ -1,0 +1,272 @@
+//! The pipeline against a real Mosquitto: MQTT in, Wasm transforms, files out. At least
+//! once end to end: counts are exact in normal operation, and nothing is lost when the
+//! broker restarts, when the host is killed, when a plugin traps, or when a sink is slow.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use harness::*;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    broker: Mosquitto,
+    api_port: u16,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup { dir: tempfile::tempdir().unwrap(), broker: Mosquitto::start(), api_port: free_port() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Write a pipeline config: MQTT `e2e/#` through `transforms` into files at `out/`,
+    /// dead letters into `dlq/`. `transforms` is TOML whose last stage is `last`.
+    fn config(&self, transforms: &str, last: &str, extra_sinks: &str) -> PathBuf {
+        let text = format!(
+            r#"
+data_dir = "{data}"
+
+[api]
+listen = "127.0.0.1:{api}"
+
+[plugins.filter]
+path = "{filter}"
+
+[plugins.map]
+path = "{map}"
+
+[plugins.hostile]
+path = "{hostile}"
+
+[sources.in]
+type = "mqtt"
+url = "{url}"
+topics = ["e2e/#"]
+client_id = "sluice-e2e-host"
+
+{transforms}
+
+[sinks.out]
+type = "file"
+inputs = ["{last}"]
+path = "{out}"
+
+{extra_sinks}
+"#,
+            data = self.path("data").display(),
+            api = self.api_port,
+            filter = plugin("filter"),
+            map = plugin("map"),
+            hostile = plugin("fixture-hostile"),
+            url = self.broker.url(),
+            out = self.path("out").display(),
+        );
+        let path = self.path("pipeline.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn host(&self, config: &Path) -> Host {
+        Host::start(config, self.api_port, Stdio::null())
+    }
+}
+
+/// keep everything (a real predicate), then reshape: two Wasm stages.
+const FILTER_AND_MAP: &str = r#"
+[transforms.keep]
+type = "wasm"
+plugin = "filter"
+inputs = ["in"]
+config = { when = { field = "seq", gte = 0 } }
+
+[transforms.shape]
+type = "wasm"
+plugin = "map"
+inputs = ["keep"]
+config = { set = { via = "sluice" }, drop = ["pad"] }
+"#;
+
+fn telemetry(seq: u64) -> Vec<u8> {
+    payload(seq, 160)
+}
+
+/// Wait until every seq in `0..n` is in `out/`; return how many arrived twice or more.
+fn wait_for_all(setup: &Setup, n: u64, host: Option<&Host>) -> usize {
+    let out = setup.path("out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let counts = seq_counts(&read_lines(&out));
+        if (0..n).all(|seq| counts.contains_key(&seq)) {
+            return counts.values().filter(|c| **c > 1).count();
+        }
+        if std::time::Instant::now() > deadline {
+            let missing: Vec<u64> = (0..n).filter(|s| !counts.contains_key(s)).take(10).collect();
+            panic!(
+                "{} of {n} events missing (first: {missing:?})\n{}",
+                (0..n).filter(|s| !counts.contains_key(s)).count(),
+                host.map(Host::log_text).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn metric(metrics: &str, name: &str, stage: &str) -> Option<f64> {
+    let prefix = format!("{name}{{stage=\"{stage}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+#[test]
+fn a_hundred_thousand_events_arrive_exactly_once() {
+    let setup = Setup::new();
+    let config = setup.config(FILTER_AND_MAP, "shape", "");
+    let host = setup.host(&config);
+    publish(setup.broker.port, "e2e/telemetry", 0..100_000, telemetry, 0, || ());
+    let duplicates = wait_for_all(&setup, 100_000, Some(&host));
+    assert_eq!(duplicates, 0, "duplicates in normal operation");
+    let lines = read_lines(&setup.path("out"));
+    assert_eq!(lines.len(), 100_000);
+    assert_eq!(lines[0]["via"], "sluice", "the map stage ran");
+    assert!(lines[0].get("pad").is_none());
+    let metrics = host.metrics();
+    assert_eq!(metric(&metrics, "sluice_events_in_total", "in"), Some(100_000.0), "{metrics}");
+    assert_eq!(metric(&metrics, "sluice_events_out_total", "shape"), Some(100_000.0));
+    assert_eq!(metric(&metrics, "sluice_events_in_total", "out"), Some(100_000.0));
+    assert!(host.stop().success());
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    let mut setup = Setup::new();
+    let config = setup.config(FILTER_AND_MAP, "shape", "");
+    let host = setup.host(&config);
+    let port = setup.broker.port;
+    publish(port, "e2e/telemetry", 0..20_000, telemetry, 8_000, || setup.broker.restart());
+    let duplicates = wait_for_all(&setup, 20_000, Some(&host));
+    eprintln!("broker restart: all 20000 events arrived, {duplicates} more than once");
+}
+
+#[test]
+fn a_host_killed_with_sigkill_and_restarted_loses_nothing() {
+    let setup = Setup::new();
+    let config = setup.config(FILTER_AND_MAP, "shape", "");
+    let mut host = Some(setup.host(&config));
+    let out = setup.path("out");
+    publish(setup.broker.port, "e2e/telemetry", 0..20_000, telemetry, 10_000, || {
+        // Kill once the host is busy writing, mid-stream.
+        wait_until(Duration::from_secs(60), "the first events on disk", || read_lines(&out).len() > 1_000);
+        host.take().unwrap().kill_9();
+    });
+    let restarted = setup.host(&config);
+    let duplicates = wait_for_all(&setup, 20_000, Some(&restarted));
+    eprintln!("kill -9: all 20000 events arrived, {duplicates} more than once");
+    assert!(restarted.stop().success());
+}
+
+#[test]
+fn events_that_make_a_plugin_trap_go_to_the_dead_letter_sink_with_the_reason() {
+    let setup = Setup::new();
+    let transforms = r#"
+[transforms.fragile]
+type = "wasm"
+plugin = "hostile"
+inputs = ["in"]
+config = { behaviour = "panic" }
+"#;
+    let dlq = format!(
+        "[sinks.dlq]\ntype = \"file\"\ninputs = [\"fragile.dead_letter\"]\npath = \"{}\"\n",
+        setup.path("dlq").display()
+    );
+    let config = setup.config(transforms, "fragile", &dlq);
+    let host = setup.host(&config);
+    let poisoned = |seq: u64| seq % 100 == 7;
+    publish(
+        setup.broker.port,
+        "e2e/telemetry",
+        0..2_000,
+        move |seq| {
+            let mut value: serde_json::Value = serde_json::from_slice(&payload(seq, 100)).unwrap();
+            if poisoned(seq) {
+                value["poison"] = true.into();
+            }
+            serde_json::to_vec(&value).unwrap()
+        },
+        0,
+        || (),
+    );
+    wait_until(Duration::from_secs(120), "20 dead letters", || read_lines(&setup.path("dlq")).len() >= 20);
+    let dead = read_lines(&setup.path("dlq"));
+    assert_eq!(dead.len(), 20, "{dead:?}");
+    for letter in &dead {
+        assert_eq!(letter["stage"], "fragile");
+        assert!(letter["reason"].as_str().unwrap().contains("hostile plugin panics on purpose"), "{letter}");
+        let original: serde_json::Value = serde_json::from_str(letter["payload"].as_str().unwrap()).unwrap();
+        assert!(poisoned(original["seq"].as_u64().unwrap()));
+    }
+    wait_until(Duration::from_secs(60), "the good events", || read_lines(&setup.path("out")).len() >= 1_980);
+    let good = seq_counts(&read_lines(&setup.path("out")));
+    assert_eq!(good.len(), 1_980);
+    assert!((0..2_000).filter(|s| !poisoned(*s)).all(|s| good.contains_key(&s)));
+    assert_eq!(metric(&host.metrics(), "sluice_events_dead_lettered_total", "fragile"), Some(20.0));
+}
+
+#[test]
+fn a_slow_sink_bounds_memory_and_slows_the_source() {
+    let setup = Setup::new();
+    let text = format!(
+        r#"
+data_dir = "{data}"
+[api]
+listen = "127.0.0.1:{api}"
+[sources.in]
+type = "mqtt"
+url = "{url}"
+topics = ["e2e/#"]
+client_id = "sluice-e2e-slow"
+[sinks.screen]
+type = "console"
+inputs = ["in"]
+"#,
+        data = setup.path("data").display(),
+        api = setup.api_port,
+        url = setup.broker.url(),
+    );
+    let config = setup.path("slow.toml");
+    std::fs::write(&config, text).unwrap();
+    // Nobody reads the console's pipe until the end: the sink blocks once it is full.
+    let mut host = Host::start(&config, setup.api_port, Stdio::piped());
+    let baseline = host.rss_bytes();
+    const EVENTS: u64 = 40_000;
+    const SIZE: usize = 2_000; // 80 MB in all, far more than the pipeline may hold
+    publish(setup.broker.port, "e2e/bulk", 0..EVENTS, |seq| payload(seq, SIZE), 0, || ());
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = host.metrics();
+    let taken = metric(&metrics, "sluice_events_in_total", "in").unwrap_or(0.0);
+    let grown = host.rss_bytes().saturating_sub(baseline);
+    assert!(taken < EVENTS as f64 / 4.0, "the source took {taken} events while its sink was stuck");
+    assert!(grown < 60 << 20, "memory grew by {} MiB while the sink was stuck", grown >> 20);
+    let depth = metric(&metrics, "sluice_queue_depth", "screen").unwrap_or(0.0);
+    assert!(depth <= 4.0, "queue depth {depth} is over the channel bound");
+
+    // Unblock the sink: every event must still arrive.
+    let stdout = host.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = std::collections::HashSet::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let value: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            seen.insert(value["seq"].as_u64().unwrap());
+            if seen.len() as u64 == EVENTS {
+                break;
+            }
+        }
+        seen.len() as u64
+    });
+    assert_eq!(reader.join().unwrap(), EVENTS);
+}
