@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use sluice::config::{Config, ConfigErrors};
 
 fn plugin(name: &str) -> String {
-    common::plugin_path(name).canonicalize().unwrap().display().to_string()
+    common::plugin_path(name)
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
 }
 
 /// A valid pipeline: MQTT in, a filter with routes, files and console out.
@@ -54,13 +58,17 @@ inputs = ["route.alerts", "hot.dead_letter"]
 }
 
 fn errors(text: &str) -> ConfigErrors {
-    Config::from_text(Path::new("pipeline.toml"), text, |name| (name == "TOKEN").then(|| "t0k".to_owned()))
-        .expect_err("the config should be refused")
+    Config::from_text(Path::new("pipeline.toml"), text, |name| {
+        (name == "TOKEN").then(|| "t0k".to_owned())
+    })
+    .expect_err("the config should be refused")
 }
 
 /// The (line, column) of the first occurrence of `needle` in `text`.
 fn position_of(text: &str, needle: &str) -> (usize, usize) {
-    let offset = text.find(needle).unwrap_or_else(|| panic!("`{needle}` not in the config"));
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in the config"));
     let line = text[..offset].matches('\n').count() + 1;
     let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
@@ -70,7 +78,11 @@ fn position_of(text: &str, needle: &str) -> (usize, usize) {
 fn only(errors: &ConfigErrors) -> (String, Option<String>, (usize, usize)) {
     assert_eq!(errors.diagnostics.len(), 1, "{errors}");
     let d = &errors.diagnostics[0];
-    (d.message.clone(), d.hint.clone(), errors.positions()[0].expect("a position"))
+    (
+        d.message.clone(),
+        d.hint.clone(),
+        errors.positions()[0].expect("a position"),
+    )
 }
 
 #[test]
@@ -88,7 +100,12 @@ fn an_unknown_input_names_the_stage_and_suggests_the_closest() {
     assert_eq!(message, "stage `route` reads from unknown stage `hott`");
     assert_eq!(hint.as_deref(), Some("did you mean `hot`?"));
     assert_eq!(at, position_of(&text, r#""hott""#));
-    assert!(errors.to_string().starts_with(&format!("pipeline.toml:{}:{}: error:", at.0, at.1)), "{errors}");
+    assert!(
+        errors
+            .to_string()
+            .starts_with(&format!("pipeline.toml:{}:{}: error:", at.0, at.1)),
+        "{errors}"
+    );
 }
 
 #[test]
@@ -96,8 +113,14 @@ fn a_cycle_is_refused() {
     let text = valid().replace(r#"inputs = ["in"]"#, r#"inputs = ["in", "route"]"#);
     let errors = errors(&text);
     let (message, _, at) = only(&errors);
-    assert!(message.starts_with("the stages form a cycle: "), "{message}");
-    assert!(message.contains("hot -> route -> hot") || message.contains("route -> hot -> route"), "{message}");
+    assert!(
+        message.starts_with("the stages form a cycle: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("hot -> route -> hot") || message.contains("route -> hot -> route"),
+        "{message}"
+    );
     assert!(at.0 > 1);
 }
 
@@ -106,7 +129,10 @@ fn a_route_nobody_reads_is_refused() {
     let text = valid().replace(r#"routes = ["alerts"]"#, r#"routes = ["alerts", "cold"]"#);
     let (message, hint, at) = only(&errors(&text));
     assert_eq!(message, "no stage reads route `route.cold`");
-    assert_eq!(hint.as_deref(), Some("add `\"route.cold\"` to some stage's `inputs`, or remove the route"));
+    assert_eq!(
+        hint.as_deref(),
+        Some("add `\"route.cold\"` to some stage's `inputs`, or remove the route")
+    );
     assert_eq!(at, position_of(&text, r#""cold""#));
 }
 
@@ -123,7 +149,10 @@ fn an_undeclared_route_is_refused_with_the_known_ones() {
 fn a_missing_plugin_file_is_refused_at_its_path() {
     let text = valid().replace(&plugin("router"), "/nowhere/router.wasm");
     let (message, hint, at) = only(&errors(&text));
-    assert!(message.starts_with("plugin `router`: cannot read /nowhere/router.wasm:"), "{message}");
+    assert!(
+        message.starts_with("plugin `router`: cannot read /nowhere/router.wasm:"),
+        "{message}"
+    );
     assert!(hint.unwrap().contains("scripts/build-plugins"));
     assert_eq!(at, position_of(&text, r#""/nowhere/router.wasm""#));
 }
@@ -136,7 +165,10 @@ fn a_pin_mismatch_is_refused_at_the_pin() {
         &format!("path = \"{}\"\nsha256 = \"{pin}\"\n", plugin("filter")),
     );
     let (message, _, at) = only(&errors(&text));
-    assert!(message.starts_with("plugin `filter`: ") && message.ends_with("not the pinned one"), "{message}");
+    assert!(
+        message.starts_with("plugin `filter`: ") && message.ends_with("not the pinned one"),
+        "{message}"
+    );
     assert_eq!(at, position_of(&text, &format!("\"{pin}\"")));
 }
 
@@ -144,7 +176,10 @@ fn a_pin_mismatch_is_refused_at_the_pin() {
 fn a_wrong_type_for_a_key_is_refused_at_the_value() {
     let text = valid().replace(r#"topics = ["sensors/#"]"#, r#"topics = "sensors/#""#);
     let (message, _, at) = only(&errors(&text));
-    assert!(message.starts_with("stage `in`: invalid type: string \"sensors/#\", expected a sequence"), "{message}");
+    assert!(
+        message.starts_with("stage `in`: invalid type: string \"sensors/#\", expected a sequence"),
+        "{message}"
+    );
     assert_eq!(at, position_of(&text, r#""sensors/#""#));
 }
 
@@ -152,7 +187,10 @@ fn a_wrong_type_for_a_key_is_refused_at_the_value() {
 fn an_unknown_key_is_refused_at_the_key() {
     let text = valid().replace("path = \"out\"", "path = \"out\"\nmax_byts = 10");
     let (message, _, at) = only(&errors(&text));
-    assert!(message.starts_with("stage `files`: unknown field `max_byts`, expected one of"), "{message}");
+    assert!(
+        message.starts_with("stage `files`: unknown field `max_byts`, expected one of"),
+        "{message}"
+    );
     assert_eq!(at, position_of(&text, "max_byts"));
 }
 
@@ -169,7 +207,10 @@ fn an_unset_environment_variable_is_refused_at_its_reference() {
     let text = valid().replace("mqtt://127.0.0.1:1883", "mqtt://${BROKER_HOST}:1883");
     let (message, hint, at) = only(&errors(&text));
     assert_eq!(message, "environment variable `BROKER_HOST` is not set");
-    assert_eq!(hint.as_deref(), Some("set BROKER_HOST, or give a default: `${BROKER_HOST:-value}`"));
+    assert_eq!(
+        hint.as_deref(),
+        Some("set BROKER_HOST, or give a default: `${BROKER_HOST:-value}`")
+    );
     assert_eq!(at, position_of(&text, "${BROKER_HOST}"));
 }
 
@@ -177,7 +218,11 @@ fn an_unset_environment_variable_is_refused_at_its_reference() {
 fn a_syntax_error_has_a_position() {
     let text = valid().replace("[sinks.files]", "[sinks.files");
     let errors = errors(&text);
-    assert_eq!(errors.positions()[0].unwrap().0, position_of(&text, "[sinks.files").0, "{errors}");
+    assert_eq!(
+        errors.positions()[0].unwrap().0,
+        position_of(&text, "[sinks.files").0,
+        "{errors}"
+    );
 }
 
 #[test]
@@ -188,27 +233,62 @@ fn every_problem_is_reported_at_once() {
         .replace("type = \"console\"", "type = \"consol\"")
         .replace("[sources.in]", "[sources.in]\nbatch = 5");
     let errors = errors(&text);
-    let messages: Vec<&str> = errors.diagnostics.iter().map(|d| d.message.as_str()).collect();
-    assert!(messages.iter().any(|m| m.contains("unknown stage `hott`")), "{errors}");
-    assert!(messages.iter().any(|m| m.contains("unknown field `max_byts`")), "{errors}");
-    assert!(messages.iter().any(|m| m.contains("unknown type `consol`")), "{errors}");
-    assert!(messages.iter().any(|m| m.contains("unknown field `batch`")), "{errors}");
-    assert!(errors.to_string().ends_with(&format!("{} problem(s) in pipeline.toml", errors.diagnostics.len())));
+    let messages: Vec<&str> = errors
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("unknown stage `hott`")),
+        "{errors}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("unknown field `max_byts`")),
+        "{errors}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("unknown type `consol`")),
+        "{errors}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("unknown field `batch`")),
+        "{errors}"
+    );
+    assert!(errors.to_string().ends_with(&format!(
+        "{} problem(s) in pipeline.toml",
+        errors.diagnostics.len()
+    )));
 }
 
 #[test]
 fn secrets_interpolate_from_the_environment() {
-    let text = valid().replace("[sources.in]", "[sources.in]\npassword = \"${TOKEN}\"\nusername = \"u\"");
-    let config = Config::from_text(Path::new("pipeline.toml"), &text, |name| (name == "TOKEN").then(|| "t0k".to_owned())).unwrap();
+    let text = valid().replace(
+        "[sources.in]",
+        "[sources.in]\npassword = \"${TOKEN}\"\nusername = \"u\"",
+    );
+    let config = Config::from_text(Path::new("pipeline.toml"), &text, |name| {
+        (name == "TOKEN").then(|| "t0k".to_owned())
+    })
+    .unwrap();
     match &config.sources["in"].config {
-        sluice::sources::SourceConfig::Mqtt(mqtt) => assert_eq!(mqtt.password.as_deref(), Some("t0k")),
+        sluice::sources::SourceConfig::Mqtt(mqtt) => {
+            assert_eq!(mqtt.password.as_deref(), Some("t0k"))
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
 
 #[test]
 fn the_graph_prints_as_dot_and_mermaid() {
-    let graph = Config::from_text(Path::new("p.toml"), &valid(), |_| None).unwrap().graph();
-    assert!(graph.to_dot().contains("\"route\" -> \"screen\" [label=\"alerts\"];"));
+    let graph = Config::from_text(Path::new("p.toml"), &valid(), |_| None)
+        .unwrap()
+        .graph();
+    assert!(
+        graph
+            .to_dot()
+            .contains("\"route\" -> \"screen\" [label=\"alerts\"];")
+    );
     assert!(graph.to_mermaid().contains("  route -->|alerts| screen"));
 }

@@ -18,7 +18,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        Setup { dir: tempfile::tempdir().unwrap(), broker: Mosquitto::start(), api_port: free_port() }
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+            broker: Mosquitto::start(),
+            api_port: free_port(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -106,7 +110,10 @@ fn wait_for_all(setup: &Setup, n: u64, host: Option<&Host>) -> usize {
             return counts.values().filter(|c| **c > 1).count();
         }
         if std::time::Instant::now() > deadline {
-            let missing: Vec<u64> = (0..n).filter(|s| !counts.contains_key(s)).take(10).collect();
+            let missing: Vec<u64> = (0..n)
+                .filter(|s| !counts.contains_key(s))
+                .take(10)
+                .collect();
             panic!(
                 "{} of {n} events missing (first: {missing:?})\n{}",
                 (0..n).filter(|s| !counts.contains_key(s)).count(),
@@ -119,7 +126,9 @@ fn wait_for_all(setup: &Setup, n: u64, host: Option<&Host>) -> usize {
 
 fn metric(metrics: &str, name: &str, stage: &str) -> Option<f64> {
     let prefix = format!("{name}{{stage=\"{stage}\"}} ");
-    metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
 #[test]
@@ -127,7 +136,14 @@ fn a_hundred_thousand_events_arrive_exactly_once() {
     let setup = Setup::new();
     let config = setup.config(FILTER_AND_MAP, "shape", "");
     let host = setup.host(&config);
-    publish(setup.broker.port, "e2e/telemetry", 0..100_000, telemetry, 0, || ());
+    publish(
+        setup.broker.port,
+        "e2e/telemetry",
+        0..100_000,
+        telemetry,
+        0,
+        || (),
+    );
     let duplicates = wait_for_all(&setup, 100_000, Some(&host));
     assert_eq!(duplicates, 0, "duplicates in normal operation");
     let lines = read_lines(&setup.path("out"));
@@ -135,9 +151,19 @@ fn a_hundred_thousand_events_arrive_exactly_once() {
     assert_eq!(lines[0]["via"], "sluice", "the map stage ran");
     assert!(lines[0].get("pad").is_none());
     let metrics = host.metrics();
-    assert_eq!(metric(&metrics, "sluice_events_in_total", "in"), Some(100_000.0), "{metrics}");
-    assert_eq!(metric(&metrics, "sluice_events_out_total", "shape"), Some(100_000.0));
-    assert_eq!(metric(&metrics, "sluice_events_in_total", "out"), Some(100_000.0));
+    assert_eq!(
+        metric(&metrics, "sluice_events_in_total", "in"),
+        Some(100_000.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "sluice_events_out_total", "shape"),
+        Some(100_000.0)
+    );
+    assert_eq!(
+        metric(&metrics, "sluice_events_in_total", "out"),
+        Some(100_000.0)
+    );
     assert!(host.stop().success());
 }
 
@@ -147,7 +173,9 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     let config = setup.config(FILTER_AND_MAP, "shape", "");
     let host = setup.host(&config);
     let port = setup.broker.port;
-    publish(port, "e2e/telemetry", 0..20_000, telemetry, 8_000, || setup.broker.restart());
+    publish(port, "e2e/telemetry", 0..20_000, telemetry, 8_000, || {
+        setup.broker.restart()
+    });
     let duplicates = wait_for_all(&setup, 20_000, Some(&host));
     eprintln!("broker restart: all 20000 events arrived, {duplicates} more than once");
 }
@@ -156,12 +184,19 @@ fn a_broker_restart_mid_stream_loses_nothing() {
 fn a_host_killed_with_sigkill_and_restarted_loses_nothing() {
     let setup = Setup::new();
     let config = setup.config(FILTER_AND_MAP, "shape", "");
-    let mut host = Some(setup.host(&config));
+    let host = setup.host(&config);
     let out = setup.path("out");
-    publish(setup.broker.port, "e2e/telemetry", 0..20_000, telemetry, 10_000, || {
-        // Kill once the host is busy writing, mid-stream.
-        wait_until(Duration::from_secs(60), "the first events on disk", || read_lines(&out).len() > 1_000);
-        host.take().unwrap().kill_9();
+    let port = setup.broker.port;
+    std::thread::scope(|scope| {
+        scope.spawn(|| publish(port, "e2e/telemetry", 0..20_000, telemetry, 0, || ()));
+        // Kill while events are still streaming in and through the pipeline.
+        wait_until(Duration::from_secs(60), "the first events on disk", || {
+            read_lines(&out).len() > 3_000
+        });
+        host.kill_9();
+        let at_kill = read_lines(&out).len();
+        eprintln!("killed with {at_kill} events on disk");
+        assert!(at_kill < 20_000, "the stream was over before the kill");
     });
     let restarted = setup.host(&config);
     let duplicates = wait_for_all(&setup, 20_000, Some(&restarted));
@@ -200,20 +235,42 @@ config = { behaviour = "panic" }
         0,
         || (),
     );
-    wait_until(Duration::from_secs(120), "20 dead letters", || read_lines(&setup.path("dlq")).len() >= 20);
+    wait_until(Duration::from_secs(120), "20 dead letters", || {
+        read_lines(&setup.path("dlq")).len() >= 20
+    });
     let dead = read_lines(&setup.path("dlq"));
     assert_eq!(dead.len(), 20, "{dead:?}");
     for letter in &dead {
         assert_eq!(letter["stage"], "fragile");
-        assert!(letter["reason"].as_str().unwrap().contains("hostile plugin panics on purpose"), "{letter}");
-        let original: serde_json::Value = serde_json::from_str(letter["payload"].as_str().unwrap()).unwrap();
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .contains("hostile plugin panics on purpose"),
+            "{letter}"
+        );
+        let original: serde_json::Value =
+            serde_json::from_str(letter["payload"].as_str().unwrap()).unwrap();
         assert!(poisoned(original["seq"].as_u64().unwrap()));
     }
-    wait_until(Duration::from_secs(60), "the good events", || read_lines(&setup.path("out")).len() >= 1_980);
+    wait_until(Duration::from_secs(60), "the good events", || {
+        read_lines(&setup.path("out")).len() >= 1_980
+    });
     let good = seq_counts(&read_lines(&setup.path("out")));
     assert_eq!(good.len(), 1_980);
-    assert!((0..2_000).filter(|s| !poisoned(*s)).all(|s| good.contains_key(&s)));
-    assert_eq!(metric(&host.metrics(), "sluice_events_dead_lettered_total", "fragile"), Some(20.0));
+    assert!(
+        (0..2_000)
+            .filter(|s| !poisoned(*s))
+            .all(|s| good.contains_key(&s))
+    );
+    assert_eq!(
+        metric(
+            &host.metrics(),
+            "sluice_events_dead_lettered_total",
+            "fragile"
+        ),
+        Some(20.0)
+    );
 }
 
 #[test]
@@ -244,15 +301,32 @@ inputs = ["in"]
     let baseline = host.rss_bytes();
     const EVENTS: u64 = 40_000;
     const SIZE: usize = 2_000; // 80 MB in all, far more than the pipeline may hold
-    publish(setup.broker.port, "e2e/bulk", 0..EVENTS, |seq| payload(seq, SIZE), 0, || ());
+    publish(
+        setup.broker.port,
+        "e2e/bulk",
+        0..EVENTS,
+        |seq| payload(seq, SIZE),
+        0,
+        || (),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let metrics = host.metrics();
     let taken = metric(&metrics, "sluice_events_in_total", "in").unwrap_or(0.0);
     let grown = host.rss_bytes().saturating_sub(baseline);
-    assert!(taken < EVENTS as f64 / 4.0, "the source took {taken} events while its sink was stuck");
-    assert!(grown < 60 << 20, "memory grew by {} MiB while the sink was stuck", grown >> 20);
+    assert!(
+        taken < EVENTS as f64 / 4.0,
+        "the source took {taken} events while its sink was stuck"
+    );
+    assert!(
+        grown < 60 << 20,
+        "memory grew by {} MiB while the sink was stuck",
+        grown >> 20
+    );
     let depth = metric(&metrics, "sluice_queue_depth", "screen").unwrap_or(0.0);
-    assert!(depth <= 4.0, "queue depth {depth} is over the channel bound");
+    assert!(
+        depth <= 4.0,
+        "queue depth {depth} is over the channel bound"
+    );
 
     // Unblock the sink: every event must still arrive.
     let stdout = host.child.stdout.take().unwrap();

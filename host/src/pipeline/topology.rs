@@ -28,6 +28,8 @@ use crate::transforms::wasm::WasmTransform;
 const CHANNEL_BATCHES: usize = 4;
 /// The sink that takes dead letters no configured stage reads.
 pub const DEFAULT_DEAD_LETTER_SINK: &str = "_dead_letter";
+/// How often the pipeline logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping pipeline waits for in-flight events before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -195,11 +197,6 @@ impl Pipeline {
             ),
             None => None,
         };
-        #[cfg(feature = "mqtt")]
-        if let Some(broker) = &config.broker {
-            crate::broker::start(broker)?;
-        }
-
         // Everything is built: start, sinks first so that nothing waits on a missing reader.
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -233,6 +230,19 @@ impl Pipeline {
             }
             None => None,
         };
+        let sinks: Vec<String> = config.sinks.keys().cloned().collect();
+        let sources: Vec<String> = config.sources.keys().cloned().collect();
+        let progress_stop = abort.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(PROGRESS_EVERY);
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    _ = progress_stop.cancelled() => return,
+                    _ = ticks.tick() => report_progress(&sources, &sinks),
+                }
+            }
+        });
         ready.store(true, Ordering::Release);
         tracing::info!(
             sources = config.sources.len(),
@@ -298,4 +308,33 @@ impl Pipeline {
         tracing::info!("pipeline stopped");
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Log events taken in by each source and written by each sink, from the metrics.
+fn report_progress(sources: &[String], sinks: &[String]) {
+    let rendered = crate::serve::prometheus().render();
+    let count = |stage: &str, metric: &str| -> u64 {
+        let prefix = format!("{metric}{{stage=\"{stage}\"}} ");
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let list = |stages: &[String], metric: &str| -> String {
+        stages
+            .iter()
+            .map(|stage| format!("{stage}={}", count(stage, metric)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let dead: u64 = rendered
+        .lines()
+        .filter(|line| line.starts_with("sluice_events_dead_lettered_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64;
+    tracing::info!(
+        "progress: in [{}] written [{}] dead-lettered {dead}",
+        list(sources, "sluice_events_in_total"),
+        list(sinks, "sluice_events_out_total")
+    );
 }

@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Wait until `check` holds, or panic with `what` after `timeout`.
@@ -46,7 +50,11 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let mut broker = Mosquitto { port, dir, child: None };
+        let mut broker = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
         broker.spawn();
         broker
     }
@@ -65,7 +73,9 @@ impl Mosquitto {
             .unwrap();
         self.child = Some(child);
         let port = self.port;
-        wait_until(Duration::from_secs(10), "mosquitto to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_until(Duration::from_secs(10), "mosquitto to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     pub fn url(&self) -> String {
@@ -92,7 +102,10 @@ impl Drop for Mosquitto {
 }
 
 pub fn terminate(child: &Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
 }
 
 /// The `sluice` binary next to the test executable (`target/<profile>/sluice`).
@@ -102,7 +115,11 @@ pub fn sluice_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().unwrap().parent().unwrap().join("sluice");
-    assert!(path.exists(), "{} is missing: `cargo build -p sluice` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo build -p sluice` first",
+        path.display()
+    );
     path
 }
 
@@ -111,7 +128,11 @@ pub fn plugin(name: &str) -> String {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
     let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/build-plugins", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins",
+        path.display()
+    );
     path.canonicalize().unwrap().display().to_string()
 }
 
@@ -126,7 +147,13 @@ impl Host {
     /// Start `sluice run CONFIG` and wait until it is ready. `stdout` is where the
     /// console sink writes.
     pub fn start(config: &Path, api_port: u16, stdout: Stdio) -> Host {
-        let log = config.with_extension(format!("{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = config.with_extension(format!(
+            "{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let child = Command::new(sluice_binary())
             .arg("run")
             .arg(config)
@@ -135,16 +162,27 @@ impl Host {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut host = Host { child, api_port, log };
+        let mut host = Host {
+            child,
+            api_port,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = host.child.try_wait().unwrap() {
-                panic!("sluice exited with {status} before ready:\n{}", host.log_text());
+                panic!(
+                    "sluice exited with {status} before ready:\n{}",
+                    host.log_text()
+                );
             }
             if http_get(api_port, "/ready").is_some_and(|(status, _)| status == 200) {
                 return host;
             }
-            assert!(Instant::now() < deadline, "sluice not ready:\n{}", host.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "sluice not ready:\n{}",
+                host.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -154,7 +192,9 @@ impl Host {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.api_port, "/metrics").map(|(_, body)| body).unwrap_or_default()
+        http_get(self.api_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     /// Resident memory in bytes, from /proc.
@@ -195,7 +235,10 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -225,10 +268,14 @@ pub fn publish(
     at: u64,
     during: impl FnOnce(),
 ) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut during = Some(during);
     runtime.block_on(async {
-        let mut options = MqttOptions::new(format!("e2e-publisher-{}", free_port()), "127.0.0.1", port);
+        let mut options =
+            MqttOptions::new(format!("e2e-publisher-{}", free_port()), "127.0.0.1", port);
         options.set_clean_session(false);
         options.set_inflight(200);
         options.set_keep_alive(Duration::from_secs(5));
@@ -237,7 +284,10 @@ pub fn publish(
         let topic = topic.to_owned();
         let sender = tokio::spawn(async move {
             for seq in seqs {
-                client.publish(topic.clone(), QoS::AtLeastOnce, false, make(seq)).await.unwrap();
+                client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, make(seq))
+                    .await
+                    .unwrap();
             }
             client
         });
@@ -266,13 +316,18 @@ pub fn publish(
 
 /// Every JSON line in the `*.jsonl` files under `dir`; a torn last line is skipped.
 pub fn read_lines(dir: &Path) -> Vec<serde_json::Value> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut values = Vec::new();
     for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "jsonl") {
             let text = std::fs::read_to_string(&path).unwrap();
-            values.extend(text.lines().filter_map(|line| serde_json::from_str(line).ok()));
+            values.extend(
+                text.lines()
+                    .filter_map(|line| serde_json::from_str(line).ok()),
+            );
         }
     }
     values
