@@ -85,6 +85,11 @@ impl Pipeline {
             state: &state,
             data_dir: &config.data_dir,
         };
+        // The embedded broker is infrastructure the stages connect to, so it comes first.
+        #[cfg(feature = "mqtt")]
+        if let Some(broker) = &config.broker {
+            crate::broker::start(broker)?;
+        }
 
         // Inputs of every stage that has one.
         let mut receivers: BTreeMap<String, mpsc::Receiver<Batch>> = BTreeMap::new();
