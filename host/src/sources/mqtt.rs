@@ -332,6 +332,9 @@ async fn poll(
                     }
                 }
             }
+            Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => {
+                tracing::info!(%stage, codes = ?suback.return_codes, "subscribed");
+            }
             Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
                 // After shutdown, leave new messages unacknowledged with the broker.
                 if let Some(sender) = &messages {
