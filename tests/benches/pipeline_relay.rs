@@ -68,12 +68,23 @@ fn run(broker: &Mosquitto, dir: &Path, variant: &str, stages: &str, run: usize) 
     std::fs::write(&config, text).unwrap();
     // Create the session and subscription, then queue the events while the host is down.
     let first = Host::start(&config, api, Stdio::null());
-    wait_until(Duration::from_secs(30), "the subscription", || first.log_text().contains("subscribed"));
+    wait_until(Duration::from_secs(30), "the subscription", || {
+        first.log_text().contains("subscribed")
+    });
     first.stop();
-    publish(broker.port, &topic, 0..EVENTS, |seq| payload(seq, 200), 0, || ());
+    publish(
+        broker.port,
+        &topic,
+        0..EVENTS,
+        |seq| payload(seq, 200),
+        0,
+        || (),
+    );
     let host = Host::start(&config, api, Stdio::null());
     let started = Instant::now();
-    wait_until(Duration::from_secs(600), "every event on disk", || line_count(&out) >= EVENTS);
+    wait_until(Duration::from_secs(600), "every event on disk", || {
+        line_count(&out) >= EVENTS
+    });
     let rate = EVENTS as f64 / started.elapsed().as_secs_f64();
     host.stop();
     rate
@@ -81,7 +92,9 @@ fn run(broker: &Mosquitto, dir: &Path, variant: &str, stages: &str, run: usize) 
 
 /// Lines in the `.jsonl` files of `dir` (cheaper than parsing them).
 fn line_count(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
         .map(|bytes| bytes.iter().filter(|b| **b == b'\n').count() as u64)
@@ -100,5 +113,8 @@ fn main() {
     println!("|---|---:|");
     println!("| raw relay: MQTT → file | {relay:.0} |");
     println!("| MQTT → filter → map (Wasm) → file | {wasm:.0} |");
-    println!("| filter + map relative to the raw relay | {:.0}% |", wasm / relay * 100.0);
+    println!(
+        "| filter + map relative to the raw relay | {:.0}% |",
+        wasm / relay * 100.0
+    );
 }

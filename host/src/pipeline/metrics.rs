@@ -14,13 +14,13 @@ pub struct StageMetrics {
 
 impl StageMetrics {
     pub fn new(stage: &str) -> Self {
-        let label = ("stage", stage.to_owned());
+        let labels = [("stage", stage.to_owned())];
         StageMetrics {
-            events_in: counter!("sluice_events_in_total", &[label.clone()]),
-            events_out: counter!("sluice_events_out_total", &[label.clone()]),
-            dead_lettered: counter!("sluice_events_dead_lettered_total", &[label.clone()]),
-            errors: counter!("sluice_errors_total", &[label.clone()]),
-            batch_seconds: histogram!("sluice_batch_duration_seconds", &[label]),
+            events_in: counter!("sluice_events_in_total", &labels),
+            events_out: counter!("sluice_events_out_total", &labels),
+            dead_lettered: counter!("sluice_events_dead_lettered_total", &labels),
+            errors: counter!("sluice_errors_total", &labels),
+            batch_seconds: histogram!("sluice_batch_duration_seconds", &labels),
         }
     }
 }

@@ -189,8 +189,12 @@ async fn poll(
             Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
                 let mut tracker = tracker.lock().unwrap();
                 // A packet id already in flight is a retransmission after a reconnect.
-                if pkid == 0 || !tracker.in_flight.contains_key(&pkid) {
-                    if let Some(ack) = tracker.queued.pop_front()
+                let retransmission = pkid != 0 && tracker.in_flight.contains_key(&pkid);
+                if !retransmission {
+                    let ack = tracker.queued.pop_front();
+                    // QoS 0 (packet id 0) has no PUBACK: once sent, dropping the token
+                    // acknowledges it.
+                    if let Some(ack) = ack
                         && pkid != 0
                     {
                         tracker.in_flight.insert(pkid, ack);
