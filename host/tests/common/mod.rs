@@ -23,8 +23,11 @@ pub fn plugin_path(name: &str) -> PathBuf {
     path
 }
 
+/// A runtime whose compile cache lives in the build tree: large interpreter
+/// components (Python, JavaScript) compile once for all tests.
 pub fn runtime() -> Arc<Runtime> {
-    Runtime::new(RuntimeOptions::default()).unwrap()
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/component-cache");
+    Runtime::new(RuntimeOptions { cache_dir: Some(cache), fuel: false }).unwrap()
 }
 
 pub fn spec(stage: &str, config: Value) -> StageSpec {
