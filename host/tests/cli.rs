@@ -200,3 +200,56 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_passes_plugin_test() {
     let (ok, _, stderr) = sluice(&["plugin", "new", "my-tagger", "--dir", &dir_str]);
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
 }
+
+/// `plugin new --lang L`, built with that language's toolchain, passes `plugin test`.
+fn scaffold_in(language: &str, build_env: &[(&str, std::ffi::OsString)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_str = dir.path().to_string_lossy().into_owned();
+    let (ok, _, stderr) = sluice(&[
+        "plugin", "new", "tagger", "--lang", language, "--dir", &dir_str,
+    ]);
+    assert!(ok, "{stderr}");
+    let root = dir.path().join("tagger");
+    let build = Command::new(root.join("build"))
+        .envs(build_env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{language}: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let (ok, stdout, stderr) = sluice(&[
+        "plugin",
+        "test",
+        &root.join("tagger.wasm").to_string_lossy(),
+        "-i",
+        &root.join("sample.jsonl").to_string_lossy(),
+        "-c",
+        "tag=demo",
+    ]);
+    assert!(ok, "{language}: {stderr}");
+    stdout
+}
+
+const TAGGED: &str = "[default] {\"device_id\":\"sensor-001\",\"temperature\":21.5,\"tagged_by\":\"demo\"}\n\
+                      [default] {\"device_id\":\"sensor-002\",\"temperature\":88.0,\"tagged_by\":\"demo\"}\n";
+
+#[test]
+fn plugin_new_scaffolds_python_javascript_and_c_plugins_that_pass_plugin_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    assert_eq!(scaffold_in("python", &[]), TAGGED);
+    let node = root.join(".tools/node/node_modules/.bin/componentize-js");
+    assert_eq!(
+        scaffold_in("js", &[("COMPONENTIZE_JS", node.into())]),
+        TAGGED
+    );
+    let tool = target.join("debug/sluice-c-plugin-tool");
+    assert_eq!(
+        scaffold_in("c", &[("SLUICE_C_PLUGIN_TOOL", tool.into())]),
+        TAGGED
+    );
+}

@@ -12,7 +12,10 @@ use sluice::event::Event;
 use sluice::runtime::{CallFailure, Limits, Processed, World};
 
 const LANGUAGES: [&str; 3] = ["python", "js", "c"];
-const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/samples/telemetry.jsonl");
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/samples/telemetry.jsonl"
+);
 
 /// The sample telemetry plus edge cases: a key and headers to carry over, integers,
 /// negatives, exponents, whitespace, nesting, duplicates, non-objects.
@@ -48,7 +51,9 @@ fn run(plugin: &str, limits: Limits) -> Processed {
     let runtime = runtime();
     let mut spec = spec("units", json!({"threshold_f": 176.0}));
     spec.limits = limits;
-    pool(&runtime, plugin, World::Processor, spec).process(&inputs()).unwrap()
+    pool(&runtime, plugin, World::Processor, spec)
+        .process(&inputs())
+        .unwrap()
 }
 
 #[test]
@@ -56,7 +61,10 @@ fn every_language_gives_the_same_bytes_as_rust() {
     let reference = run("units-router", Limits::default());
     assert_eq!(reference.emitted.len(), 15);
     assert_eq!(reference.rejected.len(), 7);
-    assert_eq!(reference.emitted[0].event.key.as_deref(), Some(&b"sensor-000"[..]));
+    assert_eq!(
+        reference.emitted[0].event.key.as_deref(),
+        Some(&b"sensor-000"[..])
+    );
     for language in LANGUAGES {
         let processed = run(&format!("units-router-{language}"), Limits::default());
         for (n, (ours, theirs)) in reference.emitted.iter().zip(&processed.emitted).enumerate() {
@@ -70,16 +78,30 @@ fn every_language_gives_the_same_bytes_as_rust() {
 fn plugin_test_prints_the_same_for_every_language() {
     let print = |plugin: &str| {
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["plugin", "test", &plugin_path(plugin).to_string_lossy(), "-i", SAMPLE])
+            .args([
+                "plugin",
+                "test",
+                &plugin_path(plugin).to_string_lossy(),
+                "-i",
+                SAMPLE,
+            ])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     };
     let reference = print("units-router");
     assert!(reference.contains("[alerts] "), "{reference}");
     for language in LANGUAGES {
-        assert_eq!(print(&format!("units-router-{language}")), reference, "{language}");
+        assert_eq!(
+            print(&format!("units-router-{language}")),
+            reference,
+            "{language}"
+        );
     }
 }
 
@@ -88,8 +110,16 @@ fn an_endless_loop_in_python_or_javascript_stops_at_the_deadline() {
     for language in ["python", "js"] {
         let runtime = runtime();
         let mut spec = spec("spin", json!({}));
-        spec.limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
-        let pool = pool(&runtime, &format!("fixture-{language}-loop"), World::Processor, spec);
+        spec.limits = Limits {
+            timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let pool = pool(
+            &runtime,
+            &format!("fixture-{language}-loop"),
+            World::Processor,
+            spec,
+        );
         let error = pool.process(&events(&["{}"])).unwrap_err();
         assert_eq!(
             error.failure(),

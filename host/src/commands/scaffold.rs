@@ -7,6 +7,9 @@ use anyhow::{Context, bail};
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Language {
     Rust,
+    Python,
+    Js,
+    C,
 }
 
 /// Template files, with `{{name}}`, `{{crate}}` and `{{sdk}}` placeholders.
@@ -19,11 +22,52 @@ const RUST_FILES: &[(&str, &str)] = &[
         "src/lib.rs",
         include_str!("../../templates/rust/lib.rs.tmpl"),
     ),
-    ("sample.jsonl", include_str!("../../templates/sample.jsonl")),
     (
         "README.md",
         include_str!("../../templates/rust/README.md.tmpl"),
     ),
+    SAMPLE,
+];
+
+/// The plugin contract, shipped with plugins whose toolchains read WIT themselves.
+const WIT: (&str, &str) = ("wit/plugin.wit", include_str!("../../../wit/plugin.wit"));
+const SAMPLE: (&str, &str) = ("sample.jsonl", include_str!("../../templates/sample.jsonl"));
+
+const PYTHON_FILES: &[(&str, &str)] = &[
+    ("app.py", include_str!("../../templates/python/app.py.tmpl")),
+    ("build", include_str!("../../templates/python/build.tmpl")),
+    (
+        "README.md",
+        include_str!("../../templates/python/README.md.tmpl"),
+    ),
+    WIT,
+    SAMPLE,
+];
+
+const JS_FILES: &[(&str, &str)] = &[
+    ("app.js", include_str!("../../templates/js/app.js.tmpl")),
+    ("build", include_str!("../../templates/js/build.tmpl")),
+    (
+        "package.json",
+        include_str!("../../templates/js/package.json.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/js/README.md.tmpl"),
+    ),
+    WIT,
+    SAMPLE,
+];
+
+const C_FILES: &[(&str, &str)] = &[
+    ("app.c", include_str!("../../templates/c/app.c.tmpl")),
+    ("build", include_str!("../../templates/c/build.tmpl")),
+    (
+        "README.md",
+        include_str!("../../templates/c/README.md.tmpl"),
+    ),
+    WIT,
+    SAMPLE,
 ];
 
 /// How the generated Cargo.toml finds the SDK: this source tree's copy when it is
@@ -56,6 +100,9 @@ pub fn create(name: &str, language: Language, parent: &Path) -> anyhow::Result<(
     }
     let files = match language {
         Language::Rust => RUST_FILES,
+        Language::Python => PYTHON_FILES,
+        Language::Js => JS_FILES,
+        Language::C => C_FILES,
     };
     let crate_name = name.replace('-', "_");
     for (relative, template) in files {
@@ -66,6 +113,10 @@ pub fn create(name: &str, language: Language, parent: &Path) -> anyhow::Result<(
         let path = root.join(relative);
         std::fs::create_dir_all(path.parent().unwrap())?;
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        if *relative == "build" {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
     }
     tracing::info!(path = %root.display(), "created plugin `{name}`; see its README.md to build and test it");
     Ok(())

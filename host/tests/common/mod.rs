@@ -27,7 +27,11 @@ pub fn plugin_path(name: &str) -> PathBuf {
 /// components (Python, JavaScript) compile once for all tests.
 pub fn runtime() -> Arc<Runtime> {
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/component-cache");
-    Runtime::new(RuntimeOptions { cache_dir: Some(cache), fuel: false }).unwrap()
+    Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache),
+        fuel: false,
+    })
+    .unwrap()
 }
 
 pub fn spec(stage: &str, config: Value) -> StageSpec {

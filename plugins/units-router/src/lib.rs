@@ -31,18 +31,28 @@ impl Processor for UnitsRouter {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, Error> {
-        Ok(UnitsRouter { threshold_f: config.threshold_f })
+        Ok(UnitsRouter {
+            threshold_f: config.threshold_f,
+        })
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
-        let value: serde_json::Value = serde_json::from_slice(event.payload()).map_err(|_| Error::new(NOT_AN_OBJECT))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(event.payload()).map_err(|_| Error::new(NOT_AN_OBJECT))?;
         let object = value.as_object().ok_or(NOT_AN_OBJECT)?;
-        let celsius = object.get("temperature").and_then(serde_json::Value::as_f64).ok_or(NO_TEMPERATURE)?;
+        let celsius = object
+            .get("temperature")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or(NO_TEMPERATURE)?;
         let fahrenheit = celsius * 9.0 / 5.0 + 32.0;
         let text = event.text()?.trim_end();
         let body = text.strip_suffix('}').ok_or(NOT_AN_OBJECT)?;
         let payload = format!("{body},\"temperature_f\":{fahrenheit:.2}}}");
-        let route = if fahrenheit > self.threshold_f { "alerts" } else { "normal" };
+        let route = if fahrenheit > self.threshold_f {
+            "alerts"
+        } else {
+            "normal"
+        };
         out.emit(event, payload.as_bytes(), Some(route));
         Ok(())
     }
