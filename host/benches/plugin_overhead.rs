@@ -204,6 +204,7 @@ fn main() {
     let instantiate = median_duration(200, || {
         black_box(new_pool().unwrap());
     });
+    languages(&runtime, &payloads);
     println!();
     println!("| measure | time |");
     println!("|---|---:|");
@@ -215,4 +216,38 @@ fn main() {
         "| new instance (instantiate from InstancePre + init) | {:.1} µs |",
         instantiate.as_secs_f64() * 1e6
     );
+}
+
+/// The same plugin (units-router) in each language, through the same runtime path.
+fn languages(runtime: &Runtime, payloads: &[String]) {
+    println!();
+    println!("| language | batch | events/s | cost relative to Rust |");
+    println!("|---|---:|---:|---:|");
+    let config = json!({"threshold_f": 176.0});
+    for size in [100, 1000] {
+        let batches: Vec<Vec<Event>> = payloads
+            .chunks(size)
+            .map(|chunk| chunk.iter().map(|p| Event::new(p.clone().into_bytes(), "bench")).collect())
+            .collect();
+        let mut rust_rate = 0.0;
+        for language in ["rust", "c", "python", "js"] {
+            let name = if language == "rust" { "units-router".to_owned() } else { format!("units-router-{language}") };
+            let plugin = runtime.load(&name, &plugin_path(&name), None).expect("run scripts/build-plugins first");
+            let pool = InstancePool::new(runtime, plugin, World::Processor, spec(&name, &config), 1).unwrap();
+            // Interpreters are slow: fewer batches keep the run short.
+            let batches_per_run = if matches!(language, "python" | "js") { (2_000 / size).max(1) } else { batches.len() };
+            let mut best = 0f64;
+            for _ in 0..3 {
+                let start = Instant::now();
+                for batch in batches.iter().take(batches_per_run) {
+                    black_box(pool.process(batch).unwrap());
+                }
+                best = best.max((batches_per_run * size) as f64 / start.elapsed().as_secs_f64());
+            }
+            if language == "rust" {
+                rust_rate = best;
+            }
+            println!("| {language} | {size} | {best:.0} | {:.1}x |", rust_rate / best);
+        }
+    }
 }
