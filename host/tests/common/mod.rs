@@ -26,7 +26,10 @@ pub fn plugin_path(name: &str) -> PathBuf {
 /// A runtime whose compile cache lives in the build tree: large interpreter
 /// components (Python, JavaScript) compile once for all tests.
 pub fn runtime() -> Arc<Runtime> {
-    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/component-cache");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let cache = target.join("component-cache");
     Runtime::new(RuntimeOptions {
         cache_dir: Some(cache),
         fuel: false,
