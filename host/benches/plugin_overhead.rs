@@ -227,15 +227,32 @@ fn languages(runtime: &Runtime, payloads: &[String]) {
     for size in [100, 1000] {
         let batches: Vec<Vec<Event>> = payloads
             .chunks(size)
-            .map(|chunk| chunk.iter().map(|p| Event::new(p.clone().into_bytes(), "bench")).collect())
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|p| Event::new(p.clone().into_bytes(), "bench"))
+                    .collect()
+            })
             .collect();
         let mut rust_rate = 0.0;
         for language in ["rust", "c", "python", "js"] {
-            let name = if language == "rust" { "units-router".to_owned() } else { format!("units-router-{language}") };
-            let plugin = runtime.load(&name, &plugin_path(&name), None).expect("run scripts/build-plugins first");
-            let pool = InstancePool::new(runtime, plugin, World::Processor, spec(&name, &config), 1).unwrap();
+            let name = if language == "rust" {
+                "units-router".to_owned()
+            } else {
+                format!("units-router-{language}")
+            };
+            let plugin = runtime
+                .load(&name, &plugin_path(&name), None)
+                .expect("run scripts/build-plugins first");
+            let pool =
+                InstancePool::new(runtime, plugin, World::Processor, spec(&name, &config), 1)
+                    .unwrap();
             // Interpreters are slow: fewer batches keep the run short.
-            let batches_per_run = if matches!(language, "python" | "js") { (2_000 / size).max(1) } else { batches.len() };
+            let batches_per_run = if matches!(language, "python" | "js") {
+                (2_000 / size).max(1)
+            } else {
+                batches.len()
+            };
             let mut best = 0f64;
             for _ in 0..3 {
                 let start = Instant::now();
@@ -247,7 +264,10 @@ fn languages(runtime: &Runtime, payloads: &[String]) {
             if language == "rust" {
                 rust_rate = best;
             }
-            println!("| {language} | {size} | {best:.0} | {:.1}x |", rust_rate / best);
+            println!(
+                "| {language} | {size} | {best:.0} | {:.1}x |",
+                rust_rate / best
+            );
         }
     }
 }

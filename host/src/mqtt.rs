@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rumqttc::{MqttOptions, Transport};
+use tokio_util::sync::CancellationToken;
 
 /// Where and how to connect; the fields of `[sources.X]` / `[sinks.X]` of type `mqtt`.
 pub struct Endpoint<'a> {
@@ -60,6 +61,42 @@ impl Endpoint<'_> {
             options.set_transport(transport);
         }
         Ok(options)
+    }
+}
+
+/// Reconnect pacing shared by the MQTT source and sink: 200 ms, doubling up to 5 s,
+/// back to 200 ms after every successful connection.
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Self::FIRST)
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    /// Log a connection error and wait before the next attempt. Returns false when
+    /// `stop` fired meanwhile.
+    pub async fn wait(
+        &mut self,
+        stage: &str,
+        error: &rumqttc::ConnectionError,
+        stop: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(%stage, "MQTT connection: {error}; retrying in {:?}", self.0);
+        let stopped = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(self.0) => false,
+        };
+        self.0 = (self.0 * 2).min(Self::MAX);
+        !stopped
     }
 }
 

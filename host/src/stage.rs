@@ -64,3 +64,8 @@ impl BuildContext<'_> {
         )?))
     }
 }
+
+/// The default `config` of a plugin stage: an empty JSON object.
+pub fn empty_config() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
-use crate::mqtt::Endpoint;
+use crate::mqtt::{Backoff, Endpoint};
 use crate::pipeline::{Ack, Batch};
 use crate::stage::BuildError;
 
@@ -179,7 +179,7 @@ async fn poll(
     tracker: Arc<Mutex<Tracker>>,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,
@@ -205,17 +205,14 @@ async fn poll(
                 tracker.lock().unwrap().in_flight.remove(&puback.pkid);
             }
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 tracing::info!(%stage, "connected to the MQTT broker");
             }
             Ok(_) => {}
             Err(error) => {
-                tracing::warn!(%stage, "MQTT connection: {error}; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&stage, &error, &stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, now_ms};
-use crate::mqtt::Endpoint;
+use crate::mqtt::{Backoff, Endpoint};
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
 use crate::stage::BuildError;
 
@@ -308,7 +308,7 @@ async fn poll(
     shutdown: CancellationToken,
     disconnected: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     let mut messages = Some(messages);
     loop {
         let event = tokio::select! {
@@ -321,7 +321,7 @@ async fn poll(
         };
         match event {
             Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 sequencer.lock().unwrap().reconnected();
                 tracing::info!(%stage, session_present = connack.session_present, "connected to the MQTT broker");
                 if !connack.session_present {
@@ -347,12 +347,9 @@ async fn poll(
             }
             Ok(_) => {}
             Err(error) => {
-                tracing::warn!(%stage, "MQTT connection: {error}; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = disconnected.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&stage, &error, &disconnected).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

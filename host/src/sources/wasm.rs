@@ -21,16 +21,12 @@ pub struct WasmSourceConfig {
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
     /// The plugin's own config (a table, passed as JSON to `init`).
-    #[serde(default = "empty_object")]
+    #[serde(default = "crate::stage::empty_config")]
     pub config: serde_json::Value,
 }
 
 fn default_interval() -> u64 {
     1000
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
 }
 
 impl WasmSourceConfig {

@@ -24,16 +24,12 @@ pub struct WasmTransformConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<String>>,
     /// The plugin's own config (a table, passed as JSON to `init`).
-    #[serde(default = "empty_object")]
+    #[serde(default = "crate::stage::empty_config")]
     pub config: serde_json::Value,
 }
 
 fn one() -> usize {
     1
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
 }
 
 impl WasmTransformConfig {

@@ -147,13 +147,13 @@ impl Host {
     /// Start `sluice run CONFIG` and wait until it is ready. `stdout` is where the
     /// console sink writes.
     pub fn start(config: &Path, api_port: u16, stdout: Stdio) -> Host {
-        let log = config.with_extension(format!(
-            "{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
+        // Logs go to the temporary directory, never next to a checked-in config.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let log =
+            std::env::temp_dir().join(format!("sluice-e2e-{}-{nanos}.log", std::process::id()));
         let child = Command::new(sluice_binary())
             .arg("run")
             .arg(config)
