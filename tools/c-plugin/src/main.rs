@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use wasi_preview1_component_adapter_provider::{
     WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
 };
-use wit_bindgen_core::{Files, WorldGenerator};
+use wit_bindgen_core::Files;
 use wit_parser::Resolve;
 
 fn bindings(wit: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
