@@ -186,3 +186,56 @@ impl Output {
             .map(|reject| (reject.input as usize, reject.reason.as_str()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Batch, Processor};
+
+    /// A plugin's logic runs natively too: the way to unit-test it.
+    struct Evens;
+
+    impl Processor for Evens {
+        type Config = ();
+        fn new(_: ()) -> Result<Self, crate::Error> {
+            Ok(Evens)
+        }
+        fn process(
+            &mut self,
+            event: &crate::Event<'_>,
+            out: &mut Output,
+        ) -> Result<(), crate::Error> {
+            let n: u64 = event.json()?;
+            match n % 2 {
+                0 => out.forward_to(event, "even"),
+                _ => out.emit(event, b"odd", None),
+            }
+            assert_eq!(event.header("h"), Some(&b"v"[..]));
+            assert_eq!(event.key(), Some(&b"k"[..]));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_processor_runs_natively_on_sdk_batches() {
+        let events: Vec<NewEvent> = ["2", "3", "x"]
+            .iter()
+            .map(|payload| NewEvent {
+                key: Some(b"k".to_vec()),
+                payload: payload.as_bytes().to_vec(),
+                headers: vec![("h".into(), b"v".to_vec())],
+                ..NewEvent::default()
+            })
+            .collect();
+        let mut out = Output::new();
+        Evens
+            .process_batch(&Batch::from_events(&events), &mut out)
+            .unwrap();
+        let emitted: Vec<(Option<&str>, &[u8])> = out.emitted().collect();
+        assert_eq!(emitted, [(Some("even"), &b"2"[..]), (None, &b"odd"[..])]);
+        let rejected: Vec<(usize, &str)> = out.rejected().collect();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].0, 2);
+        assert!(rejected[0].1.starts_with("invalid JSON"));
+    }
+}

@@ -55,8 +55,8 @@ pub struct Pipeline {
     stop: CancellationToken,
     abort: CancellationToken,
     tasks: JoinSet<Result<(), StageError>>,
-    ready: Arc<AtomicBool>,
-    api: Option<SocketAddr>,
+    /// Whether the HTTP API runs (it outlives the data path while draining).
+    has_api: bool,
 }
 
 impl Pipeline {
@@ -225,6 +225,7 @@ impl Pipeline {
         let api_address = match api {
             Some(listener) => {
                 let address = listener.local_addr().ok();
+                tracing::info!(address = ?address, "API: /metrics, /health, /ready");
                 let (ready, stop) = (ready.clone(), abort.clone());
                 tasks.spawn(async move {
                     crate::serve::serve(listener, ready, stop)
@@ -259,19 +260,9 @@ impl Pipeline {
             stop,
             abort,
             tasks,
-            ready,
-            api: api_address,
+
+            has_api: api_address.is_some(),
         })
-    }
-
-    /// Whether every stage has started.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// The address the HTTP API listens on, if configured.
-    pub fn api_address(&self) -> Option<SocketAddr> {
-        self.api
     }
 
     /// A handle that stops the pipeline: sources stop taking events and everything in
@@ -306,7 +297,7 @@ impl Pipeline {
                 self.stop.cancel();
             }
             // Only the API task left: the data path is done.
-            if self.tasks.len() == 1 && self.api.is_some() {
+            if self.tasks.len() == 1 && self.has_api {
                 self.abort.cancel();
             }
         }

@@ -80,10 +80,6 @@ impl Runtime {
         Ok(Arc::new(plugin))
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// How many ticks make up `timeout` (at least one).
     pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
         (timeout.as_micros() as u64)

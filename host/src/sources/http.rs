@@ -147,7 +147,7 @@ async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let ack = Ack::new(move || {
         let _ = delivered.send(());
     });
-    let origin: Arc<str> = Arc::from(format!("{}", shared.stage));
+    let origin = shared.stage.clone();
     let now = now_ms();
     let mut batch = Batch::with_capacity(count);
     for payload in payloads {
@@ -197,21 +197,17 @@ fn split_payloads(body: &Bytes) -> Result<Vec<Bytes>, String> {
             serde_json::from_slice(body).map_err(|error| format!("invalid JSON array: {error}"))?;
         return Ok(items
             .into_iter()
-            .map(|item| Bytes::copy_from_slice(item.get().as_bytes()))
+            .map(|item| body.slice_ref(item.get().as_bytes()))
             .collect());
     }
     let mut payloads = Vec::new();
-    let mut start = 0;
     for (number, line) in body.split(|b| *b == b'\n').enumerate() {
-        let end = start + line.len();
         let text = line.trim_ascii();
         if !text.is_empty() {
             serde_json::from_slice::<serde::de::IgnoredAny>(text)
                 .map_err(|error| format!("line {}: invalid JSON: {error}", number + 1))?;
-            let offset = text.as_ptr() as usize - body.as_ptr() as usize;
-            payloads.push(body.slice(offset..offset + text.len()));
+            payloads.push(body.slice_ref(text));
         }
-        start = end + 1;
     }
     Ok(payloads)
 }
