@@ -253,3 +253,43 @@ fn plugin_new_scaffolds_python_javascript_and_c_plugins_that_pass_plugin_test() 
         TAGGED
     );
 }
+
+#[test]
+fn validate_also_loads_plugins_and_runs_their_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[plugins.filter]
+path = "{filter}"
+[plugins.sim]
+path = "{sim}"
+[sources.in]
+type = "http"
+listen = "127.0.0.1:0"
+[transforms.hot]
+type = "wasm"
+plugin = "filter"
+inputs = ["in"]
+config = {{ when = {{ field = "t", hotter = 1 }} }}
+[transforms.wrong]
+type = "wasm"
+plugin = "sim"
+inputs = ["hot"]
+[sinks.out]
+type = "console"
+inputs = ["wrong"]
+"#,
+            filter = plugin("filter"),
+            sim = plugin("sensor-sim")
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = sluice(&["validate", &config.to_string_lossy()]);
+    assert!(!ok);
+    assert!(stderr.contains("stage `hot` (plugin `filter`): init failed: invalid plugin config: unknown operator `hotter`"), "{stderr}");
+    assert!(stderr.contains("plugin `sim` exports `init`, `collect` so it is a `collector`, but stage `wrong` needs a `processor` plugin"), "{stderr}");
+    assert!(stderr.contains("2 problem(s) in"), "{stderr}");
+}

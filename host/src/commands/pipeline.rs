@@ -20,9 +20,22 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 
 pub fn validate(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
+    let problems = sluice::pipeline::check_plugins(&config);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: error: {p}", path.display()))
+            .collect();
+        anyhow::bail!(
+            "{}\n{} problem(s) in {}",
+            list.join("\n"),
+            problems.len(),
+            path.display()
+        );
+    }
     writeln!(
         std::io::stdout(),
-        "{}: ok ({} sources, {} transforms, {} sinks, {} plugins)",
+        "{}: ok ({} sources, {} transforms, {} sinks, {} plugins loaded and initialised)",
         path.display(),
         config.sources.len(),
         config.transforms.len(),

@@ -3,12 +3,14 @@
 
 mod ack;
 mod batch;
+mod check;
 mod metrics;
 mod outputs;
 mod topology;
 
 pub use ack::Ack;
 pub use batch::Batch;
+pub use check::check_plugins;
 pub use metrics::StageMetrics;
 pub use outputs::{Closed, DeadLetter, Inlet, Outputs};
 pub use topology::{Pipeline, StartError};

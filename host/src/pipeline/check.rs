@@ -1,0 +1,71 @@
+//! The plugin checks of `sluice validate`: load every plugin and start one instance of
+//! every plugin stage with its config (running `init`) — what a start would do first —
+//! without running anything.
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::runtime::{Runtime, RuntimeOptions, World};
+use crate::sources::SourceConfig;
+use crate::stage::BuildContext;
+use crate::state::StateStore;
+use crate::transforms::TransformConfig;
+
+/// Every problem found, one message each (naming the plugin and the stage).
+pub fn check_plugins(config: &Config) -> Vec<String> {
+    let fuel = config
+        .plugins
+        .values()
+        .any(|plugin| plugin.limits.fuel.is_some());
+    let runtime = match Runtime::new(RuntimeOptions {
+        fuel,
+        ..RuntimeOptions::with_default_cache()
+    }) {
+        Ok(runtime) => runtime,
+        Err(error) => return vec![error.to_string()],
+    };
+    let mut problems = Vec::new();
+    let mut plugins = HashMap::new();
+    for (name, def) in &config.plugins {
+        match runtime.load(name, &def.path, def.sha256.as_deref()) {
+            Ok(loaded) => {
+                plugins.insert(name.clone(), (loaded, def.clone()));
+            }
+            Err(error) => problems.push(error.to_string()),
+        }
+    }
+    let state = StateStore::in_memory();
+    let context = BuildContext {
+        runtime: &runtime,
+        plugins: &plugins,
+        state: &state,
+        data_dir: &config.data_dir,
+    };
+    let collectors = config
+        .sources
+        .iter()
+        .filter_map(|(name, stage)| match &stage.config {
+            SourceConfig::Wasm(wasm) => {
+                Some((name, wasm.plugin.get_ref(), World::Collector, &wasm.config))
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        });
+    let processors = config
+        .transforms
+        .iter()
+        .map(|(name, stage)| match &stage.config {
+            TransformConfig::Wasm(wasm) => {
+                (name, wasm.plugin.get_ref(), World::Processor, &wasm.config)
+            }
+        });
+    for (stage, plugin, world, plugin_config) in collectors.chain(processors) {
+        // A plugin that did not load was reported above.
+        if plugins.contains_key(plugin)
+            && let Err(error) = context.pool(stage, plugin, world, plugin_config, 1)
+        {
+            problems.push(error.to_string());
+        }
+    }
+    problems
+}
