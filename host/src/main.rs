@@ -47,8 +47,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The embedded broker (rumqttd) logs every client disconnect as an error: quiet it
+    // unless SLUICE_LOG asks for it.
     let filter = EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -208,6 +208,8 @@ async fn poll(
                 backoff.reset();
                 tracing::info!(%stage, "connected to the MQTT broker");
             }
+            // Our own DISCONNECT went out: the connection is over by design.
+            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(error) => {
                 if !backoff.wait(&stage, &error, &stop).await {

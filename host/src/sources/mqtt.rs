@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish, QoS};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -345,6 +345,8 @@ async fn poll(
                     }
                 }
             }
+            // Our own DISCONNECT went out: the connection is over by design.
+            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(error) => {
                 if !backoff.wait(&stage, &error, &disconnected).await {
