@@ -81,12 +81,14 @@ path = "{out}"
     }
 }
 
-/// keep everything (a real predicate), then reshape: two Wasm stages.
+/// Keep everything (a real predicate, two instances in parallel), then reshape: two
+/// Wasm stages.
 const FILTER_AND_MAP: &str = r#"
 [transforms.keep]
 type = "wasm"
 plugin = "filter"
 inputs = ["in"]
+parallelism = 2
 config = { when = { field = "seq", gte = 0 } }
 
 [transforms.shape]
