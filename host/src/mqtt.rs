@@ -3,14 +3,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rumqttc::{MqttOptions, Transport};
+use rumqttc::{MqttOptions, QoS, Transport};
 use tokio_util::sync::CancellationToken;
+
+use crate::stage::BuildError;
 
 /// Where and how to connect; the fields of `[sources.X]` / `[sinks.X]` of type `mqtt`.
 pub struct Endpoint<'a> {
+    /// The stage connecting: names errors and the default client id.
+    pub stage: &'a str,
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub url: &'a str,
-    pub client_id: &'a str,
+    /// Defaults to `sluice-<stage>`; keep it stable so the broker finds the session.
+    pub client_id: Option<&'a str>,
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
     /// PEM file of the CA that signed the broker's certificate (for `mqtts://`).
@@ -18,7 +23,13 @@ pub struct Endpoint<'a> {
 }
 
 impl Endpoint<'_> {
-    pub fn options(&self) -> Result<MqttOptions, String> {
+    /// Connection options, or an error naming the stage.
+    pub fn options(&self) -> Result<MqttOptions, BuildError> {
+        self.parse()
+            .map_err(|error| BuildError::stage(self.stage, error))
+    }
+
+    fn parse(&self) -> Result<MqttOptions, String> {
         let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtts://") {
             (true, rest)
         } else if let Some(rest) = self.url.strip_prefix("mqtt://") {
@@ -41,7 +52,10 @@ impl Endpoint<'_> {
         if host.is_empty() {
             return Err(format!("url `{}` has no host", self.url));
         }
-        let mut options = MqttOptions::new(self.client_id, host, port);
+        let client_id = self
+            .client_id
+            .map_or_else(|| format!("sluice-{}", self.stage), str::to_owned);
+        let mut options = MqttOptions::new(client_id, host, port);
         options.set_keep_alive(Duration::from_secs(15));
         // Room for many pending acknowledgements and publishes between polls.
         options.set_request_channel_capacity(10_000);
@@ -61,6 +75,18 @@ impl Endpoint<'_> {
             options.set_transport(transport);
         }
         Ok(options)
+    }
+}
+
+/// The QoS a config's `qos` names: 0 or 1.
+pub fn qos(stage: &str, value: u8) -> Result<QoS, BuildError> {
+    match value {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        other => Err(BuildError::stage(
+            stage,
+            format!("`qos` must be 0 or 1, not {other}"),
+        )),
     }
 }
 

@@ -3,43 +3,24 @@
 
 mod harness;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
 use harness::*;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-/// POST `body` and return (status, body).
+/// POST to the ingest path, with the bearer token when given.
 fn post(port: u16, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n{auth}\r\n",
-        body.len()
-    )
-    .unwrap();
-    let _ = stream.write_all(body);
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    http_post(
+        port,
+        path,
+        auth.as_slice()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        body,
     )
 }
 

@@ -3,10 +3,7 @@
 
 mod harness;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Stdio;
-use std::time::Duration;
 
 use harness::*;
 
@@ -65,23 +62,8 @@ path = "rejects"
         .filter(|line| serde_json::from_str::<serde_json::Value>(line).is_ok())
         .map(|line| format!("{line}\n"))
         .collect();
-    let mut stream = TcpStream::connect(("127.0.0.1", ingest)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /ingest HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(
-        response.split_whitespace().nth(1) == Some("200"),
-        "{response}\n{}",
-        host.log_text()
-    );
+    let (status, response) = http_post(ingest, "/ingest", &[], body.as_bytes());
+    assert_eq!(status, 200, "{response}\n{}", host.log_text());
     let read = |sink: &str| {
         let dir = dir.path().join("data").join(sink);
         let mut text = String::new();

@@ -44,32 +44,18 @@ fn default_qos() -> u8 {
 
 impl MqttSinkConfig {
     pub fn build(&self, name: &str) -> Result<MqttSink, BuildError> {
-        let qos = match self.qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            other => {
-                return Err(BuildError::stage(
-                    name,
-                    format!("`qos` must be 0 or 1, not {other}"),
-                ));
-            }
-        };
+        let qos = crate::mqtt::qos(name, self.qos)?;
         let template =
             Template::parse(&self.topic).map_err(|error| BuildError::stage(name, error))?;
-        let client_id = self
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("sluice-{name}"));
         let endpoint = Endpoint {
+            stage: name,
             url: &self.url,
-            client_id: &client_id,
+            client_id: self.client_id.as_deref(),
             username: self.username.as_deref(),
             password: self.password.as_deref(),
             ca_file: self.ca_file.as_ref(),
         };
-        let mut options = endpoint
-            .options()
-            .map_err(|error| BuildError::stage(name, error))?;
+        let mut options = endpoint.options()?;
         options.set_clean_session(false);
         let (client, eventloop) = AsyncClient::new(options, 10_000);
         let tracker = Arc::new(Mutex::new(Tracker::default()));

@@ -58,33 +58,19 @@ fn default_batch_timeout() -> u64 {
 
 impl MqttSourceConfig {
     pub fn build(&self, name: &str) -> Result<MqttSource, BuildError> {
-        let qos = match self.qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            other => {
-                return Err(BuildError::stage(
-                    name,
-                    format!("`qos` must be 0 or 1, not {other}"),
-                ));
-            }
-        };
+        let qos = crate::mqtt::qos(name, self.qos)?;
         if self.topics.is_empty() {
             return Err(BuildError::stage(name, "`topics` is empty"));
         }
-        let client_id = self
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("sluice-{name}"));
         let endpoint = Endpoint {
+            stage: name,
             url: &self.url,
-            client_id: &client_id,
+            client_id: self.client_id.as_deref(),
             username: self.username.as_deref(),
             password: self.password.as_deref(),
             ca_file: self.ca_file.as_ref(),
         };
-        let mut options = endpoint
-            .options()
-            .map_err(|error| BuildError::stage(name, error))?;
+        let mut options = endpoint.options()?;
         options.set_clean_session(self.clean_session);
         options.set_manual_acks(true);
         Ok(MqttSource {
