@@ -132,8 +132,9 @@ mod tests {
 
     fn endpoint(url: &str) -> Endpoint<'_> {
         Endpoint {
+            stage: "s",
             url,
-            client_id: "c",
+            client_id: None,
             username: None,
             password: None,
             ca_file: None,
@@ -142,13 +143,9 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        assert_eq!(
-            endpoint("mqtt://127.0.0.1:1884")
-                .options()
-                .unwrap()
-                .broker_address(),
-            ("127.0.0.1".into(), 1884)
-        );
+        let options = endpoint("mqtt://127.0.0.1:1884").options().unwrap();
+        assert_eq!(options.broker_address(), ("127.0.0.1".into(), 1884));
+        assert_eq!(options.client_id(), "sluice-s");
         assert_eq!(
             endpoint("mqtt://broker")
                 .options()
@@ -159,15 +156,11 @@ mod tests {
         );
         assert!(
             endpoint("tcp://x")
-                .options()
+                .parse()
                 .unwrap_err()
                 .contains("must start with mqtt://")
         );
-        assert!(
-            endpoint("mqtt://x:port")
-                .options()
-                .unwrap_err()
-                .contains("invalid port")
-        );
+        let error = endpoint("mqtt://x:port").options().unwrap_err().to_string();
+        assert_eq!(error, "stage `s`: url `mqtt://x:port` has an invalid port");
     }
 }
