@@ -186,6 +186,17 @@ fn a_broker_restart_mid_stream_loses_nothing() {
 fn a_host_killed_with_sigkill_and_restarted_loses_nothing() {
     let setup = Setup::new();
     let config = setup.config(FILTER_AND_MAP, "shape", "");
+    // Small batches (one fsync each) keep the stream going long enough that the kill
+    // surely lands mid-stream.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "client_id = \"sluice-e2e-host\"",
+            "client_id = \"sluice-e2e-host\"\nbatch_size = 20",
+        ),
+    )
+    .unwrap();
     let host = setup.host(&config);
     let out = setup.path("out");
     let port = setup.broker.port;

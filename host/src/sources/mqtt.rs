@@ -294,21 +294,59 @@ async fn poll(
     shutdown: CancellationToken,
     disconnected: CancellationToken,
 ) {
+    /// What woke the loop.
+    enum Step {
+        Stop,
+        Shutdown,
+        Room(mpsc::OwnedPermit<Received>),
+        Event(Result<MqttEvent, rumqttc::ConnectionError>),
+    }
     let mut backoff = Backoff::default();
     let mut messages = Some(messages);
+    // Messages waiting for room in the pipeline. The event loop must keep turning
+    // meanwhile (pings, PUBACKs), so it never waits on the pipeline itself. QoS 1
+    // messages are bounded by the broker's in-flight window (we withhold their acks);
+    // QoS 0 ones, which nothing can slow down, are dropped beyond a bound.
+    let mut waiting: VecDeque<Received> = VecDeque::new();
+    let mut dropped_qos0: u64 = 0;
     loop {
-        let event = tokio::select! {
-            _ = disconnected.cancelled() => return,
-            _ = shutdown.cancelled(), if messages.is_some() => {
+        let room = match (&messages, waiting.is_empty()) {
+            (Some(sender), false) => Some(sender.clone().reserve_owned()),
+            _ => None,
+        };
+        let step = tokio::select! {
+            _ = disconnected.cancelled() => Step::Stop,
+            _ = shutdown.cancelled(), if messages.is_some() => Step::Shutdown,
+            permit = async { room.expect("guarded").await }, if room.is_some() => match permit {
+                Ok(permit) => Step::Room(permit),
+                Err(_) => Step::Shutdown,
+            },
+            event = eventloop.poll() => Step::Event(event),
+        };
+        let event = match step {
+            Step::Stop => return,
+            Step::Shutdown => {
+                // From now on, new messages stay unacknowledged with the broker.
                 messages = None;
+                waiting.clear();
                 continue;
             }
-            event = eventloop.poll() => event,
+            Step::Room(permit) => {
+                permit.send(
+                    waiting
+                        .pop_front()
+                        .expect("room is asked for only when a message waits"),
+                );
+                continue;
+            }
+            Step::Event(event) => event,
         };
         match event {
             Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
                 backoff.reset();
                 sequencer.lock().unwrap().reconnected();
+                // The broker redelivers what the old connection left unacknowledged.
+                waiting.clear();
                 tracing::info!(%stage, session_present = connack.session_present, "connected to the MQTT broker");
                 if !connack.session_present {
                     for topic in &topics {
@@ -321,15 +359,18 @@ async fn poll(
             Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => {
                 tracing::info!(%stage, codes = ?suback.return_codes, "subscribed");
             }
-            Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
-                // After shutdown, leave new messages unacknowledged with the broker.
-                if let Some(sender) = &messages {
-                    let ticket = (publish.qos != QoS::AtMostOnce)
-                        .then(|| sequencer.lock().unwrap().register(&publish));
-                    if sender.send(Received { publish, ticket }).await.is_err() {
-                        messages = None;
+            Ok(MqttEvent::Incoming(Packet::Publish(publish))) if messages.is_some() => {
+                if publish.qos == QoS::AtMostOnce && waiting.len() >= MAX_WAITING_QOS0 {
+                    dropped_qos0 += 1;
+                    ::metrics::counter!("sluice_mqtt_qos0_dropped_total", "stage" => stage.to_string()).increment(1);
+                    if dropped_qos0.is_power_of_two() {
+                        tracing::warn!(%stage, dropped = dropped_qos0, "pipeline full: dropping QoS 0 messages (use QoS 1 for at-least-once)");
                     }
+                    continue;
                 }
+                let ticket = (publish.qos != QoS::AtMostOnce)
+                    .then(|| sequencer.lock().unwrap().register(&publish));
+                waiting.push_back(Received { publish, ticket });
             }
             // Our own DISCONNECT went out: the connection is over by design.
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
@@ -342,6 +383,9 @@ async fn poll(
         }
     }
 }
+
+/// QoS 0 messages held while the pipeline is full, beyond which they are dropped.
+const MAX_WAITING_QOS0: usize = 10_000;
 
 #[cfg(test)]
 mod tests {
