@@ -348,3 +348,24 @@ fn a_bad_init_config_fails_before_any_event() {
         "{error}"
     );
 }
+
+#[test]
+fn a_plugin_that_fails_on_everything_is_not_bisected_forever() {
+    let runtime = runtime();
+    let pool = hostile(&runtime, "panic", "", Limits::default());
+    let poisoned: Vec<&str> = vec![POISON; 256];
+    let processed = pool.process_isolating(&events(&poisoned)).unwrap();
+    assert!(processed.emitted.is_empty());
+    assert_eq!(
+        processed.rejected.len(),
+        256,
+        "every event is still accounted for"
+    );
+    assert!(
+        processed.rejected.iter().any(|r| r
+            .reason
+            .ends_with("(not isolated further: the batch used up its isolation calls)")),
+        "{:?}",
+        processed.rejected.first()
+    );
+}

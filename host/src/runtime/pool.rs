@@ -12,6 +12,10 @@ use super::instance::{Instance, StageSpec};
 use super::plugin::{Plugin, World};
 use crate::event::Event;
 
+/// How many bad events per batch are isolated one by one before the rest of a failing
+/// part is rejected whole: each costs about `2·log2(n)` extra calls.
+pub const ISOLATED_PER_BATCH: usize = 8;
+
 pub struct InstancePool {
     plugin: Arc<Plugin>,
     spec: StageSpec,
@@ -98,25 +102,43 @@ impl InstancePool {
 
     /// Process `events`; when the batch fails, split it until the failing events are
     /// isolated and return those as rejections with the reason. Costs about
-    /// `2·log2(n)` extra calls per bad event. Errs only when no instance can run.
+    /// `2·log2(n)` extra calls per bad event. A plugin that fails on everything would
+    /// cost ~`2n` calls — with timeouts, minutes — so a batch gets the calls to isolate
+    /// [`ISOLATED_PER_BATCH`] bad events; past that, a failing part is rejected whole,
+    /// its reason saying so. Errs only when no instance can run.
     pub fn process_isolating(&self, events: &[Event]) -> Result<Processed, PluginError> {
+        let depth = usize::BITS - events.len().leading_zeros();
+        let mut budget = 2 * ISOLATED_PER_BATCH * depth as usize;
+        self.isolate(events, &mut budget)
+    }
+
+    fn isolate(&self, events: &[Event], budget: &mut usize) -> Result<Processed, PluginError> {
         let error = match self.try_process(events)? {
             Ok(processed) => return Ok(processed),
             Err(error) => error,
         };
-        if events.len() == 1 {
+        if events.len() == 1 || *budget < 2 {
+            let reason = if events.len() == 1 {
+                error.to_string()
+            } else {
+                format!("{error} (not isolated further: the batch used up its isolation calls)")
+            };
+            let rejected = (0..events.len())
+                .map(|input| Rejection {
+                    input,
+                    reason: reason.clone(),
+                })
+                .collect();
             return Ok(Processed {
                 emitted: Vec::new(),
-                rejected: vec![Rejection {
-                    input: 0,
-                    reason: error.to_string(),
-                }],
+                rejected,
             });
         }
         tracing::warn!(stage = %self.spec.stage, events = events.len(), "batch failed, isolating the cause: {error}");
+        *budget -= 2;
         let middle = events.len() / 2;
-        let mut processed = self.process_isolating(&events[..middle])?;
-        processed.extend_shifted(self.process_isolating(&events[middle..])?, middle);
+        let mut processed = self.isolate(&events[..middle], budget)?;
+        processed.extend_shifted(self.isolate(&events[middle..], budget)?, middle);
         Ok(processed)
     }
 
