@@ -78,6 +78,25 @@ impl Outputs {
 
     /// Send `batch` to the default output.
     pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
+        if self.default.is_empty() {
+            // A stage with named routes may leave its default output unread; what a
+            // plugin still emits there must not vanish.
+            let reason = format!(
+                "stage `{}` emitted on its default output, which no stage reads",
+                self.stage
+            );
+            let dead = batch
+                .events
+                .into_iter()
+                .zip(batch.acks)
+                .map(|(event, ack)| DeadLetter {
+                    event,
+                    ack,
+                    reason: reason.clone(),
+                })
+                .collect();
+            return self.dead_letter(dead).await;
+        }
         self.metrics.events_out.increment(batch.len() as u64);
         fan_out(&self.default, batch).await
     }
@@ -193,9 +212,7 @@ fn dead_letter_event(stage: &str, event: &Event, reason: &str) -> Event {
 /// Send to every inlet: clones for all but the last, which takes the original.
 async fn fan_out(inlets: &[Inlet], batch: Batch) -> Result<(), Closed> {
     let Some((last, rest)) = inlets.split_last() else {
-        // Validation guarantees a reader for every output; an empty list means the
-        // events were meant to end here (dropping the batch acknowledges it).
-        return Ok(());
+        unreachable!("every output that is sent to has a reader: validation and `send` see to it");
     };
     for inlet in rest {
         inlet
