@@ -12,33 +12,16 @@ fn post(port: u16, body: &str) -> u16 {
     http_post(port, "/ingest", &[], body.as_bytes()).0
 }
 
-fn write_config(dir: &std::path::Path, api: u16, ingest: u16, sink: &str) -> std::path::PathBuf {
-    let path = dir.join("p.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "data_dir = \"{data}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n\
-             [sources.ingest]\ntype = \"http\"\nlisten = \"127.0.0.1:{ingest}\"\ndelivery_timeout_ms = 1500\n{sink}",
-            data = dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    path
-}
+/// Requests wait for delivery at most this long before the source answers 503.
+const SOURCE: &str = "delivery_timeout_ms = 1500";
 
 #[test]
 fn http_ingest_answers_429_when_the_pipeline_pushes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, ingest) = (free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        api,
-        ingest,
-        "[sinks.screen]\ntype = \"console\"\ninputs = [\"ingest\"]\n",
-    );
     // Nobody reads the console sink's pipe: once it is full the sink blocks, its channel
     // fills, and the source must refuse rather than queue.
-    let host = Host::start(&config, api, Stdio::piped());
+    let sink = "[sinks.screen]\ntype = \"console\"\ninputs = [\"ingest\"]\n";
+    let pipeline = HttpPipeline::start(SOURCE, sink, Stdio::piped());
+    let ingest = pipeline.ingest;
     let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(2000));
     let body = line.repeat(100);
     let statuses: Vec<u16> = std::thread::scope(|scope| {
@@ -52,21 +35,15 @@ fn http_ingest_answers_429_when_the_pipeline_pushes_back() {
         statuses.iter().all(|s| [200, 429, 503].contains(s)),
         "{statuses:?}"
     );
-    drop(host);
+    drop(pipeline);
 }
 
 #[test]
 fn a_failing_sink_retries_until_its_write_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, ingest) = (free_port(), free_port());
-    let out = dir.path().join("data/out");
     let sink =
         "[sinks.out]\ntype = \"file\"\ninputs = [\"ingest\"]\npath = \"out\"\nmax_age_secs = 1\n";
-    let host = Host::start(
-        &write_config(dir.path(), api, ingest, sink),
-        api,
-        Stdio::null(),
-    );
+    let pipeline = HttpPipeline::start(SOURCE, sink, Stdio::null());
+    let (ingest, host, out) = (pipeline.ingest, &pipeline.host, pipeline.data("out"));
     assert_eq!(post(ingest, "{\"seq\":1}"), 200);
     // Take the directory away: the next write rotates into a new file there and fails.
     std::fs::remove_dir_all(&out).unwrap();

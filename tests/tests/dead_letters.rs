@@ -9,23 +9,12 @@ use harness::*;
 
 #[test]
 fn events_on_an_unread_default_output_become_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, ingest) = (free_port(), free_port());
-    let config = dir.path().join("p.toml");
     // The router declares only `alerts` and has no default route: cold readings leave
     // on its default output, which nothing reads.
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-data_dir = "{data}"
-[api]
-listen = "127.0.0.1:{api}"
+    let stages = format!(
+        r#"
 [plugins.router]
 path = "{router}"
-[sources.ingest]
-type = "http"
-listen = "127.0.0.1:{ingest}"
 [transforms.route]
 type = "wasm"
 plugin = "router"
@@ -37,20 +26,16 @@ type = "file"
 inputs = ["route.alerts"]
 path = "alerts"
 "#,
-            data = dir.path().join("data").display(),
-            router = plugin("router")
-        ),
-    )
-    .unwrap();
-    let host = Host::start(&config, api, Stdio::null());
-    let (status, _) = http_post(
-        ingest,
+        router = plugin("router")
+    );
+    let pipeline = HttpPipeline::start("", &stages, Stdio::null());
+    let (status, _) = pipeline.post(
         "/ingest",
         &[],
         b"{\"t\":90,\"seq\":1}\n{\"t\":20,\"seq\":2}\n",
     );
-    assert_eq!(status, 200, "{}", host.log_text());
-    let dead_dir = dir.path().join("data/dead_letter");
+    assert_eq!(status, 200, "{}", pipeline.host.log_text());
+    let dead_dir = pipeline.data("dead_letter");
     wait_until(Duration::from_secs(10), "the dead letter", || {
         !read_lines(&dead_dir).is_empty()
     });
@@ -62,7 +47,7 @@ path = "alerts"
     );
     assert_eq!(dead[0]["payload"], "{\"t\":20,\"seq\":2}");
     assert_eq!(
-        seq_counts(&read_lines(&dir.path().join("data/alerts")))
+        seq_counts(&read_lines(&pipeline.data("alerts")))
             .keys()
             .collect::<Vec<_>>(),
         [&1]

@@ -26,33 +26,17 @@ fn post(port: u16, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String
 
 #[test]
 fn http_ingest_answers_after_delivery_and_refuses_bad_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, ingest) = (free_port(), free_port());
-    let config = dir.path().join("http.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-data_dir = "{data}"
-[api]
-listen = "127.0.0.1:{api}"
-[sources.ingest]
-type = "http"
-listen = "127.0.0.1:{ingest}"
-path = "/v1/events"
-token = "${{INGEST_TOKEN:-s3cret}}"
-max_body_bytes = 4096
-[sinks.out]
-type = "file"
-inputs = ["ingest"]
-path = "out"
-"#,
-            data = dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let host = Host::start(&config, api, Stdio::null());
-    let out = dir.path().join("data/out");
+    let pipeline = HttpPipeline::start(
+        "path = \"/v1/events\"\ntoken = \"${INGEST_TOKEN:-s3cret}\"\nmax_body_bytes = 4096",
+        "[sinks.out]\ntype = \"file\"\ninputs = [\"ingest\"]\npath = \"out\"",
+        Stdio::null(),
+    );
+    let out = pipeline.data("out");
+    let HttpPipeline {
+        host,
+        ingest,
+        dir: _dir,
+    } = pipeline;
 
     let (status, body) = post(
         ingest,

@@ -14,21 +14,10 @@ const SAMPLE: &str = concat!(
 
 /// Run the sample through a pipeline with `plugin`; return the files' text per sink.
 fn pipeline_output(plugin_name: &str) -> (String, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, ingest) = (free_port(), free_port());
-    let config = dir.path().join("p.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-data_dir = "{data}"
-[api]
-listen = "127.0.0.1:{api}"
+    let stages = format!(
+        r#"
 [plugins.units]
 path = "{plugin}"
-[sources.ingest]
-type = "http"
-listen = "127.0.0.1:{ingest}"
 [transforms.units]
 type = "wasm"
 plugin = "units"
@@ -48,12 +37,16 @@ type = "file"
 inputs = ["units.dead_letter"]
 path = "rejects"
 "#,
-            data = dir.path().join("data").display(),
-            plugin = plugin(plugin_name)
-        ),
-    )
-    .unwrap();
-    let host = Host::start(&config, api, Stdio::null());
+        plugin = plugin(plugin_name)
+    );
+    let pipeline = HttpPipeline::start("", &stages, Stdio::null());
+    let data = pipeline.data("");
+    let HttpPipeline {
+        host,
+        ingest,
+        dir: _dir,
+    } = pipeline;
+
     // The sample has a truncated line: send the valid JSON lines over HTTP, the broken
     // one as its own request (the HTTP source refuses invalid JSON itself).
     let body: String = std::fs::read_to_string(SAMPLE)
@@ -65,7 +58,7 @@ path = "rejects"
     let (status, response) = http_post(ingest, "/ingest", &[], body.as_bytes());
     assert_eq!(status, 200, "{response}\n{}", host.log_text());
     let read = |sink: &str| {
-        let dir = dir.path().join("data").join(sink);
+        let dir = data.join(sink);
         let mut text = String::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());

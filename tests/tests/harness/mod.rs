@@ -227,6 +227,41 @@ impl Drop for Host {
     }
 }
 
+/// A pipeline whose source is `[sources.ingest]` of type `http` (plus `source` lines),
+/// followed by `stages`, running from a temporary directory with its data in `data/`.
+pub struct HttpPipeline {
+    // Declared first so that it is dropped (killed) before its directory goes.
+    pub host: Host,
+    pub ingest: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl HttpPipeline {
+    pub fn start(source: &str, stages: &str, stdout: Stdio) -> HttpPipeline {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, ingest) = (free_port(), free_port());
+        let config = dir.path().join("pipeline.toml");
+        let text = format!(
+            "data_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n\
+             [sources.ingest]\ntype = \"http\"\nlisten = \"127.0.0.1:{ingest}\"\n{source}\n{stages}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let host = Host::start(&config, api, stdout);
+        HttpPipeline { host, ingest, dir }
+    }
+
+    /// A path inside the pipeline's data directory.
+    pub fn data(&self, path: &str) -> PathBuf {
+        self.dir.path().join("data").join(path)
+    }
+
+    /// POST to the ingest source.
+    pub fn post(&self, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
+        http_post(self.ingest, path, headers, body)
+    }
+}
+
 /// A bare HTTP/1.0 GET on loopback: (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
