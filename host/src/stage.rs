@@ -1,15 +1,27 @@
-//! What building any stage needs: the loaded plugins, the state store, the data
-//! directory; and the error a stage that cannot be built reports.
+//! What every component kind shares: the context a stage is built from, what its config
+//! declares before anything is built, the error a stage that cannot be built reports,
+//! and the registration of kinds.
+//!
+//! A kind (a source, transform or sink `type`) is a config struct that implements its
+//! family's config trait (`SourceConfig`, `TransformConfig`, `SinkConfig`) and one line
+//! in that family's [`registry!`]. The topology and `validate` know only the traits.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use toml::Spanned;
 
 use crate::config::PluginDef;
 use crate::runtime::{InstancePool, Plugin, PluginError, Runtime, StageSpec, World};
 use crate::state::StateStore;
 
+/// Everything building one stage may use. Building has no side effects: nothing is
+/// spawned or connected until every stage of the pipeline is built.
 pub struct BuildContext<'a> {
+    /// The stage being built.
+    pub stage: &'a str,
     pub runtime: &'a Arc<Runtime>,
     pub plugins: &'a HashMap<String, (Arc<Plugin>, PluginDef)>,
     pub state: &'a Arc<StateStore>,
@@ -22,28 +34,45 @@ pub enum BuildError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error("stage `{stage}`: {message}")]
-    Stage { stage: String, message: String },
+    Invalid { stage: String, message: String },
+    #[error("stage `{stage}`: cannot {what}")]
+    Io {
+        stage: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl BuildError {
+    /// The stage's config is wrong in a way only building finds.
     pub fn stage(stage: &str, message: impl std::fmt::Display) -> Self {
-        BuildError::Stage {
+        BuildError::Invalid {
             stage: stage.to_owned(),
             message: message.to_string(),
+        }
+    }
+
+    /// The stage could not take an operating-system resource (a port, a directory).
+    pub fn io(stage: &str, what: impl std::fmt::Display, source: std::io::Error) -> Self {
+        BuildError::Io {
+            stage: stage.to_owned(),
+            what: what.to_string(),
+            source,
         }
     }
 }
 
 impl BuildContext<'_> {
-    /// Start the instance pool of a stage that runs plugin `plugin`.
+    /// Start the instance pool of this stage, which runs plugin `plugin`.
     pub fn pool(
         &self,
-        stage: &str,
         plugin: &str,
         world: World,
         config: &serde_json::Value,
         size: usize,
     ) -> Result<Arc<InstancePool>, BuildError> {
+        let stage = self.stage;
         let (loaded, def) = self
             .plugins
             .get(plugin)
@@ -63,6 +92,76 @@ impl BuildContext<'_> {
             size,
         )?))
     }
+
+    /// A path of this stage's config: relative paths live in the data directory.
+    pub fn data_path(&self, path: &Path) -> PathBuf {
+        self.data_dir.join(path)
+    }
+}
+
+/// What a stage's config declares before it is built, for `validate`, `graph` and the
+/// topology: which plugin it runs, which routes it emits to, what it takes from the
+/// machine. Two stages cannot listen on one address or write one directory.
+#[derive(Debug, Default)]
+pub struct Declaration<'a> {
+    pub plugin: Option<PluginUse<'a>>,
+    /// Named routes besides the default output and `dead_letter`.
+    pub routes: &'a [Spanned<String>],
+    /// Addresses the stage listens on.
+    pub listens: Vec<SocketAddr>,
+    /// Directories the stage writes (relative ones are inside `data_dir`).
+    pub writes: Vec<PathBuf>,
+}
+
+/// A plugin a stage runs: which, as what world, with which `init` config.
+#[derive(Debug)]
+pub struct PluginUse<'a> {
+    pub name: &'a Spanned<String>,
+    pub world: World,
+    pub config: &'a serde_json::Value,
+}
+
+/// One registered component kind of a family whose config trait is `C`.
+pub struct Kind<C: ?Sized> {
+    /// The `type` that selects it in the config.
+    pub name: &'static str,
+    /// Reads the stage's table (without `type` and `inputs`) into the kind's config.
+    pub parse: fn(toml::de::ValueDeserializer<'_>) -> Result<Box<C>, toml::de::Error>,
+}
+
+impl<C: ?Sized> Kind<C> {
+    /// The kind registered as `name`, if any.
+    pub fn find(kinds: &'static [Kind<C>], name: &str) -> Option<&'static Kind<C>> {
+        kinds.iter().find(|kind| kind.name == name)
+    }
+}
+
+/// Registers a family's kinds, one line per kind: `"type" => folder::ConfigStruct`
+/// declares the kind's module (its folder) and adds it to the family's `KINDS`, gated by
+/// the cargo feature that brings the kind's dependencies, if any.
+#[macro_export]
+macro_rules! registry {
+    ($family:ident: $( $(#[$gate:meta])* $name:literal => $module:ident :: $config:ident ),* $(,)?) => {
+        $(
+            $(#[$gate])*
+            pub mod $module;
+        )*
+
+
+        /// Every kind of this family, as `type = "..."` selects it.
+        pub static KINDS: &[$crate::stage::Kind<dyn $family>] = &[
+            $(
+                $(#[$gate])*
+                $crate::stage::Kind {
+                    name: $name,
+                    parse: |table| {
+                        let config: $module::$config = ::serde::Deserialize::deserialize(table)?;
+                        Ok(Box::new(config))
+                    },
+                },
+            )*
+        ];
+    };
 }
 
 /// The default `config` of a plugin stage: an empty JSON object.

@@ -272,12 +272,8 @@ fn secrets_interpolate_from_the_environment() {
         (name == "TOKEN").then(|| "t0k".to_owned())
     })
     .unwrap();
-    match &config.sources["in"].config {
-        sluice::sources::SourceConfig::Mqtt(mqtt) => {
-            assert_eq!(mqtt.password.as_deref(), Some("t0k"))
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let mqtt = format!("{:?}", config.sources["in"].config);
+    assert!(mqtt.contains("password: Some(\"t0k\")"), "{mqtt}");
 }
 
 #[test]

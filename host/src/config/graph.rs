@@ -36,7 +36,7 @@ impl Graph {
             nodes.push(Node {
                 name: name.clone(),
                 kind: NodeKind::Source,
-                component: stage.config.kind().to_owned(),
+                component: stage.kind.to_owned(),
                 inputs: Vec::new(),
                 routes: Vec::new(),
             });
@@ -45,11 +45,12 @@ impl Graph {
             nodes.push(Node {
                 name: name.clone(),
                 kind: NodeKind::Transform,
-                component: stage.config.kind().to_owned(),
+                component: stage.kind.to_owned(),
                 inputs: stage.inputs.clone(),
                 routes: stage
                     .config
-                    .routes()
+                    .declare()
+                    .routes
                     .iter()
                     .map(|r| r.get_ref().clone())
                     .collect(),
@@ -59,7 +60,7 @@ impl Graph {
             nodes.push(Node {
                 name: name.clone(),
                 kind: NodeKind::Sink,
-                component: stage.config.kind().to_owned(),
+                component: stage.kind.to_owned(),
                 inputs: stage.inputs.clone(),
                 routes: Vec::new(),
             });
@@ -282,7 +283,7 @@ pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<D
         return check_plugins(config, diagnostics);
     }
     for (name, stage) in &config.transforms {
-        for route in stage.config.routes() {
+        for route in stage.config.declare().routes {
             if !consumed.contains(&(name.clone(), Some(route.get_ref().clone()))) {
                 diagnostics.push(
                     Diagnostic::new(
@@ -297,14 +298,17 @@ pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<D
             }
         }
     }
-    let outputs =
-        config
-            .sources
-            .iter()
-            .map(|(name, stage)| (name, stage.span.clone(), false))
-            .chain(config.transforms.iter().map(|(name, stage)| {
-                (name, stage.span.clone(), !stage.config.routes().is_empty())
-            }));
+    let outputs = config
+        .sources
+        .iter()
+        .map(|(name, stage)| (name, stage.span.clone(), false))
+        .chain(config.transforms.iter().map(|(name, stage)| {
+            (
+                name,
+                stage.span.clone(),
+                !stage.config.declare().routes.is_empty(),
+            )
+        }));
     for (name, span, routes_only) in outputs {
         if !routes_only && !consumed.contains(&(name.clone(), None)) {
             diagnostics.push(
@@ -321,17 +325,10 @@ pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<D
 
 fn check_plugins(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
     let plugins: Vec<&str> = config.plugins.keys().map(String::as_str).collect();
-    let wanted = config
-        .sources
-        .values()
-        .filter_map(|stage| stage.config.plugin().map(|plugin| (&stage.name, plugin)))
-        .chain(
-            config
-                .transforms
-                .values()
-                .filter_map(|stage| stage.config.plugin().map(|plugin| (&stage.name, plugin))),
-        );
-    for (stage, plugin) in wanted {
+    for (stage, _, declaration) in config.declarations() {
+        let Some(plugin) = declaration.plugin.map(|plugin| plugin.name) else {
+            continue;
+        };
         if !config.plugins.contains_key(plugin.get_ref()) {
             let hint = match did_you_mean(plugin.get_ref(), plugins.iter().copied()) {
                 Some(close) => format!("did you mean `{close}`?"),

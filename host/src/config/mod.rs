@@ -9,6 +9,7 @@
 mod diagnostics;
 mod graph;
 mod interpolate;
+mod resources;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -25,6 +26,7 @@ pub use graph::{Graph, Node, NodeKind};
 use crate::runtime::{Grants, Limits};
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
+use crate::stage::{Declaration, Kind};
 use crate::transforms::TransformConfig;
 
 /// A loaded, validated config.
@@ -37,9 +39,9 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     pub broker: Option<BrokerConfig>,
     pub plugins: BTreeMap<String, PluginDef>,
-    pub sources: BTreeMap<String, Stage<SourceConfig>>,
-    pub transforms: BTreeMap<String, Stage<TransformConfig>>,
-    pub sinks: BTreeMap<String, Stage<SinkConfig>>,
+    pub sources: BTreeMap<String, Stage<dyn SourceConfig>>,
+    pub transforms: BTreeMap<String, Stage<dyn TransformConfig>>,
+    pub sinks: BTreeMap<String, Stage<dyn SinkConfig>>,
 }
 
 /// The HTTP endpoint for `/metrics`, `/health` and `/ready`.
@@ -88,12 +90,14 @@ struct RawPlugin {
 
 /// One named stage with its kind-specific config.
 #[derive(Debug)]
-pub struct Stage<C> {
+pub struct Stage<C: ?Sized> {
     pub name: String,
     /// Where the stage's table starts in the file.
     pub span: Range<usize>,
+    /// Its `type`.
+    pub kind: &'static str,
     pub inputs: Vec<Input>,
-    pub config: C,
+    pub config: Box<C>,
 }
 
 /// One entry of `inputs`: a stage's default output, or one of its routes.
@@ -198,6 +202,22 @@ impl Config {
     pub fn graph(&self) -> Graph {
         Graph::from_config(self)
     }
+
+    /// What every stage declares (sources, then transforms, then sinks), with the
+    /// stage's name and where its table starts.
+    pub fn declarations(&self) -> impl Iterator<Item = (&str, &Range<usize>, Declaration<'_>)> {
+        fn each<'c, C: ?Sized>(
+            stages: &'c BTreeMap<String, Stage<C>>,
+            declare: fn(&'c C) -> Declaration<'c>,
+        ) -> impl Iterator<Item = (&'c str, &'c Range<usize>, Declaration<'c>)> {
+            stages
+                .values()
+                .map(move |stage| (stage.name.as_str(), &stage.span, declare(&stage.config)))
+        }
+        each(&self.sources, |c| c.declare())
+            .chain(each(&self.transforms, |c| c.declare()))
+            .chain(each(&self.sinks, |c| c.declare()))
+    }
 }
 
 /// Collects diagnostics while turning the parsed TOML into a [`Config`].
@@ -268,21 +288,21 @@ impl Loader {
                 }
                 "sources" => {
                     for entry in self.section(value, "sources") {
-                        if let Some(stage) = self.stage(entry, false, crate::sources::parse) {
+                        if let Some(stage) = self.stage(entry, false, crate::sources::KINDS) {
                             config.sources.insert(stage.name.clone(), stage);
                         }
                     }
                 }
                 "transforms" => {
                     for entry in self.section(value, "transforms") {
-                        if let Some(stage) = self.stage(entry, true, crate::transforms::parse) {
+                        if let Some(stage) = self.stage(entry, true, crate::transforms::KINDS) {
                             config.transforms.insert(stage.name.clone(), stage);
                         }
                     }
                 }
                 "sinks" => {
                     for entry in self.section(value, "sinks") {
-                        if let Some(stage) = self.stage(entry, true, crate::sinks::parse) {
+                        if let Some(stage) = self.stage(entry, true, crate::sinks::KINDS) {
                             config.sinks.insert(stage.name.clone(), stage);
                         }
                     }
@@ -298,6 +318,7 @@ impl Loader {
             }
         }
         graph::check(&config, &self.broken, &mut self.diagnostics);
+        resources::check(&config, &mut self.diagnostics);
         self.check_plugins(&config);
         config
     }
@@ -327,25 +348,25 @@ impl Loader {
     }
 
     /// Read a stage's `type` and `inputs`, and give the rest to its kind's parser.
-    fn stage<C>(
+    fn stage<C: ?Sized>(
         &mut self,
         entry: Entry<'_>,
         takes_inputs: bool,
-        parse: fn(&str, ValueDeserializer<'_>) -> Result<C, KindError>,
+        kinds: &'static [Kind<C>],
     ) -> Option<Stage<C>> {
         let name = entry.0.get_ref().to_string();
-        let stage = self.parse_stage(entry, takes_inputs, parse);
+        let stage = self.parse_stage(entry, takes_inputs, kinds);
         if stage.is_none() {
             self.broken.insert(name);
         }
         stage
     }
 
-    fn parse_stage<C>(
+    fn parse_stage<C: ?Sized>(
         &mut self,
         (name, value): Entry<'_>,
         takes_inputs: bool,
-        parse: fn(&str, ValueDeserializer<'_>) -> Result<C, KindError>,
+        kinds: &'static [Kind<C>],
     ) -> Option<Stage<C>> {
         let (name, name_span) = (name.get_ref().to_string(), name.span());
         let span = value.span();
@@ -362,7 +383,19 @@ impl Loader {
                 Some("a dot separates a stage from its route in `inputs`; rename the stage".into());
         }
         let kind = match table.remove("type").map(|v| (v.span(), v.into_inner())) {
-            Some((_, DeValue::String(kind))) => kind.into_owned(),
+            Some((span, DeValue::String(kind))) => match Kind::find(kinds, &kind) {
+                Some(kind) => kind,
+                None => {
+                    let known = kinds.iter().map(|kind| kind.name);
+                    let hint = match did_you_mean(&kind, known.clone()) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!("known types: {}", known.collect::<Vec<_>>().join(", ")),
+                    };
+                    self.error(span, format!("stage `{name}` has unknown type `{kind}`"))
+                        .hint = Some(hint);
+                    return None;
+                }
+            },
             Some((span, _)) => {
                 self.error(span, "`type` must be a string");
                 return None;
@@ -401,23 +434,15 @@ impl Loader {
             None => {}
         }
         let rest = Spanned::new(span.clone(), DeValue::Table(table));
-        match parse(&kind, ValueDeserializer::from(rest)) {
+        match (kind.parse)(ValueDeserializer::from(rest)) {
             Ok(config) => Some(Stage {
                 name,
                 span,
+                kind: kind.name,
                 inputs,
                 config,
             }),
-            Err(KindError::Unknown(known)) => {
-                let hint = match did_you_mean(&kind, known.iter().copied()) {
-                    Some(close) => format!("did you mean `{close}`?"),
-                    None => format!("known types: {}", known.join(", ")),
-                };
-                self.error(span, format!("stage `{name}` has unknown type `{kind}`"))
-                    .hint = Some(hint);
-                None
-            }
-            Err(KindError::Invalid(error)) => {
+            Err(error) => {
                 let at = error.span().unwrap_or(span);
                 self.error(at, format!("stage `{name}`: {}", error.message().trim()));
                 None
@@ -443,18 +468,5 @@ impl Loader {
                 }
             }
         }
-    }
-}
-
-/// Why a kind-specific parser refused a stage.
-pub enum KindError {
-    /// No such `type`; carries the known ones.
-    Unknown(&'static [&'static str]),
-    Invalid(toml::de::Error),
-}
-
-impl From<toml::de::Error> for KindError {
-    fn from(error: toml::de::Error) -> Self {
-        KindError::Invalid(error)
     }
 }

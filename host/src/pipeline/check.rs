@@ -5,11 +5,9 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::runtime::{Runtime, RuntimeOptions, World};
-use crate::sources::SourceConfig;
+use crate::runtime::{Runtime, RuntimeOptions};
 use crate::stage::BuildContext;
 use crate::state::StateStore;
-use crate::transforms::TransformConfig;
 
 /// Every problem found, one message each (naming the plugin and the stage).
 pub fn check_plugins(config: &Config) -> Vec<String> {
@@ -35,35 +33,22 @@ pub fn check_plugins(config: &Config) -> Vec<String> {
         }
     }
     let state = StateStore::in_memory();
-    let context = BuildContext {
-        runtime: &runtime,
-        plugins: &plugins,
-        state: &state,
-        data_dir: &config.data_dir,
-    };
-    let collectors = config
-        .sources
-        .iter()
-        .filter_map(|(name, stage)| match &stage.config {
-            SourceConfig::Wasm(wasm) => {
-                Some((name, wasm.plugin.get_ref(), World::Collector, &wasm.config))
-            }
-            #[allow(unreachable_patterns)]
-            _ => None,
-        });
-    let processors = config
-        .transforms
-        .iter()
-        .map(|(name, stage)| match &stage.config {
-            TransformConfig::Wasm(wasm) => {
-                (name, wasm.plugin.get_ref(), World::Processor, &wasm.config)
-            }
-        });
-    for (stage, plugin, world, plugin_config) in collectors.chain(processors) {
+    for (stage, _, declaration) in config.declarations() {
+        let Some(plugin) = declaration.plugin else {
+            continue;
+        };
         // A plugin that did not load was reported above.
-        if plugins.contains_key(plugin)
-            && let Err(error) = context.pool(stage, plugin, world, plugin_config, 1)
-        {
+        if !plugins.contains_key(plugin.name.get_ref()) {
+            continue;
+        }
+        let context = BuildContext {
+            stage,
+            runtime: &runtime,
+            plugins: &plugins,
+            state: &state,
+            data_dir: &config.data_dir,
+        };
+        if let Err(error) = context.pool(plugin.name.get_ref(), plugin.world, plugin.config, 1) {
             problems.push(error.to_string());
         }
     }

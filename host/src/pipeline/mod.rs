@@ -6,6 +6,7 @@ mod batch;
 mod check;
 mod metrics;
 mod outputs;
+mod progress;
 mod topology;
 
 pub use ack::Ack;
@@ -13,21 +14,52 @@ pub use batch::Batch;
 pub use check::check_plugins;
 pub use metrics::StageMetrics;
 pub use outputs::{Closed, DeadLetter, Inlet, Outputs};
-pub use topology::{Pipeline, StartError};
+pub use topology::{CHANNEL_BATCHES, DEFAULT_DEAD_LETTER_SINK, Pipeline, StartError};
+
+/// An error of a sink's write or close: whatever the destination reported, kept as the
+/// source of the stage's error.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The error a running stage stops with.
 #[derive(Debug, thiserror::Error)]
-#[error("stage `{stage}`: {message}")]
+#[error("stage `{stage}`: {failure}")]
 pub struct StageError {
     pub stage: String,
-    pub message: String,
+    #[source]
+    pub failure: StageFailure,
+}
+
+/// Why a running stage stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StageFailure {
+    #[error(transparent)]
+    Downstream(#[from] Closed),
+    #[error("a worker task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("gave up on {events} events at shutdown (they will be redelivered): {source}")]
+    GaveUp {
+        events: usize,
+        #[source]
+        source: SinkError,
+    },
+    #[error("closing failed: {0}")]
+    Close(#[source] SinkError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Other(SinkError),
 }
 
 impl StageError {
-    pub fn new(stage: &str, message: impl std::fmt::Display) -> Self {
+    pub fn new(stage: &str, failure: impl Into<StageFailure>) -> Self {
         StageError {
             stage: stage.to_owned(),
-            message: message.to_string(),
+            failure: failure.into(),
         }
+    }
+
+    /// A failure that only a message describes (e.g. a server that stopped).
+    pub fn other(stage: &str, error: impl Into<SinkError>) -> Self {
+        StageError::new(stage, StageFailure::Other(error.into()))
     }
 }

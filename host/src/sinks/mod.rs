@@ -3,81 +3,41 @@
 //! failed write is retried with backoff, never dropped; while it retries, the bounded
 //! channels fill and the sources slow down.
 
-pub mod console;
-pub mod file;
-#[cfg(feature = "mqtt")]
-pub mod mqtt;
-
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use toml::de::ValueDeserializer;
 
-use crate::config::KindError;
-use crate::pipeline::{Batch, StageError, StageMetrics};
-use crate::stage::{BuildContext, BuildError};
+use crate::pipeline::{Batch, SinkError, StageError, StageFailure, StageMetrics};
+use crate::stage::{BuildContext, BuildError, Declaration};
 
-pub const KINDS: &[&str] = &[
-    "file",
-    "console",
-    #[cfg(feature = "mqtt")]
-    "mqtt",
-];
-
-#[derive(Debug)]
-pub enum SinkConfig {
-    File(file::FileSinkConfig),
-    Console(console::ConsoleSinkConfig),
-    #[cfg(feature = "mqtt")]
-    Mqtt(mqtt::MqttSinkConfig),
+crate::registry! { SinkConfig:
+    "file" => file::FileSinkConfig,
+    "console" => console::ConsoleSinkConfig,
+    #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSinkConfig,
 }
 
-pub(crate) fn parse(kind: &str, table: ValueDeserializer<'_>) -> Result<SinkConfig, KindError> {
-    fn typed<T: DeserializeOwned>(table: ValueDeserializer<'_>) -> Result<T, KindError> {
-        Ok(T::deserialize(table)?)
-    }
-    Ok(match kind {
-        "file" => SinkConfig::File(typed(table)?),
-        "console" => SinkConfig::Console(typed(table)?),
-        #[cfg(feature = "mqtt")]
-        "mqtt" => SinkConfig::Mqtt(typed(table)?),
-        _ => return Err(KindError::Unknown(KINDS)),
-    })
-}
-
-impl SinkConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkConfig::File(_) => "file",
-            SinkConfig::Console(_) => "console",
-            #[cfg(feature = "mqtt")]
-            SinkConfig::Mqtt(_) => "mqtt",
-        }
+/// The config of one sink kind.
+pub trait SinkConfig: std::fmt::Debug + Send + Sync {
+    /// What `validate` needs to know before building (directories written, ...).
+    fn declare(&self) -> Declaration<'_> {
+        Declaration::default()
     }
 
-    pub async fn build(
-        &self,
-        name: &str,
-        context: &BuildContext<'_>,
-    ) -> Result<Box<dyn Sink>, BuildError> {
-        Ok(match self {
-            SinkConfig::File(config) => Box::new(config.build(name, context.data_dir)?),
-            SinkConfig::Console(config) => Box::new(config.build()),
-            #[cfg(feature = "mqtt")]
-            SinkConfig::Mqtt(config) => Box::new(config.build(name)?),
-        })
-    }
+    /// Prepare the sink (open files, make clients) without connecting or spawning.
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError>;
 }
 
 /// A destination. `write` makes a batch durable and then drops it (which
 /// acknowledges it), or hands it back with the error so that it can be retried.
 pub trait Sink: Send {
-    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, String)>>;
+    /// Begin background work (connections, pollers). Called once, in the pipeline's
+    /// task, after every stage is built.
+    fn start(&mut self) {}
+    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>>;
     /// Finish: flush buffers, wait for outstanding broker acknowledgements.
-    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), String>>;
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>>;
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -90,6 +50,7 @@ pub async fn run(
     abort: CancellationToken,
 ) -> Result<(), StageError> {
     let metrics = StageMetrics::new(&stage);
+    sink.start();
     while let Some(batch) = input.recv().await {
         let count = batch.len() as u64;
         metrics.events_in.increment(count);
@@ -106,7 +67,7 @@ pub async fn run(
                         _ = abort.cancelled() => {
                             // Shutting down for good: leave these for redelivery.
                             batch.fail();
-                            return Err(StageError::new(&stage, format!("gave up on {} events at shutdown: {error}", batch.len())));
+                            return Err(StageError::new(&stage, StageFailure::GaveUp { events: batch.len(), source: error }));
                         }
                         _ = tokio::time::sleep(backoff) => {}
                     }
@@ -122,5 +83,5 @@ pub async fn run(
     }
     sink.close()
         .await
-        .map_err(|error| StageError::new(&stage, error))
+        .map_err(|error| StageError::new(&stage, StageFailure::Close(error)))
 }

@@ -1,51 +1,33 @@
-//! Transforms: stages between sources and sinks. Every transform is a Wasm processor
-//! plugin today; the enum leaves room for built-in kinds.
+//! Transforms: stages between sources and sinks. One folder per `type`; one line in
+//! [`KINDS`] registers it.
 
-pub mod wasm;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 
-use serde::de::DeserializeOwned;
-use toml::Spanned;
-use toml::de::ValueDeserializer;
+use crate::pipeline::{Batch, Outputs, StageError};
+use crate::stage::{BuildContext, BuildError, Declaration};
 
-use crate::config::KindError;
-
-pub const KINDS: &[&str] = &["wasm"];
-
-#[derive(Debug)]
-pub enum TransformConfig {
-    Wasm(wasm::WasmTransformConfig),
+crate::registry! { TransformConfig:
+    "wasm" => wasm::WasmTransformConfig,
 }
 
-pub(crate) fn parse(
-    kind: &str,
-    table: ValueDeserializer<'_>,
-) -> Result<TransformConfig, KindError> {
-    fn typed<T: DeserializeOwned>(table: ValueDeserializer<'_>) -> Result<T, KindError> {
-        Ok(T::deserialize(table)?)
+/// The config of one transform kind.
+pub trait TransformConfig: std::fmt::Debug + Send + Sync {
+    /// What `validate` and the topology need to know before building; a transform's
+    /// named routes above all.
+    fn declare(&self) -> Declaration<'_> {
+        Declaration::default()
     }
-    match kind {
-        "wasm" => Ok(TransformConfig::Wasm(typed(table)?)),
-        _ => Err(KindError::Unknown(KINDS)),
-    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn Transform>, BuildError>;
 }
 
-impl TransformConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TransformConfig::Wasm(_) => "wasm",
-        }
-    }
-
-    pub fn plugin(&self) -> Option<&Spanned<String>> {
-        match self {
-            TransformConfig::Wasm(config) => Some(&config.plugin),
-        }
-    }
-
-    /// The named routes the stage declares.
-    pub fn routes(&self) -> &[Spanned<String>] {
-        match self {
-            TransformConfig::Wasm(config) => &config.routes,
-        }
-    }
+/// A running transform: it takes batches from `input` until every upstream stage is
+/// done, and sends what it makes to `outputs`.
+pub trait Transform: Send {
+    fn run(
+        self: Box<Self>,
+        input: mpsc::Receiver<Batch>,
+        outputs: Outputs,
+    ) -> BoxFuture<'static, Result<(), StageError>>;
 }

@@ -6,7 +6,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::pipeline::Batch;
+use crate::pipeline::{Batch, SinkError};
+use crate::stage::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,11 +17,11 @@ pub struct ConsoleSinkConfig {
     pub prefix: String,
 }
 
-impl ConsoleSinkConfig {
-    pub fn build(&self) -> ConsoleSink {
-        ConsoleSink {
+impl super::SinkConfig for ConsoleSinkConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
+        Ok(Box::new(ConsoleSink {
             prefix: self.prefix.clone(),
-        }
+        }))
     }
 }
 
@@ -29,7 +30,7 @@ pub struct ConsoleSink {
 }
 
 impl super::Sink for ConsoleSink {
-    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, String)>> {
+    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
         async move {
             let mut out = std::io::stdout().lock();
             let written: std::io::Result<()> = batch.events.iter().try_for_each(|event| {
@@ -42,13 +43,13 @@ impl super::Sink for ConsoleSink {
             });
             match written.and_then(|()| out.flush()) {
                 Ok(()) => Ok(()),
-                Err(error) => Err((batch, error.to_string())),
+                Err(error) => Err((batch, error.into())),
             }
         }
         .boxed()
     }
 
-    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), String>> {
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
         async { Ok(()) }.boxed()
     }
 }

@@ -15,8 +15,8 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use crate::event::{Event, now_ms};
-use crate::pipeline::Batch;
-use crate::stage::BuildError;
+use crate::pipeline::{Batch, SinkError};
+use crate::stage::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,15 +55,21 @@ fn default_max_age() -> u64 {
 }
 
 impl FileSinkConfig {
-    pub fn build(&self, name: &str, data_dir: &Path) -> Result<FileSink, BuildError> {
-        let dir = if self.path.is_absolute() {
-            self.path.clone()
-        } else {
-            data_dir.join(&self.path)
-        };
-        std::fs::create_dir_all(&dir).map_err(|error| {
-            BuildError::stage(name, format!("cannot create {}: {error}", dir.display()))
-        })?;
+    /// Where dead letters go when no configured stage reads a stage's `dead_letter`.
+    pub fn dead_letter_fallback() -> FileSinkConfig {
+        FileSinkConfig {
+            path: "dead_letter".into(),
+            prefix: "dead".into(),
+            max_bytes: default_max_bytes(),
+            max_age_secs: 86_400,
+            format: Format::Payload,
+        }
+    }
+
+    fn open(&self, name: &str, data_dir: &Path) -> Result<FileSink, BuildError> {
+        let dir = data_dir.join(&self.path);
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| BuildError::io(name, format!("create {}", dir.display()), error))?;
         if self.max_bytes == 0 || self.max_age_secs == 0 {
             return Err(BuildError::stage(
                 name,
@@ -183,15 +189,28 @@ fn line(out: &mut Vec<u8>, event: &Event, format: Format) {
     out.push(b'\n');
 }
 
+impl super::SinkConfig for FileSinkConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            writes: vec![self.path.clone()],
+            ..Declaration::default()
+        }
+    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
+        Ok(Box::new(self.open(context.stage, context.data_dir)?))
+    }
+}
+
 impl super::Sink for FileSink {
-    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, String)>> {
+    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
         let writer = self.writer.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 let result = writer.lock().unwrap().write(&batch.events);
                 match result {
                     Ok(()) => Ok(()),
-                    Err(error) => Err((batch, error.to_string())),
+                    Err(error) => Err((batch, error.into())),
                 }
             })
             .await
@@ -200,7 +219,7 @@ impl super::Sink for FileSink {
         .boxed()
     }
 
-    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), String>> {
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
         // Every write was already synced.
         async { Ok(()) }.boxed()
     }
@@ -239,7 +258,7 @@ mod tests {
             max_age_secs: 3600,
             format: Format::Payload,
         };
-        let sink = config.build("files", dir.path()).unwrap();
+        let sink = config.open("files", dir.path()).unwrap();
         let mut writer = sink.writer.lock().unwrap();
         writer
             .write(&[Event::new(&b"{\"n\":1234567890}"[..], "t")])

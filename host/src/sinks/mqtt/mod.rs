@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
 use crate::mqtt::{Backoff, Endpoint};
-use crate::pipeline::{Ack, Batch};
-use crate::stage::BuildError;
+use crate::pipeline::{Ack, Batch, SinkError};
+use crate::stage::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +42,9 @@ fn default_qos() -> u8 {
     1
 }
 
-impl MqttSinkConfig {
-    pub fn build(&self, name: &str) -> Result<MqttSink, BuildError> {
+impl super::SinkConfig for MqttSinkConfig {
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
+        let name = context.stage;
         let qos = crate::mqtt::qos(name, self.qos)?;
         let template =
             Template::parse(&self.topic).map_err(|error| BuildError::stage(name, error))?;
@@ -59,22 +60,16 @@ impl MqttSinkConfig {
         options.set_clean_session(false);
         let (client, eventloop) = AsyncClient::new(options, 10_000);
         let tracker = Arc::new(Mutex::new(Tracker::default()));
-        let stop = CancellationToken::new();
-        let poller = tokio::spawn(poll(
-            Arc::from(name),
-            eventloop,
-            tracker.clone(),
-            stop.clone(),
-        ));
-        Ok(MqttSink {
+        Ok(Box::new(MqttSink {
+            stage: Arc::from(name),
             client,
             template,
             qos,
             retain: self.retain,
             tracker,
-            stop,
-            poller,
-        })
+            stop: CancellationToken::new(),
+            poller: Poller::Idle(Box::new(eventloop)),
+        }))
     }
 }
 
@@ -94,17 +89,37 @@ impl Tracker {
 }
 
 pub struct MqttSink {
+    stage: Arc<str>,
     client: AsyncClient,
     template: Template,
     qos: QoS,
     retain: bool,
     tracker: Arc<Mutex<Tracker>>,
     stop: CancellationToken,
-    poller: tokio::task::JoinHandle<()>,
+    poller: Poller,
+}
+
+/// The client's event loop: made when the sink is built, polled (which connects) only
+/// once the pipeline starts.
+enum Poller {
+    Idle(Box<EventLoop>),
+    Running(tokio::task::JoinHandle<()>),
+    Starting,
 }
 
 impl super::Sink for MqttSink {
-    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, String)>> {
+    fn start(&mut self) {
+        if let Poller::Idle(eventloop) = std::mem::replace(&mut self.poller, Poller::Starting) {
+            self.poller = Poller::Running(tokio::spawn(poll(
+                self.stage.clone(),
+                *eventloop,
+                self.tracker.clone(),
+                self.stop.clone(),
+            )));
+        }
+    }
+
+    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
         async move {
             let Batch { events, acks } = batch;
             let mut rest = events.into_iter().zip(acks);
@@ -123,7 +138,7 @@ impl super::Sink for MqttSink {
                     for (event, ack) in rest {
                         unsent.push(event, ack);
                     }
-                    return Err((unsent, error.to_string()));
+                    return Err((unsent, error.into()));
                 }
             }
             Ok(())
@@ -131,7 +146,7 @@ impl super::Sink for MqttSink {
         .boxed()
     }
 
-    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), String>> {
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
         async move {
             let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
             while !self.tracker.lock().unwrap().is_empty() {
@@ -144,7 +159,7 @@ impl super::Sink for MqttSink {
                         .for_each(Ack::fail);
                     self.stop.cancel();
                     return Err(
-                        "the broker did not acknowledge every message before shutdown".to_owned(),
+                        "the broker did not acknowledge every message before shutdown".into(),
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -152,7 +167,9 @@ impl super::Sink for MqttSink {
             let _ = self.client.disconnect().await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.stop.cancel();
-            let _ = self.poller.await;
+            if let Poller::Running(poller) = self.poller {
+                let _ = poller.await;
+            }
             Ok(())
         }
         .boxed()

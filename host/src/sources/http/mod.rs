@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, now_ms};
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
-use crate::stage::BuildError;
+use crate::stage::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,27 +50,37 @@ fn default_delivery_timeout() -> u64 {
     30_000
 }
 
-impl HttpSourceConfig {
-    pub async fn build(&self, name: &str) -> Result<HttpSource, BuildError> {
+impl super::SourceConfig for HttpSourceConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            listens: vec![self.listen],
+            ..Declaration::default()
+        }
+    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Source>, BuildError> {
+        let name = context.stage;
         if !self.path.starts_with('/') {
             return Err(BuildError::stage(
                 name,
                 format!("`path` must start with `/`, got `{}`", self.path),
             ));
         }
-        let listener = tokio::net::TcpListener::bind(self.listen)
-            .await
-            .map_err(|error| {
-                BuildError::stage(name, format!("cannot listen on {}: {error}", self.listen))
-            })?;
-        Ok(HttpSource {
+        // Bound now, so that a taken port stops the start; served once the pipeline runs.
+        let listener = std::net::TcpListener::bind(self.listen)
+            .and_then(|listener| {
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)
+            })
+            .map_err(|error| BuildError::io(name, format!("listen on {}", self.listen), error))?;
+        Ok(Box::new(HttpSource {
             stage: Arc::from(name),
             listener,
             path: self.path.clone(),
             token: self.token.clone(),
             max_body_bytes: self.max_body_bytes,
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
-        })
+        }))
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{Event, now_ms};
 use crate::mqtt::{Backoff, Endpoint};
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
-use crate::stage::BuildError;
+use crate::stage::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +56,9 @@ fn default_batch_timeout() -> u64 {
     20
 }
 
-impl MqttSourceConfig {
-    pub fn build(&self, name: &str) -> Result<MqttSource, BuildError> {
+impl super::SourceConfig for MqttSourceConfig {
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Source>, BuildError> {
+        let name = context.stage;
         let qos = crate::mqtt::qos(name, self.qos)?;
         if self.topics.is_empty() {
             return Err(BuildError::stage(name, "`topics` is empty"));
@@ -73,14 +74,14 @@ impl MqttSourceConfig {
         let mut options = endpoint.options()?;
         options.set_clean_session(self.clean_session);
         options.set_manual_acks(true);
-        Ok(MqttSource {
+        Ok(Box::new(MqttSource {
             stage: Arc::from(name),
             options,
             topics: self.topics.clone(),
             qos,
             batch_size: self.batch_size.max(1),
             batch_timeout: Duration::from_millis(self.batch_timeout_ms.max(1)),
-        })
+        }))
     }
 }
 

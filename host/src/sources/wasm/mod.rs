@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
 use crate::runtime::{InstancePool, World};
-use crate::stage::{BuildContext, BuildError};
+use crate::stage::{BuildContext, BuildError, Declaration, PluginUse};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,22 +29,30 @@ fn default_interval() -> u64 {
     1000
 }
 
-impl WasmSourceConfig {
-    pub fn build(&self, name: &str, context: &BuildContext<'_>) -> Result<WasmSource, BuildError> {
-        if self.interval_ms == 0 {
-            return Err(BuildError::stage(name, "`interval_ms` must be at least 1"));
+impl super::SourceConfig for WasmSourceConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            plugin: Some(PluginUse {
+                name: &self.plugin,
+                world: World::Collector,
+                config: &self.config,
+            }),
+            ..Declaration::default()
         }
-        let pool = context.pool(
-            name,
-            self.plugin.get_ref(),
-            World::Collector,
-            &self.config,
-            1,
-        )?;
-        Ok(WasmSource {
+    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Source>, BuildError> {
+        if self.interval_ms == 0 {
+            return Err(BuildError::stage(
+                context.stage,
+                "`interval_ms` must be at least 1",
+            ));
+        }
+        let pool = context.pool(self.plugin.get_ref(), World::Collector, &self.config, 1)?;
+        Ok(Box::new(WasmSource {
             pool,
             interval: Duration::from_millis(self.interval_ms),
-        })
+        }))
     }
 }
 

@@ -4,13 +4,16 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::{Mutex, mpsc};
 use toml::Spanned;
 
 use crate::pipeline::{Batch, DeadLetter, Outputs, StageError};
 use crate::runtime::{InstancePool, World};
-use crate::stage::{BuildContext, BuildError};
+use super::Transform;
+use crate::stage::{BuildContext, BuildError, Declaration, PluginUse};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,26 +35,36 @@ fn one() -> usize {
     1
 }
 
-impl WasmTransformConfig {
-    pub fn build(
-        &self,
-        name: &str,
-        context: &BuildContext<'_>,
-    ) -> Result<WasmTransform, BuildError> {
+impl super::TransformConfig for WasmTransformConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            plugin: Some(PluginUse {
+                name: &self.plugin,
+                world: World::Processor,
+                config: &self.config,
+            }),
+            routes: &self.routes,
+            ..Declaration::default()
+        }
+    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn Transform>, BuildError> {
         if self.parallelism == 0 {
-            return Err(BuildError::stage(name, "`parallelism` must be at least 1"));
+            return Err(BuildError::stage(
+                context.stage,
+                "`parallelism` must be at least 1",
+            ));
         }
         let pool = context.pool(
-            name,
             self.plugin.get_ref(),
             World::Processor,
             &self.config,
             self.parallelism,
         )?;
-        Ok(WasmTransform {
+        Ok(Box::new(WasmTransform {
             pool,
             parallelism: self.parallelism,
-        })
+        }))
     }
 }
 
@@ -60,24 +73,27 @@ pub struct WasmTransform {
     parallelism: usize,
 }
 
-impl WasmTransform {
+impl Transform for WasmTransform {
     /// Run until every input closes; `parallelism` workers share the input.
-    pub async fn run(
-        self,
+    fn run(
+        self: Box<Self>,
         input: mpsc::Receiver<Batch>,
         outputs: Outputs,
-    ) -> Result<(), StageError> {
-        let input = Arc::new(Mutex::new(input));
-        let outputs = Arc::new(outputs);
-        let workers: Vec<_> = (0..self.parallelism)
-            .map(|_| tokio::spawn(work(self.pool.clone(), input.clone(), outputs.clone())))
-            .collect();
-        for worker in workers {
-            worker
-                .await
-                .map_err(|error| StageError::new(self.pool.stage(), error))??;
+    ) -> BoxFuture<'static, Result<(), StageError>> {
+        async move {
+            let input = Arc::new(Mutex::new(input));
+            let outputs = Arc::new(outputs);
+            let workers: Vec<_> = (0..self.parallelism)
+                .map(|_| tokio::spawn(work(self.pool.clone(), input.clone(), outputs.clone())))
+                .collect();
+            for worker in workers {
+                worker
+                    .await
+                    .map_err(|error| StageError::new(self.pool.stage(), error))??;
+            }
+            Ok(())
         }
-        Ok(())
+        .boxed()
     }
 }
 

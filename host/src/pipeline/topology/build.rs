@@ -1,0 +1,103 @@
+//! Step one of a start: load every plugin and build every stage. Nothing is spawned or
+//! connected here, so a stage that cannot be built leaves nothing behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::StartError;
+use crate::config::{Config, DEAD_LETTER, PluginDef};
+use crate::runtime::{Plugin, Runtime, RuntimeOptions};
+use crate::sinks::file::FileSinkConfig;
+use crate::sinks::{Sink, SinkConfig};
+use crate::sources::Source;
+use crate::stage::BuildContext;
+use crate::state::StateStore;
+use crate::transforms::Transform;
+
+/// The sink that takes dead letters no configured stage reads.
+pub const DEFAULT_DEAD_LETTER_SINK: &str = "_dead_letter";
+
+/// Every stage of a pipeline, built and not yet running.
+pub(super) struct Built {
+    pub sources: Vec<(String, Box<dyn Source>)>,
+    pub transforms: Vec<(String, Box<dyn Transform>)>,
+    /// The configured sinks, and the dead-letter fallback when some stage needs it.
+    pub sinks: Vec<(String, Box<dyn Sink>)>,
+    pub api: Option<tokio::net::TcpListener>,
+}
+
+pub(super) fn build(config: &Config) -> Result<Built, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+    let state = StateStore::open(&config.data_dir.join("state.redb"))?;
+    let fuel = config
+        .plugins
+        .values()
+        .any(|plugin| plugin.limits.fuel.is_some());
+    let runtime = Runtime::new(RuntimeOptions {
+        fuel,
+        ..RuntimeOptions::with_default_cache()
+    })?;
+    let mut plugins: HashMap<String, (Arc<Plugin>, PluginDef)> = HashMap::new();
+    for (name, def) in &config.plugins {
+        let loaded = runtime.load(name, &def.path, def.sha256.as_deref())?;
+        plugins.insert(name.clone(), (loaded, def.clone()));
+    }
+    let context = |stage| BuildContext {
+        stage,
+        runtime: &runtime,
+        plugins: &plugins,
+        state: &state,
+        data_dir: &config.data_dir,
+    };
+
+    let fallback = needs_dead_letter_fallback(config).then(FileSinkConfig::dead_letter_fallback);
+    let sink_configs = config
+        .sinks
+        .iter()
+        .map(|(name, stage)| (name.as_str(), &*stage.config))
+        .chain(
+            fallback
+                .as_ref()
+                .map(|sink| (DEFAULT_DEAD_LETTER_SINK, sink as &dyn SinkConfig)),
+        );
+    let mut sinks = Vec::new();
+    for (name, sink) in sink_configs {
+        sinks.push((name.to_owned(), sink.build(&context(name))?));
+    }
+    let mut transforms = Vec::new();
+    for (name, stage) in &config.transforms {
+        transforms.push((name.clone(), stage.config.build(&context(name))?));
+    }
+    let mut sources = Vec::new();
+    for (name, stage) in &config.sources {
+        sources.push((name.clone(), stage.config.build(&context(name))?));
+    }
+    let api = match &config.api {
+        Some(api) => Some(
+            std::net::TcpListener::bind(api.listen)
+                .and_then(|listener| {
+                    listener.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(listener)
+                })
+                .map_err(|error| StartError::Api(api.listen, error))?,
+        ),
+        None => None,
+    };
+    Ok(Built {
+        sources,
+        transforms,
+        sinks,
+        api,
+    })
+}
+
+/// Whether some stage's `dead_letter` route has no reader in the config.
+fn needs_dead_letter_fallback(config: &Config) -> bool {
+    let consumers = config.graph().consumers();
+    config
+        .sources
+        .keys()
+        .chain(config.transforms.keys())
+        .any(|name| !consumers.contains_key(&(name.clone(), Some(DEAD_LETTER.to_owned()))))
+}
