@@ -10,6 +10,8 @@
 pub mod broker;
 pub mod config;
 pub mod event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod pipeline;
@@ -19,4 +21,5 @@ pub mod sinks;
 pub mod sources;
 pub mod stage;
 pub mod state;
+pub mod template;
 pub mod transforms;

@@ -184,7 +184,7 @@ fn dead_letter_event(stage: &str, event: &Event, reason: &str) -> Event {
         Ok(text) => (json!(text), "utf8"),
         Err(_) => (json!(BASE64.encode(&event.payload)), "base64"),
     };
-    let headers: serde_json::Map<String, serde_json::Value> = event
+    let original_headers: serde_json::Map<String, serde_json::Value> = event
         .headers
         .iter()
         .map(|(name, value)| (name.clone(), json!(String::from_utf8_lossy(value))))
@@ -196,14 +196,25 @@ fn dead_letter_event(stage: &str, event: &Event, reason: &str) -> Event {
         "origin": &*event.origin,
         "timestamp_ms": event.timestamp_ms,
         "key": event.key.as_ref().map(|key| String::from_utf8_lossy(key).into_owned()),
-        "headers": headers,
+        "headers": original_headers,
         "payload": payload,
         "payload_encoding": encoding,
     });
+    // The original headers, and the stage and reason, ride in headers too, for sinks that
+    // carry headers (Kafka): a dead-letter topic's reader can filter without parsing.
+    let mut headers = event.headers.clone();
+    headers.push((
+        "sluice.dead_letter.stage".to_owned(),
+        Bytes::copy_from_slice(stage.as_bytes()),
+    ));
+    headers.push((
+        "sluice.dead_letter.reason".to_owned(),
+        Bytes::copy_from_slice(reason.as_bytes()),
+    ));
     Event {
         key: event.key.clone(),
         payload: Bytes::from(record.to_string()),
-        headers: Vec::new(),
+        headers,
         timestamp_ms: event.timestamp_ms,
         origin: Arc::from(format!("{stage}.dead_letter")),
     }

@@ -16,6 +16,7 @@ crate::registry! { SinkConfig:
     "file" => file::FileSinkConfig,
     "console" => console::ConsoleSinkConfig,
     #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSinkConfig,
+    #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSinkConfig,
 }
 
 /// The config of one sink kind.

@@ -11,6 +11,7 @@ use crate::stage::{BuildContext, BuildError, Declaration};
 crate::registry! { SourceConfig:
     #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSourceConfig,
     #[cfg(feature = "http")] "http" => http::HttpSourceConfig,
+    #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSourceConfig,
     "wasm" => wasm::WasmSourceConfig,
 }
 

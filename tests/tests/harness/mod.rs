@@ -2,6 +2,8 @@
 //! binary as a child process, an MQTT publisher, and readers of what came out.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -259,6 +261,52 @@ impl HttpPipeline {
     /// POST to the ingest source.
     pub fn post(&self, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
         http_post(self.ingest, path, headers, body)
+    }
+}
+
+/// A pipeline of any stages (`text`), running from a temporary directory with its data
+/// in `data/`. `restart` runs the same config again, as after a crash or a deploy.
+pub struct Pipeline {
+    pub host: Host,
+    pub dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Pipeline {
+    pub fn start(text: &str) -> Pipeline {
+        let dir = tempfile::tempdir().unwrap();
+        let api = free_port();
+        let config = dir.path().join("pipeline.toml");
+        let text = format!(
+            "data_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n{text}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let host = Host::start(&config, api, Stdio::null());
+        Pipeline { host, dir, config }
+    }
+
+    /// A path inside the pipeline's data directory.
+    pub fn data(&self, path: &str) -> PathBuf {
+        self.dir.path().join("data").join(path)
+    }
+
+    /// SIGKILL the host, as a crash would.
+    pub fn kill_9(&mut self) {
+        self.host.child.kill().unwrap();
+        self.host.child.wait().unwrap();
+    }
+
+    /// SIGTERM the host and wait for its drain.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        terminate(&self.host.child);
+        self.host.child.wait().unwrap()
+    }
+
+    /// Start the config again (the previous process must have ended).
+    pub fn restart(&mut self) {
+        let api = self.host.api_port;
+        self.host = Host::start(&self.config, api, Stdio::null());
     }
 }
 

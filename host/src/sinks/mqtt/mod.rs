@@ -13,7 +13,7 @@ use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, QoS}
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::Event;
+use crate::template::Template;
 use crate::mqtt::{Backoff, Endpoint};
 use crate::pipeline::{Ack, Batch, SinkError};
 use crate::stage::{BuildContext, BuildError};
@@ -47,7 +47,7 @@ impl super::SinkConfig for MqttSinkConfig {
         let name = context.stage;
         let qos = crate::mqtt::qos(name, self.qos)?;
         let template =
-            Template::parse(&self.topic).map_err(|error| BuildError::stage(name, error))?;
+            topic_template(&self.topic).map_err(|error| BuildError::stage(name, error))?;
         let endpoint = Endpoint {
             stage: name,
             url: &self.url,
@@ -124,7 +124,7 @@ impl super::Sink for MqttSink {
             let Batch { events, acks } = batch;
             let mut rest = events.into_iter().zip(acks);
             while let Some((event, ack)) = rest.next() {
-                let topic = self.template.render(&event);
+                let topic = self.template.render(&event, topic_level);
                 self.tracker.lock().unwrap().queued.push_back(ack.clone());
                 if let Err(error) = self
                     .client
@@ -223,84 +223,31 @@ async fn poll(
     }
 }
 
-/// A topic with `{field}` placeholders filled from the JSON payload.
-#[derive(Debug)]
-struct Template {
-    parts: Vec<Part>,
+/// The MQTT sink's topic: a template that adds no level and no wildcard of its own.
+fn topic_template(topic: &str) -> Result<Template, String> {
+    if topic.contains(['+', '#']) {
+        return Err(format!(
+            "topic `{topic}` contains a wildcard; publish topics cannot"
+        ));
+    }
+    Template::parse(topic, "topic")
 }
 
-#[derive(Debug)]
-enum Part {
-    Text(String),
-    Field(String),
-}
-
-impl Template {
-    fn parse(topic: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut rest = topic;
-        while let Some(open) = rest.find('{') {
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("topic `{topic}` has an unclosed `{{`"))?
-                + open;
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_owned()));
-            }
-            parts.push(Part::Field(rest[open + 1..close].to_owned()));
-            rest = &rest[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        if topic.contains(['+', '#']) {
-            return Err(format!(
-                "topic `{topic}` contains a wildcard; publish topics cannot"
-            ));
-        }
-        Ok(Template { parts })
-    }
-
-    /// The topic for `event`; a field the payload lacks renders as `_`.
-    fn render(&self, event: &Event) -> String {
-        let needs_payload = self.parts.iter().any(|p| matches!(p, Part::Field(_)));
-        let payload: Option<serde_json::Value> = if needs_payload {
-            serde_json::from_slice(&event.payload).ok()
-        } else {
-            None
-        };
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Text(text) => text.clone(),
-                Part::Field(path) => {
-                    let value = payload
-                        .as_ref()
-                        .and_then(|p| path.split('.').try_fold(p, |v, step| v.get(step)));
-                    match value {
-                        Some(serde_json::Value::String(text)) => text.replace(['/', '+', '#'], "_"),
-                        Some(serde_json::Value::Null) | None => "_".to_owned(),
-                        Some(other) => other.to_string(),
-                    }
-                }
-            })
-            .collect()
-    }
+/// A field's text inside a topic: no `/` (a new level) and no wildcard.
+fn topic_level(text: &str) -> String {
+    text.replace(['/', '+', '#'], "_")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
 
     #[test]
-    fn renders_fields_from_the_payload() {
-        let template = Template::parse("alerts/{device_id}/{reading.kind}").unwrap();
-        let event = Event::new(
-            &br#"{"device_id":"s-1","reading":{"kind":"temp"}}"#[..],
-            "t",
-        );
-        assert_eq!(template.render(&event), "alerts/s-1/temp");
-        assert_eq!(template.render(&Event::new(&b"{}"[..], "t")), "alerts/_/_");
-        assert!(Template::parse("a/+/b").is_err());
+    fn fields_add_no_level_and_no_wildcard() {
+        let template = topic_template("alerts/{device_id}").unwrap();
+        let event = Event::new(&br#"{"device_id":"a/+#"}"#[..], "t");
+        assert_eq!(template.render(&event, topic_level), "alerts/a___");
+        assert!(topic_template("a/+/b").is_err());
     }
 }

@@ -1,0 +1,376 @@
+//! `type = "kafka"` source: a member of a consumer group. Several `sluice run` processes
+//! with one `group_id` share a topic's partitions, and Kafka rebalances them as hosts
+//! come and go.
+//!
+//! Offsets are committed only after every sink downstream has acknowledged the events
+//! up to them, per partition, in order ([`offsets`]). On revocation the source waits
+//! (up to `revoke_timeout_ms`) for the revoked partitions' in-flight events, commits what
+//! was acknowledged, and drops what it read but had not sent: the new owner reads those
+//! from the committed offset. A crash replays at most what was read since the last
+//! commit (`commit_interval_ms`).
+
+mod offsets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use offsets::{Offsets, PartitionKey};
+
+use crate::event::Event;
+use crate::pipeline::{Ack, Batch, Outputs, StageError};
+use crate::stage::{BuildContext, BuildError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    /// Topics to read; an entry starting with `^` is a regular expression.
+    pub topics: Vec<String>,
+    /// Events per batch, at most.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How long a batch waits to fill.
+    #[serde(
+        default = "default_batch_timeout",
+        rename = "batch_timeout_ms",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
+    pub batch_timeout: Duration,
+    /// How often acknowledged offsets are committed.
+    #[serde(
+        default = "default_commit_interval",
+        rename = "commit_interval_ms",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
+    pub commit_interval: Duration,
+    /// How long a revocation waits for the revoked partitions' events in flight.
+    #[serde(
+        default = "default_revoke_timeout",
+        rename = "revoke_timeout_ms",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
+    pub revoke_timeout: Duration,
+    /// Where a group without committed offsets starts: `earliest` or `latest`.
+    #[serde(default = "default_offset_reset")]
+    pub auto_offset_reset: String,
+    /// librdkafka options (`security.protocol`, `sasl.*`, `ssl.*`, `session.timeout.ms`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+fn default_batch_timeout() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_revoke_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_offset_reset() -> String {
+    "earliest".to_owned()
+}
+
+/// Options the at-least-once guarantee depends on: offsets are committed by the source,
+/// explicitly, after the sinks.
+const REQUIRED: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+];
+
+impl super::SourceConfig for KafkaSourceConfig {
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Source>, BuildError> {
+        let stage = context.stage;
+        if self.topics.is_empty() {
+            return Err(BuildError::stage(stage, "`topics` is empty"));
+        }
+        if self.group_id.is_empty() {
+            return Err(BuildError::stage(stage, "`group_id` is empty"));
+        }
+        if !matches!(self.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(BuildError::stage(
+                stage,
+                format!(
+                    "`auto_offset_reset` is `{}`; use `earliest` or `latest`",
+                    self.auto_offset_reset
+                ),
+            ));
+        }
+        let mut config =
+            crate::kafka::client_config(stage, &self.bootstrap_servers, &self.options, REQUIRED)?;
+        config.set("group.id", &self.group_id);
+        if !self.options.contains_key("auto.offset.reset") {
+            config.set("auto.offset.reset", &self.auto_offset_reset);
+        }
+        let offsets = Arc::new(Offsets::default());
+        let context = GroupContext {
+            stage: Arc::from(stage),
+            offsets: offsets.clone(),
+            revoke_timeout: self.revoke_timeout,
+        };
+        // Creating the consumer starts no connection until it is subscribed.
+        let consumer: StreamConsumer<GroupContext> = config
+            .create_with_context(context)
+            .map_err(|error| BuildError::stage(stage, format!("Kafka consumer: {error}")))?;
+        Ok(Box::new(KafkaSource {
+            stage: Arc::from(stage),
+            consumer: Arc::new(consumer),
+            offsets,
+            topics: self.topics.clone(),
+            batch_size: self.batch_size.max(1),
+            batch_timeout: self.batch_timeout,
+            commit_interval: self.commit_interval,
+        }))
+    }
+}
+
+/// Sees rebalances through: registers assigned partitions, and drains and commits
+/// revoked ones before they go.
+struct GroupContext {
+    stage: Arc<str>,
+    offsets: Arc<Offsets>,
+    revoke_timeout: Duration,
+}
+
+fn keys(partitions: &TopicPartitionList) -> Vec<PartitionKey> {
+    partitions
+        .elements()
+        .iter()
+        .map(|element| (Arc::from(element.topic()), element.partition()))
+        .collect()
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        let stage = &*self.stage;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(stage, facility, "librdkafka: {message}")
+            }
+            Level::Warning => tracing::warn!(stage, facility, "librdkafka: {message}"),
+            _ => tracing::debug!(stage, facility, "librdkafka: {message}"),
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let stage = &*self.stage;
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(stage, partitions = partitions.count(), "partitions assigned");
+                self.offsets.assign(keys(partitions));
+            }
+            Rebalance::Revoke(partitions) => {
+                let revoked = keys(partitions);
+                let which = |key: &PartitionKey| revoked.contains(key);
+                let left = self.offsets.wait_drained(which, self.revoke_timeout);
+                commit(stage, consumer, self.offsets.take_commits(which), CommitMode::Sync);
+                self.offsets.revoke(which);
+                tracing::info!(
+                    stage,
+                    partitions = revoked.len(),
+                    abandoned = left,
+                    "partitions revoked; acknowledged offsets committed"
+                );
+            }
+            Rebalance::Error(error) => tracing::warn!(stage, "rebalance failed: {error}"),
+        }
+    }
+}
+
+/// Commit `offsets` (the next offset to read, per partition).
+fn commit<C: ConsumerContext>(
+    stage: &str,
+    consumer: &impl Consumer<C>,
+    offsets: Vec<(PartitionKey, i64)>,
+    mode: CommitMode,
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), next) in &offsets {
+        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(stage, "cannot commit {topic}/{partition}: {error}");
+        }
+    }
+    if let Err(error) = consumer.commit(&list, mode) {
+        // The next commit covers these offsets; a crash before it replays them.
+        tracing::warn!(stage, "offset commit failed: {error}");
+    }
+}
+
+pub struct KafkaSource {
+    stage: Arc<str>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    offsets: Arc<Offsets>,
+    topics: Vec<String>,
+    batch_size: usize,
+    batch_timeout: Duration,
+    commit_interval: Duration,
+}
+
+/// An event read and not yet sent, with where it came from.
+struct Read {
+    event: Event,
+    key: PartitionKey,
+    generation: u64,
+    offset: i64,
+}
+
+impl super::Source for KafkaSource {
+    fn run(
+        self: Box<Self>,
+        outputs: Outputs,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), StageError>> {
+        async move {
+            let stage = self.stage.clone();
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            if let Err(error) = self.consumer.subscribe(&topics) {
+                return Err(StageError::other(&stage, format!("cannot subscribe: {error}")));
+            }
+            tracing::info!(stage = &*stage, topics = ?self.topics, "subscribed");
+            let mut origins: HashMap<String, Arc<str>> = HashMap::new();
+            let mut pending: Vec<Read> = Vec::with_capacity(self.batch_size);
+            let mut commits = tokio::time::interval(self.commit_interval);
+            commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut flush_at = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = commits.tick() => {
+                        commit(&stage, &*self.consumer, self.offsets.take_commits(|_| true), CommitMode::Async);
+                    }
+                    _ = tokio::time::sleep_until(flush_at), if !pending.is_empty() => {
+                        self.flush(&mut pending, &outputs).await?;
+                    }
+                    message = self.consumer.recv() => match message {
+                        Ok(message) => {
+                            if pending.is_empty() {
+                                flush_at = tokio::time::Instant::now() + self.batch_timeout;
+                            }
+                            if let Some(read) = self.read(&message, &mut origins) {
+                                pending.push(read);
+                            }
+                            if pending.len() >= self.batch_size {
+                                self.flush(&mut pending, &outputs).await?;
+                            }
+                        }
+                        Err(error) => {
+                            // librdkafka reconnects by itself; say so and go on.
+                            tracing::warn!(stage = &*stage, "Kafka: {error}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+            self.flush(&mut pending, &outputs).await?;
+            drop(outputs);
+            self.finish().await;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+impl KafkaSource {
+    fn read(&self, message: &BorrowedMessage<'_>, origins: &mut HashMap<String, Arc<str>>) -> Option<Read> {
+        let topic = message.topic();
+        let origin = match origins.get(topic) {
+            Some(origin) => origin.clone(),
+            None => {
+                let origin: Arc<str> = Arc::from(topic);
+                origins.insert(topic.to_owned(), origin.clone());
+                origin
+            }
+        };
+        let key = (origin.clone(), message.partition());
+        let generation = self.offsets.generation(&key)?;
+        let mut headers: Vec<(String, Bytes)> = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        let value = header.value.map(Bytes::copy_from_slice).unwrap_or_default();
+                        (header.key.to_owned(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        headers.push(("kafka.partition".to_owned(), Bytes::from(message.partition().to_string())));
+        headers.push(("kafka.offset".to_owned(), Bytes::from(message.offset().to_string())));
+        let event = Event {
+            key: message.key().map(Bytes::copy_from_slice),
+            payload: message.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            headers,
+            timestamp_ms: message.timestamp().to_millis().unwrap_or_else(crate::event::now_ms),
+            origin,
+        };
+        Some(Read {
+            event,
+            key,
+            generation,
+            offset: message.offset(),
+        })
+    }
+
+    /// Send what was read; events of partitions revoked since are left to their new owner.
+    async fn flush(&self, pending: &mut Vec<Read>, outputs: &Outputs) -> Result<(), StageError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::with_capacity(pending.len());
+        for read in pending.drain(..) {
+            if !self.offsets.track(&read.key, read.generation, read.offset) {
+                continue;
+            }
+            let offsets = self.offsets.clone();
+            let Read { event, key, generation, offset } = read;
+            batch.push(
+                event,
+                Ack::new(move || offsets.acknowledge(&key, generation, offset)),
+            );
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        outputs.metrics().events_in.increment(batch.len() as u64);
+        outputs
+            .send(batch)
+            .await
+            .map_err(|error| StageError::new(&self.stage, error))
+    }
+
+    /// At shutdown: wait for the events in flight (the pipeline drains them), commit, and
+    /// leave the group so that the others take the partitions at once.
+    async fn finish(self) {
+        let offsets = self.offsets.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            offsets.wait_drained(|_| true, Duration::from_secs(60))
+        })
+        .await
+        .unwrap_or_default();
+        commit(&self.stage, &*self.consumer, self.offsets.take_commits(|_| true), CommitMode::Sync);
+        self.consumer.unsubscribe();
+        tracing::info!(stage = &*self.stage, unacknowledged = left, "offsets committed; left the group");
+    }
+}

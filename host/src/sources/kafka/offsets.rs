@@ -1,0 +1,206 @@
+//! Which offsets may be committed: per partition, the events handed to the pipeline in
+//! offset order, each marked when every sink downstream has acknowledged it. The commit
+//! point only moves past a contiguous run of acknowledged offsets, so batches that
+//! finish out of order never commit an offset whose predecessors are still in flight.
+//!
+//! Partitions come and go with rebalances. Each assignment gets a new generation, and an
+//! acknowledgement from an older generation (an event of a partition that was revoked
+//! and came back) is ignored: the partition's new owner has already re-read it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A partition of a topic.
+pub type PartitionKey = (Arc<str>, i32);
+
+#[derive(Default)]
+pub struct Offsets {
+    state: Mutex<State>,
+    /// Signalled when a partition's in-flight events drain.
+    drained: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    partitions: HashMap<PartitionKey, Partition>,
+    next_generation: u64,
+}
+
+struct Partition {
+    generation: u64,
+    /// Events in the pipeline, in offset order, with whether they are acknowledged.
+    in_flight: VecDeque<(i64, bool)>,
+    /// The next offset to consume after everything acknowledged (what a commit stores).
+    acknowledged: Option<i64>,
+    /// What the last commit stored.
+    committed: Option<i64>,
+}
+
+impl Offsets {
+    /// The consumer was given these partitions: track each under a new generation.
+    pub fn assign(&self, partitions: impl IntoIterator<Item = PartitionKey>) {
+        let mut state = self.state.lock().unwrap();
+        for key in partitions {
+            state.next_generation += 1;
+            let generation = state.next_generation;
+            state.partitions.insert(
+                key,
+                Partition {
+                    generation,
+                    in_flight: VecDeque::new(),
+                    acknowledged: None,
+                    committed: None,
+                },
+            );
+        }
+    }
+
+    /// The current generation of a partition, if it is assigned.
+    pub fn generation(&self, key: &PartitionKey) -> Option<u64> {
+        let state = self.state.lock().unwrap();
+        state.partitions.get(key).map(|p| p.generation)
+    }
+
+    /// Record that `offset` of a partition enters the pipeline. False when the partition
+    /// was revoked (or reassigned) since the event was read: the event must not be sent.
+    pub fn track(&self, key: &PartitionKey, generation: u64, offset: i64) -> bool {
+        let mut state = self.state.lock().unwrap();
+        match state.partitions.get_mut(key) {
+            Some(partition) if partition.generation == generation => {
+                partition.in_flight.push_back((offset, false));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every sink has `offset` of a partition (of `generation`).
+    pub fn acknowledge(&self, key: &PartitionKey, generation: u64, offset: i64) {
+        let mut state = self.state.lock().unwrap();
+        let Some(partition) = state.partitions.get_mut(key) else {
+            return;
+        };
+        if partition.generation != generation {
+            return;
+        }
+        if let Ok(at) = partition
+            .in_flight
+            .binary_search_by_key(&offset, |(offset, _)| *offset)
+        {
+            partition.in_flight[at].1 = true;
+        }
+        while let Some(&(offset, true)) = partition.in_flight.front() {
+            partition.in_flight.pop_front();
+            partition.acknowledged = Some(offset + 1);
+        }
+        if partition.in_flight.is_empty() {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Offsets acknowledged since the last commit, for the partitions `which` selects;
+    /// they count as committed from now on.
+    pub fn take_commits(&self, which: impl Fn(&PartitionKey) -> bool) -> Vec<(PartitionKey, i64)> {
+        let mut state = self.state.lock().unwrap();
+        state
+            .partitions
+            .iter_mut()
+            .filter(|(key, _)| which(key))
+            .filter_map(|(key, partition)| {
+                let next = partition.acknowledged?;
+                (partition.committed != Some(next)).then(|| {
+                    partition.committed = Some(next);
+                    (key.clone(), next)
+                })
+            })
+            .collect()
+    }
+
+    /// Wait until the given partitions have nothing in flight, or `timeout` passes.
+    /// Returns how many events are still in flight.
+    pub fn wait_drained(&self, which: impl Fn(&PartitionKey) -> bool, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap();
+        loop {
+            let in_flight: usize = state
+                .partitions
+                .iter()
+                .filter(|(key, _)| which(key))
+                .map(|(_, partition)| partition.in_flight.len())
+                .sum();
+            let now = Instant::now();
+            if in_flight == 0 || now >= deadline {
+                return in_flight;
+            }
+            state = self.drained.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Forget revoked partitions; acknowledgements still to come for them are ignored.
+    pub fn revoke(&self, which: impl Fn(&PartitionKey) -> bool) {
+        let mut state = self.state.lock().unwrap();
+        state.partitions.retain(|key, _| !which(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(partition: i32) -> PartitionKey {
+        (Arc::from("t"), partition)
+    }
+
+    #[test]
+    fn commits_only_past_a_contiguous_acknowledged_run() {
+        let offsets = Offsets::default();
+        offsets.assign([key(0)]);
+        let generation = offsets.generation(&key(0)).unwrap();
+        for offset in 10..15 {
+            assert!(offsets.track(&key(0), generation, offset));
+        }
+        // 12 and 13 finish first: nothing can be committed while 10 is in flight.
+        offsets.acknowledge(&key(0), generation, 12);
+        offsets.acknowledge(&key(0), generation, 13);
+        assert!(offsets.take_commits(|_| true).is_empty());
+        offsets.acknowledge(&key(0), generation, 10);
+        assert_eq!(offsets.take_commits(|_| true), [(key(0), 11)]);
+        offsets.acknowledge(&key(0), generation, 11);
+        assert_eq!(offsets.take_commits(|_| true), [(key(0), 14)]);
+        assert!(offsets.take_commits(|_| true).is_empty(), "committed once");
+        offsets.acknowledge(&key(0), generation, 14);
+        assert_eq!(offsets.take_commits(|_| true), [(key(0), 15)]);
+    }
+
+    #[test]
+    fn a_revoked_partition_ignores_late_acknowledgements_and_refuses_new_events() {
+        let offsets = Offsets::default();
+        offsets.assign([key(0), key(1)]);
+        let old = offsets.generation(&key(0)).unwrap();
+        assert!(offsets.track(&key(0), old, 5));
+        offsets.revoke(|key| key.1 == 0);
+        assert!(!offsets.track(&key(0), old, 6), "revoked: not sent");
+        offsets.assign([key(0)]);
+        let new = offsets.generation(&key(0)).unwrap();
+        assert_ne!(old, new);
+        offsets.acknowledge(&key(0), old, 5);
+        assert!(offsets.take_commits(|_| true).is_empty());
+    }
+
+    #[test]
+    fn waiting_for_a_drain_ends_when_the_last_event_is_acknowledged() {
+        let offsets = Arc::new(Offsets::default());
+        offsets.assign([key(0)]);
+        let generation = offsets.generation(&key(0)).unwrap();
+        offsets.track(&key(0), generation, 1);
+        let acknowledger = {
+            let offsets = offsets.clone();
+            std::thread::spawn(move || offsets.acknowledge(&key(0), generation, 1))
+        };
+        let left = offsets.wait_drained(|_| true, Duration::from_secs(10));
+        acknowledger.join().unwrap();
+        assert_eq!(left, 0);
+        assert_eq!(offsets.wait_drained(|_| true, Duration::ZERO), 0);
+    }
+}

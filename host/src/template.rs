@@ -1,0 +1,113 @@
+//! Names rendered from events: `alerts/{device_id}` takes `device_id` (a dotted path)
+//! from the event's JSON payload. Used for MQTT topics, Kafka topics and keys.
+
+use crate::event::Event;
+
+/// A text with `{field}` placeholders.
+#[derive(Debug)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug)]
+enum Part {
+    Text(String),
+    Field(String),
+}
+
+impl Template {
+    /// Parse `text`; `what` names it in the error (e.g. "topic").
+    pub fn parse(text: &str, what: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("{what} `{text}` has an unclosed `{{`"))?
+                + open;
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let field = &rest[open + 1..close];
+            if field.is_empty() {
+                return Err(format!("{what} `{text}` has an empty `{{}}`"));
+            }
+            parts.push(Part::Field(field.to_owned()));
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// Whether the template takes anything from the event.
+    pub fn is_constant(&self) -> bool {
+        !self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+    }
+
+    /// The text for `event`. A field the payload lacks (or a payload that is not JSON)
+    /// renders as `_`; a field's text goes through `clean`, which keeps it from adding
+    /// structure (an MQTT level, a character a Kafka topic cannot hold).
+    pub fn render(&self, event: &Event, clean: impl Fn(&str) -> String) -> String {
+        let payload: Option<serde_json::Value> = if self.is_constant() {
+            None
+        } else {
+            serde_json::from_slice(&event.payload).ok()
+        };
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text.clone(),
+                Part::Field(path) => {
+                    let value = payload
+                        .as_ref()
+                        .and_then(|p| path.split('.').try_fold(p, |v, step| v.get(step)));
+                    match value {
+                        Some(serde_json::Value::String(text)) => clean(text),
+                        Some(serde_json::Value::Null) | None => "_".to_owned(),
+                        Some(other) => clean(&other.to_string()),
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_dotted_fields_from_the_payload_and_marks_missing_ones() {
+        let template = Template::parse("alerts/{device_id}/{reading.kind}", "topic").unwrap();
+        let event = Event::new(
+            &br#"{"device_id":"s-1","reading":{"kind":"temp"}}"#[..],
+            "t",
+        );
+        let keep = |text: &str| text.to_owned();
+        assert_eq!(template.render(&event, keep), "alerts/s-1/temp");
+        assert_eq!(
+            template.render(&Event::new(&b"{}"[..], "t"), keep),
+            "alerts/_/_"
+        );
+        assert_eq!(
+            template.render(&Event::new(&b"not json"[..], "t"), keep),
+            "alerts/_/_"
+        );
+    }
+
+    #[test]
+    fn rejects_unclosed_and_empty_placeholders() {
+        assert!(
+            Template::parse("a/{b", "topic")
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert!(
+            Template::parse("a/{}", "topic")
+                .unwrap_err()
+                .contains("empty")
+        );
+    }
+}
