@@ -3,6 +3,7 @@
 
 mod bindings;
 mod cache;
+mod capabilities;
 mod codec;
 mod engine;
 mod error;
@@ -14,9 +15,10 @@ mod pool;
 mod stderr;
 mod store;
 
+pub use capabilities::Capability;
 pub use codec::{Emitted, Processed, Rejection};
 pub use engine::{EPOCH_TICK, Runtime, RuntimeOptions};
-pub use error::{CallFailure, PluginError};
+pub use error::{CallFailure, LimitExceeded, PluginError};
 pub use grants::{DirGrant, Grants};
 pub use instance::StageSpec;
 pub use limits::{DEFAULT_MEMORY_BYTES, Limits};
