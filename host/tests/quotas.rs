@@ -310,6 +310,18 @@ fn an_import_the_stage_does_not_grant_stops_the_stage() {
 }
 
 #[test]
+fn a_plugin_that_imports_no_capability_runs_without_any() {
+    let runtime = runtime();
+    let mut spec = spec("hot", json!({"when": {"field": "t", "gt": 80}}));
+    spec.grants.capabilities.clear();
+    let filter = pool(&runtime, "filter", World::Processor, spec);
+    let processed = filter
+        .process(&events(&[r#"{"t":90}"#, r#"{"t":20}"#]))
+        .unwrap();
+    assert_eq!(payloads(&processed), [r#"{"t":90}"#]);
+}
+
+#[test]
 fn grants_default_to_every_capability_and_refuse_unknown_ones() {
     let default: Grants = toml::from_str("").unwrap();
     assert_eq!(default.capabilities, Capability::ALL.into());

@@ -89,7 +89,11 @@ impl Instance {
             plugin: plugin.name.clone(),
             failure,
         };
-        let stderr = StderrTail::new(spec.stage.clone());
+        let stderr = StderrTail::new(
+            spec.stage.clone(),
+            shared.log.clone(),
+            spec.limits.log_message_bytes as usize,
+        );
         let mut wasi = spec
             .grants
             .wasi_builder()

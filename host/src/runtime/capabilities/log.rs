@@ -76,7 +76,7 @@ impl log::Host for LogCtx {
 
 /// `text`, cut at a character boundary to at most `max` bytes plus a marker that says
 /// how long it was.
-fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub(crate) fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
         return text.into();
     }
@@ -140,7 +140,7 @@ impl LogBudget {
 
     /// Take one line's token; `false` drops the line (counted, and summed up in at most
     /// one warning per second).
-    fn admit(&self) -> bool {
+    pub(crate) fn admit(&self) -> bool {
         let mut bucket = self.bucket.lock().unwrap();
         let now = Instant::now();
         let elapsed = now.duration_since(bucket.refilled).as_secs_f64();

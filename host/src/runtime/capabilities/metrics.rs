@@ -159,15 +159,17 @@ pub fn add_to_linker<T: MetricsView + 'static>(linker: &mut Linker<T>) -> wasmti
 impl metrics::Host for MetricsCtx {
     fn counter_add(&mut self, name: String, value: u64) -> wasmtime::Result<()> {
         match self.series(&name, Kind::Counter)? {
-            Series::Counter(counter) => Ok(counter.increment(value)),
-            other => Err(wrong_kind(&name, other)),
+            Series::Counter(counter) => counter.increment(value),
+            other => return Err(wrong_kind(&name, other)),
         }
+        Ok(())
     }
 
     fn gauge_set(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
         match self.series(&name, Kind::Gauge)? {
-            Series::Gauge(gauge) => Ok(gauge.set(value)),
-            other => Err(wrong_kind(&name, other)),
+            Series::Gauge(gauge) => gauge.set(value),
+            other => return Err(wrong_kind(&name, other)),
         }
+        Ok(())
     }
 }
