@@ -1,5 +1,6 @@
 //! The plugin runtime: one wasmtime engine, plugins compiled once and cached, pools of
-//! sandboxed instances with deadlines and memory caps, and isolation of bad events.
+//! sandboxed instances with deadlines and memory caps, host capabilities granted per
+//! stage and bounded by quotas (`capabilities/`), and isolation of bad events.
 
 mod bindings;
 mod cache;
