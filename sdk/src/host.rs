@@ -1,4 +1,4 @@
-//! The host's imports: logging, metrics and per-stage state.
+//! The host's imports: logging, metrics, per-stage state and the stage's limits.
 
 /// Structured logging into the host's log, tagged with the stage.
 pub mod log {
@@ -33,7 +33,9 @@ pub mod log {
     }
 }
 
-/// Plugin metrics, exported by the host as `sluice_plugin_<name>{stage="..."}`.
+/// Plugin metrics, exported by the host as `sluice_plugin_<name>{stage="..."}`. Names
+/// must match `[a-zA-Z_][a-zA-Z0-9_]*`, and a stage may use `limits().metric_series`
+/// of them; the host fails the batch otherwise.
 pub mod metrics {
     use crate::__bindings::sluice::plugin::metrics as wit;
 
@@ -62,5 +64,16 @@ pub mod state {
     /// Up to `limit` entries under `prefix`, in key order.
     pub fn scan_prefix(prefix: &str, limit: u32) -> Vec<(String, Vec<u8>)> {
         wit::scan_prefix(prefix, limit)
+    }
+}
+
+/// The stage's quotas (`[plugins.X] limits` in the pipeline config), to size work to
+/// fit: how many events a call may emit, how large a state value may be. Needs a host
+/// with contract 0.1.1 or later.
+pub mod limits {
+    pub use crate::__bindings::sluice::plugin::limits::StageLimits;
+
+    pub fn get() -> StageLimits {
+        crate::__bindings::sluice::plugin::limits::get()
     }
 }

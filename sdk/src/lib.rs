@@ -115,6 +115,6 @@ pub trait Collector: Sized + 'static {
 
 /// Everything a plugin usually needs.
 pub mod prelude {
-    pub use crate::host::{log, metrics, state};
+    pub use crate::host::{limits, log, metrics, state};
     pub use crate::{Batch, Collector, Error, Event, NewEvent, Output, Processor};
 }

@@ -176,10 +176,12 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
             memory_bytes: args.memory_mb << 20,
             timeout: Duration::from_millis(args.timeout_ms),
             fuel: args.fuel,
+            ..Limits::default()
         },
         grants: Grants {
             dirs: parse_dirs(&args.dirs)?,
             env: args.env.clone(),
+            ..Grants::default()
         },
         state: StateStore::in_memory(),
     };

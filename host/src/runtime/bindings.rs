@@ -1,11 +1,15 @@
 //! Host-side bindings of the WIT worlds in `wit/`. Both worlds import the same
 //! interfaces; the collector's bindings reuse the processor's so that one set of host
 //! implementations serves both.
+//!
+//! Every import is trappable: a host import that a plugin drives past a quota returns
+//! an error, which traps the guest and fails the call with that typed error.
 
 pub mod processor {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "processor",
+        imports: { default: trappable },
     });
 }
 
@@ -13,13 +17,16 @@ pub mod collector {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "collector",
+        imports: { default: trappable },
         with: {
             "sluice:plugin/types": super::processor::sluice::plugin::types,
             "sluice:plugin/log": super::processor::sluice::plugin::log,
             "sluice:plugin/metrics": super::processor::sluice::plugin::metrics,
             "sluice:plugin/state": super::processor::sluice::plugin::state,
+            "sluice:plugin/limits": super::processor::sluice::plugin::limits,
         },
     });
 }
 
 pub use processor::sluice::plugin::types as wit;
+pub use processor::sluice::plugin::{limits, log, metrics, state, types};

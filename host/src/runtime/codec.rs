@@ -6,6 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::bindings::wit;
+use super::error::LimitExceeded;
+use super::limits::Limits;
 use crate::event::Event;
 
 /// An event a plugin emitted, with the route it took.
@@ -98,6 +100,35 @@ fn push(data: &mut Vec<u8>, bytes: &[u8]) -> wit::Span {
     };
     data.extend_from_slice(bytes);
     span
+}
+
+/// Refuse an output past the stage's quotas before decoding it, so that a plugin cannot
+/// turn a few events into a flood downstream. A batch may always emit one event per
+/// input. `inputs` is 0 for collectors.
+pub fn check_size(
+    output: &wit::Output,
+    inputs: usize,
+    limits: &Limits,
+) -> Result<(), LimitExceeded> {
+    let allowed = (limits.outputs_per_call as usize).max(inputs);
+    if output.events.len() > allowed {
+        return Err(LimitExceeded::new(
+            "outputs_per_call",
+            format!(
+                "{} outputs from a {inputs}-event batch",
+                output.events.len()
+            ),
+            allowed as u64,
+        ));
+    }
+    if output.data.len() as u64 > limits.output_bytes_per_call {
+        return Err(LimitExceeded::new(
+            "output_bytes_per_call",
+            format!("an output of {} bytes", output.data.len()),
+            limits.output_bytes_per_call,
+        ));
+    }
+    Ok(())
 }
 
 /// Decode a plugin's output, checking every span and index. `inputs` is the size of

@@ -1,16 +1,17 @@
-//! The one wasmtime engine of a host, its linker, and the clock that drives deadlines.
+//! The one wasmtime engine of a host, its linkers, and the clock that drives deadlines.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
-use super::bindings::processor::Processor;
 use super::cache::ComponentCache;
+use super::capabilities::{self, Capability};
 use super::error::PluginError;
 use super::plugin::Plugin;
 use super::store::StoreData;
@@ -38,7 +39,8 @@ impl RuntimeOptions {
 
 pub struct Runtime {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<StoreData>,
+    /// WASI (without sockets) only; each stage adds the capabilities it grants.
+    wasi_linker: Linker<StoreData>,
     pub(crate) cache: ComponentCache,
     pub(crate) fuel: bool,
     ticker: EpochTicker,
@@ -52,16 +54,13 @@ impl Runtime {
         config.consume_fuel(options.fuel);
         let engine =
             Engine::new(&config).map_err(|error| PluginError::Cache(format!("engine: {error}")))?;
-        let mut linker = Linker::new(&engine);
-        let link_error = |error: wasmtime::Error| PluginError::Cache(format!("linker: {error}"));
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_error)?;
-        Processor::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |data| data)
-            .map_err(link_error)?;
+        let mut wasi_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker).map_err(link_error)?;
         let cache = ComponentCache::new(&engine, options.cache_dir);
         let ticker = EpochTicker::start(engine.clone());
         Ok(Arc::new(Runtime {
             engine,
-            linker,
+            wasi_linker,
             cache,
             fuel: options.fuel,
             ticker,
@@ -80,6 +79,21 @@ impl Runtime {
         Ok(Arc::new(plugin))
     }
 
+    /// A linker with WASI and the `granted` capabilities.
+    pub(crate) fn linker(
+        &self,
+        granted: &BTreeSet<Capability>,
+    ) -> Result<Linker<StoreData>, PluginError> {
+        let mut linker = self.wasi_linker.clone();
+        capabilities::add_to_linker(&mut linker, granted).map_err(link_error)?;
+        Ok(linker)
+    }
+
+    /// A linker with every capability: what any plugin may import at all.
+    pub(crate) fn full_linker(&self) -> Result<Linker<StoreData>, PluginError> {
+        self.linker(&Capability::ALL.into())
+    }
+
     /// How many ticks make up `timeout` (at least one).
     pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
         (timeout.as_micros() as u64)
@@ -92,6 +106,10 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker.stop();
     }
+}
+
+fn link_error(error: wasmtime::Error) -> PluginError {
+    PluginError::Cache(format!("linker: {error}"))
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`].

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::capabilities::Capability;
 use super::plugin::World;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,16 @@ pub enum PluginError {
 
     #[error("plugin `{plugin}` cannot be linked: {reason}")]
     Link { plugin: String, reason: String },
+
+    #[error(
+        "plugin `{plugin}` imports {}, which stage `{stage}` is not granted; add \"{capability}\" to grants.capabilities",
+        capability.interface()
+    )]
+    NotGranted {
+        plugin: String,
+        stage: String,
+        capability: Capability,
+    },
 
     #[error("stage `{stage}`: cannot grant {what}: {reason}")]
     Grant {
@@ -94,7 +105,41 @@ pub enum CallFailure {
     MalformedOutput(String),
     #[error("state store failed: {0}")]
     State(String),
+    /// The plugin went past one of its stage's quotas (`[plugins.X] limits`).
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    /// The plugin called a host import with arguments the host refuses (say, a metric
+    /// name Prometheus cannot carry).
+    #[error("host call refused: {0}")]
+    Refused(String),
 }
+
+/// A quota that a call went past. Host imports trap with it, and the output check
+/// returns it, before the host allocates or commits anything on the plugin's behalf.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} exceeds limits.{limit} = {allowed}")]
+pub struct LimitExceeded {
+    /// The config key under `[plugins.X] limits`, e.g. `state_value_bytes`.
+    pub limit: &'static str,
+    /// What the plugin attempted, e.g. "state value of 8388608 bytes".
+    pub what: String,
+    pub allowed: u64,
+}
+
+impl LimitExceeded {
+    pub(crate) fn new(limit: &'static str, what: impl Into<String>, allowed: u64) -> Self {
+        LimitExceeded {
+            limit,
+            what: what.into(),
+            allowed,
+        }
+    }
+}
+
+/// A host import's refusal of its arguments; traps the guest like [`LimitExceeded`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Refused(pub String);
 
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.is_empty() {

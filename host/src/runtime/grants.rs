@@ -1,13 +1,17 @@
 //! What a stage grants its plugin beyond pure computation. Nothing is ambient: a
 //! plugin sees only the directories and environment variables listed here, a wall and
-//! a monotonic clock, and random numbers. Sockets are always denied.
+//! a monotonic clock, and random numbers, and can call only the host capabilities
+//! listed here. Sockets are always denied.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+use super::capabilities::Capability;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Host directories visible to the plugin, read-only unless `writable`.
@@ -16,6 +20,25 @@ pub struct Grants {
     /// Names of host environment variables the plugin may read.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Host interfaces the plugin may import (`log`, `metrics`, `state`, `limits`);
+    /// all of them unless the config narrows the list. A plugin that imports one more
+    /// does not start.
+    #[serde(default = "all_capabilities")]
+    pub capabilities: BTreeSet<Capability>,
+}
+
+fn all_capabilities() -> BTreeSet<Capability> {
+    Capability::ALL.into()
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Grants {
+            dirs: Vec::new(),
+            env: Vec::new(),
+            capabilities: all_capabilities(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

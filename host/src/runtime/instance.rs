@@ -8,16 +8,17 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::collector::{Collector, CollectorPre};
 use super::bindings::processor::{Processor, ProcessorPre};
-use super::codec::{Processed, decode_output, encode_batch};
+use super::capabilities::{StageShared, check_imports};
+use super::codec::{Processed, check_size, decode_output, encode_batch};
 use super::engine::Runtime;
-use super::error::{CallFailure, PluginError};
+use super::error::{CallFailure, LimitExceeded, PluginError, Refused};
 use super::grants::Grants;
-use super::limits::{Limits, MemoryLimitExceeded, MemoryLimiter};
+use super::limits::{Limits, MemoryLimitExceeded};
 use super::plugin::{Plugin, World};
 use super::stderr::StderrTail;
 use super::store::StoreData;
 use crate::event::Event;
-use crate::state::{StateStore, Transaction};
+use crate::state::{StateError, StateStore};
 
 /// Everything a stage decides about its plugin instances.
 #[derive(Clone)]
@@ -28,6 +29,36 @@ pub struct StageSpec {
     pub limits: Limits,
     pub grants: Grants,
     pub state: Arc<StateStore>,
+}
+
+/// A plugin linked for one stage, with only the capabilities the stage grants.
+pub(crate) enum StagePre {
+    Processor(ProcessorPre<StoreData>),
+    Collector(CollectorPre<StoreData>),
+}
+
+impl StagePre {
+    pub(crate) fn new(
+        runtime: &Runtime,
+        plugin: &Plugin,
+        spec: &StageSpec,
+    ) -> Result<StagePre, PluginError> {
+        let granted = &spec.grants.capabilities;
+        check_imports(plugin, &runtime.engine, &spec.stage, granted)?;
+        let link_error = |error: wasmtime::Error| PluginError::Link {
+            plugin: plugin.name.clone(),
+            reason: format!("{error:#}"),
+        };
+        let pre = runtime
+            .linker(granted)?
+            .instantiate_pre(&plugin.component)
+            .map_err(link_error)?;
+        match plugin.world {
+            Some(World::Collector) => CollectorPre::new(pre).map(StagePre::Collector),
+            _ => ProcessorPre::new(pre).map(StagePre::Processor),
+        }
+        .map_err(link_error)
+    }
 }
 
 enum Exports {
@@ -45,10 +76,12 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Instantiate `plugin` for `spec` and run its `init`.
-    pub fn new(
+    /// Instantiate `plugin` (linked as `pre`) for `spec` and run its `init`.
+    pub(crate) fn new(
         plugin: &Plugin,
+        pre: &StagePre,
         spec: &StageSpec,
+        shared: &StageShared,
         fuel_enabled: bool,
     ) -> Result<Instance, PluginError> {
         let call_error = |failure| PluginError::Call {
@@ -56,7 +89,11 @@ impl Instance {
             plugin: plugin.name.clone(),
             failure,
         };
-        let stderr = StderrTail::new(spec.stage.clone());
+        let stderr = StderrTail::new(
+            spec.stage.clone(),
+            shared.log.clone(),
+            spec.limits.log_message_bytes as usize,
+        );
         let mut wasi = spec
             .grants
             .wasi_builder()
@@ -66,28 +103,14 @@ impl Instance {
                 reason,
             })?;
         wasi.stderr(stderr.clone());
-        let data = StoreData {
-            stage: spec.stage.clone(),
-            wasi: wasi.build(),
-            table: Default::default(),
-            limiter: MemoryLimiter {
-                limit: spec.limits.memory_bytes,
-            },
-            stderr,
-            state: Transaction::new(spec.state.clone(), spec.stage.clone()),
-            state_error: None,
-        };
-        let mut store = Store::new(plugin.pre.engine(), data);
+        let data = StoreData::new(spec, shared, wasi.build(), stderr);
+        let mut store = Store::new(plugin.component.engine(), data);
         store.limiter(|data| &mut data.limiter);
         store.epoch_deadline_trap();
         arm(&mut store, &spec.limits, fuel_enabled);
-        let exports = match plugin.world {
-            Some(World::Collector) => CollectorPre::new(plugin.pre.clone())
-                .and_then(|pre| pre.instantiate(&mut store))
-                .map(Exports::Collector),
-            _ => ProcessorPre::new(plugin.pre.clone())
-                .and_then(|pre| pre.instantiate(&mut store))
-                .map(Exports::Processor),
+        let exports = match pre {
+            StagePre::Collector(pre) => pre.instantiate(&mut store).map(Exports::Collector),
+            StagePre::Processor(pre) => pre.instantiate(&mut store).map(Exports::Processor),
         };
         let exports =
             exports.map_err(|error| call_error(classify(&mut store, &spec.limits, error)))?;
@@ -100,10 +123,13 @@ impl Instance {
         };
         let config = spec.config.clone();
         instance
-            .call(|store, exports| match exports {
-                Exports::Processor(p) => p.call_init(store, &config),
-                Exports::Collector(c) => c.call_init(store, &config),
-            })
+            .call(
+                |store, exports| match exports {
+                    Exports::Processor(p) => p.call_init(store, &config),
+                    Exports::Collector(c) => c.call_init(store, &config),
+                },
+                Ok,
+            )
             .map_err(|failure| match failure {
                 CallFailure::Returned(message) => call_error(CallFailure::Init(message)),
                 other => call_error(other),
@@ -114,51 +140,56 @@ impl Instance {
     /// Process one batch.
     pub fn process(&mut self, events: &[Event]) -> Result<Processed, CallFailure> {
         let batch = encode_batch(events);
-        let output = self.call(|store, exports| match exports {
-            Exports::Processor(p) => p.call_process(store, &batch),
-            Exports::Collector(_) => unreachable!("pools check the world before use"),
-        })?;
-        decode_output(output, events.len()).map_err(CallFailure::MalformedOutput)
+        let limits = self.limits.clone();
+        self.call(
+            |store, exports| match exports {
+                Exports::Processor(p) => p.call_process(store, &batch),
+                Exports::Collector(_) => unreachable!("pools check the world before use"),
+            },
+            |output| {
+                check_size(&output, events.len(), &limits)?;
+                decode_output(output, events.len()).map_err(CallFailure::MalformedOutput)
+            },
+        )
     }
 
     /// Collect one tick's events.
     pub fn collect(&mut self) -> Result<Processed, CallFailure> {
-        let output = self.call(|store, exports| match exports {
-            Exports::Collector(c) => c.call_collect(store),
-            Exports::Processor(_) => unreachable!("pools check the world before use"),
-        })?;
-        decode_output(output, 0).map_err(CallFailure::MalformedOutput)
+        let limits = self.limits.clone();
+        self.call(
+            |store, exports| match exports {
+                Exports::Collector(c) => c.call_collect(store),
+                Exports::Processor(_) => unreachable!("pools check the world before use"),
+            },
+            |output| {
+                check_size(&output, 0, &limits)?;
+                decode_output(output, 0).map_err(CallFailure::MalformedOutput)
+            },
+        )
     }
 
-    /// Run one export under the limits; commit the state writes only if it succeeded.
-    fn call<R>(
+    /// Run one export under the limits, check what it returned with `accept`, and
+    /// commit the state writes only if both succeeded.
+    fn call<R, T>(
         &mut self,
         f: impl FnOnce(&mut Store<StoreData>, &Exports) -> wasmtime::Result<Result<R, String>>,
-    ) -> Result<R, CallFailure> {
+        accept: impl FnOnce(R) -> Result<T, CallFailure>,
+    ) -> Result<T, CallFailure> {
         arm(&mut self.store, &self.limits, self.fuel_enabled);
-        let result = f(&mut self.store, &self.exports);
-        let data = self.store.data_mut();
-        match result {
-            Ok(Ok(value)) => {
-                if let Some(error) = data.state_error.take() {
-                    data.state.rollback();
-                    return Err(CallFailure::State(error));
-                }
-                data.state
-                    .commit()
-                    .map_err(|error| CallFailure::State(error.to_string()))?;
-                Ok(value)
-            }
-            Ok(Err(message)) => {
-                data.state.rollback();
-                data.state_error = None;
-                Err(CallFailure::Returned(message))
-            }
+        let outcome = match f(&mut self.store, &self.exports) {
+            Ok(Ok(value)) => accept(value),
+            Ok(Err(message)) => Err(CallFailure::Returned(message)),
             Err(error) => {
-                data.state.rollback();
-                data.state_error = None;
                 self.poisoned = true;
                 Err(classify(&mut self.store, &self.limits, error))
+            }
+        };
+        let state = &mut self.store.data_mut().state;
+        match outcome {
+            Ok(value) => state.commit().map(|()| value),
+            Err(failure) => {
+                state.rollback();
+                Err(failure)
             }
         }
     }
@@ -182,6 +213,16 @@ fn classify(store: &mut Store<StoreData>, limits: &Limits, error: wasmtime::Erro
             desired: oom.desired,
             limit: oom.limit,
         };
+    }
+    // A host import that refused the plugin trapped it with one of these.
+    if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
+        return CallFailure::Limit(exceeded.clone());
+    }
+    if let Some(Refused(reason)) = error.downcast_ref::<Refused>() {
+        return CallFailure::Refused(reason.clone());
+    }
+    if let Some(state) = error.downcast_ref::<StateError>() {
+        return CallFailure::State(state.to_string());
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallFailure::Timeout(limits.timeout),

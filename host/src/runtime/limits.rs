@@ -1,12 +1,18 @@
-//! Per-stage resource limits and the memory limiter that enforces them.
+//! Per-stage resource limits and quotas, and the memory limiter that enforces the cap.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// What one stage's plugin instances may use. Every call has a deadline; memory is
-/// capped per instance; fuel (deterministic CPU accounting) is optional because it costs
-/// throughput (about +28% here versus +13% for the epoch deadline alone).
+/// What one stage's plugin instances may use, and what they may make the host do on
+/// their behalf. Every call has a deadline; memory is capped per instance; fuel
+/// (deterministic CPU accounting) is optional because it costs throughput (about +28%
+/// here versus +13% for the epoch deadline alone).
+///
+/// The memory cap bounds the guest, not the host: a plugin could otherwise make the host
+/// store gigabytes of state, log gigabytes, register millions of metric series or emit
+/// millions of events from a handful. The `state_*`, `log_*`, `metric_series` and
+/// `output*` quotas bound that; the defaults suit every first-party plugin.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -23,6 +29,37 @@ pub struct Limits {
     /// Fuel per call, if the stage uses fuel metering.
     #[serde(default)]
     pub fuel: Option<u64>,
+    /// Longest state key, in bytes.
+    #[serde(default = "default_state_key_bytes")]
+    pub state_key_bytes: u32,
+    /// Largest state value, in bytes.
+    #[serde(default = "default_state_value_bytes")]
+    pub state_value_bytes: u32,
+    /// Keys and values one call may have pending before its commit: the host holds
+    /// them in memory until the call ends.
+    #[serde(default = "default_state_write_bytes_per_call")]
+    pub state_write_bytes_per_call: u64,
+    /// Keys and values the stage may keep in the state store, so that a plugin fills
+    /// its quota, never the disk.
+    #[serde(default = "default_state_total_bytes")]
+    pub state_total_bytes: u64,
+    /// Longest log message (and longest rendering of its fields); more is truncated.
+    #[serde(default = "default_log_message_bytes")]
+    pub log_message_bytes: u32,
+    /// Log lines per second for the whole stage, with bursts of as many; the excess is
+    /// dropped and counted in `sluice_plugin_log_dropped_total`.
+    #[serde(default = "default_log_lines_per_second")]
+    pub log_lines_per_second: u32,
+    /// Distinct plugin metric names per stage: each is a Prometheus series forever.
+    #[serde(default = "default_metric_series")]
+    pub metric_series: u32,
+    /// Events one call may emit. A batch larger than this may still emit one event per
+    /// input, so a map never trips it whatever the batch size.
+    #[serde(default = "default_outputs_per_call")]
+    pub outputs_per_call: u32,
+    /// Size of the `data` buffer of one call's output.
+    #[serde(default = "default_output_bytes_per_call")]
+    pub output_bytes_per_call: u64,
 }
 
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
@@ -35,12 +72,57 @@ fn default_timeout() -> Duration {
     Duration::from_secs(1)
 }
 
+fn default_state_key_bytes() -> u32 {
+    1 << 10
+}
+
+fn default_state_value_bytes() -> u32 {
+    1 << 20
+}
+
+fn default_state_write_bytes_per_call() -> u64 {
+    16 << 20
+}
+
+fn default_state_total_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_log_message_bytes() -> u32 {
+    4 << 10
+}
+
+fn default_log_lines_per_second() -> u32 {
+    100
+}
+
+fn default_metric_series() -> u32 {
+    100
+}
+
+fn default_outputs_per_call() -> u32 {
+    10_000
+}
+
+fn default_output_bytes_per_call() -> u64 {
+    16 << 20
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_bytes: default_memory(),
             timeout: default_timeout(),
             fuel: None,
+            state_key_bytes: default_state_key_bytes(),
+            state_value_bytes: default_state_value_bytes(),
+            state_write_bytes_per_call: default_state_write_bytes_per_call(),
+            state_total_bytes: default_state_total_bytes(),
+            log_message_bytes: default_log_message_bytes(),
+            log_lines_per_second: default_log_lines_per_second(),
+            metric_series: default_metric_series(),
+            outputs_per_call: default_outputs_per_call(),
+            output_bytes_per_call: default_output_bytes_per_call(),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The plugin runtime: one wasmtime engine, plugins compiled once and cached, pools of
-//! sandboxed instances with deadlines and memory caps, and isolation of bad events.
+//! sandboxed instances with deadlines and memory caps, host capabilities granted per
+//! stage and bounded by quotas (`capabilities/`), and isolation of bad events.
 
 mod bindings;
 mod cache;
+mod capabilities;
 mod codec;
 mod engine;
 mod error;
@@ -14,9 +16,10 @@ mod pool;
 mod stderr;
 mod store;
 
+pub use capabilities::Capability;
 pub use codec::{Emitted, Processed, Rejection};
 pub use engine::{EPOCH_TICK, Runtime, RuntimeOptions};
-pub use error::{CallFailure, PluginError};
+pub use error::{CallFailure, LimitExceeded, PluginError};
 pub use grants::{DirGrant, Grants};
 pub use instance::StageSpec;
 pub use limits::{DEFAULT_MEMORY_BYTES, Limits};

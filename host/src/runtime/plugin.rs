@@ -1,16 +1,16 @@
 //! Loading a plugin: read, verify the pin, compile (or load from cache), find its world
-//! and link it once (`InstancePre`) so that instantiation is cheap afterwards.
+//! and check that it links at all. Each stage links it again (`InstancePre`) with only
+//! the capabilities it grants, once, so that instantiation is cheap afterwards.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre};
 
 use super::engine::Runtime;
 use super::error::PluginError;
-use super::store::StoreData;
 
 /// The world a plugin targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,6 @@ pub struct Plugin {
     /// `None` when the component exports neither Sluice world.
     pub world: Option<World>,
     pub component: Component,
-    pub(crate) pre: InstancePre<StoreData>,
     /// Whether this plugin came from the compile cache.
     pub cached: bool,
 }
@@ -80,7 +79,7 @@ impl Plugin {
             .load_or_compile(&runtime.engine, &bytes, &sha256)
             .map_err(|error| not_a_component(format!("it does not compile: {error}")))?;
         let world = detect_world(runtime, &component);
-        let pre = runtime.linker.instantiate_pre(&component).map_err(|error| PluginError::Link {
+        runtime.full_linker()?.instantiate_pre(&component).map_err(|error| PluginError::Link {
             plugin: name.to_owned(),
             reason: format!("{error:#}; a plugin may import only WASI (without sockets) and sluice:plugin interfaces"),
         })?;
@@ -90,7 +89,6 @@ impl Plugin {
             sha256,
             world,
             component,
-            pre,
             cached,
         })
     }

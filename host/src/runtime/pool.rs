@@ -5,10 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::capabilities::StageShared;
 use super::codec::{Processed, Rejection};
 use super::engine::Runtime;
 use super::error::{CallFailure, PluginError};
-use super::instance::{Instance, StageSpec};
+use super::instance::{Instance, StagePre, StageSpec};
 use super::plugin::{Plugin, World};
 use crate::event::Event;
 
@@ -18,14 +19,18 @@ pub const ISOLATED_PER_BATCH: usize = 8;
 
 pub struct InstancePool {
     plugin: Arc<Plugin>,
+    pre: StagePre,
     spec: StageSpec,
+    /// Per-stage quotas' state, shared by every instance of the stage.
+    shared: StageShared,
     fuel_enabled: bool,
     idle: Mutex<Vec<Instance>>,
 }
 
 impl InstancePool {
-    /// Check the plugin's world and start `size` instances (each runs `init`), so that a
-    /// bad config fails here, before the stage takes any event.
+    /// Check the plugin's world and grants, link it for this stage and start `size`
+    /// instances (each runs `init`), so that a bad config fails here, before the stage
+    /// takes any event.
     pub fn new(
         runtime: &Runtime,
         plugin: Arc<Plugin>,
@@ -34,16 +39,21 @@ impl InstancePool {
         size: usize,
     ) -> Result<Self, PluginError> {
         plugin.expect_world(runtime, &spec.stage, world)?;
-        let fuel_enabled = runtime.fuel;
-        let idle = (0..size.max(1))
-            .map(|_| Instance::new(&plugin, &spec, fuel_enabled))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(InstancePool {
+        let pre = StagePre::new(runtime, &plugin, &spec)?;
+        let shared = StageShared::new(&spec.stage, &spec.limits);
+        let mut pool = InstancePool {
             plugin,
+            pre,
             spec,
-            fuel_enabled,
-            idle: Mutex::new(idle),
-        })
+            shared,
+            fuel_enabled: runtime.fuel,
+            idle: Mutex::new(Vec::new()),
+        };
+        let idle = (0..size.max(1))
+            .map(|_| pool.instantiate())
+            .collect::<Result<Vec<_>, _>>()?;
+        *pool.idle.get_mut().unwrap() = idle;
+        Ok(pool)
     }
 
     pub fn stage(&self) -> &str {
@@ -54,11 +64,21 @@ impl InstancePool {
         &self.plugin
     }
 
+    fn instantiate(&self) -> Result<Instance, PluginError> {
+        Instance::new(
+            &self.plugin,
+            &self.pre,
+            &self.spec,
+            &self.shared,
+            self.fuel_enabled,
+        )
+    }
+
     fn checkout(&self) -> Result<Instance, PluginError> {
         let ready = self.idle.lock().unwrap().pop();
         match ready {
             Some(instance) => Ok(instance),
-            None => Instance::new(&self.plugin, &self.spec, self.fuel_enabled),
+            None => self.instantiate(),
         }
     }
 
@@ -68,7 +88,7 @@ impl InstancePool {
             return;
         }
         // Replace the poisoned instance now, so the next batch finds one ready.
-        match Instance::new(&self.plugin, &self.spec, self.fuel_enabled) {
+        match self.instantiate() {
             Ok(fresh) => self.idle.lock().unwrap().push(fresh),
             Err(error) => {
                 tracing::error!(stage = %self.spec.stage, "cannot replace a failed instance: {error}")

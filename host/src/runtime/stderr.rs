@@ -1,5 +1,7 @@
 //! A plugin's stderr: forwarded to the log line by line, and its tail kept so that a
 //! trap's error can say what the plugin printed last (a Rust panic message, say).
+//! Forwarded lines count against the stage's log rate and are truncated like log
+//! messages, so stderr is no way around the `log` quotas.
 
 use std::io;
 use std::pin::Pin;
@@ -9,18 +11,24 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use super::capabilities::log::{LogBudget, truncate};
+
 const TAIL_BYTES: usize = 2048;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StderrTail {
     stage: Arc<str>,
+    budget: Arc<LogBudget>,
+    line_bytes: usize,
     tail: Arc<Mutex<Vec<u8>>>,
 }
 
 impl StderrTail {
-    pub fn new(stage: Arc<str>) -> Self {
+    pub fn new(stage: Arc<str>, budget: Arc<LogBudget>, line_bytes: usize) -> Self {
         StderrTail {
             stage,
+            budget,
+            line_bytes,
             tail: Arc::default(),
         }
     }
@@ -52,11 +60,16 @@ impl AsyncWrite for StderrTail {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        for line in String::from_utf8_lossy(buf)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-        {
-            tracing::debug!(stage = %self.stage, "plugin stderr: {line}");
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for line in String::from_utf8_lossy(buf)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
+                if self.budget.admit() {
+                    let line = truncate(line, self.line_bytes);
+                    tracing::debug!(stage = %self.stage, "plugin stderr: {line}");
+                }
+            }
         }
         let mut tail = self.tail.lock().unwrap();
         tail.extend_from_slice(buf);

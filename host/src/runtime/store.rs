@@ -1,25 +1,49 @@
-//! The per-instance data every wasmtime `Store` carries, and the host side of the
-//! `log`, `metrics` and `state` imports.
+//! The per-instance data every wasmtime `Store` carries: the WASI context, the memory
+//! limiter, and one host state per capability. Each capability reaches its own state
+//! through its view trait, so none of them sees another's.
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::processor::sluice::plugin::{log, metrics, state};
+use super::capabilities::StageShared;
+use super::capabilities::limits::{LimitsCtx, LimitsView};
+use super::capabilities::log::{LogCtx, LogView};
+use super::capabilities::metrics::{MetricsCtx, MetricsView};
+use super::capabilities::state::{StateCtx, StateView};
+use super::instance::StageSpec;
 use super::limits::MemoryLimiter;
 use super::stderr::StderrTail;
-use crate::state::Transaction;
 
 pub struct StoreData {
-    pub(crate) stage: Arc<str>,
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) stderr: StderrTail,
-    pub(crate) state: Transaction,
-    /// The first state-store failure of the current call; it fails the call.
-    pub(crate) state_error: Option<String>,
+    pub(crate) log: LogCtx,
+    pub(crate) metrics: MetricsCtx,
+    pub(crate) state: StateCtx,
+    pub(crate) limits: LimitsCtx,
+}
+
+impl StoreData {
+    /// The host state of one instance of `spec`'s stage.
+    pub fn new(spec: &StageSpec, shared: &StageShared, wasi: WasiCtx, stderr: StderrTail) -> Self {
+        let stage: &Arc<str> = &spec.stage;
+        StoreData {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: spec.limits.memory_bytes,
+            },
+            stderr,
+            log: LogCtx::new(stage.clone(), &spec.limits, shared.log.clone()),
+            metrics: MetricsCtx::new(stage.clone(), shared.metrics.clone()),
+            state: StateCtx::new(spec.state.clone(), stage.clone(), &spec.limits),
+            limits: LimitsCtx::new(&spec.limits),
+        }
+    }
 }
 
 impl WasiView for StoreData {
@@ -31,87 +55,29 @@ impl WasiView for StoreData {
     }
 }
 
-impl log::Host for StoreData {
-    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
-        let stage = &*self.stage;
-        let fields = FieldList(&fields);
-        match level {
-            log::Level::Trace => tracing::trace!(stage, %fields, "{message}"),
-            log::Level::Debug => tracing::debug!(stage, %fields, "{message}"),
-            log::Level::Info => tracing::info!(stage, %fields, "{message}"),
-            log::Level::Warn => tracing::warn!(stage, %fields, "{message}"),
-            log::Level::Error => tracing::error!(stage, %fields, "{message}"),
-        }
+impl LogView for StoreData {
+    fn log(&mut self) -> &mut LogCtx {
+        &mut self.log
     }
 }
 
-/// Renders plugin log fields as `k=v k=v`.
-struct FieldList<'a>(&'a [(String, String)]);
-
-impl std::fmt::Display for FieldList<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (n, (key, value)) in self.0.iter().enumerate() {
-            write!(f, "{}{key}={value}", if n > 0 { " " } else { "" })?;
-        }
-        Ok(())
+impl MetricsView for StoreData {
+    fn metrics(&mut self) -> &mut MetricsCtx {
+        &mut self.metrics
     }
 }
 
-/// Plugin metric names become `sluice_plugin_<name>`, restricted to Prometheus' alphabet.
-fn metric_name(name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("sluice_plugin_{clean}")
-}
-
-impl metrics::Host for StoreData {
-    fn counter_add(&mut self, name: String, value: u64) {
-        ::metrics::counter!(metric_name(&name), "stage" => self.stage.to_string()).increment(value);
-    }
-
-    fn gauge_set(&mut self, name: String, value: f64) {
-        ::metrics::gauge!(metric_name(&name), "stage" => self.stage.to_string()).set(value);
+impl StateView for StoreData {
+    fn state(&mut self) -> &mut StateCtx {
+        &mut self.state
     }
 }
 
-impl StoreData {
-    fn note_state_error(&mut self, error: crate::state::StateError) {
-        self.state_error.get_or_insert_with(|| error.to_string());
+impl LimitsView for StoreData {
+    fn limits(&mut self) -> &mut LimitsCtx {
+        &mut self.limits
     }
 }
 
-impl state::Host for StoreData {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.state.get(&key).unwrap_or_else(|error| {
-            self.note_state_error(error);
-            None
-        })
-    }
-
-    fn put(&mut self, key: String, value: Vec<u8>) {
-        self.state.put(key, value);
-    }
-
-    fn delete(&mut self, key: String) {
-        self.state.delete(key);
-    }
-
-    fn scan_prefix(&mut self, prefix: String, limit: u32) -> Vec<(String, Vec<u8>)> {
-        self.state
-            .scan_prefix(&prefix, limit as usize)
-            .unwrap_or_else(|error| {
-                self.note_state_error(error);
-                Vec::new()
-            })
-    }
-}
-
-impl super::bindings::processor::sluice::plugin::types::Host for StoreData {}
+/// The shared data model declares records only; nothing to implement.
+impl super::bindings::types::Host for StoreData {}

@@ -4,21 +4,37 @@
 //! write to it directly: an instance collects the writes of one call in a
 //! [`Transaction`] and the runtime commits it only when the call succeeded, so a failed
 //! batch (trap, timeout) leaves the state as it was.
+//!
+//! Each stage's stored bytes (keys plus values) are kept as a running total in a second
+//! table, updated in the same redb transaction as the writes, so that a commit can be
+//! refused *before* it lands when it would take the stage past its quota: a full stage
+//! gets an error, the disk never fills. Stores written before the totals existed are
+//! measured once, on a stage's first commit.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Bytes stored per stage: the sum of its keys' and values' lengths in `TABLE`.
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new("state_usage");
 
 #[derive(Debug, thiserror::Error)]
-#[error("plugin state store: {0}")]
-pub struct StateError(String);
+pub enum StateError {
+    #[error("plugin state store: {0}")]
+    Store(String),
+    /// The commit would take the stage's stored bytes to `stored`, past `limit`.
+    #[error("the stage would store {stored} bytes, over its {limit}-byte quota")]
+    Full { stored: u64, limit: u64 },
+    /// A scan found more than `limit` bytes of matching entries.
+    #[error("a scan found more than {limit} bytes")]
+    ScanTooLarge { limit: u64 },
+}
 
 fn err(error: impl std::fmt::Display) -> StateError {
-    StateError(error.to_string())
+    StateError::Store(error.to_string())
 }
 
 /// The state of every stage of one host.
@@ -32,8 +48,8 @@ impl StateStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
-        let db =
-            Database::create(path).map_err(|e| StateError(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path)
+            .map_err(|e| StateError::Store(format!("{}: {e}", path.display())))?;
         Ok(Arc::new(StateStore { db }))
     }
 
@@ -62,11 +78,14 @@ impl StateStore {
             .map(|v| v.value().to_vec()))
     }
 
+    /// Up to `limit` entries under `prefix`; fails past `max_bytes` of keys and values,
+    /// before copying more.
     fn scan(
         &self,
         stage: &str,
         prefix: &str,
         limit: usize,
+        max_bytes: u64,
     ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = match txn.open_table(TABLE) {
@@ -77,35 +96,84 @@ impl StateStore {
         let start = Self::full_key(stage, prefix);
         let stage_prefix_len = stage.len() + 1;
         let mut found = Vec::new();
+        let mut bytes = 0u64;
         for entry in table.range(start.as_str()..).map_err(err)? {
             let (key, value) = entry.map_err(err)?;
             let key = key.value();
             if !key.starts_with(start.as_str()) || found.len() == limit {
                 break;
             }
-            found.push((key[stage_prefix_len..].to_owned(), value.value().to_vec()));
+            let key = &key[stage_prefix_len..];
+            bytes += (key.len() + value.value().len()) as u64;
+            if bytes > max_bytes {
+                return Err(StateError::ScanTooLarge { limit: max_bytes });
+            }
+            found.push((key.to_owned(), value.value().to_vec()));
         }
         Ok(found)
     }
 
+    /// Stored bytes of `stage`, counted entry by entry (for stores older than the totals).
+    fn measure(
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        stage: &str,
+    ) -> Result<u64, StateError> {
+        let start = Self::full_key(stage, "");
+        let end = format!("{stage}\u{1}");
+        let mut total = 0u64;
+        for entry in table.range(start.as_str()..end.as_str()).map_err(err)? {
+            let (key, value) = entry.map_err(err)?;
+            total += (key.value().len() - start.len() + value.value().len()) as u64;
+        }
+        Ok(total)
+    }
+
+    /// Apply one call's writes, unless they would take the stage past `limit` stored
+    /// bytes. A commit that does not grow the stage always succeeds, so that a stage
+    /// over a lowered quota can still delete.
     fn apply(
         &self,
         stage: &str,
         writes: &BTreeMap<String, Option<Vec<u8>>>,
+        limit: u64,
     ) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(err)?;
-        {
+        let outcome = (|| {
             let mut table = txn.open_table(TABLE).map_err(err)?;
+            let mut usage = txn.open_table(USAGE).map_err(err)?;
+            let before = match usage.get(stage).map_err(err)? {
+                Some(total) => total.value(),
+                None => Self::measure(&table, stage)?,
+            };
+            let mut stored = before;
             for (key, value) in writes {
-                let key = Self::full_key(stage, key);
-                match value {
-                    Some(value) => table.insert(key.as_str(), value.as_slice()).map(drop),
-                    None => table.remove(key.as_str()).map(drop),
+                let full = Self::full_key(stage, key);
+                let old = match value {
+                    Some(value) => table.insert(full.as_str(), value.as_slice()),
+                    None => table.remove(full.as_str()),
                 }
-                .map_err(err)?;
+                .map_err(err)?
+                .map(|old| old.value().len());
+                if let Some(old) = old {
+                    stored = stored.saturating_sub((key.len() + old) as u64);
+                }
+                if let Some(value) = value {
+                    stored += (key.len() + value.len()) as u64;
+                }
+            }
+            if stored > limit && stored > before {
+                return Err(StateError::Full { stored, limit });
+            }
+            usage.insert(stage, stored).map_err(err)?;
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => txn.commit().map_err(err),
+            Err(error) => {
+                txn.abort().map_err(err)?;
+                Err(error)
             }
         }
-        txn.commit().map_err(err)
     }
 }
 
@@ -114,6 +182,13 @@ pub struct Transaction {
     store: Arc<StateStore>,
     stage: Arc<str>,
     writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Keys and values held in `writes`, the memory a call makes the host hold.
+    pending_bytes: u64,
+}
+
+/// What one pending write holds in memory.
+fn entry_bytes(key: &str, value: Option<usize>) -> u64 {
+    (key.len() + value.unwrap_or(0)) as u64
 }
 
 impl Transaction {
@@ -122,6 +197,7 @@ impl Transaction {
             store,
             stage,
             writes: BTreeMap::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -132,25 +208,44 @@ impl Transaction {
         }
     }
 
+    /// The bytes pending after writing `value_len` bytes (`None`: a delete) under `key`,
+    /// so that a caller can refuse the write before making it.
+    pub fn pending_bytes_with(&self, key: &str, value_len: Option<usize>) -> u64 {
+        let replaced = self
+            .writes
+            .get(key)
+            .map_or(0, |old| entry_bytes(key, old.as_ref().map(Vec::len)));
+        self.pending_bytes - replaced + entry_bytes(key, value_len)
+    }
+
     pub fn put(&mut self, key: String, value: Vec<u8>) {
+        self.pending_bytes = self.pending_bytes_with(&key, Some(value.len()));
         self.writes.insert(key, Some(value));
     }
 
     pub fn delete(&mut self, key: String) {
+        self.pending_bytes = self.pending_bytes_with(&key, None);
         self.writes.insert(key, None);
     }
 
-    /// Committed entries merged with this call's pending writes, in key order.
+    /// Committed entries merged with this call's pending writes, in key order. Fails
+    /// past `max_bytes` of committed entries read.
     pub fn scan_prefix(
         &self,
         prefix: &str,
         limit: usize,
+        max_bytes: u64,
     ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         // Deleted keys may hide committed ones: read enough committed entries to fill `limit`.
         let deletes = self.writes.values().filter(|v| v.is_none()).count();
         let mut merged: BTreeMap<String, Vec<u8>> = self
             .store
-            .scan(&self.stage, prefix, limit.saturating_add(deletes))?
+            .scan(
+                &self.stage,
+                prefix,
+                limit.saturating_add(deletes),
+                max_bytes,
+            )?
             .into_iter()
             .collect();
         for (key, value) in self
@@ -166,18 +261,21 @@ impl Transaction {
         Ok(merged.into_iter().take(limit).collect())
     }
 
-    /// Make this call's writes durable.
-    pub fn commit(&mut self) -> Result<(), StateError> {
+    /// Make this call's writes durable, unless they would take the stage past
+    /// `total_limit` stored bytes; either way the pending writes are gone afterwards.
+    pub fn commit(&mut self, total_limit: u64) -> Result<(), StateError> {
         if self.writes.is_empty() {
             return Ok(());
         }
         let writes = std::mem::take(&mut self.writes);
-        self.store.apply(&self.stage, &writes)
+        self.pending_bytes = 0;
+        self.store.apply(&self.stage, &writes, total_limit)
     }
 
     /// Forget this call's writes.
     pub fn rollback(&mut self) {
         self.writes.clear();
+        self.pending_bytes = 0;
     }
 }
 
@@ -196,7 +294,7 @@ mod tests {
         txn.put("seen/a".into(), b"1".to_vec());
         txn.put("seen/b".into(), b"2".to_vec());
         txn.put("other".into(), b"3".to_vec());
-        txn.commit().unwrap();
+        txn.commit(u64::MAX).unwrap();
         let other_stage = Transaction::new(store.clone(), Arc::from("x"));
         assert_eq!(
             other_stage.get("seen/a").unwrap(),
@@ -207,11 +305,49 @@ mod tests {
         next.delete("seen/a".into());
         next.put("seen/c".into(), b"4".to_vec());
         let keys: Vec<String> = next
-            .scan_prefix("seen/", 10)
+            .scan_prefix("seen/", 10, u64::MAX)
             .unwrap()
             .into_iter()
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, ["seen/b", "seen/c"]);
+    }
+
+    #[test]
+    fn a_stage_is_kept_under_its_quota_and_the_total_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = StateStore::open(&path).unwrap();
+        let mut txn = Transaction::new(store.clone(), Arc::from("s"));
+        txn.put("a".into(), vec![0; 600]);
+        assert_eq!(
+            txn.pending_bytes_with("a", Some(10)),
+            11,
+            "a rewrite replaces"
+        );
+        txn.commit(1000).unwrap();
+        txn.put("b".into(), vec![0; 600]);
+        match txn.commit(1000) {
+            Err(StateError::Full { stored, limit }) => assert_eq!((stored, limit), (1202, 1000)),
+            other => panic!("expected a full stage, got {other:?}"),
+        }
+        assert_eq!(
+            txn.get("b").unwrap(),
+            None,
+            "a refused commit leaves nothing"
+        );
+        drop(txn);
+        drop(store);
+        let store = StateStore::open(&path).unwrap();
+        let mut txn = Transaction::new(store, Arc::from("s"));
+        txn.put("b".into(), vec![0; 600]);
+        assert!(matches!(txn.commit(1000), Err(StateError::Full { .. })));
+        txn.delete("a".into());
+        txn.put("b".into(), vec![0; 600]);
+        txn.commit(1000).expect("room after the delete");
+        assert!(matches!(
+            txn.scan_prefix("", 10, 100),
+            Err(StateError::ScanTooLarge { limit: 100 })
+        ));
     }
 }
