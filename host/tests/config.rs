@@ -103,7 +103,7 @@ fn an_unknown_input_names_the_stage_and_suggests_the_closest() {
     assert!(
         errors
             .to_string()
-            .starts_with(&format!("pipeline.toml:{}:{}: error:", at.0, at.1)),
+            .contains(&format!("--> pipeline.toml:{}:{}\n", at.0, at.1)),
         "{errors}"
     );
 }
@@ -278,6 +278,160 @@ fn secrets_interpolate_from_the_environment() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Load `text` with `vars` as the whole environment.
+fn load_with(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    Config::from_text(Path::new("pipeline.toml"), text, |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+}
+
+fn mqtt_password(config: &Config) -> Option<&str> {
+    match &config.sources["in"].config {
+        sluice::sources::SourceConfig::Mqtt(mqtt) => mqtt.password.as_deref(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Values no secret should be able to turn into config: each must arrive as exactly
+/// these bytes, in one string, and change nothing else.
+const HOSTILE: [&str; 8] = [
+    "\"\n[plugins.evil]\npath=\"x\"",
+    "'''\n\"\"\"",
+    "a\"b\\c'd",
+    "]\n[sinks.x]\ntype = \"console\"\ninputs = [\"in\"]",
+    "${OTHER}",
+    "$${TOKEN} ${TOKEN:-x}",
+    "\u{1F512} ünïcødé\u{0}\t\r\n",
+    "\ngrants = { env = [\"HOME\"], dirs = [{ host = \"/\", guest = \"/\" }] }",
+];
+
+#[test]
+fn a_hostile_variable_stays_one_string_and_changes_nothing_else() {
+    let text = valid().replace(
+        "[sources.in]",
+        "[sources.in]\npassword = \"${SECRET}\"\nusername = \"u\"",
+    );
+    let plain = Config::from_text(Path::new("pipeline.toml"), &valid(), |_| None).unwrap();
+    for secret in HOSTILE {
+        let env = [("SECRET", secret), ("OTHER", "expanded"), ("TOKEN", "t")];
+        let config =
+            load_with(&text, &env).unwrap_or_else(|errors| panic!("{secret:?}: {errors}"));
+        assert_eq!(mqtt_password(&config), Some(secret));
+        assert_eq!(
+            config.plugins.keys().collect::<Vec<_>>(),
+            ["filter", "router"]
+        );
+        assert_eq!(config.sinks.keys().collect::<Vec<_>>(), ["files", "screen"]);
+        assert_eq!(
+            (config.sources.len(), config.transforms.len()),
+            (plain.sources.len(), plain.transforms.len())
+        );
+        for (name, plugin) in &config.plugins {
+            assert_eq!(plugin.grants, plain.plugins[name].grants, "{secret:?}");
+        }
+    }
+}
+
+#[test]
+fn a_variable_in_a_grant_is_one_entry_of_that_grant() {
+    let text = valid().replace(
+        &format!("path = \"{}\"\n", plugin("filter")),
+        &format!(
+            "path = \"{}\"\ngrants = {{ env = [\"${{SITE_VAR}}\"] }}\n",
+            plugin("filter")
+        ),
+    );
+    let hostile = "SITE\"], dirs = [{ host = \"/\", guest = \"/\" }], x = [\"";
+    let config = load_with(&text, &[("SITE_VAR", hostile)]).unwrap();
+    let grants = &config.plugins["filter"].grants;
+    assert_eq!(grants.env, [hostile]);
+    assert!(grants.dirs.is_empty());
+}
+
+#[test]
+fn a_variable_naming_two_inputs_is_one_unknown_input() {
+    let text = valid().replace(r#"inputs = ["hot"]"#, r#"inputs = ["${UPSTREAM}"]"#);
+    let errors = load_with(&text, &[("UPSTREAM", "hot\", \"in")]).unwrap_err();
+    let (message, _, at) = only(&errors);
+    assert_eq!(
+        message,
+        "stage `route` reads from unknown stage `hot\", \"in`"
+    );
+    assert_eq!(at, position_of(&text, "\"${UPSTREAM}\""));
+}
+
+#[test]
+fn variables_are_substituted_in_every_kind_of_string_but_not_in_keys() {
+    let text = valid().replace(
+        "[sources.in]",
+        "[sources.in]\npassword = '''\nline ${TOKEN}'''\nusername = \"${TOKEN}\"",
+    );
+    let config = load_with(&text, &[("TOKEN", "t0k")]).unwrap();
+    assert_eq!(mqtt_password(&config), Some("line t0k"));
+
+    let text = valid().replace("[sinks.files]", "[sinks.\"${TOKEN}\"]");
+    let config = load_with(&text, &[("TOKEN", "t0k")]).unwrap();
+    assert!(config.sinks.contains_key("${TOKEN}"));
+}
+
+#[test]
+fn unset_variables_are_each_reported_at_their_line_and_column() {
+    let text = valid()
+        .replace(
+            "[sources.in]",
+            "[sources.in]\npassword = \"x\\n${A} \\\"${B}\"\nusername = \"u\"",
+        )
+        .replace("path = \"out\"", "path = \"out/${C}/${A}\"");
+    let errors = load_with(&text, &[]).unwrap_err();
+    let messages: Vec<&str> = errors
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "environment variable `A` is not set",
+            "environment variable `B` is not set",
+            "environment variable `C` is not set",
+            "environment variable `A` is not set",
+        ]
+    );
+    let password_line = position_of(&text, "password").0;
+    let path_line = position_of(&text, "path = \"out/").0;
+    let (_, c_column) = position_of(&text, "${C}");
+    assert_eq!(
+        errors.positions(),
+        [
+            Some((password_line, position_of(&text, "${A}").1)),
+            Some((password_line, position_of(&text, "${B}").1)),
+            Some((path_line, c_column)),
+            Some((path_line, c_column + "${C}/".len())),
+        ]
+    );
+    assert!(
+        errors
+            .to_string()
+            .contains("= help: set A, or give a default: `${A:-value}`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_variable_outside_a_string_is_a_syntax_error_that_says_to_quote_it() {
+    let text = "[broker]\nlisten = \"127.0.0.1:1883\"\nmax_inflight = ${INFLIGHT}\n";
+    let errors = load_with(text, &[("INFLIGHT", "10")]).unwrap_err();
+    let (_, hint, at) = only(&errors);
+    assert_eq!(at, position_of(text, "${INFLIGHT}"), "{errors}");
+    assert!(hint.unwrap().contains("only inside quoted strings"));
+
+    let text = "[broker]\nlisten = \"127.0.0.1:${PORT}\"\n";
+    let config = load_with(text, &[("PORT", "1884")]).unwrap();
+    assert_eq!(config.broker.unwrap().listen.port(), 1884);
 }
 
 #[test]
