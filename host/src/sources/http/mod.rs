@@ -11,12 +11,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +69,7 @@ impl HttpSourceConfig {
             stage: Arc::from(name),
             listener,
             path: self.path.clone(),
-            token: self.token.clone(),
+            token: self.token.as_deref().map(BearerToken::new),
             max_body_bytes: self.max_body_bytes,
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
         })
@@ -78,7 +80,7 @@ pub struct HttpSource {
     stage: Arc<str>,
     listener: tokio::net::TcpListener,
     path: String,
-    token: Option<String>,
+    token: Option<BearerToken>,
     max_body_bytes: usize,
     delivery_timeout: Duration,
 }
@@ -86,8 +88,28 @@ pub struct HttpSource {
 struct Shared {
     stage: Arc<str>,
     outputs: Outputs,
-    token: Option<String>,
+    token: Option<BearerToken>,
     delivery_timeout: Duration,
+}
+
+/// The expected bearer token, kept as its SHA-256 so that checking a presented one
+/// takes the same time whatever it is: comparing digests in constant time leaks
+/// neither how many leading bytes matched nor the token's length.
+struct BearerToken([u8; 32]);
+
+impl BearerToken {
+    fn new(token: &str) -> BearerToken {
+        BearerToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether an `Authorization` header carries this token.
+    fn admits(&self, authorization: Option<&HeaderValue>) -> bool {
+        let presented = authorization
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        bool::from(digest.ct_eq(&self.0)) && authorization.is_some()
+    }
 }
 
 impl super::Source for HttpSource {
@@ -100,7 +122,7 @@ impl super::Source for HttpSource {
             let shared = Arc::new(Shared {
                 stage: self.stage.clone(),
                 outputs,
-                token: self.token.clone(),
+                token: self.token,
                 delivery_timeout: self.delivery_timeout,
             });
             let router = Router::new()
@@ -126,14 +148,10 @@ fn reply(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(token) = &shared.token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
-            return reply(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
+    if let Some(token) = &shared.token
+        && !token.admits(headers.get(header::AUTHORIZATION))
+    {
+        return reply(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     let payloads = match split_payloads(&body) {
         Ok(payloads) if payloads.is_empty() => {
@@ -215,6 +233,20 @@ fn split_payloads(body: &Bytes) -> Result<Vec<Bytes>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_admitted() {
+        let token = BearerToken::new("s3cret");
+        let admits = |value: &str| token.admits(Some(&HeaderValue::from_str(value).unwrap()));
+        assert!(admits("Bearer s3cret"));
+        assert!(!admits("Bearer s3cre"));
+        assert!(!admits("Bearer s3cret2"));
+        assert!(!admits("Bearer S3CRET"));
+        assert!(!admits("Bearer "));
+        assert!(!admits("Basic s3cret"));
+        assert!(!admits("s3cret"));
+        assert!(!token.admits(None));
+    }
 
     #[test]
     fn splits_arrays_and_ndjson() {
