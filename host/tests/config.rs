@@ -4,8 +4,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sluice::config::{Config, ConfigErrors};
+use sluice::sinks::SinkConfig;
+use sluice::sources::SourceConfig;
 
 fn plugin(name: &str) -> String {
     common::plugin_path(name)
@@ -432,6 +435,52 @@ fn a_variable_outside_a_string_is_a_syntax_error_that_says_to_quote_it() {
     let text = "[broker]\nlisten = \"127.0.0.1:${PORT}\"\n";
     let config = load_with(text, &[("PORT", "1884")]).unwrap();
     assert_eq!(config.broker.unwrap().listen.port(), 1884);
+}
+
+#[test]
+fn durations_keep_their_keys_and_units() {
+    let text = valid()
+        .replace(
+            &format!("path = \"{}\"\n", plugin("filter")),
+            &format!(
+                "path = \"{}\"\nlimits = {{ timeout_ms = 250 }}\n",
+                plugin("filter")
+            ),
+        )
+        .replace(
+            "topics = [\"sensors/#\"]",
+            "topics = [\"sensors/#\"]\nbatch_timeout_ms = 5",
+        )
+        .replace("path = \"out\"", "path = \"out\"\nmax_age_secs = 60")
+        .replace(
+            "[sinks.screen]",
+            "[sources.ingest]\ntype = \"http\"\nlisten = \"127.0.0.1:0\"\ndelivery_timeout_ms = 1500\n\n[sinks.screen]",
+        )
+        .replace(
+            r#"inputs = ["route.alerts", "hot.dead_letter"]"#,
+            r#"inputs = ["route.alerts", "hot.dead_letter", "ingest"]"#,
+        );
+    let config = load_with(&text, &[]).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(
+        config.plugins["filter"].limits.timeout,
+        Duration::from_millis(250)
+    );
+    match (&config.sources["in"].config, &config.sources["ingest"].config) {
+        (SourceConfig::Mqtt(mqtt), SourceConfig::Http(http)) => {
+            assert_eq!(mqtt.batch_timeout, Duration::from_millis(5));
+            assert_eq!(http.delivery_timeout, Duration::from_millis(1500));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match &config.sinks["files"].config {
+        SinkConfig::File(file) => assert_eq!(file.max_age, Duration::from_secs(60)),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let text = valid().replace("path = \"out\"", "path = \"out\"\nmax_age_secs = -1");
+    let (message, _, at) = only(&errors(&text));
+    assert!(message.starts_with("stage `files`: invalid value"), "{message}");
+    assert_eq!(at, position_of(&text, "-1"));
 }
 
 #[test]

@@ -138,7 +138,7 @@ impl Pipeline {
                 path: "dead_letter".into(),
                 prefix: "dead".into(),
                 max_bytes: 64 << 20,
-                max_age_secs: 86_400,
+                max_age: Duration::from_secs(86_400),
                 format: crate::sinks::file::Format::Payload,
             };
             sinks.push((

@@ -38,8 +38,12 @@ pub struct HttpSourceConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// How long a request waits for delivery before answering 503.
-    #[serde(default = "default_delivery_timeout")]
-    pub delivery_timeout_ms: u64,
+    #[serde(
+        rename = "delivery_timeout_ms",
+        default = "default_delivery_timeout",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
+    pub delivery_timeout: Duration,
 }
 
 fn default_path() -> String {
@@ -48,8 +52,8 @@ fn default_path() -> String {
 fn default_max_body() -> usize {
     1 << 20
 }
-fn default_delivery_timeout() -> u64 {
-    30_000
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl HttpSourceConfig {
@@ -71,7 +75,7 @@ impl HttpSourceConfig {
             path: self.path.clone(),
             token: self.token.as_deref().map(BearerToken::new),
             max_body_bytes: self.max_body_bytes,
-            delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            delivery_timeout: self.delivery_timeout,
         })
     }
 }

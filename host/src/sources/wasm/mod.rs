@@ -18,20 +18,20 @@ use crate::stage::{BuildContext, BuildError};
 pub struct WasmSourceConfig {
     /// A `[plugins.NAME]` of the `collector` world.
     pub plugin: Spanned<String>,
-    #[serde(default = "default_interval")]
-    pub interval_ms: u64,
+    #[serde(rename = "interval_ms", default = "default_interval", with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>")]
+    pub interval: Duration,
     /// The plugin's own config (a table, passed as JSON to `init`).
     #[serde(default = "crate::stage::empty_config")]
     pub config: serde_json::Value,
 }
 
-fn default_interval() -> u64 {
-    1000
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl WasmSourceConfig {
     pub fn build(&self, name: &str, context: &BuildContext<'_>) -> Result<WasmSource, BuildError> {
-        if self.interval_ms == 0 {
+        if self.interval.is_zero() {
             return Err(BuildError::stage(name, "`interval_ms` must be at least 1"));
         }
         let pool = context.pool(
@@ -43,7 +43,7 @@ impl WasmSourceConfig {
         )?;
         Ok(WasmSource {
             pool,
-            interval: Duration::from_millis(self.interval_ms),
+            interval: self.interval,
         })
     }
 }
