@@ -100,8 +100,7 @@ impl Broker {
                 "url `{text}` holds credentials; set `username` and `password` instead"
             ));
         }
-        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
-        {
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
                 "url `{text}` has a path, query or fragment; MQTT takes only host and port"
             ));
@@ -183,7 +182,10 @@ mod tests {
 
     #[test]
     fn parses_hosts_ports_and_schemes() {
-        assert_eq!(broker("mqtt://127.0.0.1:1884"), Ok((false, "127.0.0.1".into(), 1884)));
+        assert_eq!(
+            broker("mqtt://127.0.0.1:1884"),
+            Ok((false, "127.0.0.1".into(), 1884))
+        );
         assert_eq!(broker("mqtt://broker"), Ok((false, "broker".into(), 1883)));
         assert_eq!(broker("mqtt://broker/"), Ok((false, "broker".into(), 1883)));
         assert_eq!(broker("mqtts://broker"), Ok((true, "broker".into(), 8883)));
@@ -192,7 +194,10 @@ mod tests {
 
     #[test]
     fn an_ipv6_literal_keeps_its_brackets_for_the_client() {
-        assert_eq!(broker("mqtt://[::1]:1884"), Ok((false, "[::1]".into(), 1884)));
+        assert_eq!(
+            broker("mqtt://[::1]:1884"),
+            Ok((false, "[::1]".into(), 1884))
+        );
         assert_eq!(broker("mqtt://[::1]"), Ok((false, "[::1]".into(), 1883)));
         assert_eq!(
             broker("mqtt://[2001:db8::5]:1883"),
@@ -219,10 +224,22 @@ mod tests {
         );
         assert_eq!(refused("mqtt://"), "url `mqtt://` has no host");
         assert_eq!(refused("mqtt://:1883"), "url `mqtt://:1883` has no host");
-        assert_eq!(refused("mqtt://x:port"), "url `mqtt://x:port`: invalid port number");
-        assert_eq!(refused("mqtt://x:70000"), "url `mqtt://x:70000`: invalid port number");
-        assert_eq!(refused("broker:1883"), "url `broker:1883` has scheme `broker`; use mqtt:// or mqtts://");
-        assert_eq!(refused("127.0.0.1:1883"), "url `127.0.0.1:1883`: relative URL without a base");
+        assert_eq!(
+            refused("mqtt://x:port"),
+            "url `mqtt://x:port`: invalid port number"
+        );
+        assert_eq!(
+            refused("mqtt://x:70000"),
+            "url `mqtt://x:70000`: invalid port number"
+        );
+        assert_eq!(
+            refused("broker:1883"),
+            "url `broker:1883` has scheme `broker`; use mqtt:// or mqtts://"
+        );
+        assert_eq!(
+            refused("127.0.0.1:1883"),
+            "url `127.0.0.1:1883`: relative URL without a base"
+        );
         assert!(refused("mqtt://[::1:1883").contains("invalid IPv6 address"));
         assert!(refused("mqtt://u:p@x").contains("set `username` and `password`"));
         assert!(refused("mqtt://x/topic").contains("has a path"));

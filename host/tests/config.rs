@@ -321,8 +321,7 @@ fn a_hostile_variable_stays_one_string_and_changes_nothing_else() {
     let plain = Config::from_text(Path::new("pipeline.toml"), &valid(), |_| None).unwrap();
     for secret in HOSTILE {
         let env = [("SECRET", secret), ("OTHER", "expanded"), ("TOKEN", "t")];
-        let config =
-            load_with(&text, &env).unwrap_or_else(|errors| panic!("{secret:?}: {errors}"));
+        let config = load_with(&text, &env).unwrap_or_else(|errors| panic!("{secret:?}: {errors}"));
         assert_eq!(mqtt_password(&config), Some(secret));
         assert_eq!(
             config.plugins.keys().collect::<Vec<_>>(),
@@ -465,7 +464,10 @@ fn durations_keep_their_keys_and_units() {
         config.plugins["filter"].limits.timeout,
         Duration::from_millis(250)
     );
-    match (&config.sources["in"].config, &config.sources["ingest"].config) {
+    match (
+        &config.sources["in"].config,
+        &config.sources["ingest"].config,
+    ) {
         (SourceConfig::Mqtt(mqtt), SourceConfig::Http(http)) => {
             assert_eq!(mqtt.batch_timeout, Duration::from_millis(5));
             assert_eq!(http.delivery_timeout, Duration::from_millis(1500));
@@ -479,7 +481,10 @@ fn durations_keep_their_keys_and_units() {
 
     let text = valid().replace("path = \"out\"", "path = \"out\"\nmax_age_secs = -1");
     let (message, _, at) = only(&errors(&text));
-    assert!(message.starts_with("stage `files`: invalid value"), "{message}");
+    assert!(
+        message.starts_with("stage `files`: invalid value"),
+        "{message}"
+    );
     assert_eq!(at, position_of(&text, "-1"));
 }
 

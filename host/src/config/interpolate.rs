@@ -126,7 +126,9 @@ fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<P
                         None,
                         format!("environment variable `{name}` is not set"),
                     )
-                    .with_hint(format!("set {name}, or give a default: `${{{name}:-value}}`")),
+                    .with_hint(format!(
+                        "set {name}, or give a default: `${{{name}:-value}}`"
+                    )),
                 }),
             }
         }
@@ -208,8 +210,14 @@ mod tests {
             .map(|e| &source[e.span.clone().unwrap()])
             .collect();
         assert_eq!(spans, ["${NOPE}", "${NOPE}"]);
-        assert_eq!(errors[0].span.as_ref().unwrap().start, source.find("${NOPE}").unwrap());
-        assert_eq!(errors[1].span.as_ref().unwrap().start, source.rfind("${NOPE}").unwrap());
+        assert_eq!(
+            errors[0].span.as_ref().unwrap().start,
+            source.find("${NOPE}").unwrap()
+        );
+        assert_eq!(
+            errors[1].span.as_ref().unwrap().start,
+            source.rfind("${NOPE}").unwrap()
+        );
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Pipeline {
     tasks: JoinSet<Result<(), StageError>>,
     /// Whether the HTTP API runs (it outlives the data path while draining).
     has_api: bool,
+    /// The embedded broker lives as long as the pipeline: stopped once the stages
+    /// have drained, or when a pipeline that never ran is dropped.
+    #[cfg(feature = "mqtt")]
+    broker: Option<crate::broker::EmbeddedBroker>,
 }
 
 impl Pipeline {
@@ -87,9 +91,10 @@ impl Pipeline {
         };
         // The embedded broker is infrastructure the stages connect to, so it comes first.
         #[cfg(feature = "mqtt")]
-        if let Some(broker) = &config.broker {
-            crate::broker::start(broker)?;
-        }
+        let broker = match &config.broker {
+            Some(broker) => Some(crate::broker::start(broker).await?),
+            None => None,
+        };
 
         // Inputs of every stage that has one.
         let mut receivers: BTreeMap<String, mpsc::Receiver<Batch>> = BTreeMap::new();
@@ -262,6 +267,8 @@ impl Pipeline {
             tasks,
 
             has_api: api_address.is_some(),
+            #[cfg(feature = "mqtt")]
+            broker,
         })
     }
 
@@ -300,6 +307,10 @@ impl Pipeline {
             if self.tasks.len() == 1 && self.has_api {
                 self.abort.cancel();
             }
+        }
+        #[cfg(feature = "mqtt")]
+        if let Some(broker) = self.broker.take() {
+            broker.stop().await;
         }
         tracing::info!("pipeline stopped");
         first_error.map_or(Ok(()), Err)

@@ -27,7 +27,11 @@ pub struct FileSinkConfig {
     pub prefix: String,
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
-    #[serde(rename = "max_age_secs", default = "default_max_age", with = "serde_with::As::<serde_with::DurationSeconds<u64>>")]
+    #[serde(
+        rename = "max_age_secs",
+        default = "default_max_age",
+        with = "serde_with::As::<serde_with::DurationSeconds<u64>>"
+    )]
     pub max_age: Duration,
     #[serde(default)]
     pub format: Format,

@@ -18,7 +18,11 @@ use crate::stage::{BuildContext, BuildError};
 pub struct WasmSourceConfig {
     /// A `[plugins.NAME]` of the `collector` world.
     pub plugin: Spanned<String>,
-    #[serde(rename = "interval_ms", default = "default_interval", with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>")]
+    #[serde(
+        rename = "interval_ms",
+        default = "default_interval",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
     pub interval: Duration,
     /// The plugin's own config (a table, passed as JSON to `init`).
     #[serde(default = "crate::stage::empty_config")]
