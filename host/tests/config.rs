@@ -424,6 +424,14 @@ fn unset_variables_are_each_reported_at_their_line_and_column() {
 }
 
 #[test]
+fn a_value_whose_variable_is_unset_is_not_also_reported_as_invalid() {
+    let text = "[broker]\nlisten = \"127.0.0.1:${PORT}\"\n";
+    let (message, _, at) = only(&load_with(text, &[]).unwrap_err());
+    assert_eq!(message, "environment variable `PORT` is not set");
+    assert_eq!(at, position_of(text, "${PORT}"));
+}
+
+#[test]
 fn a_variable_outside_a_string_is_a_syntax_error_that_says_to_quote_it() {
     let text = "[broker]\nlisten = \"127.0.0.1:1883\"\nmax_inflight = ${INFLIGHT}\n";
     let errors = load_with(text, &[("INFLIGHT", "10")]).unwrap_err();

@@ -56,14 +56,13 @@ impl ConfigErrors {
             .map(|d| d.span.as_ref().map(|s| self.line_column(s.start)))
             .collect()
     }
-}
 
-impl fmt::Display for ConfigErrors {
-    /// Each problem as a compiler renders it (annotate-snippets, plain text: this also
-    /// goes to logs and files), then the count.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// Each problem as a compiler renders it, `error:` first, each followed by a blank
+    /// line. Plain text (annotate-snippets without colours): it also goes to logs.
+    pub fn report(&self) -> String {
         let file = self.file.display().to_string();
         let renderer = Renderer::plain();
+        let mut report = String::new();
         for diagnostic in &self.diagnostics {
             let title = Level::ERROR.primary_title(diagnostic.message.as_str());
             let place: Element<'_> = match &diagnostic.span {
@@ -77,18 +76,12 @@ impl fmt::Display for ConfigErrors {
             if let Some(hint) = &diagnostic.hint {
                 group = group.element(Level::HELP.message(hint.as_str()));
             }
-            writeln!(f, "{}\n", renderer.render(&[group]))?;
+            report.push_str(&renderer.render(&[group]));
+            report.push_str("\n\n");
         }
-        write!(
-            f,
-            "{} problem(s) in {}",
-            self.diagnostics.len(),
-            self.file.display()
-        )
+        report
     }
-}
 
-impl ConfigErrors {
     /// What to underline for `span`: its first line only (a whole table would
     /// underline pages), and at least one character so that the caret shows.
     fn underline(&self, span: &Range<usize>) -> Range<usize> {
@@ -100,6 +93,19 @@ impl ConfigErrors {
         }
         let next = self.text[start..].chars().next().map_or(0, char::len_utf8);
         start..start + next
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// The [report](ConfigErrors::report), then the count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{} problem(s) in {}",
+            self.report(),
+            self.diagnostics.len(),
+            self.file.display()
+        )
     }
 }
 

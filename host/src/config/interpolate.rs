@@ -16,6 +16,28 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostics::Diagnostic;
 
+/// What interpolating a document found wrong.
+#[derive(Default)]
+pub struct Interpolation {
+    /// One per failed reference, in the order of the file.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The string values holding a failed reference.
+    broken: Vec<Range<usize>>,
+}
+
+impl Interpolation {
+    /// Whether `diagnostic` is about a value whose reference failed: it then follows
+    /// from that failure (`"127.0.0.1:${PORT}"` without PORT is no address either) and
+    /// would only repeat it.
+    pub fn explains(&self, diagnostic: &Diagnostic) -> bool {
+        diagnostic.span.as_ref().is_some_and(|span| {
+            self.broken
+                .iter()
+                .any(|value| value.start <= span.start && span.end <= value.end)
+        })
+    }
+}
+
 /// Substitute the variables of every string value under `root` from `lookup`, in place.
 /// `source` is the text `root` was parsed from: problems point into it. An unset
 /// variable without a default is an error, and its reference becomes empty.
@@ -23,45 +45,52 @@ pub fn interpolate(
     root: &mut Spanned<DeTable<'_>>,
     source: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Vec<Diagnostic> {
-    let mut diagnostics = Vec::new();
+) -> Interpolation {
+    let mut found = Interpolation::default();
     for (_, value) in root.get_mut().iter_mut() {
-        walk(value, source, lookup, &mut diagnostics);
+        walk(value, source, lookup, &mut found);
     }
     // Tables iterate in key order; report in the order of the file.
-    diagnostics.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
-    diagnostics
+    found
+        .diagnostics
+        .sort_by_key(|d| d.span.as_ref().map(|s| s.start));
+    found
 }
 
 fn walk(
     value: &mut Spanned<DeValue<'_>>,
     source: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-    diagnostics: &mut Vec<Diagnostic>,
+    found: &mut Interpolation,
 ) {
     let span = value.span();
     match value.get_mut() {
         DeValue::String(text) if text.contains('$') => {
             let (expanded, problems) = expand(text, lookup);
             let raw = source.get(span.clone()).unwrap_or_default();
-            diagnostics.extend(problems.into_iter().map(|problem| {
-                let at = locate(raw, text, &problem.reference)
-                    .map_or(span.clone(), |r| span.start + r.start..span.start + r.end);
-                Diagnostic {
-                    span: Some(at),
-                    ..problem.diagnostic
-                }
-            }));
+            if !problems.is_empty() {
+                found.broken.push(span.clone());
+            }
+            found
+                .diagnostics
+                .extend(problems.into_iter().map(|problem| {
+                    let at = locate(raw, text, &problem.reference)
+                        .map_or(span.clone(), |r| span.start + r.start..span.start + r.end);
+                    Diagnostic {
+                        span: Some(at),
+                        ..problem.diagnostic
+                    }
+                }));
             *text = Cow::Owned(expanded);
         }
         DeValue::Array(items) => {
             for item in items.iter_mut() {
-                walk(item, source, lookup, diagnostics);
+                walk(item, source, lookup, found);
             }
         }
         DeValue::Table(table) => {
             for (_, item) in table.iter_mut() {
-                walk(item, source, lookup, diagnostics);
+                walk(item, source, lookup, found);
             }
         }
         _ => {}
@@ -204,7 +233,7 @@ mod tests {
     fn an_unset_variable_is_an_error_at_its_place_in_the_file() {
         let source = "[a]\nx = \"ok ${TOKEN} ${NOPE}\"\ny = ['${NOPE}']\n";
         let mut root = DeTable::parse(source).unwrap();
-        let errors = interpolate(&mut root, source, &env);
+        let errors = interpolate(&mut root, source, &env).diagnostics;
         let spans: Vec<&str> = errors
             .iter()
             .map(|e| &source[e.span.clone().unwrap()])
@@ -224,7 +253,7 @@ mod tests {
     fn a_reference_hidden_by_an_escape_points_at_the_whole_string() {
         let source = "x = \"\\u0024{NOPE}\"";
         let mut root = DeTable::parse(source).unwrap();
-        let errors = interpolate(&mut root, source, &env);
+        let errors = interpolate(&mut root, source, &env).diagnostics;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].span, Some(4..source.len()));
     }
@@ -233,7 +262,7 @@ mod tests {
     fn keys_are_not_interpolated() {
         let source = "\"${TOKEN}\" = \"${TOKEN}\"";
         let mut root = DeTable::parse(source).unwrap();
-        assert!(interpolate(&mut root, source, &env).is_empty());
+        assert!(interpolate(&mut root, source, &env).diagnostics.is_empty());
         let (key, value) = root.get_ref().iter().next().unwrap();
         assert_eq!(key.get_ref(), "${TOKEN}");
         assert!(matches!(value.get_ref(), DeValue::String(s) if s == "s3cr3t-value"));

@@ -171,8 +171,11 @@ impl Config {
         };
         let config = match DeTable::parse(text) {
             Ok(mut root) => {
-                loader.diagnostics = interpolate::interpolate(&mut root, text, &env);
-                Some(loader.document(path, root))
+                let interpolation = interpolate::interpolate(&mut root, text, &env);
+                let config = loader.document(path, root);
+                loader.diagnostics.retain(|d| !interpolation.explains(d));
+                loader.diagnostics.splice(0..0, interpolation.diagnostics);
+                Some(config)
             }
             Err(error) => {
                 let message = error.message().trim().to_owned();
