@@ -367,7 +367,7 @@ fn a_variable_naming_two_inputs_is_one_unknown_input() {
 }
 
 #[test]
-fn variables_are_substituted_in_every_kind_of_string_but_not_in_keys() {
+fn variables_are_substituted_in_every_kind_of_string_but_not_in_keys_or_comments() {
     let text = valid().replace(
         "[sources.in]",
         "[sources.in]\npassword = '''\nline ${TOKEN}'''\nusername = \"${TOKEN}\"",
@@ -378,6 +378,9 @@ fn variables_are_substituted_in_every_kind_of_string_but_not_in_keys() {
     let text = valid().replace("[sinks.files]", "[sinks.\"${TOKEN}\"]");
     let config = load_with(&text, &[("TOKEN", "t0k")]).unwrap();
     assert!(config.sinks.contains_key("${TOKEN}"));
+
+    let text = valid().replace("[sinks.files]", "# needs ${UNSET}\n[sinks.files]");
+    load_with(&text, &[]).expect("comments are not interpolated");
 }
 
 #[test]
