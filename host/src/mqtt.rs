@@ -12,7 +12,8 @@ use crate::stage::BuildError;
 pub struct Endpoint<'a> {
     /// The stage connecting: names errors and the default client id.
     pub stage: &'a str,
-    /// `mqtt://host:port` or `mqtts://host:port`.
+    /// `mqtt://host:port` or `mqtts://host:port` (ports default to 1883 and 8883;
+    /// IPv6 literals in brackets).
     pub url: &'a str,
     /// Defaults to `sluice-<stage>`; keep it stable so the broker finds the session.
     pub client_id: Option<&'a str>,
@@ -30,39 +31,18 @@ impl Endpoint<'_> {
     }
 
     fn parse(&self) -> Result<MqttOptions, String> {
-        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = self.url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(format!(
-                "url `{}` must start with mqtt:// or mqtts://",
-                self.url
-            ));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse::<u16>()
-                    .map_err(|_| format!("url `{}` has an invalid port", self.url))?,
-            ),
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() {
-            return Err(format!("url `{}` has no host", self.url));
-        }
+        let broker = Broker::parse(self.url)?;
         let client_id = self
             .client_id
             .map_or_else(|| format!("sluice-{}", self.stage), str::to_owned);
-        let mut options = MqttOptions::new(client_id, host, port);
+        let mut options = MqttOptions::new(client_id, broker.host, broker.port);
         options.set_keep_alive(Duration::from_secs(15));
         // Room for many pending acknowledgements and publishes between polls.
         options.set_request_channel_capacity(10_000);
         if let Some(username) = self.username {
             options.set_credentials(username, self.password.unwrap_or_default());
         }
-        if tls {
+        if broker.tls {
             let transport = match self.ca_file {
                 Some(path) => {
                     let ca = std::fs::read(path).map_err(|error| {
@@ -75,6 +55,61 @@ impl Endpoint<'_> {
             options.set_transport(transport);
         }
         Ok(options)
+    }
+}
+
+/// Where a `mqtt://` or `mqtts://` URL points.
+struct Broker {
+    tls: bool,
+    /// As the MQTT client wants it: an IPv6 literal keeps its brackets, because the
+    /// client joins host and port with `:` before resolving.
+    host: String,
+    port: u16,
+}
+
+impl Broker {
+    fn parse(text: &str) -> Result<Broker, String> {
+        let url = url::Url::parse(text).map_err(|error| match error {
+            url::ParseError::EmptyHost => format!("url `{text}` has no host"),
+            error => format!("url `{text}`: {error}"),
+        })?;
+        let tls = match url.scheme() {
+            "mqtt" => false,
+            "mqtts" => true,
+            other => {
+                return Err(format!(
+                    "url `{text}` has scheme `{other}`; use mqtt:// or mqtts://"
+                ));
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain("")) | None => {
+                return Err(format!("url `{text}` has no host"));
+            }
+            // rumqttc names the TLS server by the same string it connects to, and
+            // `[::1]` is neither a DNS name nor an IP address to rustls.
+            Some(url::Host::Ipv6(_)) if tls => {
+                return Err(format!(
+                    "url `{text}`: mqtts:// needs a host name, not an IPv6 address"
+                ));
+            }
+            Some(host) => host.to_string(),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "url `{text}` holds credentials; set `username` and `password` instead"
+            ));
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "url `{text}` has a path, query or fragment; MQTT takes only host and port"
+            ));
+        }
+        Ok(Broker {
+            tls,
+            host,
+            port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
+        })
     }
 }
 
@@ -141,26 +176,81 @@ mod tests {
         }
     }
 
+    fn broker(url: &str) -> Result<(bool, String, u16), String> {
+        Broker::parse(url).map(|b| (b.tls, b.host, b.port))
+    }
+
     #[test]
-    fn parses_urls() {
+    fn parses_hosts_ports_and_schemes() {
+        assert_eq!(
+            broker("mqtt://127.0.0.1:1884"),
+            Ok((false, "127.0.0.1".into(), 1884))
+        );
+        assert_eq!(broker("mqtt://broker"), Ok((false, "broker".into(), 1883)));
+        assert_eq!(broker("mqtt://broker/"), Ok((false, "broker".into(), 1883)));
+        assert_eq!(broker("mqtts://broker"), Ok((true, "broker".into(), 8883)));
+        assert_eq!(broker("MQTTS://Broker:9"), Ok((true, "Broker".into(), 9)));
+    }
+
+    #[test]
+    fn an_ipv6_literal_keeps_its_brackets_for_the_client() {
+        assert_eq!(
+            broker("mqtt://[::1]:1884"),
+            Ok((false, "[::1]".into(), 1884))
+        );
+        assert_eq!(broker("mqtt://[::1]"), Ok((false, "[::1]".into(), 1883)));
+        assert_eq!(
+            broker("mqtt://[2001:db8::5]:1883"),
+            Ok((false, "[2001:db8::5]".into(), 1883))
+        );
+        // The client connects to `format!("{host}:{port}")`: that must be an address.
+        let options = endpoint("mqtt://[::1]:1884").options().unwrap();
+        let (host, port) = options.broker_address();
+        let address: std::net::SocketAddr = format!("{host}:{port}").parse().unwrap();
+        assert_eq!(address, "[::1]:1884".parse().unwrap());
+        assert!(
+            broker("mqtts://[::1]")
+                .unwrap_err()
+                .contains("mqtts:// needs a host name")
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_mqtt_broker_address() {
+        let refused = |url: &str| broker(url).unwrap_err();
+        assert_eq!(
+            refused("tcp://x"),
+            "url `tcp://x` has scheme `tcp`; use mqtt:// or mqtts://"
+        );
+        assert_eq!(refused("mqtt://"), "url `mqtt://` has no host");
+        assert_eq!(refused("mqtt://:1883"), "url `mqtt://:1883` has no host");
+        assert_eq!(
+            refused("mqtt://x:port"),
+            "url `mqtt://x:port`: invalid port number"
+        );
+        assert_eq!(
+            refused("mqtt://x:70000"),
+            "url `mqtt://x:70000`: invalid port number"
+        );
+        assert_eq!(
+            refused("broker:1883"),
+            "url `broker:1883` has scheme `broker`; use mqtt:// or mqtts://"
+        );
+        assert_eq!(
+            refused("127.0.0.1:1883"),
+            "url `127.0.0.1:1883`: relative URL without a base"
+        );
+        assert!(refused("mqtt://[::1:1883").contains("invalid IPv6 address"));
+        assert!(refused("mqtt://u:p@x").contains("set `username` and `password`"));
+        assert!(refused("mqtt://x/topic").contains("has a path"));
+    }
+
+    #[test]
+    fn options_name_the_stage_and_default_the_client_id() {
         let options = endpoint("mqtt://127.0.0.1:1884").options().unwrap();
         assert_eq!(options.broker_address(), ("127.0.0.1".into(), 1884));
         assert_eq!(options.client_id(), "sluice-s");
-        assert_eq!(
-            endpoint("mqtt://broker")
-                .options()
-                .unwrap()
-                .broker_address()
-                .1,
-            1883
-        );
-        assert!(
-            endpoint("tcp://x")
-                .parse()
-                .unwrap_err()
-                .contains("must start with mqtt://")
-        );
         let error = endpoint("mqtt://x:port").options().unwrap_err().to_string();
-        assert_eq!(error, "stage `s`: url `mqtt://x:port` has an invalid port");
+        assert_eq!(error, "stage `s`: url `mqtt://x:port`: invalid port number");
     }
 }

@@ -4,8 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sluice::config::{Config, ConfigErrors};
+use sluice::sinks::file::FileSinkConfig;
+use sluice::sources::http::HttpSourceConfig;
+use sluice::sources::mqtt::MqttSourceConfig;
 
 fn plugin(name: &str) -> String {
     common::plugin_path(name)
@@ -103,7 +107,7 @@ fn an_unknown_input_names_the_stage_and_suggests_the_closest() {
     assert!(
         errors
             .to_string()
-            .starts_with(&format!("pipeline.toml:{}:{}: error:", at.0, at.1)),
+            .contains(&format!("--> pipeline.toml:{}:{}\n", at.0, at.1)),
         "{errors}"
     );
 }
@@ -272,8 +276,219 @@ fn secrets_interpolate_from_the_environment() {
         (name == "TOKEN").then(|| "t0k".to_owned())
     })
     .unwrap();
-    let mqtt = format!("{:?}", config.sources["in"].config);
-    assert!(mqtt.contains("password: Some(\"t0k\")"), "{mqtt}");
+    assert_eq!(mqtt_password(&config), Some("t0k"));
+}
+
+/// Load `text` with `vars` as the whole environment.
+fn load_with(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    Config::from_text(Path::new("pipeline.toml"), text, |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+}
+
+/// The config of a stage, as its kind's struct.
+fn kind<T: 'static>(config: &dyn std::any::Any) -> &T {
+    config.downcast_ref::<T>().expect("a stage of this kind")
+}
+
+fn mqtt_password(config: &Config) -> Option<&str> {
+    kind::<MqttSourceConfig>(&*config.sources["in"].config)
+        .password
+        .as_deref()
+}
+
+/// Values no secret should be able to turn into config: each must arrive as exactly
+/// these bytes, in one string, and change nothing else.
+const HOSTILE: [&str; 8] = [
+    "\"\n[plugins.evil]\npath=\"x\"",
+    "'''\n\"\"\"",
+    "a\"b\\c'd",
+    "]\n[sinks.x]\ntype = \"console\"\ninputs = [\"in\"]",
+    "${OTHER}",
+    "$${TOKEN} ${TOKEN:-x}",
+    "\u{1F512} ünïcødé\u{0}\t\r\n",
+    "\ngrants = { env = [\"HOME\"], dirs = [{ host = \"/\", guest = \"/\" }] }",
+];
+
+#[test]
+fn a_hostile_variable_stays_one_string_and_changes_nothing_else() {
+    let text = valid().replace(
+        "[sources.in]",
+        "[sources.in]\npassword = \"${SECRET}\"\nusername = \"u\"",
+    );
+    let plain = Config::from_text(Path::new("pipeline.toml"), &valid(), |_| None).unwrap();
+    for secret in HOSTILE {
+        let env = [("SECRET", secret), ("OTHER", "expanded"), ("TOKEN", "t")];
+        let config = load_with(&text, &env).unwrap_or_else(|errors| panic!("{secret:?}: {errors}"));
+        assert_eq!(mqtt_password(&config), Some(secret));
+        assert_eq!(
+            config.plugins.keys().collect::<Vec<_>>(),
+            ["filter", "router"]
+        );
+        assert_eq!(config.sinks.keys().collect::<Vec<_>>(), ["files", "screen"]);
+        assert_eq!(
+            (config.sources.len(), config.transforms.len()),
+            (plain.sources.len(), plain.transforms.len())
+        );
+        for (name, plugin) in &config.plugins {
+            assert_eq!(plugin.grants, plain.plugins[name].grants, "{secret:?}");
+        }
+    }
+}
+
+#[test]
+fn a_variable_in_a_grant_is_one_entry_of_that_grant() {
+    let text = valid().replace(
+        &format!("path = \"{}\"\n", plugin("filter")),
+        &format!(
+            "path = \"{}\"\ngrants = {{ env = [\"${{SITE_VAR}}\"] }}\n",
+            plugin("filter")
+        ),
+    );
+    let hostile = "SITE\"], dirs = [{ host = \"/\", guest = \"/\" }], x = [\"";
+    let config = load_with(&text, &[("SITE_VAR", hostile)]).unwrap();
+    let grants = &config.plugins["filter"].grants;
+    assert_eq!(grants.env, [hostile]);
+    assert!(grants.dirs.is_empty());
+}
+
+#[test]
+fn a_variable_naming_two_inputs_is_one_unknown_input() {
+    let text = valid().replace(r#"inputs = ["hot"]"#, r#"inputs = ["${UPSTREAM}"]"#);
+    let errors = load_with(&text, &[("UPSTREAM", "hot\", \"in")]).unwrap_err();
+    let (message, _, at) = only(&errors);
+    assert_eq!(
+        message,
+        "stage `route` reads from unknown stage `hot\", \"in`"
+    );
+    assert_eq!(at, position_of(&text, "\"${UPSTREAM}\""));
+}
+
+#[test]
+fn variables_are_substituted_in_every_kind_of_string_but_not_in_keys_or_comments() {
+    let text = valid().replace(
+        "[sources.in]",
+        "[sources.in]\npassword = '''\nline ${TOKEN}'''\nusername = \"${TOKEN}\"",
+    );
+    let config = load_with(&text, &[("TOKEN", "t0k")]).unwrap();
+    assert_eq!(mqtt_password(&config), Some("line t0k"));
+
+    let text = valid().replace("[sinks.files]", "[sinks.\"${TOKEN}\"]");
+    let config = load_with(&text, &[("TOKEN", "t0k")]).unwrap();
+    assert!(config.sinks.contains_key("${TOKEN}"));
+
+    let text = valid().replace("[sinks.files]", "# needs ${UNSET}\n[sinks.files]");
+    load_with(&text, &[]).expect("comments are not interpolated");
+}
+
+#[test]
+fn unset_variables_are_each_reported_at_their_line_and_column() {
+    let text = valid()
+        .replace(
+            "[sources.in]",
+            "[sources.in]\npassword = \"x\\n${A} \\\"${B}\"\nusername = \"u\"",
+        )
+        .replace("path = \"out\"", "path = \"out/${C}/${A}\"");
+    let errors = load_with(&text, &[]).unwrap_err();
+    let messages: Vec<&str> = errors
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "environment variable `A` is not set",
+            "environment variable `B` is not set",
+            "environment variable `C` is not set",
+            "environment variable `A` is not set",
+        ]
+    );
+    let password_line = position_of(&text, "password").0;
+    let path_line = position_of(&text, "path = \"out/").0;
+    let (_, c_column) = position_of(&text, "${C}");
+    assert_eq!(
+        errors.positions(),
+        [
+            Some((password_line, position_of(&text, "${A}").1)),
+            Some((password_line, position_of(&text, "${B}").1)),
+            Some((path_line, c_column)),
+            Some((path_line, c_column + "${C}/".len())),
+        ]
+    );
+    assert!(
+        errors
+            .to_string()
+            .contains("= help: set A, or give a default: `${A:-value}`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_value_whose_variable_is_unset_is_not_also_reported_as_invalid() {
+    let text = "[broker]\nlisten = \"127.0.0.1:${PORT}\"\n";
+    let (message, _, at) = only(&load_with(text, &[]).unwrap_err());
+    assert_eq!(message, "environment variable `PORT` is not set");
+    assert_eq!(at, position_of(text, "${PORT}"));
+}
+
+#[test]
+fn a_variable_outside_a_string_is_a_syntax_error_that_says_to_quote_it() {
+    let text = "[broker]\nlisten = \"127.0.0.1:1883\"\nmax_inflight = ${INFLIGHT}\n";
+    let errors = load_with(text, &[("INFLIGHT", "10")]).unwrap_err();
+    let (_, hint, at) = only(&errors);
+    assert_eq!(at, position_of(text, "${INFLIGHT}"), "{errors}");
+    assert!(hint.unwrap().contains("only inside quoted strings"));
+
+    let text = "[broker]\nlisten = \"127.0.0.1:${PORT}\"\n";
+    let config = load_with(text, &[("PORT", "1884")]).unwrap();
+    assert_eq!(config.broker.unwrap().listen.port(), 1884);
+}
+
+#[test]
+fn durations_keep_their_keys_and_units() {
+    let text = valid()
+        .replace(
+            &format!("path = \"{}\"\n", plugin("filter")),
+            &format!(
+                "path = \"{}\"\nlimits = {{ timeout_ms = 250 }}\n",
+                plugin("filter")
+            ),
+        )
+        .replace(
+            "topics = [\"sensors/#\"]",
+            "topics = [\"sensors/#\"]\nbatch_timeout_ms = 5",
+        )
+        .replace("path = \"out\"", "path = \"out\"\nmax_age_secs = 60")
+        .replace(
+            "[sinks.screen]",
+            "[sources.ingest]\ntype = \"http\"\nlisten = \"127.0.0.1:0\"\ndelivery_timeout_ms = 1500\n\n[sinks.screen]",
+        )
+        .replace(
+            r#"inputs = ["route.alerts", "hot.dead_letter"]"#,
+            r#"inputs = ["route.alerts", "hot.dead_letter", "ingest"]"#,
+        );
+    let config = load_with(&text, &[]).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(
+        config.plugins["filter"].limits.timeout,
+        Duration::from_millis(250)
+    );
+    let mqtt = kind::<MqttSourceConfig>(&*config.sources["in"].config);
+    assert_eq!(mqtt.batch_timeout, Duration::from_millis(5));
+    let http = kind::<HttpSourceConfig>(&*config.sources["ingest"].config);
+    assert_eq!(http.delivery_timeout, Duration::from_millis(1500));
+    let file = kind::<FileSinkConfig>(&*config.sinks["files"].config);
+    assert_eq!(file.max_age, Duration::from_secs(60));
+
+    let text = valid().replace("path = \"out\"", "path = \"out\"\nmax_age_secs = -1");
+    let (message, _, at) = only(&errors(&text));
+    assert!(
+        message.starts_with("stage `files`: invalid value"),
+        "{message}"
+    );
+    assert_eq!(at, position_of(&text, "-1"));
 }
 
 #[test]

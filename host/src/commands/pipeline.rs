@@ -13,9 +13,17 @@ pub enum GraphFormat {
     Dot,
 }
 
-/// Load a config; on problems, the error lists all of them.
+/// Load a config; on problems, print every one (each says `error:` already) and
+/// return their count as the error.
 fn load(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+    Config::load(path).map_err(|errors| {
+        let _ = std::io::stderr().write_all(errors.report().as_bytes());
+        anyhow::anyhow!(
+            "{} problem(s) in {}",
+            errors.diagnostics.len(),
+            errors.file.display()
+        )
+    })
 }
 
 pub fn validate(path: &Path) -> anyhow::Result<()> {

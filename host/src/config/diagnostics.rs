@@ -5,6 +5,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use annotate_snippets::{AnnotationKind, Element, Level, Origin, Renderer, Snippet};
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
@@ -54,43 +56,53 @@ impl ConfigErrors {
             .map(|d| d.span.as_ref().map(|s| self.line_column(s.start)))
             .collect()
     }
+
+    /// Each problem as a compiler renders it, `error:` first, each followed by a blank
+    /// line. Plain text (annotate-snippets without colours): it also goes to logs.
+    pub fn report(&self) -> String {
+        let file = self.file.display().to_string();
+        let renderer = Renderer::plain();
+        let mut report = String::new();
+        for diagnostic in &self.diagnostics {
+            let title = Level::ERROR.primary_title(diagnostic.message.as_str());
+            let place: Element<'_> = match &diagnostic.span {
+                Some(span) => Snippet::source(self.text.as_str())
+                    .path(file.as_str())
+                    .annotation(AnnotationKind::Primary.span(self.underline(span)))
+                    .into(),
+                None => Origin::path(file.as_str()).into(),
+            };
+            let mut group = title.element(place);
+            if let Some(hint) = &diagnostic.hint {
+                group = group.element(Level::HELP.message(hint.as_str()));
+            }
+            report.push_str(&renderer.render(&[group]));
+            report.push_str("\n\n");
+        }
+        report
+    }
+
+    /// What to underline for `span`: its first line only (a whole table would
+    /// underline pages), and at least one character so that the caret shows.
+    fn underline(&self, span: &Range<usize>) -> Range<usize> {
+        let start = span.start.min(self.text.len());
+        let end = span.end.clamp(start, self.text.len());
+        let end = self.text[start..end].find('\n').map_or(end, |n| start + n);
+        if end > start {
+            return start..end;
+        }
+        let next = self.text[start..].chars().next().map_or(0, char::len_utf8);
+        start..start + next
+    }
 }
 
 impl fmt::Display for ConfigErrors {
+    /// The [report](ConfigErrors::report), then the count.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (n, diagnostic) in self.diagnostics.iter().enumerate() {
-            if n > 0 {
-                writeln!(f)?;
-            }
-            let Some(span) = &diagnostic.span else {
-                writeln!(f, "{}: error: {}", self.file.display(), diagnostic.message)?;
-                if let Some(hint) = &diagnostic.hint {
-                    writeln!(f, "  = hint: {hint}")?;
-                }
-                continue;
-            };
-            let (line, column) = self.line_column(span.start);
-            writeln!(
-                f,
-                "{}:{line}:{column}: error: {}",
-                self.file.display(),
-                diagnostic.message
-            )?;
-            let text = self.text.lines().nth(line - 1).unwrap_or("");
-            let width = self.text[span.clone()]
-                .lines()
-                .next()
-                .map_or(1, |l| l.chars().count().max(1));
-            let width = width.min(text.chars().count().saturating_sub(column - 1).max(1));
-            writeln!(f, "{line:>5} | {text}")?;
-            writeln!(f, "      | {}{}", " ".repeat(column - 1), "^".repeat(width))?;
-            if let Some(hint) = &diagnostic.hint {
-                writeln!(f, "  = hint: {hint}")?;
-            }
-        }
         write!(
             f,
-            "{} problem(s) in {}",
+            "{}{} problem(s) in {}",
+            self.report(),
             self.diagnostics.len(),
             self.file.display()
         )
@@ -99,31 +111,18 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// The closest of `candidates` to `wanted`, if it is close enough to be a typo.
+/// The closest of `candidates` to `wanted`, if it is close enough to be a typo: at
+/// most a third of the candidate's length in edits (Levenshtein), and at least one.
 pub fn did_you_mean<'a>(
     wanted: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|candidate| (edit_distance(wanted, candidate), candidate))
+        .map(|candidate| (strsim::levenshtein(wanted, candidate), candidate))
         .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(1))
         .min()
         .map(|(_, candidate)| candidate)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -137,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn renders_file_line_column_and_caret() {
+    fn renders_file_line_column_the_line_a_caret_and_the_hint() {
         let errors = ConfigErrors {
             file: "p.toml".into(),
             text: "[a]\nkey = 1\n".into(),
@@ -145,7 +144,40 @@ mod tests {
         };
         assert_eq!(
             errors.to_string(),
-            "p.toml:2:1: error: bad key\n    2 | key = 1\n      | ^^^\n  = hint: remove it\n1 problem(s) in p.toml"
+            "error: bad key\n --> p.toml:2:1\n  |\n2 | key = 1\n  | ^^^\n  |\n  = help: remove it\n\n1 problem(s) in p.toml"
         );
+    }
+
+    #[test]
+    fn a_span_over_several_lines_underlines_its_first_line() {
+        let errors = ConfigErrors {
+            file: "p.toml".into(),
+            text: "[a]\nkey = 1\n".into(),
+            diagnostics: vec![Diagnostic::new(Some(0..12), "table")],
+        };
+        assert!(
+            errors.to_string().contains("1 | [a]\n  | ^^^\n"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn an_empty_span_still_shows_a_caret_and_one_without_a_place_names_the_file() {
+        let errors = ConfigErrors {
+            file: "p.toml".into(),
+            text: "x = [".into(),
+            diagnostics: vec![
+                Diagnostic::new(Some(5..5), "unexpected end"),
+                Diagnostic::new(None, "cannot read the config"),
+            ],
+        };
+        let shown = errors.to_string();
+        assert!(shown.contains(" --> p.toml:1:6\n"), "{shown}");
+        assert!(shown.contains("1 | x = [\n  |      ^"), "{shown}");
+        assert!(
+            shown.contains("error: cannot read the config\n--> p.toml\n"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("2 problem(s) in p.toml"), "{shown}");
     }
 }

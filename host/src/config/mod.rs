@@ -167,33 +167,40 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        let (interpolated, mut diagnostics) = interpolate::interpolate(text, env);
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
         let mut loader = Loader {
             base,
             diagnostics: Vec::new(),
             broken: Default::default(),
         };
-        let config = match DeTable::parse(&interpolated.text) {
-            Ok(root) => Some(loader.document(path, root)),
+        let config = match DeTable::parse(text) {
+            Ok(mut root) => {
+                let interpolation = interpolate::interpolate(&mut root, text, &env);
+                let config = loader.document(path, root);
+                loader.diagnostics.retain(|d| !interpolation.explains(d));
+                loader.diagnostics.splice(0..0, interpolation.diagnostics);
+                Some(config)
+            }
             Err(error) => {
-                loader.diagnostics.push(Diagnostic::new(
-                    error.span(),
-                    error.message().trim().to_owned(),
-                ));
+                let message = error.message().trim().to_owned();
+                let diagnostic = match error.span() {
+                    Some(span) => match unquoted_variable(text, span.start) {
+                        Some(at) => Diagnostic::new(Some(at..span.end.max(at + 2)), message)
+                            .with_hint("`${VAR}` is replaced only inside quoted strings, e.g. `\"${VAR}\"`: a variable always stands for (part of) a string"),
+                        None => Diagnostic::new(Some(span), message),
+                    },
+                    None => Diagnostic::new(None, message),
+                };
+                loader.diagnostics.push(diagnostic);
                 None
             }
         };
-        diagnostics.extend(loader.diagnostics.into_iter().map(|mut d| {
-            d.span = d.span.map(|span| interpolated.original_span(span));
-            d
-        }));
         match config {
-            Some(config) if diagnostics.is_empty() => Ok(config),
+            Some(config) if loader.diagnostics.is_empty() => Ok(config),
             _ => Err(ConfigErrors {
                 file: path.to_owned(),
                 text: text.to_owned(),
-                diagnostics,
+                diagnostics: loader.diagnostics,
             }),
         }
     }
@@ -217,6 +224,19 @@ impl Config {
         each(&self.sources, |c| c.declare())
             .chain(each(&self.transforms, |c| c.declare()))
             .chain(each(&self.sinks, |c| c.declare()))
+    }
+}
+
+/// Where a TOML syntax error at `at` is a `${VAR}` written outside a string (the parser
+/// stops at its `$` or just after it), the offset of that `$`.
+fn unquoted_variable(text: &str, at: usize) -> Option<usize> {
+    let rest = text.get(at..)?;
+    if rest.starts_with("${") {
+        Some(at)
+    } else if rest.starts_with('{') && text[..at].ends_with('$') {
+        Some(at - 1)
+    } else {
+        None
     }
 }
 

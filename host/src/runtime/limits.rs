@@ -22,8 +22,8 @@ pub struct Limits {
     /// Deadline of one call (init, process or collect).
     #[serde(
         default = "default_timeout",
-        with = "duration_ms",
-        rename = "timeout_ms"
+        rename = "timeout_ms",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
     )]
     pub timeout: Duration,
     /// Fuel per call, if the stage uses fuel metering.
@@ -124,16 +124,6 @@ impl Default for Limits {
             outputs_per_call: default_outputs_per_call(),
             output_bytes_per_call: default_output_bytes_per_call(),
         }
-    }
-}
-
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(deserializer)?))
     }
 }
 

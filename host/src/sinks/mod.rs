@@ -20,7 +20,7 @@ crate::registry! { SinkConfig:
 }
 
 /// The config of one sink kind.
-pub trait SinkConfig: std::fmt::Debug + Send + Sync {
+pub trait SinkConfig: std::any::Any + std::fmt::Debug + Send + Sync {
     /// What `validate` needs to know before building (directories written, ...).
     fn declare(&self) -> Declaration<'_> {
         Declaration::default()

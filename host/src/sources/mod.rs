@@ -16,7 +16,7 @@ crate::registry! { SourceConfig:
 }
 
 /// The config of one source kind.
-pub trait SourceConfig: std::fmt::Debug + Send + Sync {
+pub trait SourceConfig: std::any::Any + std::fmt::Debug + Send + Sync {
     /// What `validate` and the topology need to know before building.
     fn declare(&self) -> Declaration<'_> {
         Declaration::default()

@@ -12,7 +12,7 @@ crate::registry! { TransformConfig:
 }
 
 /// The config of one transform kind.
-pub trait TransformConfig: std::fmt::Debug + Send + Sync {
+pub trait TransformConfig: std::any::Any + std::fmt::Debug + Send + Sync {
     /// What `validate` and the topology need to know before building; a transform's
     /// named routes above all.
     fn declare(&self) -> Declaration<'_> {

@@ -52,6 +52,10 @@ pub struct Pipeline {
     tasks: JoinSet<Result<(), StageError>>,
     /// Whether the HTTP API runs (it outlives the data path while draining).
     has_api: bool,
+    /// The embedded broker lives as long as the pipeline: stopped once the stages
+    /// have drained, or when a pipeline that never ran is dropped.
+    #[cfg(feature = "mqtt")]
+    broker: Option<crate::broker::EmbeddedBroker>,
 }
 
 impl Pipeline {
@@ -61,11 +65,18 @@ impl Pipeline {
         let built = build::build(config)?;
         // The embedded broker is infrastructure the stages connect to once they run.
         #[cfg(feature = "mqtt")]
-        if let Some(broker) = &config.broker {
-            crate::broker::start(broker)?;
-        }
+        let broker = match &config.broker {
+            Some(broker) => Some(crate::broker::start(broker).await?),
+            None => None,
+        };
         let wired = wire::wire(config, built);
-        Ok(Pipeline::spawn(config, wired))
+        #[allow(unused_mut)]
+        let mut pipeline = Pipeline::spawn(config, wired);
+        #[cfg(feature = "mqtt")]
+        {
+            pipeline.broker = broker;
+        }
+        Ok(pipeline)
     }
 
     /// Step three: spawn every stage, sinks first so that nothing waits on a missing
@@ -119,6 +130,8 @@ impl Pipeline {
             abort,
             tasks,
             has_api,
+            #[cfg(feature = "mqtt")]
+            broker: None,
         }
     }
 
@@ -157,6 +170,10 @@ impl Pipeline {
             if self.tasks.len() == 1 && self.has_api {
                 self.abort.cancel();
             }
+        }
+        #[cfg(feature = "mqtt")]
+        if let Some(broker) = self.broker.take() {
+            broker.stop().await;
         }
         tracing::info!("pipeline stopped");
         first_error.map_or(Ok(()), Err)

@@ -27,8 +27,12 @@ pub struct FileSinkConfig {
     pub prefix: String,
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
-    #[serde(default = "default_max_age")]
-    pub max_age_secs: u64,
+    #[serde(
+        rename = "max_age_secs",
+        default = "default_max_age",
+        with = "serde_with::As::<serde_with::DurationSeconds<u64>>"
+    )]
+    pub max_age: Duration,
     #[serde(default)]
     pub format: Format,
 }
@@ -50,8 +54,8 @@ fn default_prefix() -> String {
 fn default_max_bytes() -> u64 {
     64 << 20
 }
-fn default_max_age() -> u64 {
-    3600
+fn default_max_age() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl FileSinkConfig {
@@ -61,7 +65,7 @@ impl FileSinkConfig {
             path: "dead_letter".into(),
             prefix: "dead".into(),
             max_bytes: default_max_bytes(),
-            max_age_secs: 86_400,
+            max_age: Duration::from_secs(86_400),
             format: Format::Payload,
         }
     }
@@ -70,7 +74,7 @@ impl FileSinkConfig {
         let dir = data_dir.join(&self.path);
         std::fs::create_dir_all(&dir)
             .map_err(|error| BuildError::io(name, format!("create {}", dir.display()), error))?;
-        if self.max_bytes == 0 || self.max_age_secs == 0 {
+        if self.max_bytes == 0 || self.max_age.is_zero() {
             return Err(BuildError::stage(
                 name,
                 "`max_bytes` and `max_age_secs` must be at least 1",
@@ -82,7 +86,7 @@ impl FileSinkConfig {
                 dir,
                 prefix: self.prefix.clone(),
                 max_bytes: self.max_bytes,
-                max_age: Duration::from_secs(self.max_age_secs),
+                max_age: self.max_age,
                 format: self.format,
                 run: now_ms(),
                 sequence: 0,
@@ -255,7 +259,7 @@ mod tests {
             path: dir.path().to_owned(),
             prefix: "t".into(),
             max_bytes: 10,
-            max_age_secs: 3600,
+            max_age: Duration::from_secs(3600),
             format: Format::Payload,
         };
         let sink = config.open("files", dir.path()).unwrap();

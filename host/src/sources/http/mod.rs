@@ -11,12 +11,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +38,12 @@ pub struct HttpSourceConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// How long a request waits for delivery before answering 503.
-    #[serde(default = "default_delivery_timeout")]
-    pub delivery_timeout_ms: u64,
+    #[serde(
+        rename = "delivery_timeout_ms",
+        default = "default_delivery_timeout",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
+    pub delivery_timeout: Duration,
 }
 
 fn default_path() -> String {
@@ -46,8 +52,8 @@ fn default_path() -> String {
 fn default_max_body() -> usize {
     1 << 20
 }
-fn default_delivery_timeout() -> u64 {
-    30_000
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl super::SourceConfig for HttpSourceConfig {
@@ -77,9 +83,9 @@ impl super::SourceConfig for HttpSourceConfig {
             stage: Arc::from(name),
             listener,
             path: self.path.clone(),
-            token: self.token.clone(),
+            token: self.token.as_deref().map(BearerToken::new),
             max_body_bytes: self.max_body_bytes,
-            delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            delivery_timeout: self.delivery_timeout,
         }))
     }
 }
@@ -88,7 +94,7 @@ pub struct HttpSource {
     stage: Arc<str>,
     listener: tokio::net::TcpListener,
     path: String,
-    token: Option<String>,
+    token: Option<BearerToken>,
     max_body_bytes: usize,
     delivery_timeout: Duration,
 }
@@ -96,8 +102,28 @@ pub struct HttpSource {
 struct Shared {
     stage: Arc<str>,
     outputs: Outputs,
-    token: Option<String>,
+    token: Option<BearerToken>,
     delivery_timeout: Duration,
+}
+
+/// The expected bearer token, kept as its SHA-256 so that checking a presented one
+/// takes the same time whatever it is: comparing digests in constant time leaks
+/// neither how many leading bytes matched nor the token's length.
+struct BearerToken([u8; 32]);
+
+impl BearerToken {
+    fn new(token: &str) -> BearerToken {
+        BearerToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether an `Authorization` header carries this token.
+    fn admits(&self, authorization: Option<&HeaderValue>) -> bool {
+        let presented = authorization
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        bool::from(digest.ct_eq(&self.0)) && authorization.is_some()
+    }
 }
 
 impl super::Source for HttpSource {
@@ -110,7 +136,7 @@ impl super::Source for HttpSource {
             let shared = Arc::new(Shared {
                 stage: self.stage.clone(),
                 outputs,
-                token: self.token.clone(),
+                token: self.token,
                 delivery_timeout: self.delivery_timeout,
             });
             let router = Router::new()
@@ -136,14 +162,10 @@ fn reply(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(token) = &shared.token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
-            return reply(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
+    if let Some(token) = &shared.token
+        && !token.admits(headers.get(header::AUTHORIZATION))
+    {
+        return reply(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     let payloads = match split_payloads(&body) {
         Ok(payloads) if payloads.is_empty() => {
@@ -225,6 +247,20 @@ fn split_payloads(body: &Bytes) -> Result<Vec<Bytes>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_admitted() {
+        let token = BearerToken::new("s3cret");
+        let admits = |value: &str| token.admits(Some(&HeaderValue::from_str(value).unwrap()));
+        assert!(admits("Bearer s3cret"));
+        assert!(!admits("Bearer s3cre"));
+        assert!(!admits("Bearer s3cret2"));
+        assert!(!admits("Bearer S3CRET"));
+        assert!(!admits("Bearer "));
+        assert!(!admits("Basic s3cret"));
+        assert!(!admits("s3cret"));
+        assert!(!token.admits(None));
+    }
 
     #[test]
     fn splits_arrays_and_ndjson() {

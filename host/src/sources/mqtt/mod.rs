@@ -42,8 +42,12 @@ pub struct MqttSourceConfig {
     pub clean_session: bool,
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    #[serde(default = "default_batch_timeout")]
-    pub batch_timeout_ms: u64,
+    #[serde(
+        rename = "batch_timeout_ms",
+        default = "default_batch_timeout",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
+    pub batch_timeout: Duration,
 }
 
 fn default_qos() -> u8 {
@@ -52,8 +56,8 @@ fn default_qos() -> u8 {
 fn default_batch_size() -> usize {
     500
 }
-fn default_batch_timeout() -> u64 {
-    20
+fn default_batch_timeout() -> Duration {
+    Duration::from_millis(20)
 }
 
 impl super::SourceConfig for MqttSourceConfig {
@@ -80,7 +84,7 @@ impl super::SourceConfig for MqttSourceConfig {
             topics: self.topics.clone(),
             qos,
             batch_size: self.batch_size.max(1),
-            batch_timeout: Duration::from_millis(self.batch_timeout_ms.max(1)),
+            batch_timeout: self.batch_timeout.max(Duration::from_millis(1)),
         }))
     }
 }

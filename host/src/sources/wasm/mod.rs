@@ -18,15 +18,19 @@ use crate::stage::{BuildContext, BuildError, Declaration, PluginUse};
 pub struct WasmSourceConfig {
     /// A `[plugins.NAME]` of the `collector` world.
     pub plugin: Spanned<String>,
-    #[serde(default = "default_interval")]
-    pub interval_ms: u64,
+    #[serde(
+        rename = "interval_ms",
+        default = "default_interval",
+        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+    )]
+    pub interval: Duration,
     /// The plugin's own config (a table, passed as JSON to `init`).
     #[serde(default = "crate::stage::empty_config")]
     pub config: serde_json::Value,
 }
 
-fn default_interval() -> u64 {
-    1000
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl super::SourceConfig for WasmSourceConfig {
@@ -42,7 +46,7 @@ impl super::SourceConfig for WasmSourceConfig {
     }
 
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Source>, BuildError> {
-        if self.interval_ms == 0 {
+        if self.interval.is_zero() {
             return Err(BuildError::stage(
                 context.stage,
                 "`interval_ms` must be at least 1",
@@ -51,7 +55,7 @@ impl super::SourceConfig for WasmSourceConfig {
         let pool = context.pool(self.plugin.get_ref(), World::Collector, &self.config, 1)?;
         Ok(Box::new(WasmSource {
             pool,
-            interval: Duration::from_millis(self.interval_ms),
+            interval: self.interval,
         }))
     }
 }
