@@ -132,6 +132,11 @@ impl super::Source for MqttSource {
                 client.clone(),
                 stop_acks.clone(),
             ));
+            // An error return must not leave the connection and the ack task running.
+            let _on_exit = (
+                disconnected.clone().drop_guard(),
+                stop_acks.clone().drop_guard(),
+            );
             // Messages of a stage mostly come from a few topics: share the origin of
             // the previous one when the topic repeats rather than allocate one each.
             let mut origin: Arc<str> = Arc::from("");

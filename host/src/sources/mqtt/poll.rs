@@ -141,3 +141,31 @@ pub(super) async fn poll(
 
 /// QoS 0 messages held while the pipeline is full, beyond which they are dropped.
 const MAX_WAITING_QOS0: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::{MqttOptions, Request};
+
+    use super::*;
+
+    /// The poller relies on `EventLoop::clean` to drop the PUBACKs queued for a lost
+    /// connection (and only those): a later rumqttc that kept them would acknowledge,
+    /// on the next connection, messages the broker is about to redeliver.
+    #[test]
+    fn cleaning_the_event_loop_drops_queued_pubacks_only() {
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), 2);
+        let mut puback = Publish::new("", QoS::AtLeastOnce, Vec::new());
+        puback.pkid = 1;
+        client.try_ack(&puback).unwrap();
+        client.try_subscribe("a/b", QoS::AtLeastOnce).unwrap();
+        assert!(client.try_ack(&puback).is_err(), "the channel is full");
+        eventloop.clean();
+        assert!(
+            matches!(eventloop.pending.make_contiguous(), [Request::Subscribe(_)]),
+            "{:?}",
+            eventloop.pending
+        );
+        client.try_ack(&puback).unwrap();
+        client.try_ack(&puback).unwrap();
+    }
+}
