@@ -40,13 +40,19 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Mosquitto::with_inflight_window(1000)
+    }
+
+    /// A broker that sends each client up to `window` unacknowledged QoS 1 messages
+    /// ahead (0: no limit, as brokers with large receive windows behave).
+    pub fn with_inflight_window(window: u32) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(
             dir.path().join("mosquitto.conf"),
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 autosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 1000\nlog_dest file {}/mosquitto.log\nuser root\n",
+                 autosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages {window}\nlog_dest file {}/mosquitto.log\nuser root\n",
                 dir.path().display(),
                 dir.path().display()
             ),
@@ -189,8 +195,18 @@ impl Host {
         }
     }
 
+    /// The host's log so far, without terminal colours.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("\x1b[") {
+            plain.push_str(&rest[..start]);
+            rest = &rest[start..];
+            rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+        }
+        plain.push_str(rest);
+        plain
     }
 
     pub fn metrics(&self) -> String {
@@ -219,6 +235,16 @@ impl Host {
     pub fn stop(mut self) -> std::process::ExitStatus {
         terminate(&self.child);
         self.child.wait().unwrap()
+    }
+
+    /// SIGINT (Ctrl-C), then wait for the drain to finish; the exit status and the log.
+    pub fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        (status, self.log_text())
     }
 }
 

@@ -1,0 +1,171 @@
+//! The MQTT connection of the source: (re)connect, (re)subscribe, pass publishes on to
+//! the batching loop. It never waits on the pipeline, so pings and PUBACKs flow while
+//! the pipeline pushes back.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::acks::{Acks, Ticket};
+use crate::mqtt::Backoff;
+
+/// A message handed from the connection to the batching loop, with its place in the
+/// acknowledgement order (none for QoS 0).
+pub(super) struct Received {
+    pub(super) publish: Publish,
+    pub(super) ticket: Option<Ticket>,
+}
+
+/// What the connection subscribes to, and where acknowledgements are ordered.
+pub(super) struct Subscription {
+    pub(super) stage: Arc<str>,
+    pub(super) topics: Vec<String>,
+    pub(super) qos: QoS,
+    pub(super) acks: Arc<Acks>,
+}
+
+/// Drive the MQTT connection and pass publishes on through `messages`. After
+/// `shutdown` it takes no new messages (the broker keeps them) but keeps the
+/// connection for outgoing acknowledgements until our DISCONNECT goes out or
+/// `disconnected` fires.
+pub(super) async fn poll(
+    subscription: Subscription,
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    messages: mpsc::Sender<Received>,
+    shutdown: CancellationToken,
+    disconnected: CancellationToken,
+) {
+    /// What woke the loop.
+    enum Step {
+        Stop,
+        Shutdown,
+        Room(mpsc::OwnedPermit<Received>),
+        Event(Result<MqttEvent, rumqttc::ConnectionError>),
+    }
+    let Subscription {
+        stage,
+        topics,
+        qos,
+        acks,
+    } = subscription;
+    let mut backoff = Backoff::default();
+    let mut messages = Some(messages);
+    // Messages waiting for room in the pipeline. The event loop must keep turning
+    // meanwhile (pings, PUBACKs), so it never waits on the pipeline itself. QoS 1
+    // messages are bounded by the broker's in-flight window (we withhold their acks);
+    // QoS 0 ones, which nothing can slow down, are dropped beyond a bound.
+    let mut waiting: VecDeque<Received> = VecDeque::new();
+    let mut dropped_qos0: u64 = 0;
+    loop {
+        let room = match (&messages, waiting.is_empty()) {
+            (Some(sender), false) => Some(sender.clone().reserve_owned()),
+            _ => None,
+        };
+        let step = tokio::select! {
+            _ = disconnected.cancelled() => Step::Stop,
+            _ = shutdown.cancelled(), if messages.is_some() => Step::Shutdown,
+            permit = async { room.expect("guarded").await }, if room.is_some() => match permit {
+                Ok(permit) => Step::Room(permit),
+                Err(_) => Step::Shutdown,
+            },
+            event = eventloop.poll() => Step::Event(event),
+        };
+        let event = match step {
+            Step::Stop => return,
+            Step::Shutdown => {
+                // From now on, new messages stay unacknowledged with the broker.
+                messages = None;
+                waiting.clear();
+                continue;
+            }
+            Step::Room(permit) => {
+                permit.send(
+                    waiting
+                        .pop_front()
+                        .expect("room is asked for only when a message waits"),
+                );
+                continue;
+            }
+            Step::Event(event) => event,
+        };
+        match event {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
+                backoff.reset();
+                tracing::info!(%stage, session_present = connack.session_present, "connected to the MQTT broker");
+                if !connack.session_present {
+                    for topic in &topics {
+                        if let Err(error) = client.try_subscribe(topic.clone(), qos) {
+                            tracing::error!(%stage, topic, "cannot subscribe: {error}");
+                        }
+                    }
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => {
+                tracing::info!(%stage, codes = ?suback.return_codes, "subscribed");
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(publish))) if messages.is_some() => {
+                if publish.qos == QoS::AtMostOnce && waiting.len() >= MAX_WAITING_QOS0 {
+                    dropped_qos0 += 1;
+                    ::metrics::counter!("sluice_mqtt_qos0_dropped_total", "stage" => stage.to_string()).increment(1);
+                    if dropped_qos0.is_power_of_two() {
+                        tracing::warn!(%stage, dropped = dropped_qos0, "pipeline full: dropping QoS 0 messages (use QoS 1 for at-least-once)");
+                    }
+                    continue;
+                }
+                let ticket = (publish.qos != QoS::AtMostOnce).then(|| acks.register(publish.pkid));
+                waiting.push_back(Received { publish, ticket });
+            }
+            // Our own DISCONNECT went out: the connection is over by design.
+            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(error) => {
+                // The broker redelivers what this connection left unacknowledged,
+                // including the QoS 1 messages still waiting here. The event loop
+                // dropped the PUBACKs in its channel already; drop ours, then those
+                // the ack task may have passed it since, so none reaches the next
+                // connection.
+                acks.connection_lost();
+                eventloop.clean();
+                waiting.retain(|received| received.ticket.is_none());
+                if !backoff.wait(&stage, &error, &disconnected).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// QoS 0 messages held while the pipeline is full, beyond which they are dropped.
+const MAX_WAITING_QOS0: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::{MqttOptions, Request};
+
+    use super::*;
+
+    /// The poller relies on `EventLoop::clean` to drop the PUBACKs queued for a lost
+    /// connection (and only those): a later rumqttc that kept them would acknowledge,
+    /// on the next connection, messages the broker is about to redeliver.
+    #[test]
+    fn cleaning_the_event_loop_drops_queued_pubacks_only() {
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), 2);
+        let mut puback = Publish::new("", QoS::AtLeastOnce, Vec::new());
+        puback.pkid = 1;
+        client.try_ack(&puback).unwrap();
+        client.try_subscribe("a/b", QoS::AtLeastOnce).unwrap();
+        assert!(client.try_ack(&puback).is_err(), "the channel is full");
+        eventloop.clean();
+        assert!(
+            matches!(eventloop.pending.make_contiguous(), [Request::Subscribe(_)]),
+            "{:?}",
+            eventloop.pending
+        );
+        client.try_ack(&puback).unwrap();
+        client.try_ack(&puback).unwrap();
+    }
+}
