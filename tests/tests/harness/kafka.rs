@@ -22,6 +22,19 @@ use super::{free_port, wait_until};
 pub const GROUP_OPTIONS: &str =
     r#"options = { "session.timeout.ms" = "3000", "heartbeat.interval.ms" = "500" }"#;
 
+/// A record read back from a topic.
+pub struct Record {
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let found = self.headers.iter().find(|(key, _)| key == name);
+        found.map(|(_, value)| value.as_str())
+    }
+}
+
 pub struct Tansu {
     pub port: u16,
     child: Child,
@@ -116,12 +129,7 @@ impl Tansu {
 
     /// Read `topic` from the start until `count` records came or `timeout` passed:
     /// each as (payload, headers).
-    pub fn read(
-        &self,
-        topic: &str,
-        count: usize,
-        timeout: Duration,
-    ) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+    pub fn read(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("group.id", format!("e2e-reader-{}", free_port()))
@@ -148,7 +156,8 @@ impl Tansu {
                             .collect()
                     })
                     .unwrap_or_default();
-                records.push((message.payload().unwrap_or_default().to_vec(), headers));
+                let payload = message.payload().unwrap_or_default().to_vec();
+                records.push(Record { payload, headers });
             }
         }
         records

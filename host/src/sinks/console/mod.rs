@@ -1,6 +1,7 @@
 //! `type = "console"` sink: one line per event on standard output, for humans.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -20,31 +21,33 @@ pub struct ConsoleSinkConfig {
 impl super::SinkConfig for ConsoleSinkConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
         Ok(Box::new(ConsoleSink {
-            prefix: self.prefix.clone(),
+            prefix: Arc::from(self.prefix.as_str()),
         }))
     }
 }
 
 pub struct ConsoleSink {
-    prefix: String,
+    prefix: Arc<str>,
 }
 
 impl super::Sink for ConsoleSink {
     fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
+        let prefix = self.prefix.clone();
         async move {
-            let mut out = std::io::stdout().lock();
-            let written: std::io::Result<()> = batch.events.iter().try_for_each(|event| {
-                writeln!(
-                    out,
-                    "{}{}",
-                    self.prefix,
-                    String::from_utf8_lossy(&event.payload)
-                )
-            });
-            match written.and_then(|()| out.flush()) {
-                Ok(()) => Ok(()),
-                Err(error) => Err((batch, error.into())),
-            }
+            // A full stdout pipe blocks the write: keep that off the async workers, or it
+            // stalls every stage (and the API) with it.
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::io::stdout().lock();
+                let written: std::io::Result<()> = batch.events.iter().try_for_each(|event| {
+                    writeln!(out, "{prefix}{}", String::from_utf8_lossy(&event.payload))
+                });
+                match written.and_then(|()| out.flush()) {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err((batch, error.into())),
+                }
+            })
+            .await
+            .expect("the console writer does not panic")
         }
         .boxed()
     }

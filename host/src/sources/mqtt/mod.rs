@@ -30,6 +30,10 @@ pub struct MqttSourceConfig {
     pub url: String,
     /// Topic filters, wildcards allowed (`sensors/+/telemetry`, `plant/#`).
     pub topics: Vec<String>,
+    /// Join a shared subscription (`$share/GROUP/filter`): the broker splits the stream
+    /// between every host of the group, so several central hosts share one load.
+    #[serde(default)]
+    pub shared_group: Option<String>,
     /// Defaults to `sluice-<stage>`; keep it stable so the broker finds the session.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -70,6 +74,28 @@ impl super::SourceConfig for MqttSourceConfig {
         if self.topics.is_empty() {
             return Err(BuildError::stage(name, "`topics` is empty"));
         }
+        let topics = match &self.shared_group {
+            None => self.topics.clone(),
+            Some(group) => {
+                if group.is_empty() || group.contains(['/', '+', '#']) {
+                    return Err(BuildError::stage(
+                        name,
+                        format!("`shared_group` `{group}` must be a non-empty name without `/`, `+` or `#`"),
+                    ));
+                }
+                if self.client_id.is_none() {
+                    return Err(BuildError::stage(
+                        name,
+                        "a `shared_group` member needs its own stable `client_id` on each host, \
+                         e.g. client_id = \"sluice-in-${HOSTNAME}\"",
+                    ));
+                }
+                self.topics
+                    .iter()
+                    .map(|filter| format!("$share/{group}/{filter}"))
+                    .collect()
+            }
+        };
         let endpoint = Endpoint {
             stage: name,
             url: &self.url,
@@ -84,7 +110,7 @@ impl super::SourceConfig for MqttSourceConfig {
         Ok(Box::new(MqttSource {
             stage: Arc::from(name),
             options,
-            topics: self.topics.clone(),
+            topics,
             qos,
             batch_size: self.batch_size.max(1),
             batch_timeout: self.batch_timeout.max(Duration::from_millis(1)),
