@@ -37,8 +37,6 @@ impl Endpoint<'_> {
             .map_or_else(|| format!("sluice-{}", self.stage), str::to_owned);
         let mut options = MqttOptions::new(client_id, broker.host, broker.port);
         options.set_keep_alive(Duration::from_secs(15));
-        // Room for many pending acknowledgements and publishes between polls.
-        options.set_request_channel_capacity(10_000);
         if let Some(username) = self.username {
             options.set_credentials(username, self.password.unwrap_or_default());
         }

@@ -503,3 +503,39 @@ fn the_graph_prints_as_dot_and_mermaid() {
     );
     assert!(graph.to_mermaid().contains("  route -->|alerts| screen"));
 }
+
+#[test]
+fn kafka_stages_check_their_keys_and_draw_in_the_graph() {
+    let kafka = "[sources.in]\ntype = \"kafka\"\nbootstrap_servers = \"127.0.0.1:9092\"\n\
+                 group_id = \"g\"\ntopic = [\"t\"]";
+    let text = valid().replace(
+        "[sources.in]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopics = [\"sensors/#\"]",
+        kafka,
+    );
+    let errors = errors(&text);
+    let (message, _, at) = only(&errors);
+    assert!(
+        message.starts_with("stage `in`: unknown field `topic`, expected one of"),
+        "{message}"
+    );
+    assert!(message.contains("`topics`"), "{message}");
+    assert_eq!(at, position_of(&text, "topic = "));
+
+    let text = text.replace("topic = [\"t\"]", "topics = [\"t\"]").replace(
+        "[sinks.screen]\ntype = \"console\"",
+        "[sinks.screen]\ntype = \"kafka\"\nbootstrap_servers = \"b:9092\"\ntopic = \"alerts-{site}\"",
+    );
+    let graph = load_with(&text, &[])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .graph();
+    assert!(
+        graph.to_mermaid().contains("in([\"in<br/>kafka\"])"),
+        "{}",
+        graph.to_mermaid()
+    );
+    assert!(
+        graph
+            .to_dot()
+            .contains("\"screen\" [shape=house, label=\"screen\\n(kafka)\"];")
+    );
+}
