@@ -68,7 +68,8 @@ impl super::SinkConfig for MqttSinkConfig {
             retain: self.retain,
             tracker,
             stop: CancellationToken::new(),
-            poller: Poller::Idle(Box::new(eventloop)),
+            eventloop: Some(Box::new(eventloop)),
+            poller: None,
         }))
     }
 }
@@ -96,21 +97,16 @@ pub struct MqttSink {
     retain: bool,
     tracker: Arc<Mutex<Tracker>>,
     stop: CancellationToken,
-    poller: Poller,
-}
-
-/// The client's event loop: made when the sink is built, polled (which connects) only
-/// once the pipeline starts.
-enum Poller {
-    Idle(Box<EventLoop>),
-    Running(tokio::task::JoinHandle<()>),
-    Starting,
+    /// The client's event loop: made when the sink is built, polled (which connects)
+    /// only once the pipeline starts.
+    eventloop: Option<Box<EventLoop>>,
+    poller: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl super::Sink for MqttSink {
     fn start(&mut self) {
-        if let Poller::Idle(eventloop) = std::mem::replace(&mut self.poller, Poller::Starting) {
-            self.poller = Poller::Running(tokio::spawn(poll(
+        if let Some(eventloop) = self.eventloop.take() {
+            self.poller = Some(tokio::spawn(poll(
                 self.stage.clone(),
                 *eventloop,
                 self.tracker.clone(),
@@ -167,7 +163,7 @@ impl super::Sink for MqttSink {
             let _ = self.client.disconnect().await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.stop.cancel();
-            if let Poller::Running(poller) = self.poller {
+            if let Some(poller) = self.poller {
                 let _ = poller.await;
             }
             Ok(())
