@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use harness::kafka::Tansu;
 use harness::*;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -29,16 +28,7 @@ const RUNS: usize = 2;
 
 /// Count records on `topic` until `EVENTS` arrived; returns when they have.
 fn await_output(tansu: &Tansu, topic: &str) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", tansu.bootstrap())
-        .set("group.id", format!("bench-reader-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "3000")
-        .set("heartbeat.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = tansu.consumer(&format!("bench-reader-{topic}"), topic);
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut seen = 0u64;
     while seen < EVENTS {
@@ -54,16 +44,7 @@ fn await_output(tansu: &Tansu, topic: &str) {
 
 /// The limit: consume and produce the same bytes, no processing, delivery awaited.
 fn raw_relay(tansu: &Tansu, output: &str, group: &str) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", tansu.bootstrap())
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "3000")
-        .set("heartbeat.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["bench-in"]).unwrap();
+    let consumer = tansu.consumer(group, "bench-in");
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", tansu.bootstrap())
         .set("enable.idempotence", "true")

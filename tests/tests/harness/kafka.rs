@@ -127,12 +127,12 @@ impl Tansu {
         producer.flush(Duration::from_secs(60)).unwrap();
     }
 
-    /// Read `topic` from the start until `count` records came or `timeout` passed:
-    /// each as (payload, headers).
-    pub fn read(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
+    /// A consumer in a new group `group` reading `topic` from the start, committing
+    /// nothing, with quick group joins.
+    pub fn consumer(&self, group: &str, topic: &str) -> BaseConsumer {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", format!("e2e-reader-{}", free_port()))
+            .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "3000")
@@ -140,6 +140,12 @@ impl Tansu {
             .create()
             .unwrap();
         consumer.subscribe(&[topic]).unwrap();
+        consumer
+    }
+
+    /// Read `topic` from the start until `count` records came or `timeout` passed.
+    pub fn read(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
+        let consumer = self.consumer(&format!("e2e-reader-{}", free_port()), topic);
         let deadline = std::time::Instant::now() + timeout;
         let mut records = Vec::new();
         while records.len() < count && std::time::Instant::now() < deadline {
