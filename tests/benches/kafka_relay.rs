@@ -42,7 +42,8 @@ fn await_output(tansu: &Tansu, topic: &str) {
     }
 }
 
-/// The limit: consume and produce the same bytes, no processing, delivery awaited.
+/// The limit: consume and produce the same bytes, no processing, deliveries awaited
+/// at the end.
 fn raw_relay(tansu: &Tansu, output: &str, group: &str) {
     let consumer = tansu.consumer(group, "bench-in");
     let producer: BaseProducer = ClientConfig::new()
@@ -133,9 +134,12 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (mut raw, mut wasm, mut quix) = (0f64, 0f64, 0f64);
     for run in 0..RUNS {
-        raw = raw.max(timed(&tansu, &format!("raw-{run}"), || {
-            raw_relay(&tansu, &format!("raw-{run}"), &format!("raw-{run}"))
-        }));
+        // The relay runs beside the reader, as the pipelines do.
+        std::thread::scope(|scope| {
+            raw = raw.max(timed(&tansu, &format!("raw-{run}"), || {
+                scope.spawn(|| raw_relay(&tansu, &format!("raw-{run}"), &format!("raw-{run}")));
+            }));
+        });
         let mut host = None;
         wasm = wasm.max(timed(&tansu, &format!("sluice-{run}"), || {
             host = Some(sluice(
