@@ -27,9 +27,15 @@ plugin = "hostile"
 inputs = ["ingest"]
 config = {{ behaviour = "state-flood", size = 8388608, count = 1000 }}
 
+# The log flood's own plugin entry, with a low rate: how many of its 300 lines pass
+# depends on how long the flood takes (refills), which a loaded machine stretches.
+[plugins.noisy]
+path = "{hostile}"
+limits = {{ timeout_ms = 30000, log_lines_per_second = 10 }}
+
 [transforms.log_flood]
 type = "wasm"
-plugin = "hostile"
+plugin = "noisy"
 inputs = ["ingest"]
 config = {{ behaviour = "log-flood", size = 8388608, count = 100 }}
 
@@ -144,5 +150,7 @@ fn floods_of_every_host_import_stay_bounded_and_are_dead_lettered_with_the_limit
         .find(|l| l.starts_with("sluice_plugin_log_dropped_total{stage=\"log_flood\"}"))
         .unwrap_or_else(|| panic!("no dropped-log counter:\n{metrics}"));
     let dropped: u64 = dropped.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(dropped >= 100, "{dropped} log lines dropped");
+    // 300 lines against 10 per second with a burst of 10: even a flood stretched over
+    // 10 s keeps at most 110.
+    assert!(dropped >= 190, "{dropped} log lines dropped");
 }
