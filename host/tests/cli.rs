@@ -194,7 +194,9 @@ fn scaffold_build_test(language: &str, env: &[(&str, PathBuf)]) -> String {
         "tag=demo",
     ]);
     assert!(ok, "{language}: {stderr}");
-    let (ok, _, stderr) = sluice(&["plugin", "new", "tagger", "--lang", language, "--dir", &dir_str]);
+    let (ok, _, stderr) = sluice(&[
+        "plugin", "new", "tagger", "--lang", language, "--dir", &dir_str,
+    ]);
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
     stdout
 }
@@ -225,10 +227,7 @@ fn plugin_new_python_template_builds_with_plugin_build_and_passes_plugin_test() 
 #[test]
 fn plugin_new_javascript_template_builds_with_plugin_build_and_passes_plugin_test() {
     // JSON.stringify writes 88.0 as 88.
-    assert_eq!(
-        scaffold_build_test("js", &[]),
-        TAGGED.replace("88.0", "88")
-    );
+    assert_eq!(scaffold_build_test("js", &[]), TAGGED.replace("88.0", "88"));
 }
 
 #[test]

@@ -52,9 +52,10 @@ pub fn build(dir: &Path, output: Option<&Path>) -> anyhow::Result<PathBuf> {
         .canonicalize()
         .with_context(|| format!("cannot open plugin folder {}", dir.display()))?;
     let language = detect(&dir)?;
-    let name = dir
-        .file_name()
-        .map_or_else(|| "plugin".to_owned(), |n| n.to_string_lossy().replace('-', "_"));
+    let name = dir.file_name().map_or_else(
+        || "plugin".to_owned(),
+        |n| n.to_string_lossy().replace('-', "_"),
+    );
     let default = dir.join(format!("{name}.wasm"));
     let target = absolute(output.unwrap_or(&default))?;
     let scratch = tempfile::tempdir().context("cannot create a build directory")?;
@@ -72,15 +73,30 @@ pub fn build(dir: &Path, output: Option<&Path>) -> anyhow::Result<PathBuf> {
             }
         }
         Language::Python => {
-            build_python(&dir, &wit_dir(&dir, scratch.path())?, scratch.path(), &target)?;
+            build_python(
+                &dir,
+                &wit_dir(&dir, scratch.path())?,
+                scratch.path(),
+                &target,
+            )?;
             target
         }
         Language::Js => {
-            build_js(&dir, &wit_dir(&dir, scratch.path())?, scratch.path(), &target)?;
+            build_js(
+                &dir,
+                &wit_dir(&dir, scratch.path())?,
+                scratch.path(),
+                &target,
+            )?;
             target
         }
         Language::C => {
-            build_c(&dir, &wit_dir(&dir, scratch.path())?, scratch.path(), &target)?;
+            build_c(
+                &dir,
+                &wit_dir(&dir, scratch.path())?,
+                scratch.path(),
+                &target,
+            )?;
             target
         }
     };
@@ -184,12 +200,7 @@ fn build_rust(dir: &Path) -> anyhow::Result<PathBuf> {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|message| message["reason"] == "compiler-artifact")
-        .flat_map(|message| {
-            message["filenames"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
+        .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|file| file.as_str().map(PathBuf::from))
         .rfind(|file| file.extension().is_some_and(|e| e == "wasm"))
         .context("cargo built no .wasm file: is the crate a `cdylib`?")
@@ -292,7 +303,10 @@ fn build_c(dir: &Path, wit: &Path, scratch: &Path, out: &Path) -> anyhow::Result
     })?;
     // The helper tool sits next to `sluice` when both come from one cargo build.
     let mut candidates = env_path("SLUICE_C_PLUGIN_TOOL");
-    if let Some(bin) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
         candidates.push(bin.join("sluice-c-plugin-tool"));
     }
     let tool = find_tool("sluice-c-plugin-tool", &candidates).ok_or_else(|| {
@@ -324,7 +338,12 @@ fn build_c(dir: &Path, wit: &Path, scratch: &Path, out: &Path) -> anyhow::Result
     run(
         Command::new(clang)
             .current_dir(dir)
-            .args(["--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall"])
+            .args([
+                "--target=wasm32-wasi",
+                "-O2",
+                "-mexec-model=reactor",
+                "-Wall",
+            ])
             .arg("-I.")
             .arg(format!("-I{}", generated.display()))
             .arg("-o")
