@@ -4,6 +4,9 @@
 //! Prints a table: events/s for the `filter` and `map` plugins as Wasm (through the
 //! full runtime path: encode, call, decode) and natively (SDK types, no runtime), per
 //! batch size, and their ratio; then the cost of an empty call and of a new instance.
+//! `cargo bench -p sluice --bench plugin_overhead -- sdk-cost` prints only the cost of
+//! the Python, JavaScript and C SDKs: each `units-router-LANG` against the same plugin
+//! written on the raw batch layout (`tests/fixtures/lang/units-router-raw-LANG`).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -115,6 +118,10 @@ fn native<'a, P: Processor>(
 fn main() {
     let runtime = Runtime::new(RuntimeOptions::with_default_cache()).unwrap();
     let payloads = telemetry(EVENTS_PER_RUN);
+    if std::env::args().any(|arg| arg == "sdk-cost") {
+        sdk_cost(&runtime, &payloads);
+        return;
+    }
     let cases = [
         Case {
             name: "filter",
@@ -267,6 +274,51 @@ fn languages(runtime: &Runtime, payloads: &[String]) {
             println!(
                 "| {language} | {size} | {best:.0} | {:.1}x |",
                 rust_rate / best
+            );
+        }
+    }
+}
+
+/// Each SDK-built units-router against its raw-layout twin, alternating runs.
+fn sdk_cost(runtime: &Runtime, payloads: &[String]) {
+    println!("| language | batch | SDK events/s | raw events/s | SDK cost |");
+    println!("|---|---:|---:|---:|---:|");
+    let config = json!({"threshold_f": 176.0});
+    let pool = |name: &str| {
+        let plugin = runtime
+            .load(name, &plugin_path(name), None)
+            .expect("run scripts/build-plugins first");
+        // The JavaScript engine's heap passes the default 64 MiB over a long run, with or
+        // without the SDK (its garbage collector grows memory before it collects).
+        let mut spec = spec(name, &config);
+        spec.limits.memory_bytes = 512 << 20;
+        InstancePool::new(runtime, plugin, World::Processor, spec, 1).unwrap()
+    };
+    for size in [100, 1000] {
+        let batches: Vec<Vec<Event>> = payloads
+            .chunks(size)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|p| Event::new(p.clone().into_bytes(), "bench"))
+                    .collect()
+            })
+            .collect();
+        for language in ["c", "python", "js"] {
+            let sdk = pool(&format!("units-router-{language}"));
+            let raw = pool(&format!("fixture-units-router-raw-{language}"));
+            let (sdk_rate, raw_rate) = best_rates(
+                size,
+                &mut |n| {
+                    black_box(sdk.process(&batches[n % batches.len()]).unwrap());
+                },
+                &mut |n| {
+                    black_box(raw.process(&batches[n % batches.len()]).unwrap());
+                },
+            );
+            println!(
+                "| {language} | {size} | {sdk_rate:.0} | {raw_rate:.0} | {:+.1}% |",
+                (raw_rate / sdk_rate - 1.0) * 100.0
             );
         }
     }

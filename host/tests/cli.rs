@@ -157,52 +157,22 @@ fn plugin_inspect_shows_world_exports_and_imports() {
     );
 }
 
-#[test]
-fn plugin_new_scaffolds_a_crate_that_builds_and_passes_plugin_test() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir_str = dir.path().to_string_lossy().into_owned();
-    let (ok, _, stderr) = sluice(&["plugin", "new", "my-tagger", "--dir", &dir_str]);
-    assert!(ok, "{stderr}");
-    let root = dir.path().join("my-tagger");
-    // Reuse one target directory across runs so this test compiles the SDK only once.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("scaffold-test");
-    let build = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(&root)
+fn sluice_env(args: &[&str], env: &[(&str, PathBuf)]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
         .output()
         .unwrap();
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let wasm = target.join("wasm32-wasip2/release/my_tagger.wasm");
-    let sample = root.join("sample.jsonl");
-    let (ok, stdout, stderr) = sluice(&[
-        "plugin",
-        "test",
-        &wasm.to_string_lossy(),
-        "-i",
-        &sample.to_string_lossy(),
-        "-c",
-        "tag=demo",
-    ]);
-    assert!(ok, "{stderr}");
-    assert_eq!(
-        stdout,
-        "[default] {\"device_id\":\"sensor-001\",\"tagged_by\":\"demo\",\"temperature\":21.5}\n\
-         [default] {\"device_id\":\"sensor-002\",\"tagged_by\":\"demo\",\"temperature\":88.0}\n"
-    );
-    let (ok, _, stderr) = sluice(&["plugin", "new", "my-tagger", "--dir", &dir_str]);
-    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
-/// `plugin new --lang L`, built with that language's toolchain, passes `plugin test`.
-fn scaffold_in(language: &str, build_env: &[(&str, std::ffi::OsString)]) -> String {
+/// `plugin new tagger --lang L`, then `plugin build` on its folder (which prints the
+/// component's path), then `plugin test` of that component on the template's sample.
+fn scaffold_build_test(language: &str, env: &[(&str, PathBuf)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let dir_str = dir.path().to_string_lossy().into_owned();
     let (ok, _, stderr) = sluice(&[
@@ -210,47 +180,101 @@ fn scaffold_in(language: &str, build_env: &[(&str, std::ffi::OsString)]) -> Stri
     ]);
     assert!(ok, "{stderr}");
     let root = dir.path().join("tagger");
-    let build = Command::new(root.join("build"))
-        .envs(build_env.iter().cloned())
-        .output()
-        .unwrap();
-    assert!(
-        build.status.success(),
-        "{language}: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let (ok, stdout, stderr) = sluice_env(&["plugin", "build", &root.to_string_lossy()], env);
+    assert!(ok, "{language}: {stderr}");
+    let component = PathBuf::from(stdout.trim());
+    assert!(component.is_file(), "{language}: {stdout}");
     let (ok, stdout, stderr) = sluice(&[
         "plugin",
         "test",
-        &root.join("tagger.wasm").to_string_lossy(),
+        &component.to_string_lossy(),
         "-i",
         &root.join("sample.jsonl").to_string_lossy(),
         "-c",
         "tag=demo",
     ]);
     assert!(ok, "{language}: {stderr}");
+    let (ok, _, stderr) = sluice(&[
+        "plugin", "new", "tagger", "--lang", language, "--dir", &dir_str,
+    ]);
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
     stdout
 }
 
+#[test]
+fn plugin_new_rust_template_builds_with_plugin_build_and_passes_plugin_test() {
+    // Reuse one target directory across runs so this test compiles the SDK only once.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("scaffold-test");
+    assert_eq!(
+        scaffold_build_test("rust", &[("CARGO_TARGET_DIR", target)]),
+        "[default] {\"device_id\":\"sensor-001\",\"tagged_by\":\"demo\",\"temperature\":21.5}\n\
+         [default] {\"device_id\":\"sensor-002\",\"tagged_by\":\"demo\",\"temperature\":88.0}\n"
+    );
+}
+
+/// What the C and Python templates print: the payload as sent, with the tag appended.
 const TAGGED: &str = "[default] {\"device_id\":\"sensor-001\",\"temperature\":21.5,\"tagged_by\":\"demo\"}\n\
                       [default] {\"device_id\":\"sensor-002\",\"temperature\":88.0,\"tagged_by\":\"demo\"}\n";
 
 #[test]
-fn plugin_new_scaffolds_python_javascript_and_c_plugins_that_pass_plugin_test() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    assert_eq!(scaffold_in("python", &[]), TAGGED);
-    let node = root.join(".tools/node/node_modules/.bin/componentize-js");
-    assert_eq!(
-        scaffold_in("js", &[("COMPONENTIZE_JS", node.into())]),
-        TAGGED
+fn plugin_new_python_template_builds_with_plugin_build_and_passes_plugin_test() {
+    assert_eq!(scaffold_build_test("python", &[]), TAGGED);
+}
+
+#[test]
+fn plugin_new_javascript_template_builds_with_plugin_build_and_passes_plugin_test() {
+    // JSON.stringify writes 88.0 as 88.
+    assert_eq!(scaffold_build_test("js", &[]), TAGGED.replace("88.0", "88"));
+}
+
+#[test]
+fn plugin_new_c_template_builds_with_plugin_build_and_passes_plugin_test() {
+    assert_eq!(scaffold_build_test("c", &[]), TAGGED);
+}
+
+#[test]
+fn plugin_test_builds_a_plugin_folder_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_str = dir.path().to_string_lossy().into_owned();
+    let (ok, _, stderr) = sluice(&["plugin", "new", "tagger", "--lang", "c", "--dir", &dir_str]);
+    assert!(ok, "{stderr}");
+    let root = dir.path().join("tagger");
+    std::fs::write(root.join("bad.jsonl"), "[1, 2]\n").unwrap();
+    let (ok, stdout, stderr) = sluice(&[
+        "plugin",
+        "test",
+        &root.to_string_lossy(),
+        "-i",
+        &root.join("bad.jsonl").to_string_lossy(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "[dead_letter] expected a JSON object | [1, 2]\n");
+    assert!(root.join("tagger.wasm").is_file());
+}
+
+#[test]
+fn plugin_build_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = sluice(&["plugin", "build", &dir.path().to_string_lossy()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is not a plugin folder: it has none of Cargo.toml, app.py, app.js, app.c"),
+        "{stderr}"
     );
-    let tool = target.join("debug/sluice-c-plugin-tool");
-    assert_eq!(
-        scaffold_in("c", &[("SLUICE_C_PLUGIN_TOOL", tool.into())]),
-        TAGGED
+    std::fs::write(dir.path().join("app.py"), "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["plugin", "build", &dir.path().to_string_lossy()])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("`componentize-py` not found: Python plugins need it. Install it with `pip install componentize-py==0.25.1`; scripts/setup"),
+        "{stderr}"
     );
 }
 

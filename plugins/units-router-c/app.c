@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor.h"
+#include "sluice.h"
 
 static const char NOT_AN_OBJECT[] = "payload is not a JSON object";
 static const char NO_TEMPERATURE[] = "missing numeric field `temperature`";
@@ -136,72 +136,6 @@ static bool value(cursor_t *c, int depth) {
   }
 }
 
-// ---- output building -------------------------------------------------------------
-
-typedef struct {
-  uint8_t *data;
-  size_t len, cap;
-  sluice_plugin_types_header_t *headers;
-  size_t headers_len, headers_cap;
-  sluice_plugin_types_emitted_t *events;
-  size_t events_len, events_cap;
-  sluice_plugin_types_rejected_t *rejected;
-  size_t rejected_len, rejected_cap;
-} writer_t;
-
-#define GROW(ptr, len, cap)                                   \
-  do {                                                        \
-    if ((len) == (cap)) {                                     \
-      (cap) = (cap) ? (cap) * 2 : 16;                         \
-      (ptr) = realloc((ptr), (cap) * sizeof(*(ptr)));         \
-      if (!(ptr)) abort();                                    \
-    }                                                         \
-  } while (0)
-
-static sluice_plugin_types_span_t push(writer_t *w, const uint8_t *bytes, size_t n) {
-  while (w->len + n > w->cap) {
-    w->cap = w->cap ? w->cap * 2 : 4096;
-    w->data = realloc(w->data, w->cap);
-    if (!w->data) abort();
-  }
-  memcpy(w->data + w->len, bytes, n);
-  sluice_plugin_types_span_t span = {(uint32_t)w->len, (uint32_t)n};
-  w->len += n;
-  return span;
-}
-
-static void reject(writer_t *w, uint32_t input, const char *reason) {
-  GROW(w->rejected, w->rejected_len, w->rejected_cap);
-  sluice_plugin_types_rejected_t *r = &w->rejected[w->rejected_len++];
-  r->input = input;
-  processor_string_dup(&r->reason, reason);
-}
-
-static void emit(writer_t *w, const processor_batch_t *batch, uint32_t index, const uint8_t *payload, size_t n,
-                 uint32_t route) {
-  const sluice_plugin_types_event_t *in = &batch->events.ptr[index];
-  const uint8_t *data = batch->data.ptr;
-  GROW(w->events, w->events_len, w->events_cap);
-  sluice_plugin_types_emitted_t *out = &w->events[w->events_len++];
-  out->input = index;
-  out->key.is_some = in->key.is_some;
-  if (in->key.is_some) out->key.val = push(w, data + in->key.val.offset, in->key.val.len);
-  out->payload = push(w, payload, n);
-  out->headers.first = (uint32_t)w->headers_len;
-  out->headers.count = in->headers.count;
-  for (uint32_t h = 0; h < in->headers.count; h++) {
-    const sluice_plugin_types_header_t *header = &batch->headers.ptr[in->headers.first + h];
-    GROW(w->headers, w->headers_len, w->headers_cap);
-    sluice_plugin_types_header_t *copy = &w->headers[w->headers_len++];
-    copy->name = push(w, data + header->name.offset, header->name.len);
-    copy->value = push(w, data + header->value.offset, header->value.len);
-  }
-  out->timestamp_ms = in->timestamp_ms;
-  out->origin = push(w, data + in->origin.offset, in->origin.len);
-  out->route.is_some = true;
-  out->route.val = route;
-}
-
 // ---- exports ----------------------------------------------------------------------
 
 bool exports_processor_init(processor_string_t *config, processor_string_t *err) {
@@ -228,45 +162,32 @@ bool exports_processor_init(processor_string_t *config, processor_string_t *err)
 
 bool exports_processor_process(processor_batch_t *batch, processor_output_t *ret, processor_string_t *err) {
   (void)err;
-  writer_t w = {0};
+  sluice_output_t out = {0};
   char *line = NULL;
   size_t line_cap = 0;
   for (uint32_t i = 0; i < batch->events.len; i++) {
-    const sluice_plugin_types_span_t span = batch->events.ptr[i].payload;
-    const uint8_t *payload = batch->data.ptr + span.offset;
-    cursor_t c = {payload, payload + span.len};
+    const sluice_bytes_t payload = sluice_payload(batch, i);
+    cursor_t c = {payload.ptr, payload.ptr + payload.len};
     bool found = false;
     double celsius = 0;
     skip_ws(&c);
     bool ok = c.p < c.end && *c.p == '{' && object(&c, 0, &found, &celsius);
     skip_ws(&c);
-    if (!ok || c.p != c.end) { reject(&w, i, NOT_AN_OBJECT); continue; }
-    if (!found) { reject(&w, i, NO_TEMPERATURE); continue; }
+    if (!ok || c.p != c.end) { sluice_reject(&out, i, NOT_AN_OBJECT); continue; }
+    if (!found) { sluice_reject(&out, i, NO_TEMPERATURE); continue; }
     double fahrenheit = celsius * 9.0 / 5.0 + 32.0;
     // The object's closing brace: the last non-whitespace byte.
-    size_t body = span.len;
-    while (body > 0 && strchr(" \t\n\r", payload[body - 1])) body--;
+    size_t body = payload.len;
+    while (body > 0 && strchr(" \t\n\r", payload.ptr[body - 1])) body--;
     body--;
     size_t need = body + 64;
     if (need > line_cap) { line_cap = need * 2; line = realloc(line, line_cap); if (!line) abort(); }
-    memcpy(line, payload, body);
+    memcpy(line, payload.ptr, body);
     int tail = snprintf(line + body, line_cap - body, ",\"temperature_f\":%.2f}", fahrenheit);
-    emit(&w, batch, i, (const uint8_t *)line, body + (size_t)tail, fahrenheit > threshold_f ? 0 : 1);
+    sluice_emit(&out, batch, i, (const uint8_t *)line, body + (size_t)tail, fahrenheit > threshold_f ? "alerts" : "normal");
   }
   free(line);
+  sluice_finish(&out, ret);
   processor_batch_free(batch);
-
-  ret->data.ptr = w.data;
-  ret->data.len = w.len;
-  ret->headers.ptr = w.headers;
-  ret->headers.len = w.headers_len;
-  ret->events.ptr = w.events;
-  ret->events.len = w.events_len;
-  ret->rejected.ptr = w.rejected;
-  ret->rejected.len = w.rejected_len;
-  ret->routes.len = 2;
-  ret->routes.ptr = malloc(2 * sizeof(processor_string_t));
-  processor_string_dup(&ret->routes.ptr[0], "alerts");
-  processor_string_dup(&ret->routes.ptr[1], "normal");
   return true;
 }

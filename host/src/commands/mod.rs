@@ -1,3 +1,4 @@
+pub mod build;
 pub mod pipeline;
 pub mod plugin;
 mod scaffold;

@@ -1,4 +1,4 @@
-//! `sluice plugin test | inspect | new`.
+//! `sluice plugin test | inspect | new | build`.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -18,6 +18,15 @@ use sluice::state::StateStore;
 pub enum PluginCommand {
     /// Run a plugin over sample input and print every output with its route.
     Test(TestArgs),
+    /// Build a plugin folder (Rust, Python, JavaScript or C) into a component.
+    Build {
+        /// The plugin folder (with Cargo.toml, app.py, app.js or app.c).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component (default: DIR/NAME.wasm, cargo's path for Rust).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Print a plugin's world, exports, imports and digest.
     Inspect {
         /// The plugin component (.wasm).
@@ -38,7 +47,7 @@ pub enum PluginCommand {
 
 #[derive(Args)]
 pub struct TestArgs {
-    /// The plugin component (.wasm).
+    /// The plugin component (.wasm), or a plugin folder, which is built first.
     plugin: PathBuf,
     /// A config entry `key=value`; dotted keys nest (`when.gt=80`), values parse as
     /// JSON when they can and are strings otherwise. Repeatable.
@@ -76,6 +85,11 @@ pub struct TestArgs {
 pub fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::Test(args) => test(args),
+        PluginCommand::Build { dir, output } => {
+            let component = super::build::build(&dir, output.as_deref())?;
+            println!("{}", component.display());
+            Ok(())
+        }
         PluginCommand::Inspect { plugin } => inspect(&plugin),
         PluginCommand::New { name, lang, dir } => super::scaffold::create(&name, lang, &dir),
     }
@@ -155,7 +169,10 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<Event>> {
     Ok(events)
 }
 
-fn test(args: TestArgs) -> anyhow::Result<()> {
+fn test(mut args: TestArgs) -> anyhow::Result<()> {
+    if args.plugin.is_dir() {
+        args.plugin = super::build::build(&args.plugin, None)?;
+    }
     let runtime = Runtime::new(RuntimeOptions {
         fuel: args.fuel.is_some(),
         ..RuntimeOptions::with_default_cache()

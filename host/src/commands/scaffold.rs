@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Language {
     Rust,
     Python,
@@ -29,24 +29,19 @@ const RUST_FILES: &[(&str, &str)] = &[
     SAMPLE,
 ];
 
-/// The plugin contract, shipped with plugins whose toolchains read WIT themselves.
-const WIT: (&str, &str) = ("wit/plugin.wit", include_str!("../../../wit/plugin.wit"));
 const SAMPLE: (&str, &str) = ("sample.jsonl", include_str!("../../templates/sample.jsonl"));
 
 const PYTHON_FILES: &[(&str, &str)] = &[
     ("app.py", include_str!("../../templates/python/app.py.tmpl")),
-    ("build", include_str!("../../templates/python/build.tmpl")),
     (
         "README.md",
         include_str!("../../templates/python/README.md.tmpl"),
     ),
-    WIT,
     SAMPLE,
 ];
 
 const JS_FILES: &[(&str, &str)] = &[
     ("app.js", include_str!("../../templates/js/app.js.tmpl")),
-    ("build", include_str!("../../templates/js/build.tmpl")),
     (
         "package.json",
         include_str!("../../templates/js/package.json.tmpl"),
@@ -55,18 +50,15 @@ const JS_FILES: &[(&str, &str)] = &[
         "README.md",
         include_str!("../../templates/js/README.md.tmpl"),
     ),
-    WIT,
     SAMPLE,
 ];
 
 const C_FILES: &[(&str, &str)] = &[
     ("app.c", include_str!("../../templates/c/app.c.tmpl")),
-    ("build", include_str!("../../templates/c/build.tmpl")),
     (
         "README.md",
         include_str!("../../templates/c/README.md.tmpl"),
     ),
-    WIT,
     SAMPLE,
 ];
 
@@ -113,11 +105,7 @@ pub fn create(name: &str, language: Language, parent: &Path) -> anyhow::Result<(
         let path = root.join(relative);
         std::fs::create_dir_all(path.parent().unwrap())?;
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        if *relative == "build" {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        }
     }
-    tracing::info!(path = %root.display(), "created plugin `{name}`; see its README.md to build and test it");
+    tracing::info!(path = %root.display(), "created plugin `{name}`; `sluice plugin build` builds it, its README.md tells more");
     Ok(())
 }
