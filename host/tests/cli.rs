@@ -146,7 +146,7 @@ fn plugin_inspect_shows_world_exports_and_imports() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("sluice:plugin/state@0.1.1: instance { get, put, delete, scan-prefix }"),
+        stdout.contains("sluice:plugin/state@0.1.2: instance { get, put, delete, scan-prefix }"),
         "{stdout}"
     );
     assert!(

@@ -184,6 +184,7 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
             ..Grants::default()
         },
         state: StateStore::in_memory(),
+        models: Default::default(),
     };
     let pool = InstancePool::new(&runtime, plugin, world, spec, 1)?;
     let mut out = std::io::stdout().lock();
