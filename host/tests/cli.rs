@@ -293,3 +293,27 @@ inputs = ["wrong"]
     assert!(stderr.contains("plugin `sim` exports `init`, `collect` so it is a `collector`, but stage `wrong` needs a `processor` plugin"), "{stderr}");
     assert!(stderr.contains("2 problem(s) in"), "{stderr}");
 }
+
+#[test]
+fn model_inspect_shows_inputs_outputs_opsets_and_the_pin() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/anomaly.onnx");
+    let (ok, stdout, stderr) = sluice(&["model", "inspect", model]);
+    assert!(ok, "{stderr}");
+    for line in [
+        "sha256:   c9fd4b8f393547314b1d9c88b1163d5aec84a253b3d058630d935a23efc6e3c2",
+        "opsets:   ai.onnx.ml 1, ai.onnx 17",
+        "  features: f32 [-1, 3]",
+        "  label: i64 [-1]",
+        "  probabilities: f32 [-1, 2]",
+        "[models.anomaly]",
+        r#"inputs = [{ name = "features", type = "f32", shape = [-1, 3] }]"#,
+    ] {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
+    }
+    let (ok, _, stderr) = sluice(&["model", "inspect", "/nowhere/x.onnx"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read /nowhere/x.onnx: No such file or directory"),
+        "{stderr}"
+    );
+}

@@ -1,3 +1,4 @@
+pub mod model;
 pub mod pipeline;
 pub mod plugin;
 mod scaffold;

@@ -5,6 +5,7 @@
 //! (`runtime/capabilities/inference.rs`).
 
 mod library;
+mod opset;
 mod tensor;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use serde::Deserialize;
 
-pub use library::{ENV_VAR, find as find_library};
+pub use library::find as find_library;
+pub use opset::opsets;
 pub use tensor::{ElementType, Tensor, TensorSpec};
 
 /// `[inference]`: where ONNX Runtime comes from.
