@@ -101,6 +101,10 @@ fn plugin_test_runs_every_first_party_plugin_on_the_sample() {
         ("dedup", &["-c", "field=seq"]),
         ("sensor-sim", &["-c", "devices=4", "--ticks", "3"]),
         ("sysstat", &["--dir", "/proc:/proc", "--ticks", "2"]),
+        (
+            "anomaly",
+            &["--model", concat!("anomaly=", env!("CARGO_MANIFEST_DIR"), "/../models/anomaly.onnx")],
+        ),
     ];
     for (name, extra) in cases {
         let path = plugin(name);
