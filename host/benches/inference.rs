@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use sluice::event::Event;
-use sluice::inference::{InferenceConfig, ModelDef, Models, Tensor, find_library};
+use sluice::inference::{InferenceConfig, ModelDef, Models, Tensor, environment};
 use sluice::runtime::{Grants, InstancePool, Limits, Runtime, RuntimeOptions, StageSpec, World};
 use sluice::state::StateStore;
 
@@ -130,9 +130,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = InstancePool::new(&runtime, plugin, World::Processor, spec, 1)?;
     let model = models.grant("score", &["anomaly".to_owned()])?["anomaly"].clone();
 
-    // Raw ort, as a Rust program without Sluice would call it.
-    let environment = ort::init_from(find_library(None)?)?.build()?;
-    let mut session = ort::session::Session::builder(&environment)?
+    // Raw ort, as a Rust program without Sluice would call it (in the process's one
+    // ONNX Runtime environment, which ort allows only once).
+    let mut session = ort::session::Session::builder(environment(None)?)?
         .with_intra_threads(1)?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
         .commit_from_file(&model_path)?;

@@ -118,6 +118,19 @@ fn row(event: &Event<'_>, fields: &[impl AsRef<str>]) -> Result<Vec<f32>, String
         .collect()
 }
 
+/// The WIT name of an element type, for messages.
+pub fn type_name(ty: ElementType) -> &'static str {
+    match ty {
+        ElementType::F32 => "f32",
+        ElementType::F64 => "f64",
+        ElementType::I32 => "i32",
+        ElementType::I64 => "i64",
+        ElementType::U8 => "u8",
+        ElementType::Bool => "bool",
+        ElementType::String => "string",
+    }
+}
+
 /// What a run returned.
 #[derive(Debug)]
 pub struct Outputs(pub Vec<Tensor>);
@@ -131,8 +144,9 @@ impl Outputs {
             .ok_or_else(|| Error::new(format!("the model returned no output `{name}`")))?;
         if tensor.element_type != ty {
             return Err(Error::new(format!(
-                "output `{name}` is {:?}, not {ty:?}",
-                tensor.element_type
+                "output `{name}` is {}, not {}",
+                type_name(tensor.element_type),
+                type_name(ty)
             )));
         }
         Ok(tensor)
@@ -158,5 +172,42 @@ impl Outputs {
             .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
             .collect();
         Ok((tensor.shape.clone(), values))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Batch, NewEvent};
+
+    #[test]
+    fn features_are_rows_of_the_usable_events_and_the_rest_say_why() {
+        let events = [
+            r#"{"t":21.5,"v":{"x":1}}"#,
+            r#"{"t":"hot","v":{"x":1}}"#,
+            "not json",
+            r#"{"t":90,"v":{"x":12.5}}"#,
+        ]
+        .map(|p| NewEvent {
+            payload: p.as_bytes().to_vec(),
+            ..NewEvent::default()
+        });
+        let batch = Batch::from_events(&events);
+        let events: Vec<Event<'_>> = batch.events().collect();
+        let features = Features::from_json(&events, &["t", "v.x"]);
+        assert_eq!(features.values, [21.5, 1.0, 90.0, 12.5]);
+        assert_eq!(features.events, [0, 3]);
+        assert_eq!(features.unusable[0], (1, "feature `t` is missing or not a number".to_owned()));
+        assert_eq!(features.unusable[1].0, 2);
+        let tensor = features.tensor("features");
+        assert_eq!((tensor.shape.as_slice(), tensor.data.len()), (&[2, 2][..], 16));
+    }
+
+    #[test]
+    fn outputs_are_read_by_name_and_type() {
+        let outputs = Outputs(vec![tensor_f32("p", &[1, 2], &[0.25, 0.75])]);
+        assert_eq!(outputs.f32("p").unwrap(), (vec![1, 2], vec![0.25, 0.75]));
+        assert_eq!(outputs.i64("p").unwrap_err().to_string(), "output `p` is f32, not i64");
+        assert_eq!(outputs.f32("q").unwrap_err().to_string(), "the model returned no output `q`");
     }
 }

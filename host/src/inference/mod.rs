@@ -17,7 +17,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use serde::Deserialize;
 
-pub use library::find as find_library;
+pub use library::{environment, find as find_library};
 pub use opset::opsets;
 pub use tensor::{ElementType, Tensor, TensorSpec};
 

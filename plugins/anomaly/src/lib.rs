@@ -163,3 +163,23 @@ fn round4(score: f32) -> f64 {
 }
 
 sluice_sdk::export_processor!(Anomaly);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_and_label_are_appended_to_the_payload_as_written() {
+        let appended = |payload: &str| String::from_utf8(append(payload.as_bytes(), 0.9876, true).unwrap()).unwrap();
+        assert_eq!(
+            appended(r#"{"t": 1e2, "b":2} "#),
+            r#"{"t": 1e2, "b":2,"anomaly_score":0.9876,"anomaly":true}"#
+        );
+        assert_eq!(appended("{ }"), r#"{ "anomaly_score":0.9876,"anomaly":true}"#);
+        assert_eq!(
+            String::from_utf8(append(b"{}", round4(0.0), false).unwrap()).unwrap(),
+            r#"{"anomaly_score":0.0,"anomaly":false}"#
+        );
+        assert_eq!(append(b"[1]", 0.0, false).unwrap_err().to_string(), "payload is not a JSON object");
+    }
+}
