@@ -27,7 +27,9 @@ const ROWS_PER_RUN: usize = 20_000;
 const RUNS: usize = 5;
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 /// Readings like sensor-sim's, one in twenty anomalous.
@@ -50,7 +52,9 @@ fn readings(count: usize) -> Vec<Value> {
 fn features(readings: &[Value]) -> Vec<f32> {
     readings
         .iter()
-        .flat_map(|r| ["temperature", "vibration", "battery"].map(|f| r[f].as_f64().unwrap() as f32))
+        .flat_map(|r| {
+            ["temperature", "vibration", "battery"].map(|f| r[f].as_f64().unwrap() as f32)
+        })
         .collect()
 }
 
@@ -102,8 +106,11 @@ json.dump(rates, sys.stdout)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 with onnxruntime");
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), request.to_string().as_bytes())
-        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        request.to_string().as_bytes(),
+    )
+    .unwrap();
     let output = child.wait_with_output().unwrap();
     serde_json::from_slice(&output.stdout).expect("python's rates")
 }
@@ -111,7 +118,10 @@ json.dump(rates, sys.stdout)
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model_path = repo("models/anomaly.onnx");
     let def: ModelDef = toml::from_str(&format!("path = {:?}", model_path.display().to_string()))?;
-    let models = Models::load(&[("anomaly".to_owned(), def)].into(), &InferenceConfig::default())?;
+    let models = Models::load(
+        &[("anomaly".to_owned(), def)].into(),
+        &InferenceConfig::default(),
+    )?;
 
     let runtime = Runtime::new(RuntimeOptions::default())?;
     let plugin = runtime.load("anomaly", &repo("target/plugins/anomaly.wasm"), None)?;
@@ -145,7 +155,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let python = python(&rows);
 
-    println!("| batch | pipeline inf/s | host run inf/s | raw ort inf/s | python inf/s | pipeline/raw | host run/raw | python/raw |");
+    println!(
+        "| batch | pipeline inf/s | host run inf/s | raw ort inf/s | python inf/s | pipeline/raw | host run/raw | python/raw |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, size) in BATCH_SIZES.into_iter().enumerate() {
         let slice = |n: usize| n * size..(n + 1) * size;
@@ -155,7 +167,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         let host = best_rate(size, |n| {
             let range = slice(n);
-            let tensor = Tensor::f32("features", &[size as u32, 3], &rows[range.start * 3..range.end * 3]);
+            let tensor = Tensor::f32(
+                "features",
+                &[size as u32, 3],
+                &rows[range.start * 3..range.end * 3],
+            );
             model.run(&[tensor]).unwrap();
         });
         let raw = best_rate(size, |n| {
@@ -163,7 +179,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let values = rows[range.start * 3..range.end * 3].to_vec();
             let input = ort::value::Tensor::from_array(([size, 3], values)).unwrap();
             let outputs = session.run(ort::inputs!["features" => input]).unwrap();
-            let (_, p) = outputs["probabilities"].try_extract_tensor::<f32>().unwrap();
+            let (_, p) = outputs["probabilities"]
+                .try_extract_tensor::<f32>()
+                .unwrap();
             assert_eq!(p.len(), size * 2);
         });
         println!(

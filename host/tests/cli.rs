@@ -103,7 +103,14 @@ fn plugin_test_runs_every_first_party_plugin_on_the_sample() {
         ("sysstat", &["--dir", "/proc:/proc", "--ticks", "2"]),
         (
             "anomaly",
-            &["--model", concat!("anomaly=", env!("CARGO_MANIFEST_DIR"), "/../models/anomaly.onnx")],
+            &[
+                "--model",
+                concat!(
+                    "anomaly=",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../models/anomaly.onnx"
+                ),
+            ],
         ),
     ];
     for (name, extra) in cases {

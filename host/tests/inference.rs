@@ -17,7 +17,7 @@ use sluice::inference::{
     ElementType, InferenceConfig, InferenceError, Model, ModelDef, Models, RunError, Tensor,
     TensorSpec,
 };
-use sluice::runtime::{Capability, CallFailure, InstancePool, PluginError, StageSpec, World};
+use sluice::runtime::{CallFailure, Capability, InstancePool, PluginError, StageSpec, World};
 
 const SHA256: &str = "c9fd4b8f393547314b1d9c88b1163d5aec84a253b3d058630d935a23efc6e3c2";
 
@@ -112,12 +112,18 @@ fn the_host_computes_what_python_onnxruntime_computes() {
         let (labels, probabilities) = python_onnxruntime(&x);
         let host_labels = outputs[0].to_i64().unwrap();
         let host_probabilities = outputs[1].to_f32().unwrap();
-        assert_eq!((outputs[0].name.as_str(), outputs[1].name.as_str()), ("label", "probabilities"));
+        assert_eq!(
+            (outputs[0].name.as_str(), outputs[1].name.as_str()),
+            ("label", "probabilities")
+        );
         assert_eq!(outputs[1].shape, [rows as u32, 2]);
         assert_eq!(host_labels, labels, "labels at batch {rows}");
         assert!(labels.contains(&0) && labels.contains(&1) || rows == 1);
         for (host, python) in host_probabilities.iter().zip(&probabilities) {
-            assert!((host - python).abs() <= 1e-5, "batch {rows}: {host} vs {python}");
+            assert!(
+                (host - python).abs() <= 1e-5,
+                "batch {rows}: {host} vs {python}"
+            );
         }
     }
 }
@@ -191,7 +197,10 @@ fn tensors_that_do_not_fit_the_model_are_refused_with_the_reason() {
     );
     let mut doubles = Tensor::f32("features", &[1, 3], &[0.0; 6]);
     doubles.element_type = ElementType::F64;
-    assert_eq!(run(doubles), "input `features` is f64, but the model takes f32");
+    assert_eq!(
+        run(doubles),
+        "input `features` is f64, but the model takes f32"
+    );
     assert_eq!(
         model.run(&[]).unwrap_err(),
         RunError::InvalidInput("input `features` (f32 [-1, 3]) is missing".into())
@@ -229,25 +238,39 @@ fn the_anomaly_plugin_scores_a_batch_and_routes_anomalies_to_alerts() {
             r#"{"device_id":"b","temperature":101.0,"vibration":12.0,"battery":79.0,"anomaly_score":1.0,"anomaly":true}"#,
         ]
     );
-    let routes: Vec<Option<&str>> = processed.emitted.iter().map(|e| e.route.as_deref()).collect();
+    let routes: Vec<Option<&str>> = processed
+        .emitted
+        .iter()
+        .map(|e| e.route.as_deref())
+        .collect();
     assert_eq!(routes, [None, Some("alerts")]);
     assert_eq!(processed.rejected.len(), 1);
     assert_eq!(processed.rejected[0].input, 2);
-    assert_eq!(processed.rejected[0].reason, "feature `temperature` is missing or not a number");
+    assert_eq!(
+        processed.rejected[0].reason,
+        "feature `temperature` is missing or not a number"
+    );
 }
 
 #[test]
 fn a_model_the_stage_is_not_granted_is_denied() {
     let models = models();
-    let error = start("anomaly", granted("score", json!({"model": "fraud"}), &models))
-        .err()
-        .unwrap();
+    let error = start(
+        "anomaly",
+        granted("score", json!({"model": "fraud"}), &models),
+    )
+    .err()
+    .unwrap();
     assert_eq!(
         error.to_string(),
         "stage `score` (plugin `anomaly`): init failed: stage `score`, model `fraud`: not granted to this stage (granted: anomaly); add it to grants.models"
     );
     assert_eq!(
-        models.grant("score", &["fraud".to_owned()]).err().unwrap().to_string(),
+        models
+            .grant("score", &["fraud".to_owned()])
+            .err()
+            .unwrap()
+            .to_string(),
         "stage `score` is granted model `fraud`, which no `[models.fraud]` defines"
     );
 }
@@ -274,7 +297,9 @@ fn flood(behaviour: &str, count: usize, models: &Models) -> InstancePool {
 }
 
 fn failure(pool: &InstancePool) -> (CallFailure, String) {
-    let error = pool.process(&events(&["{}"])).expect_err("the flood must fail");
+    let error = pool
+        .process(&events(&["{}"]))
+        .expect_err("the flood must fail");
     (error.failure().cloned().unwrap(), error.to_string())
 }
 
@@ -300,7 +325,10 @@ fn tensor_bytes_per_call_are_bounded() {
     spec.limits.inference_bytes_per_call = 1 << 20;
     let pool = start("fixture-inference-flood", spec).unwrap();
     let (failure, message) = failure(&pool);
-    assert!(matches!(failure, CallFailure::Limit(ref l) if l.limit == "inference_bytes_per_call"), "{message}");
+    assert!(
+        matches!(failure, CallFailure::Limit(ref l) if l.limit == "inference_bytes_per_call"),
+        "{message}"
+    );
     assert_eq!(
         message,
         "stage `flood` (plugin `fixture-inference-flood`): 1200016 bytes of tensors in one call (inputs) exceeds limits.inference_bytes_per_call = 1048576"
@@ -312,7 +340,10 @@ fn open_model_handles_are_bounded() {
     let models = models();
     let (failure, message) = failure(&flood("handles", 1000, &models));
     assert!(matches!(failure, CallFailure::Refused(_)), "{message}");
-    assert!(message.ends_with("more than 16 model handles open in one instance; keep one per model"), "{message}");
+    assert!(
+        message.ends_with("more than 16 model handles open in one instance; keep one per model"),
+        "{message}"
+    );
 }
 
 #[test]

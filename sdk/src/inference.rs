@@ -100,7 +100,11 @@ impl Features {
 
     /// The features as one `rows × columns` f32 tensor named `name`.
     pub fn tensor(&self, name: &str) -> Tensor {
-        tensor_f32(name, &[self.rows() as u32, self.columns as u32], &self.values)
+        tensor_f32(
+            name,
+            &[self.rows() as u32, self.columns as u32],
+            &self.values,
+        )
     }
 }
 
@@ -197,17 +201,29 @@ mod tests {
         let features = Features::from_json(&events, &["t", "v.x"]);
         assert_eq!(features.values, [21.5, 1.0, 90.0, 12.5]);
         assert_eq!(features.events, [0, 3]);
-        assert_eq!(features.unusable[0], (1, "feature `t` is missing or not a number".to_owned()));
+        assert_eq!(
+            features.unusable[0],
+            (1, "feature `t` is missing or not a number".to_owned())
+        );
         assert_eq!(features.unusable[1].0, 2);
         let tensor = features.tensor("features");
-        assert_eq!((tensor.shape.as_slice(), tensor.data.len()), (&[2, 2][..], 16));
+        assert_eq!(
+            (tensor.shape.as_slice(), tensor.data.len()),
+            (&[2, 2][..], 16)
+        );
     }
 
     #[test]
     fn outputs_are_read_by_name_and_type() {
         let outputs = Outputs(vec![tensor_f32("p", &[1, 2], &[0.25, 0.75])]);
         assert_eq!(outputs.f32("p").unwrap(), (vec![1, 2], vec![0.25, 0.75]));
-        assert_eq!(outputs.i64("p").unwrap_err().to_string(), "output `p` is f32, not i64");
-        assert_eq!(outputs.f32("q").unwrap_err().to_string(), "the model returned no output `q`");
+        assert_eq!(
+            outputs.i64("p").unwrap_err().to_string(),
+            "output `p` is f32, not i64"
+        );
+        assert_eq!(
+            outputs.f32("q").unwrap_err().to_string(),
+            "the model returned no output `q`"
+        );
     }
 }

@@ -78,7 +78,10 @@ format = "envelope"
     let true_positives = alerts.iter().filter(|r| injected(r)).count();
     let false_positives = alerts.len() - true_positives;
     let false_negatives = normal.iter().filter(|r| injected(r)).count();
-    assert!(true_positives > 50, "too few anomalies to measure: {true_positives}");
+    assert!(
+        true_positives > 50,
+        "too few anomalies to measure: {true_positives}"
+    );
     let precision = true_positives as f64 / alerts.len() as f64;
     let recall = true_positives as f64 / (true_positives + false_negatives) as f64;
     assert!(
@@ -91,9 +94,18 @@ format = "envelope"
     for record in alerts.iter().chain(&normal) {
         let payload: Value = serde_json::from_str(record["payload"].as_str().unwrap()).unwrap();
         let score = payload["anomaly_score"].as_f64().unwrap();
-        assert_eq!(payload["anomaly"].as_bool().unwrap(), score >= 0.5, "{payload}");
+        assert_eq!(
+            payload["anomaly"].as_bool().unwrap(),
+            score >= 0.5,
+            "{payload}"
+        );
     }
-    assert!(alerts.iter().all(|r| r["payload"].as_str().unwrap().ends_with(r#""anomaly":true}"#)));
+    assert!(alerts.iter().all(|r| {
+        r["payload"]
+            .as_str()
+            .unwrap()
+            .ends_with(r#""anomaly":true}"#)
+    }));
     assert!(read_lines(&pipeline.data("dead_letter")).is_empty());
 }
 
@@ -138,12 +150,16 @@ inputs = ["score"]
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("plugin `anomaly` is granted model `fraud`, which no `[models.fraud]` defines"),
+        stderr.contains(
+            "plugin `anomaly` is granted model `fraud`, which no `[models.fraud]` defines"
+        ),
         "{stdout}{stderr}"
     );
 
     // With the grant fixed, the pin is what stops the run.
-    let text = std::fs::read_to_string(&config).unwrap().replace(r#", "fraud""#, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(r#", "fraud""#, "");
     std::fs::write(&config, text).unwrap();
     let output = std::process::Command::new(sluice_binary())
         .arg("run")

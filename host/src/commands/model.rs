@@ -30,9 +30,9 @@ fn inspect(path: &Path, library: Option<&Path>) -> anyhow::Result<()> {
     let bytes = std::fs::read(path)
         .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
     let opsets = opsets(&bytes).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-    let name = path
-        .file_stem()
-        .map_or("model".into(), |stem| stem.to_string_lossy().replace(['.', ' '], "_"));
+    let name = path.file_stem().map_or("model".into(), |stem| {
+        stem.to_string_lossy().replace(['.', ' '], "_")
+    });
     let def: ModelDef = toml::from_str(&format!("path = {:?}", path.display().to_string()))?;
     let model = Model::load(&name, &def, library)?;
     let mut out = std::io::stdout().lock();

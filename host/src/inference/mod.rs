@@ -136,7 +136,11 @@ pub struct Model {
 
 impl Model {
     /// Load `def` as model `name`, with the process's ONNX Runtime (from `library`).
-    pub fn load(name: &str, def: &ModelDef, library: Option<&Path>) -> Result<Model, InferenceError> {
+    pub fn load(
+        name: &str,
+        def: &ModelDef,
+        library: Option<&Path>,
+    ) -> Result<Model, InferenceError> {
         let bytes = std::fs::read(&def.path).map_err(|source| InferenceError::Read {
             model: name.to_owned(),
             path: def.path.clone(),
@@ -160,17 +164,9 @@ impl Model {
             reason,
         };
         let sessions = (0..def.sessions.max(1))
-            .map(|_| {
-                Session::builder(environment)
-                    .map_err(|e| load_error(e.to_string()))?
-                    .with_intra_threads(def.intra_threads.max(1))
-                    .and_then(|b| b.with_optimization_level(def.optimization.into()))
-                    .map_err(|e| load_error(e.to_string()))?
-                    .commit_from_memory(&bytes)
-                    .map(Mutex::new)
-                    .map_err(|e| load_error(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|_| session(environment, def, &bytes).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| load_error(e.to_string()))?;
         let mismatch = |what: String| InferenceError::Mismatch {
             model: name.to_owned(),
             path: def.path.clone(),
@@ -247,8 +243,24 @@ impl Model {
         let n = self.sessions.len();
         (0..n)
             .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
-            .unwrap_or_else(|| self.sessions[start % n].lock().unwrap_or_else(|p| p.into_inner()))
+            .unwrap_or_else(|| {
+                self.sessions[start % n]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            })
     }
+}
+
+/// One session of `def`'s model with its threads and optimisation level.
+fn session(
+    environment: &ort::environment::Environment,
+    def: &ModelDef,
+    bytes: &[u8],
+) -> ort::Result<Session> {
+    Session::builder(environment)?
+        .with_intra_threads(def.intra_threads.max(1))?
+        .with_optimization_level(def.optimization.into())?
+        .commit_from_memory(bytes)
 }
 
 /// `name (type shape), ...` for messages.
@@ -262,11 +274,13 @@ fn describe(specs: &[TensorSpec]) -> String {
 
 /// Fail unless the model's `actual` inputs (or outputs) are those the config declares;
 /// an empty declaration accepts any.
-fn check_declared(what: &str, declared: &[TensorSpec], actual: &[TensorSpec]) -> Result<(), String> {
+fn check_declared(
+    what: &str,
+    declared: &[TensorSpec],
+    actual: &[TensorSpec],
+) -> Result<(), String> {
     let agrees = declared.len() == actual.len()
-        && declared
-            .iter()
-            .all(|d| actual.iter().any(|a| d.accepts(a)));
+        && declared.iter().all(|d| actual.iter().any(|a| d.accepts(a)));
     if declared.is_empty() || agrees {
         return Ok(());
     }
@@ -295,7 +309,8 @@ impl Models {
         let models = defs
             .iter()
             .map(|(name, def)| {
-                Model::load(name, def, config.library.as_deref()).map(|m| (name.clone(), Arc::new(m)))
+                Model::load(name, def, config.library.as_deref())
+                    .map(|m| (name.clone(), Arc::new(m)))
             })
             .collect::<Result<_, _>>()?;
         Ok(Models { models })

@@ -14,7 +14,9 @@ pub fn opsets(model: &[u8]) -> Result<Vec<(String, i64)>, String> {
             let (mut domain, mut version) = (String::new(), 0);
             for (field, value) in Fields(entry) {
                 match (field?, value) {
-                    (1, Value::Bytes(bytes)) => domain = String::from_utf8_lossy(bytes).into_owned(),
+                    (1, Value::Bytes(bytes)) => {
+                        domain = String::from_utf8_lossy(bytes).into_owned()
+                    }
                     (2, Value::Varint(v)) => version = v as i64,
                     _ => {}
                 }
@@ -102,7 +104,11 @@ mod tests {
 
     #[test]
     fn reads_the_opsets_of_the_anomaly_model() {
-        let model = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/anomaly.onnx")).unwrap();
+        let model = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/anomaly.onnx"
+        ))
+        .unwrap();
         assert_eq!(
             opsets(&model).unwrap(),
             [("ai.onnx.ml".to_owned(), 1), ("ai.onnx".to_owned(), 17)]

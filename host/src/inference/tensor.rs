@@ -126,7 +126,9 @@ impl TensorSpec {
                     element_type,
                     shape: shape.to_vec(),
                 }),
-                None => Err(format!("`{name}` is a tensor of {ty}, which Sluice cannot carry")),
+                None => Err(format!(
+                    "`{name}` is a tensor of {ty}, which Sluice cannot carry"
+                )),
             },
             other => Err(format!(
                 "`{name}` is a {other}, not a tensor (for scikit-learn classifiers, export with the option zipmap=False)"
@@ -209,7 +211,10 @@ fn unpack_strings(data: &[u8], count: u64) -> Result<Vec<String>, String> {
         rest = &tail[len..];
     }
     if strings.len() as u64 != count {
-        return Err(format!("{} strings for a shape of {count} elements", strings.len()));
+        return Err(format!(
+            "{} strings for a shape of {count} elements",
+            strings.len()
+        ));
     }
     Ok(strings)
 }
@@ -228,10 +233,18 @@ pub(super) fn to_ort(tensor: &Tensor) -> Result<DynValue, String> {
     let shape: Vec<i64> = tensor.shape.iter().map(|&d| i64::from(d)).collect();
     let data = &tensor.data;
     let value = match tensor.element_type {
-        ElementType::F32 => OrtTensor::from_array((shape, le(data, f32::from_le_bytes))).map(|t| t.into_dyn()),
-        ElementType::F64 => OrtTensor::from_array((shape, le(data, f64::from_le_bytes))).map(|t| t.into_dyn()),
-        ElementType::I32 => OrtTensor::from_array((shape, le(data, i32::from_le_bytes))).map(|t| t.into_dyn()),
-        ElementType::I64 => OrtTensor::from_array((shape, le(data, i64::from_le_bytes))).map(|t| t.into_dyn()),
+        ElementType::F32 => {
+            OrtTensor::from_array((shape, le(data, f32::from_le_bytes))).map(|t| t.into_dyn())
+        }
+        ElementType::F64 => {
+            OrtTensor::from_array((shape, le(data, f64::from_le_bytes))).map(|t| t.into_dyn())
+        }
+        ElementType::I32 => {
+            OrtTensor::from_array((shape, le(data, i32::from_le_bytes))).map(|t| t.into_dyn())
+        }
+        ElementType::I64 => {
+            OrtTensor::from_array((shape, le(data, i64::from_le_bytes))).map(|t| t.into_dyn())
+        }
         ElementType::U8 => OrtTensor::from_array((shape, data.clone())).map(|t| t.into_dyn()),
         ElementType::Bool => {
             let values: Vec<bool> = data.iter().map(|&b| b != 0).collect();
@@ -259,13 +272,27 @@ pub(super) fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, String> {
         .ok_or_else(|| format!("output `{name}` is a tensor of {ty}, which Sluice cannot carry"))?;
     let failed = |error: ort::Error| format!("output `{name}`: {error}");
     let (shape, data) = match element_type {
-        ElementType::F32 => value.try_extract_tensor::<f32>().map(|(s, v)| (s.to_vec(), to_bytes(v, f32::to_le_bytes))),
-        ElementType::F64 => value.try_extract_tensor::<f64>().map(|(s, v)| (s.to_vec(), to_bytes(v, f64::to_le_bytes))),
-        ElementType::I32 => value.try_extract_tensor::<i32>().map(|(s, v)| (s.to_vec(), to_bytes(v, i32::to_le_bytes))),
-        ElementType::I64 => value.try_extract_tensor::<i64>().map(|(s, v)| (s.to_vec(), to_bytes(v, i64::to_le_bytes))),
-        ElementType::U8 => value.try_extract_tensor::<u8>().map(|(s, v)| (s.to_vec(), v.to_vec())),
-        ElementType::Bool => value.try_extract_tensor::<bool>().map(|(s, v)| (s.to_vec(), v.iter().map(|&b| u8::from(b)).collect())),
-        ElementType::String => value.try_extract_strings().map(|(s, v)| (s.to_vec(), pack_strings(&v))),
+        ElementType::F32 => value
+            .try_extract_tensor::<f32>()
+            .map(|(s, v)| (s.to_vec(), to_bytes(v, f32::to_le_bytes))),
+        ElementType::F64 => value
+            .try_extract_tensor::<f64>()
+            .map(|(s, v)| (s.to_vec(), to_bytes(v, f64::to_le_bytes))),
+        ElementType::I32 => value
+            .try_extract_tensor::<i32>()
+            .map(|(s, v)| (s.to_vec(), to_bytes(v, i32::to_le_bytes))),
+        ElementType::I64 => value
+            .try_extract_tensor::<i64>()
+            .map(|(s, v)| (s.to_vec(), to_bytes(v, i64::to_le_bytes))),
+        ElementType::U8 => value
+            .try_extract_tensor::<u8>()
+            .map(|(s, v)| (s.to_vec(), v.to_vec())),
+        ElementType::Bool => value
+            .try_extract_tensor::<bool>()
+            .map(|(s, v)| (s.to_vec(), v.iter().map(|&b| u8::from(b)).collect())),
+        ElementType::String => value
+            .try_extract_strings()
+            .map(|(s, v)| (s.to_vec(), pack_strings(&v))),
     }
     .map_err(failed)?;
     Ok(Tensor {
@@ -301,9 +328,13 @@ mod tests {
             element_type: ElementType::F32,
             shape: vec![-1, 3],
         };
-        assert_eq!(spec.mismatch(&Tensor::f32("features", &[2, 3], &[0.0; 6])), None);
         assert_eq!(
-            spec.mismatch(&Tensor::f32("features", &[2, 4], &[0.0; 8])).unwrap(),
+            spec.mismatch(&Tensor::f32("features", &[2, 3], &[0.0; 6])),
+            None
+        );
+        assert_eq!(
+            spec.mismatch(&Tensor::f32("features", &[2, 4], &[0.0; 8]))
+                .unwrap(),
             "input `features` has shape [2, 4], but the model takes f32 [-1, 3] (-1: any size)"
         );
         let mut short = Tensor::f32("features", &[2, 3], &[0.0; 6]);

@@ -54,7 +54,9 @@ fn default_model() -> String {
     "anomaly".to_owned()
 }
 fn default_features() -> Vec<String> {
-    ["temperature", "vibration", "battery"].map(String::from).to_vec()
+    ["temperature", "vibration", "battery"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_input() -> String {
     "features".to_owned()
@@ -82,7 +84,11 @@ impl Processor for Anomaly {
 
     fn new(config: Config) -> Result<Self, Error> {
         let model = Model::open(&config.model)?;
-        if !model.inputs().iter().any(|input| input.name == config.input) {
+        if !model
+            .inputs()
+            .iter()
+            .any(|input| input.name == config.input)
+        {
             return Err(Error::new(format!(
                 "model `{}` has no input `{}` (its inputs: {})",
                 config.model,
@@ -148,13 +154,14 @@ fn append(payload: &[u8], score: f64, anomaly: bool) -> Result<Vec<u8>, Error> {
         .trim_end()
         .strip_suffix('}')
         .ok_or_else(|| Error::new("payload is not a JSON object"))?;
-    let separator = if body.trim_end().ends_with('{') { "" } else { "," };
+    let separator = if body.trim_end().ends_with('{') {
+        ""
+    } else {
+        ","
+    };
     // serde_json prints a float as JSON does (`0.0`, not Rust's `0`).
     let score = serde_json::Value::from(score);
-    Ok(format!(
-        "{body}{separator}\"anomaly_score\":{score},\"anomaly\":{anomaly}}}"
-    )
-    .into_bytes())
+    Ok(format!("{body}{separator}\"anomaly_score\":{score},\"anomaly\":{anomaly}}}").into_bytes())
 }
 
 /// Four decimals: enough for a score, and stable across runtimes' last-bit noise.
@@ -170,16 +177,24 @@ mod tests {
 
     #[test]
     fn score_and_label_are_appended_to_the_payload_as_written() {
-        let appended = |payload: &str| String::from_utf8(append(payload.as_bytes(), 0.9876, true).unwrap()).unwrap();
+        let appended = |payload: &str| {
+            String::from_utf8(append(payload.as_bytes(), 0.9876, true).unwrap()).unwrap()
+        };
         assert_eq!(
             appended(r#"{"t": 1e2, "b":2} "#),
             r#"{"t": 1e2, "b":2,"anomaly_score":0.9876,"anomaly":true}"#
         );
-        assert_eq!(appended("{ }"), r#"{ "anomaly_score":0.9876,"anomaly":true}"#);
+        assert_eq!(
+            appended("{ }"),
+            r#"{ "anomaly_score":0.9876,"anomaly":true}"#
+        );
         assert_eq!(
             String::from_utf8(append(b"{}", round4(0.0), false).unwrap()).unwrap(),
             r#"{"anomaly_score":0.0,"anomaly":false}"#
         );
-        assert_eq!(append(b"[1]", 0.0, false).unwrap_err().to_string(), "payload is not a JSON object");
+        assert_eq!(
+            append(b"[1]", 0.0, false).unwrap_err().to_string(),
+            "payload is not a JSON object"
+        );
     }
 }

@@ -134,11 +134,21 @@ impl inference::HostModel for InferenceCtx {
     }
 
     fn inputs(&mut self, handle: Resource<ModelHandle>) -> wasmtime::Result<Vec<TensorSpec>> {
-        Ok(self.model(&handle)?.inputs.iter().map(to_wit_spec).collect())
+        Ok(self
+            .model(&handle)?
+            .inputs
+            .iter()
+            .map(to_wit_spec)
+            .collect())
     }
 
     fn outputs(&mut self, handle: Resource<ModelHandle>) -> wasmtime::Result<Vec<TensorSpec>> {
-        Ok(self.model(&handle)?.outputs.iter().map(to_wit_spec).collect())
+        Ok(self
+            .model(&handle)?
+            .outputs
+            .iter()
+            .map(to_wit_spec)
+            .collect())
     }
 
     fn run(
@@ -151,7 +161,10 @@ impl inference::HostModel for InferenceCtx {
         if self.runs > self.runs_per_call {
             return Err(wasmtime::Error::new(LimitExceeded::new(
                 "inference_runs_per_call",
-                format!("{} runs of model `{}` and others in one call", self.runs, model.name),
+                format!(
+                    "{} runs of model `{}` and others in one call",
+                    self.runs, model.name
+                ),
                 self.runs_per_call.into(),
             )));
         }
