@@ -93,6 +93,7 @@ fn spec(stage: &str, config: &serde_json::Value) -> StageSpec {
         limits: Limits::default(),
         grants: Grants::default(),
         state: StateStore::in_memory(),
+        models: Default::default(),
     }
 }
 

@@ -5,11 +5,13 @@
 //! - [`pipeline`]: stages as tasks, bounded channels, acknowledgements, dead letters.
 //! - [`sources`], [`transforms`], [`sinks`]: one module per component `type`.
 //! - [`state`]: per-stage durable key-value state for plugins.
+//! - [`inference`]: ONNX models run by the host for plugins (ONNX Runtime via `ort`).
 
 #[cfg(feature = "mqtt")]
 pub mod broker;
 pub mod config;
 pub mod event;
+pub mod inference;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "mqtt")]

@@ -43,6 +43,9 @@ enum Command {
     /// Build, test and look inside plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
+    /// Look inside ONNX models.
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Validate { config } => commands::pipeline::validate(&config),
         Command::Graph { config, format } => commands::pipeline::graph(&config, format),
         Command::Plugin(command) => commands::plugin::run(command),
+        Command::Model(command) => commands::model::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

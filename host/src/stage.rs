@@ -14,6 +14,7 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use crate::config::PluginDef;
+use crate::inference::Models;
 use crate::runtime::{InstancePool, Plugin, PluginError, Runtime, StageSpec, World};
 use crate::state::StateStore;
 
@@ -25,6 +26,8 @@ pub struct BuildContext<'a> {
     pub runtime: &'a Arc<Runtime>,
     pub plugins: &'a HashMap<String, (Arc<Plugin>, PluginDef)>,
     pub state: &'a Arc<StateStore>,
+    /// Every configured model, loaded; a stage gets those its plugin is granted.
+    pub models: &'a Models,
     pub data_dir: &'a Path,
 }
 
@@ -33,6 +36,8 @@ pub struct BuildContext<'a> {
 pub enum BuildError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Model(#[from] crate::inference::InferenceError),
     #[error("stage `{stage}`: {message}")]
     Invalid { stage: String, message: String },
     #[error("stage `{stage}`: cannot {what}")]
@@ -83,6 +88,7 @@ impl BuildContext<'_> {
             limits: def.limits.clone(),
             grants: def.grants.clone(),
             state: self.state.clone(),
+            models: self.models.grant(stage, &def.grants.models)?,
         };
         Ok(Arc::new(InstancePool::new(
             self.runtime,

@@ -101,6 +101,17 @@ fn plugin_test_runs_every_first_party_plugin_on_the_sample() {
         ("dedup", &["-c", "field=seq"]),
         ("sensor-sim", &["-c", "devices=4", "--ticks", "3"]),
         ("sysstat", &["--dir", "/proc:/proc", "--ticks", "2"]),
+        (
+            "anomaly",
+            &[
+                "--model",
+                concat!(
+                    "anomaly=",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../models/anomaly.onnx"
+                ),
+            ],
+        ),
     ];
     for (name, extra) in cases {
         let path = plugin(name);
@@ -146,7 +157,7 @@ fn plugin_inspect_shows_world_exports_and_imports() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("sluice:plugin/state@0.1.1: instance { get, put, delete, scan-prefix }"),
+        stdout.contains("sluice:plugin/state@0.1.2: instance { get, put, delete, scan-prefix }"),
         "{stdout}"
     );
     assert!(
@@ -316,4 +327,28 @@ inputs = ["wrong"]
     assert!(stderr.contains("stage `hot` (plugin `filter`): init failed: invalid plugin config: unknown operator `hotter`"), "{stderr}");
     assert!(stderr.contains("plugin `sim` exports `init`, `collect` so it is a `collector`, but stage `wrong` needs a `processor` plugin"), "{stderr}");
     assert!(stderr.contains("2 problem(s) in"), "{stderr}");
+}
+
+#[test]
+fn model_inspect_shows_inputs_outputs_opsets_and_the_pin() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/anomaly.onnx");
+    let (ok, stdout, stderr) = sluice(&["model", "inspect", model]);
+    assert!(ok, "{stderr}");
+    for line in [
+        "sha256:   c9fd4b8f393547314b1d9c88b1163d5aec84a253b3d058630d935a23efc6e3c2",
+        "opsets:   ai.onnx.ml 1, ai.onnx 17",
+        "  features: f32 [-1, 3]",
+        "  label: i64 [-1]",
+        "  probabilities: f32 [-1, 2]",
+        "[models.anomaly]",
+        r#"inputs = [{ name = "features", type = "f32", shape = [-1, 3] }]"#,
+    ] {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
+    }
+    let (ok, _, stderr) = sluice(&["model", "inspect", "/nowhere/x.onnx"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read /nowhere/x.onnx: No such file or directory"),
+        "{stderr}"
+    );
 }

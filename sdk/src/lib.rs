@@ -28,6 +28,9 @@
 //! Enable the SDK feature of the plugin's world (`processor` or `collector`). The batch
 //! layout of the WIT contract (one shared byte buffer per batch) stays inside the SDK:
 //! plugin code sees [`Event`]s and writes to an [`Output`].
+//!
+//! With the `inference` feature (which implies `processor`), the plugin targets the
+//! `scorer` world and may run the ONNX models its stage is granted: see [`inference`].
 
 #[cfg(all(feature = "processor", feature = "collector"))]
 compile_error!("enable exactly one of the `processor` and `collector` features of sluice-sdk");
@@ -42,6 +45,8 @@ mod error;
 #[doc(hidden)]
 pub mod export;
 pub mod host;
+#[cfg(feature = "inference")]
+pub mod inference;
 pub mod json;
 mod output;
 pub mod predicate;
@@ -49,10 +54,19 @@ pub mod predicate;
 #[doc(hidden)]
 pub mod __bindings {
     //! The generated WIT bindings of the enabled world. Not part of the SDK's API.
-    #[cfg(feature = "processor")]
+    #[cfg(all(feature = "processor", not(feature = "inference")))]
     wit_bindgen::generate!({
         path: "../wit",
         world: "processor",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "sluice_sdk::__bindings",
+        runtime_path: "sluice_sdk::__wit_bindgen::rt",
+    });
+    #[cfg(feature = "inference")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "scorer",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "sluice_sdk::__bindings",

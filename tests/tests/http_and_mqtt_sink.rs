@@ -167,5 +167,6 @@ fn the_quickstart_runs_with_its_embedded_broker() {
         last["temperature_c"].as_f64().unwrap() <= 80.0,
         "alerts do not go to the telemetry files: {last}"
     );
+    assert_eq!(last["anomaly"], false, "the model scored it: {last}");
     assert!(host.stop().success());
 }

@@ -80,8 +80,16 @@ path = "{out}"
         path
     }
 
+    /// Start the host and wait until its subscription stands (a new session subscribes;
+    /// a resumed one has it already): a message published before that has no
+    /// subscriber, and the broker drops it.
     fn host(&self, config: &Path) -> Host {
-        Host::start(config, self.api_port, Stdio::null())
+        let host = Host::start(config, self.api_port, Stdio::null());
+        wait_until(Duration::from_secs(30), "the subscription", || {
+            let log = host.log_text();
+            log.contains("subscribed") || log.contains("session_present=true")
+        });
+        host
     }
 }
 

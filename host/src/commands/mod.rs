@@ -1,4 +1,5 @@
 pub mod build;
+pub mod model;
 pub mod pipeline;
 pub mod plugin;
 mod scaffold;

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 use sluice::event::Event;
+use sluice::inference::{InferenceConfig, ModelDef, Models};
 use sluice::runtime::{
     DirGrant, Grants, InstancePool, Limits, Processed, Runtime, RuntimeOptions, StageSpec, World,
 };
@@ -71,6 +72,9 @@ pub struct TestArgs {
     /// Grant a host environment variable by name. Repeatable.
     #[arg(long = "env", value_name = "NAME")]
     env: Vec<String>,
+    /// Grant an ONNX model, as NAME=PATH (a scorer opens it by NAME). Repeatable.
+    #[arg(long = "model", value_name = "NAME=PATH")]
+    models: Vec<String>,
     /// Deadline of each call, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
@@ -149,6 +153,20 @@ fn parse_dirs(dirs: &[String]) -> anyhow::Result<Vec<DirGrant>> {
         .collect()
 }
 
+/// The `--model NAME=PATH` entries, loaded.
+fn load_models(entries: &[String]) -> anyhow::Result<(Vec<String>, Models)> {
+    let mut defs = std::collections::BTreeMap::new();
+    for entry in entries {
+        let (name, path) = entry
+            .split_once('=')
+            .with_context(|| format!("--model `{entry}` is not NAME=PATH"))?;
+        let def: ModelDef = toml::from_str(&format!("path = {path:?}"))?;
+        defs.insert(name.to_owned(), def);
+    }
+    let models = Models::load(&defs, &InferenceConfig::default())?;
+    Ok((defs.into_keys().collect(), models))
+}
+
 fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<Event>> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -186,6 +204,7 @@ fn test(mut args: TestArgs) -> anyhow::Result<()> {
         )
     })?;
     let config = build_config(args.config_json.as_deref(), &args.config)?;
+    let (granted, models) = load_models(&args.models)?;
     let spec = StageSpec {
         stage: Arc::from(name.as_str()),
         config: config.to_string(),
@@ -198,9 +217,11 @@ fn test(mut args: TestArgs) -> anyhow::Result<()> {
         grants: Grants {
             dirs: parse_dirs(&args.dirs)?,
             env: args.env.clone(),
+            models: granted.clone(),
             ..Grants::default()
         },
         state: StateStore::in_memory(),
+        models: models.grant(&name, &granted)?,
     };
     let pool = InstancePool::new(&runtime, plugin, world, spec, 1)?;
     let mut out = std::io::stdout().lock();

@@ -23,6 +23,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 pub use graph::{Graph, Node, NodeKind};
 
+use crate::inference::{InferenceConfig, ModelDef};
 use crate::runtime::{Grants, Limits};
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
@@ -39,6 +40,10 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     pub broker: Option<BrokerConfig>,
     pub plugins: BTreeMap<String, PluginDef>,
+    /// ONNX models (`[models.NAME]`), paths resolved; loaded at startup.
+    pub models: BTreeMap<String, ModelDef>,
+    /// Where ONNX Runtime comes from (`[inference]`).
+    pub inference: InferenceConfig,
     pub sources: BTreeMap<String, Stage<dyn SourceConfig>>,
     pub transforms: BTreeMap<String, Stage<dyn TransformConfig>>,
     pub sinks: BTreeMap<String, Stage<dyn SinkConfig>>,
@@ -137,11 +142,13 @@ impl std::fmt::Display for Input {
 /// The route every stage has for events it could not handle.
 pub const DEAD_LETTER: &str = "dead_letter";
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "data_dir",
     "api",
     "broker",
     "plugins",
+    "models",
+    "inference",
     "sources",
     "transforms",
     "sinks",
@@ -284,6 +291,8 @@ impl Loader {
             api: None,
             broker: None,
             plugins: BTreeMap::new(),
+            models: BTreeMap::new(),
+            inference: InferenceConfig::default(),
             sources: BTreeMap::new(),
             transforms: BTreeMap::new(),
             sinks: BTreeMap::new(),
@@ -304,6 +313,20 @@ impl Loader {
                                 .plugins
                                 .insert(name.into_inner().into_owned(), plugin);
                         }
+                    }
+                }
+                "models" => {
+                    for (name, value) in self.section(value, "models") {
+                        if let Some(mut model) = self.typed::<ModelDef>(value) {
+                            model.path = self.resolve(&model.path);
+                            config.models.insert(name.into_inner().into_owned(), model);
+                        }
+                    }
+                }
+                "inference" => {
+                    if let Some(mut inference) = self.typed::<InferenceConfig>(value) {
+                        inference.library = inference.library.map(|path| self.resolve(&path));
+                        config.inference = inference;
                     }
                 }
                 "sources" => {
@@ -472,6 +495,16 @@ impl Loader {
 
     fn check_plugins(&mut self, config: &Config) {
         for (name, plugin) in &config.plugins {
+            for model in &plugin.grants.models {
+                if !config.models.contains_key(model) {
+                    let hint = match did_you_mean(model, config.models.keys().map(String::as_str)) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!("define it: [models.{model}] path = \"….onnx\""),
+                    };
+                    self.error(plugin.path_span.clone(), format!("plugin `{name}` is granted model `{model}`, which no `[models.{model}]` defines"))
+                        .hint = Some(hint);
+                }
+            }
             match std::fs::read(&plugin.path) {
                 Err(error) => {
                     self.error(plugin.path_span.clone(), format!("plugin `{name}`: cannot read {}: {error}", plugin.path.display()))

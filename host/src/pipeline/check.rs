@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
+use crate::inference::Models;
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::stage::BuildContext;
 use crate::state::StateStore;
@@ -33,6 +34,13 @@ pub fn check_plugins(config: &Config) -> Vec<String> {
         }
     }
     let state = StateStore::in_memory();
+    let models = match Models::load(&config.models, &config.inference) {
+        Ok(models) => models,
+        Err(error) => {
+            problems.push(error.to_string());
+            return problems;
+        }
+    };
     for (stage, _, declaration) in config.declarations() {
         let Some(plugin) = declaration.plugin else {
             continue;
@@ -46,6 +54,7 @@ pub fn check_plugins(config: &Config) -> Vec<String> {
             runtime: &runtime,
             plugins: &plugins,
             state: &state,
+            models: &models,
             data_dir: &config.data_dir,
         };
         if let Err(error) = context.pool(plugin.name.get_ref(), plugin.world, plugin.config, 1) {

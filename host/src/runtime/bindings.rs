@@ -28,5 +28,25 @@ pub mod collector {
     });
 }
 
+/// The `scorer` world is `processor` plus `inference`; only the `inference` interface is
+/// new, so everything else reuses the processor's bindings. Its components are linked
+/// as processors (the exports are the same).
+pub mod scorer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scorer",
+        imports: { default: trappable },
+        with: {
+            "sluice:plugin/types": super::processor::sluice::plugin::types,
+            "sluice:plugin/log": super::processor::sluice::plugin::log,
+            "sluice:plugin/metrics": super::processor::sluice::plugin::metrics,
+            "sluice:plugin/state": super::processor::sluice::plugin::state,
+            "sluice:plugin/limits": super::processor::sluice::plugin::limits,
+            "sluice:plugin/inference.model": crate::runtime::capabilities::inference::ModelHandle,
+        },
+    });
+}
+
 pub use processor::sluice::plugin::types as wit;
 pub use processor::sluice::plugin::{limits, log, metrics, state, types};
+pub use scorer::sluice::plugin::inference;

@@ -47,8 +47,9 @@ pub enum PluginError {
     Link { plugin: String, reason: String },
 
     #[error(
-        "plugin `{plugin}` imports {}, which stage `{stage}` is not granted; add \"{capability}\" to grants.capabilities",
-        capability.interface()
+        "plugin `{plugin}` imports {}, which stage `{stage}` is not granted; {}",
+        capability.interface(),
+        capability.how_to_grant()
     )]
     NotGranted {
         plugin: String,

@@ -20,11 +20,16 @@ pub struct Grants {
     /// Names of host environment variables the plugin may read.
     #[serde(default)]
     pub env: Vec<String>,
-    /// Host interfaces the plugin may import (`log`, `metrics`, `state`, `limits`);
+    /// Host interfaces the plugin may import (`log`, `metrics`, `state`, `limits`;
+    /// `inference` follows `models`);
     /// all of them unless the config narrows the list. A plugin that imports one more
     /// does not start.
     #[serde(default = "all_capabilities")]
     pub capabilities: BTreeSet<Capability>,
+    /// ONNX models (`[models.NAME]`) the plugin may run through the `inference`
+    /// capability; any other is denied. Listing one links the capability.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 fn all_capabilities() -> BTreeSet<Capability> {
@@ -37,6 +42,7 @@ impl Default for Grants {
             dirs: Vec::new(),
             env: Vec::new(),
             capabilities: all_capabilities(),
+            models: Vec::new(),
         }
     }
 }
@@ -52,6 +58,18 @@ pub struct DirGrant {
 }
 
 impl Grants {
+    /// The capabilities to link: those listed, with `inference` exactly when a model is
+    /// granted (a plugin without models has nothing to run, and one with models needs
+    /// no second grant).
+    pub fn linked(&self) -> BTreeSet<Capability> {
+        let mut linked = self.capabilities.clone();
+        linked.remove(&Capability::Inference);
+        if !self.models.is_empty() {
+            linked.insert(Capability::Inference);
+        }
+        linked
+    }
+
     /// A WASI context that carries exactly these grants.
     pub(crate) fn wasi_builder(&self) -> Result<WasiCtxBuilder, (String, String)> {
         let mut builder = WasiCtxBuilder::new();

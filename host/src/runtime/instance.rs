@@ -18,6 +18,7 @@ use super::plugin::{Plugin, World};
 use super::stderr::StderrTail;
 use super::store::StoreData;
 use crate::event::Event;
+use crate::inference::StageModels;
 use crate::state::{StateError, StateStore};
 
 /// Everything a stage decides about its plugin instances.
@@ -29,6 +30,8 @@ pub struct StageSpec {
     pub limits: Limits,
     pub grants: Grants,
     pub state: Arc<StateStore>,
+    /// The models the stage is granted (`grants.models`), loaded.
+    pub models: StageModels,
 }
 
 /// A plugin linked for one stage, with only the capabilities the stage grants.
@@ -43,7 +46,7 @@ impl StagePre {
         plugin: &Plugin,
         spec: &StageSpec,
     ) -> Result<StagePre, PluginError> {
-        let granted = &spec.grants.capabilities;
+        let granted = &spec.grants.linked();
         check_imports(plugin, &runtime.engine, &spec.stage, granted)?;
         let link_error = |error: wasmtime::Error| PluginError::Link {
             plugin: plugin.name.clone(),
@@ -176,6 +179,7 @@ impl Instance {
         accept: impl FnOnce(R) -> Result<T, CallFailure>,
     ) -> Result<T, CallFailure> {
         arm(&mut self.store, &self.limits, self.fuel_enabled);
+        self.store.data_mut().inference.new_call();
         let outcome = match f(&mut self.store, &self.exports) {
             Ok(Ok(value)) => accept(value),
             Ok(Err(message)) => Err(CallFailure::Returned(message)),

@@ -60,6 +60,13 @@ pub struct Limits {
     /// Size of the `data` buffer of one call's output.
     #[serde(default = "default_output_bytes_per_call")]
     pub output_bytes_per_call: u64,
+    /// Bytes of tensors (inputs and outputs) one call may exchange with the host's
+    /// models: the host holds them while the model runs.
+    #[serde(default = "default_inference_bytes_per_call")]
+    pub inference_bytes_per_call: u64,
+    /// Model runs one call may make: each costs host CPU outside the call's fuel.
+    #[serde(default = "default_inference_runs_per_call")]
+    pub inference_runs_per_call: u32,
 }
 
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
@@ -108,6 +115,14 @@ fn default_output_bytes_per_call() -> u64 {
     16 << 20
 }
 
+fn default_inference_bytes_per_call() -> u64 {
+    64 << 20
+}
+
+fn default_inference_runs_per_call() -> u32 {
+    16
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -123,6 +138,8 @@ impl Default for Limits {
             metric_series: default_metric_series(),
             outputs_per_call: default_outputs_per_call(),
             output_bytes_per_call: default_output_bytes_per_call(),
+            inference_bytes_per_call: default_inference_bytes_per_call(),
+            inference_runs_per_call: default_inference_runs_per_call(),
         }
     }
 }

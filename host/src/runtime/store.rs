@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::capabilities::StageShared;
+use super::capabilities::inference::{InferenceCtx, InferenceView};
 use super::capabilities::limits::{LimitsCtx, LimitsView};
 use super::capabilities::log::{LogCtx, LogView};
 use super::capabilities::metrics::{MetricsCtx, MetricsView};
@@ -25,6 +26,7 @@ pub struct StoreData {
     pub(crate) metrics: MetricsCtx,
     pub(crate) state: StateCtx,
     pub(crate) limits: LimitsCtx,
+    pub(crate) inference: InferenceCtx,
 }
 
 impl StoreData {
@@ -42,6 +44,7 @@ impl StoreData {
             metrics: MetricsCtx::new(stage.clone(), shared.metrics.clone()),
             state: StateCtx::new(spec.state.clone(), stage.clone(), &spec.limits),
             limits: LimitsCtx::new(&spec.limits),
+            inference: InferenceCtx::new(stage.clone(), spec.models.clone(), &spec.limits),
         }
     }
 }
@@ -76,6 +79,12 @@ impl StateView for StoreData {
 impl LimitsView for StoreData {
     fn limits(&mut self) -> &mut LimitsCtx {
         &mut self.limits
+    }
+}
+
+impl InferenceView for StoreData {
+    fn inference(&mut self) -> &mut InferenceCtx {
+        &mut self.inference
     }
 }
 

@@ -44,6 +44,7 @@ pub fn spec(stage: &str, config: Value) -> StageSpec {
         limits: Limits::default(),
         grants: Grants::default(),
         state: StateStore::in_memory(),
+        models: Default::default(),
     }
 }
 

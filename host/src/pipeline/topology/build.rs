@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use super::StartError;
 use crate::config::{Config, DEAD_LETTER, PluginDef};
+use crate::inference::Models;
 use crate::runtime::{Plugin, Runtime, RuntimeOptions};
 use crate::sinks::file::FileSinkConfig;
 use crate::sinks::{Sink, SinkConfig};
 use crate::sources::Source;
-use crate::stage::BuildContext;
+use crate::stage::{BuildContext, BuildError};
 use crate::state::StateStore;
 use crate::transforms::Transform;
 
@@ -43,11 +44,13 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
         let loaded = runtime.load(name, &def.path, def.sha256.as_deref())?;
         plugins.insert(name.clone(), (loaded, def.clone()));
     }
+    let models = Models::load(&config.models, &config.inference).map_err(BuildError::Model)?;
     let context = |stage| BuildContext {
         stage,
         runtime: &runtime,
         plugins: &plugins,
         state: &state,
+        models: &models,
         data_dir: &config.data_dir,
     };
 

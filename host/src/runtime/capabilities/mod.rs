@@ -1,10 +1,12 @@
 //! Host capabilities: the WIT interfaces the host implements for plugins. Each is one
-//! module with its own host state (`LogCtx`, `MetricsCtx`, `StateCtx`, `LimitsCtx`),
+//! module with its own host state (`LogCtx`, `MetricsCtx`, `StateCtx`, `LimitsCtx`,
+//! `InferenceCtx`),
 //! its own quotas, and its own `add_to_linker` that reaches that state through a view
 //! trait — the shape of wasmtime-wasi's `WasiView`. A stage's linker holds only the
 //! capabilities its grants list, and a plugin that imports one more fails to start with
 //! an error that says which grant to add.
 
+pub mod inference;
 pub mod limits;
 pub mod log;
 pub mod metrics;
@@ -30,14 +32,17 @@ pub enum Capability {
     Metrics,
     State,
     Limits,
+    /// Linked exactly when the stage is granted a model (`grants.models`).
+    Inference,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::Log,
         Capability::Metrics,
         Capability::State,
         Capability::Limits,
+        Capability::Inference,
     ];
 
     /// The name in `grants.capabilities`, which is also the WIT interface's name.
@@ -47,6 +52,17 @@ impl Capability {
             Capability::Metrics => "metrics",
             Capability::State => "state",
             Capability::Limits => "limits",
+            Capability::Inference => "inference",
+        }
+    }
+
+    /// What to add to the config to grant it.
+    pub fn how_to_grant(self) -> String {
+        match self {
+            Capability::Inference => {
+                "grant it a model: grants.models = [\"NAME\"] with a [models.NAME]".to_owned()
+            }
+            other => format!("add \"{other}\" to grants.capabilities"),
         }
     }
 
@@ -75,6 +91,7 @@ where
         + metrics::MetricsView
         + state::StateView
         + limits::LimitsView
+        + inference::InferenceView
         + 'static,
 {
     // `types` declares records only; every plugin imports it.
@@ -85,6 +102,7 @@ where
             Capability::Metrics => metrics::add_to_linker(linker)?,
             Capability::State => state::add_to_linker(linker)?,
             Capability::Limits => limits::add_to_linker(linker)?,
+            Capability::Inference => inference::add_to_linker(linker)?,
         }
     }
     Ok(())

@@ -32,6 +32,8 @@ impl Topology {
                 api: None,
                 broker: None,
                 plugins: BTreeMap::new(),
+                models: BTreeMap::new(),
+                inference: Default::default(),
                 sources: BTreeMap::new(),
                 transforms: BTreeMap::new(),
                 sinks: BTreeMap::new(),

@@ -1,0 +1,335 @@
+//! ONNX models served where the data flows. `[models.NAME]` entries are loaded once at
+//! startup (file read, sha256 pin checked, inputs and outputs compared with what the
+//! config expects) into a small pool of ONNX Runtime sessions that every stage granted
+//! the model shares. Plugins reach them through the `inference` capability
+//! (`runtime/capabilities/inference.rs`).
+
+mod library;
+mod opset;
+mod tensor;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use serde::Deserialize;
+
+pub use library::{environment, find as find_library};
+pub use opset::opsets;
+pub use tensor::{ElementType, Tensor, TensorSpec};
+
+/// `[inference]`: where ONNX Runtime comes from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// The ONNX Runtime shared library; otherwise `ORT_DYLIB_PATH` or the onnxruntime
+    /// Python package.
+    pub library: Option<PathBuf>,
+}
+
+/// `[models.NAME]`: an ONNX model and how to run it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDef {
+    pub path: PathBuf,
+    /// Optional pin: another file never loads.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The inputs the config expects (name, `type`, shape with -1 for any size); the
+    /// model must declare exactly these, so a model swapped for an incompatible one
+    /// fails at startup rather than on the first batch.
+    #[serde(default)]
+    pub inputs: Vec<TensorSpec>,
+    #[serde(default)]
+    pub outputs: Vec<TensorSpec>,
+    /// Sessions in the pool: how many runs of this model may go on at once.
+    #[serde(default = "one")]
+    pub sessions: usize,
+    /// Threads one run may use inside an operator.
+    #[serde(default = "one")]
+    pub intra_threads: usize,
+    #[serde(default)]
+    pub optimization: Optimization,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// ONNX Runtime's graph optimisation level.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimization {
+    Disable,
+    Basic,
+    Extended,
+    #[default]
+    All,
+}
+
+impl From<Optimization> for GraphOptimizationLevel {
+    fn from(level: Optimization) -> Self {
+        match level {
+            Optimization::Disable => GraphOptimizationLevel::Disable,
+            Optimization::Basic => GraphOptimizationLevel::Level1,
+            Optimization::Extended => GraphOptimizationLevel::Level2,
+            Optimization::All => GraphOptimizationLevel::All,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error("{0}")]
+    Library(String),
+    #[error("model `{model}`: cannot read {path}: {source}")]
+    Read {
+        model: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model `{model}` ({path}): sha256 is {actual} but the config pins {expected}")]
+    PinMismatch {
+        model: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("model `{model}` ({path}): ONNX Runtime cannot load it: {reason}")]
+    Load {
+        model: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("model `{model}` ({path}): {what}")]
+    Mismatch {
+        model: String,
+        path: PathBuf,
+        what: String,
+    },
+    #[error("stage `{stage}` is granted model `{model}`, which no `[models.{model}]` defines")]
+    NotConfigured { stage: String, model: String },
+}
+
+/// Why one run failed; the capability hands it to the plugin as a typed error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("ONNX Runtime failed: {0}")]
+    Runtime(String),
+}
+
+/// A loaded model: its sessions and what it takes and returns.
+pub struct Model {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+}
+
+impl Model {
+    /// Load `def` as model `name`, with the process's ONNX Runtime (from `library`).
+    pub fn load(
+        name: &str,
+        def: &ModelDef,
+        library: Option<&Path>,
+    ) -> Result<Model, InferenceError> {
+        let bytes = std::fs::read(&def.path).map_err(|source| InferenceError::Read {
+            model: name.to_owned(),
+            path: def.path.clone(),
+            source,
+        })?;
+        let sha256 = crate::runtime::sha256_hex(&bytes);
+        if let Some(pin) = &def.sha256
+            && !pin.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(InferenceError::PinMismatch {
+                model: name.to_owned(),
+                path: def.path.clone(),
+                expected: pin.clone(),
+                actual: sha256,
+            });
+        }
+        let environment = library::environment(library)?;
+        let load_error = |reason: String| InferenceError::Load {
+            model: name.to_owned(),
+            path: def.path.clone(),
+            reason,
+        };
+        let sessions = (0..def.sessions.max(1))
+            .map(|_| session(environment, def, &bytes).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| load_error(e.to_string()))?;
+        let mismatch = |what: String| InferenceError::Mismatch {
+            model: name.to_owned(),
+            path: def.path.clone(),
+            what,
+        };
+        let (inputs, outputs) = {
+            let session = sessions[0].lock().unwrap();
+            let specs = |outlets: &[ort::value::Outlet]| {
+                outlets
+                    .iter()
+                    .map(|o| TensorSpec::from_ort(o.name(), o.dtype()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(mismatch)
+            };
+            (specs(session.inputs())?, specs(session.outputs())?)
+        };
+        check_declared("inputs", &def.inputs, &inputs).map_err(mismatch)?;
+        check_declared("outputs", &def.outputs, &outputs).map_err(mismatch)?;
+        tracing::info!(model = name, path = %def.path.display(), sessions = sessions.len(), "model loaded");
+        Ok(Model {
+            name: name.to_owned(),
+            path: def.path.clone(),
+            sha256,
+            inputs,
+            outputs,
+            sessions,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Run the model on `inputs`, which must be exactly its inputs, and return every
+    /// output. Runs use a free session of the pool, else wait for the next in turn.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        for tensor in inputs {
+            let Some(spec) = self.inputs.iter().find(|spec| spec.name == tensor.name) else {
+                return Err(RunError::InvalidInput(format!(
+                    "the model has no input `{}`; its inputs are {}",
+                    tensor.name,
+                    describe(&self.inputs)
+                )));
+            };
+            if let Some(why) = spec.mismatch(tensor) {
+                return Err(RunError::InvalidInput(why));
+            }
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|spec| !inputs.iter().any(|t| t.name == spec.name))
+        {
+            return Err(RunError::InvalidInput(format!(
+                "input `{}` ({missing}) is missing",
+                missing.name
+            )));
+        }
+        let values = inputs
+            .iter()
+            .map(|t| tensor::to_ort(t).map(|value| (t.name.clone(), value)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RunError::InvalidInput)?;
+        let mut session = self.session();
+        let outputs = session
+            .run(values)
+            .map_err(|error| RunError::Runtime(error.to_string()))?;
+        outputs
+            .iter()
+            .map(|(name, value)| tensor::from_ort(name, &value))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RunError::Runtime)
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        (0..n)
+            .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.sessions[start % n]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            })
+    }
+}
+
+/// One session of `def`'s model with its threads and optimisation level.
+fn session(
+    environment: &ort::environment::Environment,
+    def: &ModelDef,
+    bytes: &[u8],
+) -> ort::Result<Session> {
+    Session::builder(environment)?
+        .with_intra_threads(def.intra_threads.max(1))?
+        .with_optimization_level(def.optimization.into())?
+        .commit_from_memory(bytes)
+}
+
+/// `name (type shape), ...` for messages.
+fn describe(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("`{}` ({s})", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Fail unless the model's `actual` inputs (or outputs) are those the config declares;
+/// an empty declaration accepts any.
+fn check_declared(
+    what: &str,
+    declared: &[TensorSpec],
+    actual: &[TensorSpec],
+) -> Result<(), String> {
+    let agrees = declared.len() == actual.len()
+        && declared.iter().all(|d| actual.iter().any(|a| d.accepts(a)));
+    if declared.is_empty() || agrees {
+        return Ok(());
+    }
+    Err(format!(
+        "the config expects {what} {} but the model has {}",
+        describe(declared),
+        describe(actual)
+    ))
+}
+
+/// Every model of a pipeline, loaded once and shared by the stages granted them.
+#[derive(Default)]
+pub struct Models {
+    models: BTreeMap<String, Arc<Model>>,
+}
+
+/// The models one stage is granted, by name.
+pub type StageModels = Arc<BTreeMap<String, Arc<Model>>>;
+
+impl Models {
+    /// Load every model of `defs`. ONNX Runtime is looked for only if there is one.
+    pub fn load(
+        defs: &BTreeMap<String, ModelDef>,
+        config: &InferenceConfig,
+    ) -> Result<Models, InferenceError> {
+        let models = defs
+            .iter()
+            .map(|(name, def)| {
+                Model::load(name, def, config.library.as_deref())
+                    .map(|m| (name.clone(), Arc::new(m)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Models { models })
+    }
+
+    /// The models `stage` is granted; each must be configured.
+    pub fn grant(&self, stage: &str, names: &[String]) -> Result<StageModels, InferenceError> {
+        names
+            .iter()
+            .map(|name| {
+                self.models
+                    .get(name)
+                    .map(|model| (name.clone(), model.clone()))
+                    .ok_or_else(|| InferenceError::NotConfigured {
+                        stage: stage.to_owned(),
+                        model: name.clone(),
+                    })
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map(Arc::new)
+    }
+}
