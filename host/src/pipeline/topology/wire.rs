@@ -25,7 +25,8 @@ type Input = mpsc::Receiver<Batch>;
 pub(super) struct Wired {
     pub sources: Vec<(String, Box<dyn Source>, Outputs)>,
     pub transforms: Vec<(Box<dyn Transform>, Input, Outputs)>,
-    pub sinks: Vec<(String, Box<dyn Sink>, Input)>,
+    /// With the dead-letter outputs of sinks that may refuse events.
+    pub sinks: Vec<(String, Box<dyn Sink>, Input, Option<Outputs>)>,
     pub api: Option<tokio::net::TcpListener>,
 }
 
@@ -97,7 +98,12 @@ pub(super) fn wire(config: &Config, built: Built) -> Wired {
         .into_iter()
         .map(|(name, sink)| {
             let input = receivers.remove(&name).expect("every sink has an input");
-            (name, sink, input)
+            let rejects = config
+                .sinks
+                .get(&name)
+                .is_some_and(|stage| stage.config.declare().rejects);
+            let dead_letters = rejects.then(|| outputs_of(&name, Vec::new()));
+            (name, sink, input, dead_letters)
         })
         .collect();
     Wired {
