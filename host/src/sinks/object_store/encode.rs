@@ -209,19 +209,19 @@ impl Encoder {
                     .schema
                     .clone()
                     .expect("a Parquet body is made only under a declared schema");
-                let (batch, rejected) = match self.decode(&schema, events.iter().copied()) {
+                let (batch, rejected) = match self.decode(&schema, events) {
                     Ok(batch) => (batch, Vec::new()),
                     Err(_) => {
                         // Find the culprits one by one, then take the rest together.
                         let mut rejected = Vec::new();
                         let mut fit = Vec::with_capacity(events.len());
                         for (index, event) in events.iter().enumerate() {
-                            match self.decode(&schema, [*event]) {
+                            match self.decode(&schema, &[*event]) {
                                 Ok(_) => fit.push(*event),
                                 Err(error) => rejected.push((index, reason(error))),
                             }
                         }
-                        (self.decode(&schema, fit)?, rejected)
+                        (self.decode(&schema, &fit)?, rejected)
                     }
                 };
                 if let Some(batch) = batch {
@@ -232,21 +232,24 @@ impl Encoder {
         }
     }
 
-    fn decode<'e>(
+    fn decode(
         &self,
         schema: &SchemaRef,
-        events: impl IntoIterator<Item = &'e Event>,
+        events: &[&Event],
     ) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
         let mut decoder = ReaderBuilder::new(schema.clone())
-            .with_batch_size(usize::MAX)
+            .with_batch_size(events.len().max(1))
             .with_strict_mode(self.reject_unknown_fields)
             .build_decoder()?;
         for event in events {
             // The decoder reads a stream: a payload holding half an object, or two,
             // would shift every row after it.
             let before = decoder.len();
-            decoder.decode(&event.payload)?;
-            if decoder.has_partial_record() || decoder.len() != before + 1 {
+            let read = decoder.decode(&event.payload)?;
+            if read != event.payload.len()
+                || decoder.has_partial_record()
+                || decoder.len() != before + 1
+            {
                 return Err(arrow_schema::ArrowError::JsonError(
                     "payload is not one JSON object".into(),
                 ));
