@@ -54,7 +54,7 @@ fn arrow_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("device_id", DataType::Utf8, false),
         Field::new("seq", DataType::Int64, true),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())), true),
         Field::new("temperature", DataType::Float64, true),
         Field::new("battery", DataType::Float64, true),
         Field::new("site", DataType::Utf8, true),

@@ -66,8 +66,9 @@ fn data_type(name: &str) -> Result<DataType, String> {
         "float32" => DataType::Float32,
         "float64" => DataType::Float64,
         "date" => DataType::Date32,
-        "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        "timestamp_us" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        // An offset, not a zone name: zone names need the chrono-tz tables in arrow.
+        "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+        "timestamp_us" => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
         other => {
             return Err(format!(
                 "unknown column type `{other}`; use string, bool, int32, int64, float32, \
@@ -215,13 +216,26 @@ impl Encoder {
                         // Find the culprits one by one, then take the rest together.
                         let mut rejected = Vec::new();
                         let mut fit = Vec::with_capacity(events.len());
+                        let mut fit_indices = Vec::with_capacity(events.len());
                         for (index, event) in events.iter().enumerate() {
                             match self.decode(&schema, &[*event]) {
-                                Ok(_) => fit.push(*event),
+                                Ok(_) => {
+                                    fit.push(*event);
+                                    fit_indices.push(index);
+                                }
                                 Err(error) => rejected.push((index, reason(error))),
                             }
                         }
-                        (self.decode(&schema, &fit)?, rejected)
+                        match self.decode(&schema, &fit) {
+                            Ok(batch) => (batch, rejected),
+                            // Rows that fit one by one but not together: refuse them
+                            // rather than retry a batch that can never be encoded.
+                            Err(error) => {
+                                let why = reason(error);
+                                rejected.extend(fit_indices.into_iter().map(|i| (i, why.clone())));
+                                (None, rejected)
+                            }
+                        }
                     }
                 };
                 if let Some(batch) = batch {
