@@ -54,7 +54,11 @@ fn arrow_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("device_id", DataType::Utf8, false),
         Field::new("seq", DataType::Int64, true),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())), true),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            true,
+        ),
         Field::new("temperature", DataType::Float64, true),
         Field::new("battery", DataType::Float64, true),
         Field::new("site", DataType::Utf8, true),
@@ -110,7 +114,10 @@ fn direct(events: &[Event]) -> (Duration, u64) {
         .set_max_row_group_row_count(Some(128 * 1024))
         .build();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties)).unwrap();
-    let mut decoder = ReaderBuilder::new(schema).with_batch_size(BATCH).build_decoder().unwrap();
+    let mut decoder = ReaderBuilder::new(schema)
+        .with_batch_size(BATCH)
+        .build_decoder()
+        .unwrap();
     for chunk in events.chunks(BATCH) {
         for event in chunk {
             decoder.decode(&event.payload).unwrap();
@@ -124,7 +131,10 @@ fn direct(events: &[Event]) -> (Duration, u64) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let events = telemetry();
     let input_bytes: usize = events.iter().map(|e| e.payload.len()).sum();
     let (mut sluice_best, mut direct_best) = (Duration::MAX, Duration::MAX);
@@ -146,9 +156,15 @@ fn main() {
             bytes
         );
     };
-    println!("| writer ({EVENTS} events, {input_bytes} JSON bytes) | events/s | input MB/s | Parquet bytes |");
+    println!(
+        "| writer ({EVENTS} events, {input_bytes} JSON bytes) | events/s | input MB/s | Parquet bytes |"
+    );
     println!("|---|---:|---:|---:|");
-    row("sluice object_store sink (16 devices x 2 hours = 32 objects)", sluice_best, sluice_bytes);
+    row(
+        "sluice object_store sink (16 devices x 2 hours = 32 objects)",
+        sluice_best,
+        sluice_bytes,
+    );
     row("arrow-rs directly (one file)", direct_best, direct_bytes);
     println!(
         "| sluice relative to direct | {:.0}% | | |",

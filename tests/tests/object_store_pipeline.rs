@@ -64,7 +64,9 @@ fn post_all(pipeline: &HttpPipeline, total: u64) -> Duration {
                     if first >= total {
                         return;
                     }
-                    let body: Vec<String> = (first..(first + EVENTS_PER_POST).min(total)).map(event).collect();
+                    let body: Vec<String> = (first..(first + EVENTS_PER_POST).min(total))
+                        .map(event)
+                        .collect();
                     let body = body.join("\n");
                     let started = Instant::now();
                     loop {
@@ -81,8 +83,7 @@ fn post_all(pipeline: &HttpPipeline, total: u64) -> Duration {
             });
         }
     });
-    let slowest = *slowest.lock().unwrap();
-    slowest
+    *slowest.lock().unwrap()
 }
 
 fn expected_partitions() -> Vec<String> {
@@ -113,8 +114,15 @@ fn two_hundred_thousand_events_become_parquet_on_s3_with_their_types_and_values(
     assert_eq!(stored["types"]["seq"], "int64", "{stored}");
     assert_eq!(stored["types"]["temperature"], "double", "{stored}");
     assert_eq!(stored["types"]["device_id"], "string", "{stored}");
-    assert_eq!(stored["types"]["ts"], "timestamp[ms, tz=+00:00]", "{stored}");
-    assert_eq!(stored["partitions"], serde_json::json!(expected_partitions()), "{stored}");
+    assert_eq!(
+        stored["types"]["ts"], "timestamp[ms, tz=+00:00]",
+        "{stored}"
+    );
+    assert_eq!(
+        stored["partitions"],
+        serde_json::json!(expected_partitions()),
+        "{stored}"
+    );
     assert!(stored["files"].as_u64().unwrap() >= 8, "{stored}");
 }
 
@@ -124,7 +132,10 @@ fn a_local_directory_gets_the_same_layout() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = HttpPipeline::start(
         SOURCE,
-        &sink(&format!("file://{}", dir.path().display()), "compression = \"snappy\""),
+        &sink(
+            &format!("file://{}", dir.path().display()),
+            "compression = \"snappy\"",
+        ),
         std::process::Stdio::null(),
     );
     post_all(&pipeline, TOTAL);
@@ -132,7 +143,11 @@ fn a_local_directory_gets_the_same_layout() {
     assert_eq!(stored["rows"], TOTAL, "{stored}");
     assert_eq!(stored["distinct"], TOTAL, "{stored}");
     assert_eq!(stored["wrong_values"], 0, "{stored}");
-    assert_eq!(stored["partitions"], serde_json::json!(expected_partitions()[..4]), "{stored}");
+    assert_eq!(
+        stored["partitions"],
+        serde_json::json!(expected_partitions()[..4]),
+        "{stored}"
+    );
 }
 
 #[test]
@@ -152,7 +167,10 @@ fn the_s3_server_frozen_for_ten_seconds_loses_nothing() {
         s3.resume();
         poster.join().unwrap()
     });
-    assert!(slowest >= Duration::from_secs(5), "the outage held deliveries back ({slowest:?})");
+    assert!(
+        slowest >= Duration::from_secs(5),
+        "the outage held deliveries back ({slowest:?})"
+    );
     let stored = read_back(&s3.bucket_dir("lake").join("telemetry"));
     assert_eq!(stored["distinct"], TOTAL, "every event is stored: {stored}");
     assert_eq!(stored["wrong_values"], 0, "{stored}");

@@ -9,7 +9,9 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{Batch, DeadLetter, Outputs, SinkError, StageError, StageFailure, StageMetrics};
+use crate::pipeline::{
+    Batch, DeadLetter, Outputs, SinkError, StageError, StageFailure, StageMetrics,
+};
 use crate::stage::{BuildContext, BuildError, Declaration};
 
 crate::registry! { SinkConfig:

@@ -18,9 +18,15 @@ pub struct S3 {
 }
 
 fn binary() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let path = home.join(".cargo/bin/s3s-fs");
-    assert!(path.exists(), "{} is missing: run scripts/setup", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup",
+        path.display()
+    );
     path
 }
 

@@ -87,7 +87,13 @@ impl Pipeline {
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         for (name, sink, input, dead_letters) in wired.sinks {
-            tasks.spawn(crate::sinks::run(name, sink, input, dead_letters, abort.clone()));
+            tasks.spawn(crate::sinks::run(
+                name,
+                sink,
+                input,
+                dead_letters,
+                abort.clone(),
+            ));
         }
         for (transform, input, outputs) in wired.transforms {
             tasks.spawn(transform.run(input, outputs));

@@ -21,12 +21,14 @@ pub const CHANNEL_BATCHES: usize = 4;
 /// A stage's input.
 type Input = mpsc::Receiver<Batch>;
 
+/// A sink, its input, and its dead-letter outputs if it may refuse events.
+pub(super) type WiredSink = (String, Box<dyn Sink>, Input, Option<Outputs>);
+
 /// Built stages with their channels: ready to spawn.
 pub(super) struct Wired {
     pub sources: Vec<(String, Box<dyn Source>, Outputs)>,
     pub transforms: Vec<(Box<dyn Transform>, Input, Outputs)>,
-    /// With the dead-letter outputs of sinks that may refuse events.
-    pub sinks: Vec<(String, Box<dyn Sink>, Input, Option<Outputs>)>,
+    pub sinks: Vec<WiredSink>,
     pub api: Option<tokio::net::TcpListener>,
 }
 

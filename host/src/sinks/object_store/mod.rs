@@ -208,6 +208,11 @@ struct Sealed {
     held: Held,
 }
 
+/// An open object: its partition path and stream.
+type ObjectKey = (String, Stream);
+/// An event on its way into an object, with its token and its Kafka offset.
+type Entry = (Event, Ack, Option<i64>);
+
 struct Writer {
     prefix: Path,
     encoder: Encoder,
@@ -215,7 +220,7 @@ struct Writer {
     max_events: usize,
     max_bytes: u64,
     max_age: Duration,
-    open: HashMap<(String, Stream), Open>,
+    open: HashMap<ObjectKey, Open>,
     sealed: Vec<Sealed>,
 }
 
@@ -225,7 +230,7 @@ impl Writer {
     fn add(&mut self, batch: Batch) -> Result<Vec<DeadLetter>, encode::EncodeError> {
         // If encoding fails halfway, no event of this batch may count as stored.
         let guard = Held(batch.acks.clone());
-        let mut groups: BTreeMap<(String, Stream), Vec<(Event, Ack, Option<i64>)>> = BTreeMap::new();
+        let mut groups: BTreeMap<ObjectKey, Vec<Entry>> = BTreeMap::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
             let partition = self.partitioner.render(&event);
             let (stream, offset) = layout::stream_of(&event);
@@ -286,7 +291,7 @@ impl Writer {
         due.iter().try_for_each(|key| self.seal(key))
     }
 
-    fn seal(&mut self, key: &(String, Stream)) -> Result<(), encode::EncodeError> {
+    fn seal(&mut self, key: &ObjectKey) -> Result<(), encode::EncodeError> {
         let Some(open) = self.open.remove(key) else {
             return Ok(());
         };
