@@ -503,3 +503,20 @@ fn the_graph_prints_as_dot_and_mermaid() {
     );
     assert!(graph.to_mermaid().contains("  route -->|alerts| screen"));
 }
+
+#[cfg(feature = "object-store")]
+#[test]
+fn a_parquet_object_store_sink_has_a_dead_letter_route_and_a_file_sink_has_none() {
+    let text = valid()
+        + "\n[sinks.lake]\ntype = \"object_store\"\ninputs = [\"route\"]\nurl = \"memory://\"\n\
+           \n[sinks.refused]\ntype = \"file\"\ninputs = [\"lake.dead_letter\"]\npath = \"refused\"\n";
+    Config::from_text(Path::new("pipeline.toml"), &text, |_| None).unwrap();
+
+    let text = valid().replace(r#""hot.dead_letter""#, r#""files.dead_letter""#);
+    let (message, _, at) = only(&errors(&text));
+    assert_eq!(
+        message,
+        "stage `screen` reads from `files`, which is a sink and has no output"
+    );
+    assert_eq!(at, position_of(&text, r#""files.dead_letter""#));
+}

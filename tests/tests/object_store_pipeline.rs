@@ -1,7 +1,8 @@
 //! The object-store sink against a real S3-protocol server (s3s-fs) and the local
 //! filesystem, read back by an independent Parquet reader (pyarrow): every event
-//! stored once with its types and values, in the configured Hive partitions, and
-//! nothing lost while the S3 server is frozen for 10 s.
+//! stored once with its types and values, in the configured Hive partitions; nothing
+//! lost while the S3 server is frozen for 10 s; events outside the declared schema on
+//! the sink's dead-letter route with their reasons.
 
 mod harness;
 
@@ -174,4 +175,37 @@ fn the_s3_server_frozen_for_ten_seconds_loses_nothing() {
     let stored = read_back(&s3.bucket_dir("lake").join("telemetry"));
     assert_eq!(stored["distinct"], TOTAL, "every event is stored: {stored}");
     assert_eq!(stored["wrong_values"], 0, "{stored}");
+}
+
+#[test]
+fn events_outside_the_schema_go_to_the_sinks_dead_letter_route_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = sink(&format!("file://{}", dir.path().display()), "")
+        + "\n[sinks.refused]\ntype = \"file\"\ninputs = [\"lake.dead_letter\"]\npath = \"refused\"\n";
+    let pipeline = HttpPipeline::start(SOURCE, &stages, std::process::Stdio::null());
+    let body = format!(
+        "{}\n{}\n{}",
+        event(0),
+        r#"{"device_id":"d1","seq":"one","temperature":1.0,"ts":1795948920000}"#,
+        r#"{"seq":2}"#
+    );
+    let (status, _) = pipeline.post("/ingest", &[], body.as_bytes());
+    assert_eq!(
+        status, 200,
+        "refused events count as handled: they are dead letters"
+    );
+    let stored = read_back(dir.path());
+    assert_eq!(stored["rows"], 1, "{stored}");
+    let letters = read_lines(&pipeline.data("refused"));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters.iter().all(|l| l["stage"] == "lake"), "{letters:?}");
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("one")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("device_id")),
+        "{reasons:?}"
+    );
 }
