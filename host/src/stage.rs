@@ -117,6 +117,9 @@ pub struct Declaration<'a> {
     pub listens: Vec<SocketAddr>,
     /// Directories the stage writes (relative ones are inside `data_dir`).
     pub writes: Vec<PathBuf>,
+    /// A sink that may refuse events it cannot store as they are (e.g. outside a
+    /// declared schema): it gets a `dead_letter` route, as every other stage has.
+    pub rejects: bool,
 }
 
 /// A plugin a stage runs: which, as what world, with which `init` config.

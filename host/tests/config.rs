@@ -539,3 +539,20 @@ fn kafka_stages_check_their_keys_and_draw_in_the_graph() {
             .contains("\"screen\" [shape=house, label=\"screen\\n(kafka)\"];")
     );
 }
+
+#[cfg(feature = "object-store")]
+#[test]
+fn a_parquet_object_store_sink_has_a_dead_letter_route_and_a_file_sink_has_none() {
+    let text = valid()
+        + "\n[sinks.lake]\ntype = \"object_store\"\ninputs = [\"route\"]\nurl = \"memory://\"\n\
+           \n[sinks.refused]\ntype = \"file\"\ninputs = [\"lake.dead_letter\"]\npath = \"refused\"\n";
+    Config::from_text(Path::new("pipeline.toml"), &text, |_| None).unwrap();
+
+    let text = valid().replace(r#""hot.dead_letter""#, r#""files.dead_letter""#);
+    let (message, _, at) = only(&errors(&text));
+    assert_eq!(
+        message,
+        "stage `screen` reads from `files`, which is a sink and has no output"
+    );
+    assert_eq!(at, position_of(&text, r#""files.dead_letter""#));
+}

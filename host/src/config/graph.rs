@@ -22,6 +22,9 @@ pub struct Node {
     pub inputs: Vec<Input>,
     /// Named routes the stage declares (besides its default output and `dead_letter`).
     pub routes: Vec<String>,
+    /// Whether it has a `dead_letter` route: every source and transform, and the sinks
+    /// that may refuse events.
+    pub dead_letter: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +42,7 @@ impl Graph {
                 component: stage.kind.to_owned(),
                 inputs: Vec::new(),
                 routes: Vec::new(),
+                dead_letter: true,
             });
         }
         for (name, stage) in &config.transforms {
@@ -54,6 +58,7 @@ impl Graph {
                     .iter()
                     .map(|r| r.get_ref().clone())
                     .collect(),
+                dead_letter: true,
             });
         }
         for (name, stage) in &config.sinks {
@@ -63,6 +68,7 @@ impl Graph {
                 component: stage.kind.to_owned(),
                 inputs: stage.inputs.clone(),
                 routes: Vec::new(),
+                dead_letter: stage.config.declare().rejects,
             });
         }
         Graph { nodes }
@@ -225,7 +231,8 @@ pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<D
                 diagnostics.push(diagnostic);
                 continue;
             };
-            if upstream.kind == NodeKind::Sink {
+            let reads_dead_letters = input.route.as_deref() == Some(DEAD_LETTER);
+            if upstream.kind == NodeKind::Sink && !(upstream.dead_letter && reads_dead_letters) {
                 diagnostics.push(Diagnostic::new(
                     Some(input.span.clone()),
                     format!(

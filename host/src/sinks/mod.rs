@@ -9,7 +9,9 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{Batch, SinkError, StageError, StageFailure, StageMetrics};
+use crate::pipeline::{
+    Batch, DeadLetter, Outputs, SinkError, StageError, StageFailure, StageMetrics,
+};
 use crate::stage::{BuildContext, BuildError, Declaration};
 
 crate::registry! { SinkConfig:
@@ -17,6 +19,7 @@ crate::registry! { SinkConfig:
     "console" => console::ConsoleSinkConfig,
     #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSinkConfig,
     #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSinkConfig,
+    #[cfg(feature = "object-store")] "object_store" => object_store::ObjectStoreSinkConfig,
 }
 
 /// The config of one sink kind.
@@ -37,17 +40,24 @@ pub trait Sink: Send {
     /// task, after every stage is built.
     fn start(&mut self) {}
     fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>>;
+    /// The events refused since the last call, with why, for the `dead_letter` route.
+    /// Only sinks that declare `rejects` refuse; a refused event is not written.
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        Vec::new()
+    }
     /// Finish: flush buffers, wait for outstanding broker acknowledgements.
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>>;
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Feed `input` into `sink` until every upstream stage is done.
+/// Feed `input` into `sink` until every upstream stage is done; what it refuses goes
+/// to `dead_letters` (present when the sink declares `rejects`).
 pub async fn run(
     stage: String,
     mut sink: Box<dyn Sink>,
     mut input: mpsc::Receiver<Batch>,
+    dead_letters: Option<Outputs>,
     abort: CancellationToken,
 ) -> Result<(), StageError> {
     let metrics = StageMetrics::new(&stage);
@@ -77,7 +87,15 @@ pub async fn run(
                 }
             }
         }
-        metrics.events_out.increment(count);
+        let rejected = sink.take_rejected();
+        let refused = rejected.len() as u64;
+        if let Some(outputs) = &dead_letters {
+            outputs
+                .dead_letter(rejected)
+                .await
+                .map_err(|closed| StageError::new(&stage, closed))?;
+        }
+        metrics.events_out.increment(count - refused);
         metrics
             .batch_seconds
             .record(started.elapsed().as_secs_f64());

@@ -102,5 +102,12 @@ fn needs_dead_letter_fallback(config: &Config) -> bool {
         .sources
         .keys()
         .chain(config.transforms.keys())
+        .chain(
+            config
+                .sinks
+                .iter()
+                .filter(|(_, stage)| stage.config.declare().rejects)
+                .map(|(name, _)| name),
+        )
         .any(|name| !consumers.contains_key(&(name.clone(), Some(DEAD_LETTER.to_owned()))))
 }

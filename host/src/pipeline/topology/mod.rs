@@ -86,8 +86,14 @@ impl Pipeline {
         let abort = CancellationToken::new();
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
-        for (name, sink, input) in wired.sinks {
-            tasks.spawn(crate::sinks::run(name, sink, input, abort.clone()));
+        for (name, sink, input, dead_letters) in wired.sinks {
+            tasks.spawn(crate::sinks::run(
+                name,
+                sink,
+                input,
+                dead_letters,
+                abort.clone(),
+            ));
         }
         for (transform, input, outputs) in wired.transforms {
             tasks.spawn(transform.run(input, outputs));

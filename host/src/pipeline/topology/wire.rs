@@ -21,11 +21,14 @@ pub const CHANNEL_BATCHES: usize = 4;
 /// A stage's input.
 type Input = mpsc::Receiver<Batch>;
 
+/// A sink, its input, and its dead-letter outputs if it may refuse events.
+pub(super) type WiredSink = (String, Box<dyn Sink>, Input, Option<Outputs>);
+
 /// Built stages with their channels: ready to spawn.
 pub(super) struct Wired {
     pub sources: Vec<(String, Box<dyn Source>, Outputs)>,
     pub transforms: Vec<(Box<dyn Transform>, Input, Outputs)>,
-    pub sinks: Vec<(String, Box<dyn Sink>, Input)>,
+    pub sinks: Vec<WiredSink>,
     pub api: Option<tokio::net::TcpListener>,
 }
 
@@ -97,7 +100,12 @@ pub(super) fn wire(config: &Config, built: Built) -> Wired {
         .into_iter()
         .map(|(name, sink)| {
             let input = receivers.remove(&name).expect("every sink has an input");
-            (name, sink, input)
+            let rejects = config
+                .sinks
+                .get(&name)
+                .is_some_and(|stage| stage.config.declare().rejects);
+            let dead_letters = rejects.then(|| outputs_of(&name, Vec::new()));
+            (name, sink, input, dead_letters)
         })
         .collect();
     Wired {

@@ -154,7 +154,7 @@ impl Writer {
 }
 
 /// Append one event as one line.
-fn line(out: &mut Vec<u8>, event: &Event, format: Format) {
+pub(crate) fn line(out: &mut Vec<u8>, event: &Event, format: Format) {
     let is_json = || {
         serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload).is_ok()
             && !event.payload.contains(&b'\n')

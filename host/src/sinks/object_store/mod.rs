@@ -1,0 +1,491 @@
+//! `type = "object_store"` sink: events as Parquet or JSON-lines objects in a local
+//! directory, S3 (or an S3-compatible store), GCS, Azure or memory, laid out in
+//! Hive-style partitions for DuckDB, Spark or Athena.
+//!
+//! Each partition (and, for Kafka input, each topic-partition inside it) fills one open
+//! object at a time, which is rolled when it reaches `max_events`, `max_bytes` of
+//! payload or `max_age_secs`. The sink keeps the acknowledgement tokens of every event
+//! in an object and drops them only once the object is stored (a single atomic put, or
+//! a completed multipart upload): an event is never acknowledged before its object is
+//! complete. An object that could not be stored is kept and retried, and new batches
+//! wait for it (backpressure); if the process stops before, its events are failed and
+//! the source redelivers them. Object names are deterministic ([`layout`]).
+//!
+//! Sources that bound what is in flight without an acknowledgement (MQTT's receive
+//! window) wait for the oldest object to be rolled: keep `max_age_secs` short for them.
+
+mod encode;
+mod layout;
+mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use self::encode::{Body, Column, Compression, Encoder, Format};
+use self::layout::{Partitioner, Stream};
+use crate::event::Event;
+use crate::pipeline::{Ack, Batch, DeadLetter, SinkError};
+use crate::stage::{BuildContext, BuildError, Declaration};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreSinkConfig {
+    /// `file:///dir`, `s3://bucket/prefix`, `gs://...`, `az://...`, `memory://`.
+    pub url: String,
+    /// object_store options for cloud URLs (`endpoint`, `region`, `allow_http`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub format: Format,
+    /// Parquet: zstd (default), snappy or none; JSON lines: none (default), gzip or zstd.
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// Parquet columns; without it, each object's schema is inferred from its events.
+    #[serde(default)]
+    pub schema: Option<Vec<Column>>,
+    /// With a declared schema: reject events holding fields it does not declare.
+    #[serde(default)]
+    pub reject_unknown_fields: bool,
+    /// Hive-style partition template over event time (`{date}`, `{year}`, `{month}`,
+    /// `{day}`, `{hour}`, `{minute}`, UTC) and payload fields (`{device_id}`).
+    #[serde(default = "default_partition")]
+    pub partition: String,
+    /// Payload field holding the event time (epoch ms or RFC 3339); without it, the
+    /// event's timestamp.
+    #[serde(default)]
+    pub time_field: Option<String>,
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Payload bytes an object takes before it is rolled (before encoding).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(
+        rename = "max_age_secs",
+        default = "default_max_age",
+        with = "serde_with::As::<serde_with::DurationSeconds<u64>>"
+    )]
+    pub max_age: Duration,
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+}
+
+fn default_partition() -> String {
+    "dt={date}/hour={hour}".to_owned()
+}
+fn default_max_events() -> usize {
+    1_000_000
+}
+fn default_max_bytes() -> u64 {
+    128 << 20
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+
+/// Objects larger than this go up in parts of this size.
+const MULTIPART_BYTES: usize = 16 << 20;
+/// Uploads in flight at once.
+const CONCURRENT_UPLOADS: usize = 4;
+/// How long closing keeps retrying the last uploads.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl super::SinkConfig for ObjectStoreSinkConfig {
+    fn declare(&self) -> Declaration<'_> {
+        let local = url::Url::parse(&self.url)
+            .ok()
+            .filter(|url| url.scheme() == "file")
+            .and_then(|url| url.to_file_path().ok());
+        Declaration {
+            writes: local.into_iter().collect(),
+            // Parquet refuses events that are not JSON objects or do not fit the schema.
+            rejects: self.format == Format::Parquet,
+            ..Declaration::default()
+        }
+    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
+        Ok(Box::new(self.open(context.stage)?))
+    }
+}
+
+impl ObjectStoreSinkConfig {
+    /// The sink, outside a pipeline too (the benchmark writes through it directly).
+    pub fn open(&self, stage: &str) -> Result<ObjectStoreSink, BuildError> {
+        let invalid = |message: String| BuildError::stage(stage, message);
+        if self.max_events == 0 || self.max_bytes == 0 || self.max_age.is_zero() {
+            return Err(invalid(
+                "`max_events`, `max_bytes` and `max_age_secs` must be at least 1".into(),
+            ));
+        }
+        let encoder = Encoder::new(
+            self.format,
+            self.compression,
+            self.schema.as_deref(),
+            self.reject_unknown_fields,
+            self.row_group_rows,
+        )
+        .map_err(invalid)?;
+        let partitioner =
+            Partitioner::parse(&self.partition, self.time_field.clone()).map_err(invalid)?;
+        // Builds a client; nothing connects until the first upload.
+        let target = store::open(&self.url, &self.options).map_err(invalid)?;
+        tracing::info!(stage, url = %self.url, format = ?self.format, "object store sink writes here");
+        Ok(ObjectStoreSink {
+            stage: Arc::from(stage),
+            store: target.store,
+            writer: Arc::new(Mutex::new(Writer {
+                prefix: target.prefix,
+                encoder,
+                partitioner,
+                max_events: self.max_events,
+                max_bytes: self.max_bytes,
+                max_age: self.max_age,
+                open: HashMap::new(),
+                sealed: Vec::new(),
+            })),
+            rejected: Vec::new(),
+            flusher: None,
+        })
+    }
+}
+
+pub struct ObjectStoreSink {
+    stage: Arc<str>,
+    store: Arc<dyn ObjectStore>,
+    writer: Arc<Mutex<Writer>>,
+    rejected: Vec<DeadLetter>,
+    /// Rolls objects by age while no batch arrives.
+    flusher: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+/// The acknowledgement tokens of an object's events. Released (acknowledged) only once
+/// the object is stored; dropped any other way (a stop before the upload), they fail,
+/// so that the source redelivers.
+#[derive(Default)]
+struct Held(Vec<Ack>);
+
+impl Held {
+    fn release(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.iter().for_each(Ack::fail);
+    }
+}
+
+struct Open {
+    body: Body,
+    events: usize,
+    bytes: u64,
+    opened: Instant,
+    first_offset: Option<i64>,
+    first_timestamp_ms: i64,
+    digest: Sha256,
+    held: Held,
+}
+
+/// An object ready to store.
+struct Sealed {
+    path: Path,
+    data: Bytes,
+    events: usize,
+    held: Held,
+}
+
+/// An open object: its partition path and stream.
+type ObjectKey = (String, Stream);
+/// An event on its way into an object, with its token and its Kafka offset.
+type Entry = (Event, Ack, Option<i64>);
+
+struct Writer {
+    prefix: Path,
+    encoder: Encoder,
+    partitioner: Partitioner,
+    max_events: usize,
+    max_bytes: u64,
+    max_age: Duration,
+    open: HashMap<ObjectKey, Open>,
+    sealed: Vec<Sealed>,
+}
+
+impl Writer {
+    /// Put `batch` into open objects and seal those that are full. Returns the events
+    /// that cannot be stored, with why.
+    fn add(&mut self, batch: Batch) -> Result<Vec<DeadLetter>, encode::EncodeError> {
+        // If encoding fails halfway, no event of this batch may count as stored.
+        let guard = Held(batch.acks.clone());
+        let mut groups: BTreeMap<ObjectKey, Vec<Entry>> = BTreeMap::new();
+        for (event, ack) in batch.events.into_iter().zip(batch.acks) {
+            let partition = self.partitioner.render(&event);
+            let (stream, offset) = layout::stream_of(&event);
+            groups
+                .entry((partition, stream))
+                .or_default()
+                .push((event, ack, offset));
+        }
+        let mut rejected = Vec::new();
+        for (key, entries) in groups {
+            let open = match self.open.entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Open {
+                    body: self.encoder.body()?,
+                    events: 0,
+                    bytes: 0,
+                    opened: Instant::now(),
+                    first_offset: None,
+                    first_timestamp_ms: 0,
+                    digest: Sha256::new(),
+                    held: Held::default(),
+                }),
+            };
+            let events: Vec<&Event> = entries.iter().map(|(event, _, _)| event).collect();
+            let mut refused: HashMap<usize, String> =
+                self.encoder.append(&mut open.body, &events)?.into_iter().collect();
+            for (index, (event, ack, offset)) in entries.into_iter().enumerate() {
+                if let Some(reason) = refused.remove(&index) {
+                    rejected.push(DeadLetter { event, ack, reason });
+                    continue;
+                }
+                if open.events == 0 {
+                    open.first_offset = offset;
+                    open.first_timestamp_ms = event.timestamp_ms;
+                }
+                open.events += 1;
+                open.bytes += event.payload.len() as u64;
+                open.digest.update((event.payload.len() as u64).to_le_bytes());
+                open.digest.update(&event.payload);
+                open.held.0.push(ack);
+            }
+            if open.events >= self.max_events || open.bytes >= self.max_bytes {
+                self.seal(&key)?;
+            }
+        }
+        guard.release();
+        Ok(rejected)
+    }
+
+    /// Seal the objects open for `max_age` or longer (all of them with `Duration::ZERO`).
+    fn seal_older_than(&mut self, age: Duration) -> Result<(), encode::EncodeError> {
+        let due: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, open)| open.opened.elapsed() >= age)
+            .map(|(key, _)| key.clone())
+            .collect();
+        due.iter().try_for_each(|key| self.seal(key))
+    }
+
+    fn seal(&mut self, key: &ObjectKey) -> Result<(), encode::EncodeError> {
+        let Some(open) = self.open.remove(key) else {
+            return Ok(());
+        };
+        if open.events == 0 {
+            return Ok(());
+        }
+        let stem = layout::object_stem(
+            &key.1,
+            open.first_offset,
+            open.first_timestamp_ms,
+            &open.digest.finalize(),
+        );
+        let mut path = self.prefix.as_ref().to_owned();
+        for part in [key.0.as_str(), &format!("{stem}.{}", self.encoder.extension())] {
+            if !part.is_empty() {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(part);
+            }
+        }
+        self.sealed.push(Sealed {
+            path: Path::from(path),
+            data: self.encoder.finish(open.body)?,
+            events: open.events,
+            held: open.held,
+        });
+        Ok(())
+    }
+}
+
+/// Store `sealed` objects; the ones that failed come back with the first error.
+async fn upload(
+    stage: &str,
+    store: &Arc<dyn ObjectStore>,
+    sealed: Vec<Sealed>,
+) -> Result<(), (Vec<Sealed>, SinkError)> {
+    let results: Vec<_> = futures::stream::iter(sealed)
+        .map(|object| async move {
+            match put(store, &object.path, object.data.clone()).await {
+                Ok(()) => {
+                    tracing::debug!(stage, path = %object.path, events = object.events, bytes = object.data.len(), "object stored");
+                    ::metrics::counter!("sluice_object_store_objects_total", "stage" => stage.to_owned()).increment(1);
+                    ::metrics::counter!("sluice_object_store_bytes_total", "stage" => stage.to_owned())
+                        .increment(object.data.len() as u64);
+                    object.held.release();
+                    Ok(())
+                }
+                Err(error) => Err((object, error)),
+            }
+        })
+        .buffer_unordered(CONCURRENT_UPLOADS)
+        .collect()
+        .await;
+    let mut failed = Vec::new();
+    let mut first_error = None;
+    for result in results {
+        if let Err((object, error)) = result {
+            first_error.get_or_insert(error);
+            failed.push(object);
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(error) => Err((failed, error.into())),
+    }
+}
+
+async fn put(store: &Arc<dyn ObjectStore>, path: &Path, data: Bytes) -> object_store::Result<()> {
+    if data.len() <= MULTIPART_BYTES {
+        store.put(path, data.into()).await?;
+        return Ok(());
+    }
+    let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
+    upload.put(data);
+    upload.finish().await?;
+    Ok(())
+}
+
+impl ObjectStoreSink {
+    /// Run `step` on the writer off the async workers (encoding is CPU work), then store
+    /// whatever it sealed.
+    async fn step<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut Writer) -> Result<T, encode::EncodeError> + Send + 'static,
+    ) -> Result<T, SinkError> {
+        let (value, sealed) = run_step(&self.writer, step).await?;
+        store_or_keep(&self.stage, &self.store, &self.writer, sealed).await?;
+        Ok(value)
+    }
+}
+
+async fn run_step<T: Send + 'static>(
+    writer: &Arc<Mutex<Writer>>,
+    step: impl FnOnce(&mut Writer) -> Result<T, encode::EncodeError> + Send + 'static,
+) -> Result<(T, Vec<Sealed>), SinkError> {
+    let writer = writer.clone();
+    tokio::task::spawn_blocking(move || -> Result<(T, Vec<Sealed>), SinkError> {
+        let mut writer = writer.lock().unwrap();
+        let value = step(&mut writer)?;
+        Ok((value, std::mem::take(&mut writer.sealed)))
+    })
+    .await
+    .map_err(|error| -> SinkError { error.into() })?
+}
+
+/// Upload `sealed`; what fails goes back into the writer, to be retried.
+async fn store_or_keep(
+    stage: &str,
+    store: &Arc<dyn ObjectStore>,
+    writer: &Arc<Mutex<Writer>>,
+    sealed: Vec<Sealed>,
+) -> Result<(), SinkError> {
+    if sealed.is_empty() {
+        return Ok(());
+    }
+    upload(stage, store, sealed).await.map_err(|(failed, error)| {
+        writer.lock().unwrap().sealed.extend(failed);
+        error
+    })
+}
+
+impl super::Sink for ObjectStoreSink {
+    fn start(&mut self) {
+        let cancel = CancellationToken::new();
+        let (stage, store, writer) = (self.stage.clone(), self.store.clone(), self.writer.clone());
+        let max_age = writer.lock().unwrap().max_age;
+        let tick = max_age.min(Duration::from_secs(1));
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(tick);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let result = match run_step(&writer, move |w| w.seal_older_than(max_age)).await {
+                    Ok(((), sealed)) => store_or_keep(&stage, &store, &writer, sealed).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%stage, "rolling objects by age failed, retrying: {error}");
+                }
+            }
+        });
+        self.flusher = Some((cancel, task));
+    }
+
+    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
+        async move {
+            // Objects that failed before go first; until they are stored, new events wait.
+            if let Err(error) = self.step(|_| Ok(())).await {
+                return Err((batch, error));
+            }
+            match self.step(move |writer| writer.add(batch)).await {
+                Ok(rejected) => self.rejected.extend(rejected),
+                // The batch is in the writer now (held, to be retried with its object).
+                Err(error) => {
+                    tracing::warn!(stage = %self.stage, "storing objects failed, retrying: {error}")
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.rejected)
+    }
+
+    fn close(mut self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
+        async move {
+            if let Some((cancel, task)) = self.flusher.take() {
+                cancel.cancel();
+                let _ = task.await;
+            }
+            let deadline = Instant::now() + CLOSE_TIMEOUT;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.step(|writer| writer.seal_older_than(Duration::ZERO)).await {
+                    Ok(()) => return Ok(()),
+                    Err(error) if Instant::now() >= deadline => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(stage = %self.stage, "storing the last objects failed, retrying: {error}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests;

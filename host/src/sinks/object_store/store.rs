@@ -1,0 +1,161 @@
+//! From the sink's `url` to an [`ObjectStore`] and the prefix objects go under.
+//!
+//! `file://` and `memory://` are always there; `s3://`, `gs://` and `az://` need the
+//! `object-store-cloud` feature (their HTTP and credential stack is what an edge build
+//! leaves out). Cloud stores start from the usual environment (`AWS_*`,
+//! `GOOGLE_*`, `AZURE_*`) and then take `options`, which use object_store's own key
+//! names (`endpoint`, `region`, `access_key_id`, `allow_http`, ...), so every option the
+//! crate documents is reachable without a field of ours.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use url::Url;
+
+/// A store and the prefix (possibly empty) every object name starts with.
+#[derive(Debug)]
+pub struct Target {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+}
+
+pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Target, String> {
+    let parsed = Url::parse(url).map_err(|error| format!("`url` `{url}`: {error}"))?;
+    let prefix = || Path::from(parsed.path().trim_matches('/'));
+    let no_options = |scheme: &str| {
+        if options.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("`options` do not apply to {scheme}:// URLs"))
+        }
+    };
+    match parsed.scheme() {
+        "file" => {
+            no_options("file")?;
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| format!("`url` `{url}` is not an absolute file path"))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|error| error.to_string())?
+                // A failed upload leaves no partial file behind.
+                .with_automatic_cleanup(true);
+            Ok(Target {
+                store: Arc::new(store),
+                prefix: Path::default(),
+            })
+        }
+        "memory" => {
+            no_options("memory")?;
+            Ok(Target {
+                store: Arc::new(InMemory::new()),
+                prefix: prefix(),
+            })
+        }
+        scheme => Ok(Target {
+            store: cloud(scheme, url, options)?,
+            prefix: prefix(),
+        }),
+    }
+}
+
+#[cfg(feature = "object-store-cloud")]
+fn cloud(
+    scheme: &str,
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+
+    fn configure<B, K: std::str::FromStr>(
+        mut builder: B,
+        options: &BTreeMap<String, String>,
+        with: fn(B, K, String) -> B,
+    ) -> Result<B, String> {
+        for (key, value) in options {
+            let key = key
+                .parse::<K>()
+                .map_err(|_| format!("unknown option `{key}` (see object_store's config keys)"))?;
+            builder = with(builder, key, value.clone());
+        }
+        Ok(builder)
+    }
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" => Arc::new(
+            configure(
+                AmazonS3Builder::from_env().with_url(url),
+                options,
+                |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
+            )?
+            .build()
+            .map_err(|error| error.to_string())?,
+        ),
+        "gs" => Arc::new(
+            configure(
+                GoogleCloudStorageBuilder::from_env().with_url(url),
+                options,
+                |b, k: GoogleConfigKey, v| b.with_config(k, v),
+            )?
+            .build()
+            .map_err(|error| error.to_string())?,
+        ),
+        "az" | "abfs" | "abfss" => Arc::new(
+            configure(
+                MicrosoftAzureBuilder::from_env().with_url(url),
+                options,
+                |b, k: AzureConfigKey, v| b.with_config(k, v),
+            )?
+            .build()
+            .map_err(|error| error.to_string())?,
+        ),
+        other => return Err(unsupported(other)),
+    };
+    Ok(store)
+}
+
+#[cfg(not(feature = "object-store-cloud"))]
+fn cloud(
+    scheme: &str,
+    _url: &str,
+    _options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    match scheme {
+        "s3" | "gs" | "az" | "abfs" | "abfss" => Err(format!(
+            "{scheme}:// needs sluice built with the `object-store-cloud` feature"
+        )),
+        other => Err(unsupported(other)),
+    }
+}
+
+fn unsupported(scheme: &str) -> String {
+    format!("unsupported URL scheme `{scheme}`; use file://, memory://, s3://, gs:// or az://")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_come_from_the_url_path_and_options_are_checked() {
+        let target = open("memory://bucket/lake/raw/", &BTreeMap::new()).unwrap();
+        assert_eq!(target.prefix.as_ref(), "lake/raw");
+        let options = BTreeMap::from([("region".to_owned(), "x".to_owned())]);
+        assert!(open("memory://", &options).unwrap_err().contains("do not apply"));
+        assert!(open("ftp://host/x", &BTreeMap::new()).unwrap_err().contains("ftp"));
+    }
+
+    #[cfg(feature = "object-store-cloud")]
+    #[test]
+    fn unknown_cloud_options_are_named() {
+        let options = BTreeMap::from([("endpiont".to_owned(), "http://x".to_owned())]);
+        let error = open("s3://bucket/p", &options).err().unwrap();
+        assert!(error.contains("`endpiont`"), "{error}");
+    }
+}

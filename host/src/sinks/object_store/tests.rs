@@ -1,0 +1,268 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_schema::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::*;
+use crate::sinks::Sink;
+
+fn sink(text: &str) -> ObjectStoreSink {
+    toml::from_str::<ObjectStoreSinkConfig>(text)
+        .unwrap()
+        .open("lake")
+        .unwrap()
+}
+
+/// 2026-11-29T10:42:00Z
+const AT: i64 = 1_795_948_920_000;
+
+/// A batch of `payloads` whose acknowledgements count into `acked`.
+fn batch(payloads: &[&str], acked: &Arc<AtomicUsize>) -> Batch {
+    let mut batch = Batch::default();
+    for payload in payloads {
+        let counter = acked.clone();
+        let event = Event {
+            timestamp_ms: AT,
+            ..Event::new(payload.to_string(), "telemetry")
+        };
+        batch.push(
+            event,
+            Ack::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+    }
+    batch
+}
+
+/// Records of partition 0 of `topic` at `offsets`, as the Kafka source makes them.
+fn kafka_batch(topic: &str, offsets: std::ops::RangeInclusive<i64>) -> Batch {
+    let mut batch = Batch::default();
+    for offset in offsets {
+        let mut event = Event::new(format!(r#"{{"n":{offset}}}"#), topic);
+        event.timestamp_ms = AT;
+        event.headers = vec![
+            ("kafka.partition".into(), Bytes::from("0")),
+            ("kafka.offset".into(), Bytes::from(offset.to_string())),
+        ];
+        batch.push(event, Ack::none());
+    }
+    batch
+}
+
+/// Every object in `store`, by name, with its bytes.
+async fn objects(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, Bytes> {
+    let listed: Vec<_> = store.list(None).collect().await;
+    let mut out = BTreeMap::new();
+    for meta in listed {
+        let meta = meta.unwrap();
+        let data = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        out.insert(meta.location.to_string(), data);
+    }
+    out
+}
+
+/// The rows of a small Parquet object (one row group).
+fn table(data: &Bytes) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data.clone())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut batches: Vec<_> = reader.map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 1);
+    batches.remove(0)
+}
+
+#[tokio::test]
+async fn parquet_objects_are_partitioned_and_acknowledged_only_once_stored() {
+    let mut lake = sink(
+        r#"
+        url = "memory://"
+        partition = "dt={date}/device={device_id}"
+        max_events = 3
+        schema = [{ name = "device_id", type = "string", required = true }, { name = "t", type = "float64" }]
+        "#,
+    );
+    let store = lake.store.clone();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let events = [
+        r#"{"device_id":"a","t":1.5}"#,
+        r#"{"device_id":"a","t":2.5}"#,
+        r#"{"device_id":"b","t":9}"#,
+        r#"{"device_id":"a","t":3.5}"#,
+    ];
+    lake.write(batch(&events, &acked)).await.unwrap();
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        3,
+        "the full object of `a` is stored and acknowledged, nothing else"
+    );
+    lake.write(batch(&[r#"{"device_id":"a","t":4.5}"#], &acked)).await.unwrap();
+    let stored = objects(&store).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let (name, data) = stored.iter().next().unwrap();
+    assert!(name.starts_with(&format!("dt=2026-11-29/device=a/{AT}-")), "{name}");
+    assert!(name.ends_with(".parquet"), "{name}");
+    let rows = table(data);
+    let t = rows.column_by_name("t").unwrap().as_primitive::<Float64Type>();
+    assert_eq!(t.values().to_vec(), vec![1.5, 2.5, 3.5]);
+
+    Box::new(lake).close().await.unwrap();
+    assert_eq!(acked.load(Ordering::SeqCst), 5, "closing stores and acknowledges the rest");
+    let names: Vec<_> = objects(&store).await.into_keys().collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("dt=2026-11-29/device=b/")), "{names:?}");
+}
+
+#[tokio::test]
+async fn events_outside_the_declared_schema_are_refused_with_the_reason() {
+    let mut lake = sink(
+        r#"
+        url = "memory://"
+        reject_unknown_fields = true
+        schema = [{ name = "n", type = "int64", required = true }]
+        "#,
+    );
+    let acked = Arc::new(AtomicUsize::new(0));
+    let events = [
+        r#"{"n":1}"#,
+        r#"{"n":"many"}"#,
+        r#"{"m":2}"#,
+        "not json",
+        r#"{"n":2}{"n":3}"#,
+        r#"{"n":4,"extra":true}"#,
+        r#"{"n":"5"}"#,
+    ];
+    lake.write(batch(&events, &acked)).await.unwrap();
+    let refused = lake.take_rejected();
+    let reasons: Vec<(String, String)> = refused
+        .iter()
+        .map(|d| (d.event.payload_preview(40), d.reason.clone()))
+        .collect();
+    assert_eq!(refused.len(), 5, "{reasons:#?}");
+    let reason_of = |payload: &str| &reasons.iter().find(|(p, _)| p == payload).unwrap().1;
+    assert!(reason_of(r#"{"n":"many"}"#).contains("many"), "{reasons:#?}");
+    assert!(reason_of(r#"{"m":2}"#).contains("n"), "{reasons:#?}");
+    assert!(reason_of(r#"{"n":2}{"n":3}"#).contains("one JSON object"), "{reasons:#?}");
+    assert!(reason_of(r#"{"n":4,"extra":true}"#).contains("extra"), "{reasons:#?}");
+    drop(refused);
+    assert_eq!(acked.load(Ordering::SeqCst), 5, "dead letters carry their tokens");
+
+    let store = lake.store.clone();
+    Box::new(lake).close().await.unwrap();
+    let stored = objects(&store).await;
+    let rows = table(stored.values().next().unwrap());
+    let n = rows.column(0).as_primitive::<Int64Type>();
+    assert_eq!(n.values().to_vec(), vec![1, 5], "a number in a string fits an integer column");
+    assert_eq!(acked.load(Ordering::SeqCst), 7);
+}
+
+#[tokio::test]
+async fn inferred_schemas_promote_numbers_and_fall_back_to_text() {
+    let mut lake = sink(r#"url = "memory://""#);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let events = [
+        r#"{"a":1,"b":"x"}"#,
+        r#"{"a":2.5,"b":3}"#,
+        r#"{"c":true}"#,
+        "[1,2]",
+    ];
+    lake.write(batch(&events, &acked)).await.unwrap();
+    assert_eq!(lake.take_rejected().len(), 1, "a JSON array is no row");
+    let store = lake.store.clone();
+    Box::new(lake).close().await.unwrap();
+    let rows = table(objects(&store).await.values().next().unwrap());
+    let types: Vec<_> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("a".into(), DataType::Float64),
+            ("b".into(), DataType::Utf8),
+            ("c".into(), DataType::Boolean)
+        ]
+    );
+    let b = rows.column(1).as_string::<i32>();
+    assert_eq!(b.value(0), "x");
+    assert_eq!(b.value(1), "3");
+}
+
+#[tokio::test]
+async fn json_lines_can_be_gzipped() {
+    let mut lake = sink(
+        r#"
+        url = "memory://"
+        format = "jsonl"
+        compression = "gzip"
+        partition = ""
+        "#,
+    );
+    let acked = Arc::new(AtomicUsize::new(0));
+    lake.write(batch(&[r#"{"a":1}"#, "text"], &acked)).await.unwrap();
+    let store = lake.store.clone();
+    Box::new(lake).close().await.unwrap();
+    let stored = objects(&store).await;
+    let (name, data) = stored.iter().next().unwrap();
+    assert!(name.ends_with(".jsonl.gz") && !name.contains('/'), "{name}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&data[..]), &mut text).unwrap();
+    assert_eq!(text, "{\"a\":1}\n\"text\"\n");
+}
+
+#[tokio::test]
+async fn a_replay_from_kafka_rewrites_the_same_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "url = \"file://{}\"\npartition = \"dt={{date}}\"\nmax_events = 100",
+        dir.path().display()
+    );
+    let mut first = sink(&text);
+    first.write(kafka_batch("sensors", 100..=104)).await.unwrap();
+    Box::new(first).close().await.unwrap();
+    // After a crash the source resumes at the committed offset (100) and reads further
+    // before the object rolls.
+    let mut replay = sink(&text);
+    replay.write(kafka_batch("sensors", 100..=107)).await.unwrap();
+    let store = replay.store.clone();
+    Box::new(replay).close().await.unwrap();
+    let stored = objects(&store).await;
+    let names: Vec<_> = stored.keys().cloned().collect();
+    assert_eq!(
+        names,
+        vec!["dt=2026-11-29/sensors-0-00000000000000000100.parquet".to_owned()]
+    );
+    assert_eq!(table(&stored[&names[0]]).num_rows(), 8);
+}
+
+#[tokio::test]
+async fn an_object_that_cannot_be_stored_is_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the partition's directory should be: every upload fails.
+    std::fs::write(dir.path().join("dt=2026-11-29"), b"").unwrap();
+    let mut lake = sink(&format!(
+        "url = \"file://{}\"\npartition = \"dt={{date}}\"\nmax_events = 1",
+        dir.path().display()
+    ));
+    let acked = Arc::new(AtomicUsize::new(0));
+    lake.write(batch(&[r#"{"a":1}"#], &acked)).await.unwrap();
+    let (returned, _error) = lake
+        .write(batch(&[r#"{"a":2}"#], &acked))
+        .await
+        .expect_err("the failed object is retried first, and holds new batches back");
+    assert_eq!(returned.len(), 1);
+    drop(returned);
+    assert_eq!(acked.load(Ordering::SeqCst), 1, "only the batch handed back was released");
+    drop(lake);
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        1,
+        "stopping with an object not stored fails its events: the source redelivers"
+    );
+}

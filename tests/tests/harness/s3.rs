@@ -1,0 +1,132 @@
+//! A real S3-protocol server for the object-store tests: s3s-fs (installed by
+//! `scripts/setup` under `~/.cargo/bin`), serving a temporary directory where bucket
+//! `B` is the directory `B` and an object is a file, with signature checks on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, wait_until};
+
+pub const ACCESS_KEY: &str = "sluice-test-key";
+pub const SECRET_KEY: &str = "sluice-test-secret";
+
+pub struct S3 {
+    pub port: u16,
+    pub root: tempfile::TempDir,
+    child: Child,
+}
+
+fn binary() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let path = home.join(".cargo/bin/s3s-fs");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup",
+        path.display()
+    );
+    path
+}
+
+impl S3 {
+    /// Start s3s-fs with the buckets `buckets`.
+    pub fn start(buckets: &[&str]) -> S3 {
+        let root = tempfile::tempdir().unwrap();
+        for bucket in buckets {
+            std::fs::create_dir(root.path().join(bucket)).unwrap();
+        }
+        let port = free_port();
+        let child = Command::new(binary())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(10), "s3s-fs to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        S3 { port, root, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The directory holding `bucket`'s objects.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.path().join(bucket)
+    }
+
+    /// `options = {...}` for a sink on this server. Requests time out after 3 s, so
+    /// that an outage shows as failed requests, which are retried.
+    pub fn sink_options(&self) -> String {
+        format!(
+            "options = {{ endpoint = \"{}\", region = \"us-east-1\", allow_http = \"true\", \
+             access_key_id = \"{ACCESS_KEY}\", secret_access_key = \"{SECRET_KEY}\", timeout = \"3s\" }}",
+            self.endpoint()
+        )
+    }
+
+    /// Freeze the server (SIGSTOP): requests stall as in an outage.
+    pub fn pause(&self) {
+        signal(&self.child, "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(&self.child, "-CONT");
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What pyarrow (an independent Parquet reader) finds in the `.parquet` files under
+/// `dir`, read as one Hive-partitioned dataset.
+pub fn read_back(dir: &Path) -> serde_json::Value {
+    let script = r#"
+import json, sys, collections
+import pyarrow.dataset as ds
+dataset = ds.dataset(sys.argv[1], format="parquet", partitioning="hive")
+table = dataset.to_table()
+seqs = table.column("seq").to_pylist()
+temps = table.column("temperature").to_pylist()
+devices = table.column("device_id").to_pylist()
+partitions = sorted({f[len(sys.argv[1]):].rsplit("/", 1)[0].strip("/") for f in dataset.files})
+print(json.dumps({
+    "rows": table.num_rows,
+    "distinct": len(set(seqs)),
+    "types": {f.name: str(f.type) for f in dataset.schema},
+    "partitions": partitions,
+    "files": len(dataset.files),
+    "wrong_values": sum(1 for s, t, d in zip(seqs, temps, devices) if t != s * 0.25 or d != "d%d" % (s % 4)),
+    "max_seq": max(seqs) if seqs else None,
+}))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .expect("python3 with pyarrow: run scripts/setup");
+    assert!(
+        output.status.success(),
+        "pyarrow read-back failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
