@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use common::{events, payloads, plugin_path, runtime, spec};
 use serde_json::{Value, json};
 use sluice::inference::{
-    ElementType, InferenceConfig, InferenceError, Model, ModelDef, Models, RunError, Tensor,
-    TensorSpec,
+    ElementType, ExecutionProvider, InferenceConfig, InferenceError, Model, ModelDef, Models,
+    RunError, Tensor, TensorSpec,
 };
 use sluice::runtime::{CallFailure, Capability, InstancePool, PluginError, StageSpec, World};
 
@@ -354,5 +354,30 @@ fn a_run_the_model_refuses_dead_letters_the_batch_with_the_reason() {
     assert_eq!(
         processed.rejected[0].reason,
         "stage `flood` (plugin `fixture-inference-flood`): returned an error: stage `flood`, model `anomaly`: input `features` has shape [1, 4], but the model takes f32 [-1, 3] (-1: any size)"
+    );
+}
+
+#[test]
+fn gpu_providers_fall_back_to_the_cpu_where_the_library_has_none() {
+    let mut gpu_first = def();
+    gpu_first.execution_providers = vec![
+        ExecutionProvider::Tensorrt,
+        ExecutionProvider::Cuda,
+        ExecutionProvider::Cpu,
+    ];
+    let x = features(32);
+    let input = [Tensor::f32("features", &[32, 3], &x)];
+    let on_cpu = load(&def()).unwrap().run(&input).unwrap();
+    let preferred = load(&gpu_first).unwrap().run(&input).unwrap();
+    assert_eq!(preferred[0].to_i64().unwrap(), on_cpu[0].to_i64().unwrap());
+    assert_eq!(preferred[1].to_f32().unwrap(), on_cpu[1].to_f32().unwrap());
+
+    let error = toml::from_str::<ModelDef>("path = \"m.onnx\"\nexecution_providers = [\"tpu\"]")
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("unknown variant `tpu`, expected one of `cpu`, `cuda`, `tensorrt`"),
+        "{error}"
     );
 }

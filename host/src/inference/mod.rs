@@ -53,10 +53,38 @@ pub struct ModelDef {
     pub intra_threads: usize,
     #[serde(default)]
     pub optimization: Optimization,
+    /// Where runs execute, in order of preference. A provider the ONNX Runtime library
+    /// was not built with is skipped with a warning, so one config serves a GPU host and
+    /// a CPU-only one; the CPU is always the last resort.
+    #[serde(default = "cpu_only")]
+    pub execution_providers: Vec<ExecutionProvider>,
 }
 
 fn one() -> usize {
     1
+}
+
+fn cpu_only() -> Vec<ExecutionProvider> {
+    vec![ExecutionProvider::Cpu]
+}
+
+/// An ONNX Runtime execution provider a model may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl ExecutionProvider {
+    fn dispatch(self) -> ort::ep::ExecutionProviderDispatch {
+        match self {
+            ExecutionProvider::Cpu => ort::ep::CPU::default().build(),
+            ExecutionProvider::Cuda => ort::ep::CUDA::default().build(),
+            ExecutionProvider::Tensorrt => ort::ep::TensorRT::default().build(),
+        }
+    }
 }
 
 /// ONNX Runtime's graph optimisation level.
@@ -257,7 +285,13 @@ fn session(
     def: &ModelDef,
     bytes: &[u8],
 ) -> ort::Result<Session> {
+    let providers: Vec<_> = def
+        .execution_providers
+        .iter()
+        .map(|provider| provider.dispatch())
+        .collect();
     Session::builder(environment)?
+        .with_execution_providers(providers)?
         .with_intra_threads(def.intra_threads.max(1))?
         .with_optimization_level(def.optimization.into())?
         .commit_from_memory(bytes)
