@@ -70,12 +70,9 @@ impl Pipeline {
             None => None,
         };
         let wired = wire::wire(config, built);
-        #[allow(unused_mut)]
-        let mut pipeline = Pipeline::spawn(config, wired);
+        let pipeline = Pipeline::spawn(config, wired);
         #[cfg(feature = "mqtt")]
-        {
-            pipeline.broker = broker;
-        }
+        let pipeline = Pipeline { broker, ..pipeline };
         Ok(pipeline)
     }
 
