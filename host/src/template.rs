@@ -43,34 +43,76 @@ impl Template {
 
     /// Whether the template takes anything from the event.
     pub fn is_constant(&self) -> bool {
-        !self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+        self.placeholders().next().is_none()
+    }
+
+    /// The names inside `{...}`, in order.
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Field(name) => Some(name.as_str()),
+            Part::Text(_) => None,
+        })
     }
 
     /// The text for `event`. A field the payload lacks (or a payload that is not JSON)
     /// renders as `_`; a field's text goes through `clean`, which keeps it from adding
     /// structure (an MQTT level, a character a Kafka topic cannot hold).
     pub fn render(&self, event: &Event, clean: impl Fn(&str) -> String) -> String {
-        let payload: Option<serde_json::Value> = if self.is_constant() {
+        let payload = if self.is_constant() {
             None
         } else {
-            serde_json::from_slice(&event.payload).ok()
+            payload(event)
         };
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Text(text) => text.clone(),
-                Part::Field(path) => {
-                    let value = payload
-                        .as_ref()
-                        .and_then(|p| path.split('.').try_fold(p, |v, step| v.get(step)));
-                    match value {
-                        Some(serde_json::Value::String(text)) => clean(text),
-                        Some(serde_json::Value::Null) | None => "_".to_owned(),
-                        Some(other) => clean(&other.to_string()),
-                    }
-                }
-            })
-            .collect()
+        self.render_fields(payload.as_ref(), clean)
+    }
+
+    /// As [`Template::render`], with the payload already parsed (once for several
+    /// templates over the same event).
+    pub fn render_fields(
+        &self,
+        payload: Option<&serde_json::Value>,
+        clean: impl Fn(&str) -> String,
+    ) -> String {
+        self.render_with(|path| field_text(payload, path, &clean))
+    }
+
+    /// The text with each placeholder's name replaced by `value(name)`, for callers
+    /// whose placeholders are not all payload fields (partition dates, say).
+    pub fn render_with(&self, mut value: impl FnMut(&str) -> String) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Field(name) => out.push_str(&value(name)),
+            }
+        }
+        out
+    }
+}
+
+/// The event's payload as JSON, if it is JSON.
+pub fn payload(event: &Event) -> Option<serde_json::Value> {
+    serde_json::from_slice(&event.payload).ok()
+}
+
+/// The value at a dotted `path` of a JSON payload.
+pub fn field<'a>(
+    payload: Option<&'a serde_json::Value>,
+    path: &str,
+) -> Option<&'a serde_json::Value> {
+    payload.and_then(|p| path.split('.').try_fold(p, |v, step| v.get(step)))
+}
+
+/// A field's text through `clean`; `_` for a missing or null field.
+pub fn field_text(
+    payload: Option<&serde_json::Value>,
+    path: &str,
+    clean: impl Fn(&str) -> String,
+) -> String {
+    match field(payload, path) {
+        Some(serde_json::Value::String(text)) => clean(text),
+        Some(serde_json::Value::Null) | None => "_".to_owned(),
+        Some(other) => clean(&other.to_string()),
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::event::Event;
 use crate::pipeline::{Batch, SinkError};
 use crate::stage::{BuildContext, BuildError};
-use crate::template::Template;
+use crate::template::{self, Template};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,9 +114,13 @@ fn topic_name(text: &str) -> String {
 
 impl KafkaSink {
     fn record_parts(&self, event: &Event) -> (String, Option<Vec<u8>>, OwnedHeaders) {
-        let topic = self.topic.render(event, topic_name);
+        // One parse of the payload serves both templates.
+        let needs_payload = !self.topic.is_constant()
+            || self.key.as_ref().is_some_and(|key| !key.is_constant());
+        let payload = needs_payload.then(|| template::payload(event)).flatten();
+        let topic = self.topic.render_fields(payload.as_ref(), topic_name);
         let key = match &self.key {
-            Some(template) => Some(template.render(event, str::to_owned).into_bytes()),
+            Some(key) => Some(key.render_fields(payload.as_ref(), str::to_owned).into_bytes()),
             None => event.key.as_ref().map(|key| key.to_vec()),
         };
         let headers = event.headers.iter().fold(OwnedHeaders::new(), |headers, (name, value)| {

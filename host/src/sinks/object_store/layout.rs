@@ -16,33 +16,22 @@
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::event::Event;
+use crate::template::{self, Template};
 
-/// The partition template, parsed: text and `{name}` placeholders.
+/// The partition template (a [`Template`] whose placeholders are time parts or payload
+/// fields) and where the event time comes from.
 #[derive(Debug)]
 pub struct Partitioner {
-    parts: Vec<Part>,
+    template: Template,
     /// A payload field holding the event time (epoch ms or RFC 3339); otherwise the
     /// event's own timestamp (the Kafka record time, the MQTT/HTTP arrival time).
     time_field: Option<String>,
+    /// Whether rendering reads the payload (a time field, or a field placeholder).
     needs_payload: bool,
 }
 
-#[derive(Debug)]
-enum Part {
-    Text(String),
-    Time(TimePart),
-    Field(String),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum TimePart {
-    Date,
-    Year,
-    Month,
-    Day,
-    Hour,
-    Minute,
-}
+/// Placeholders that are parts of the event time, not payload fields.
+const TIME_PARTS: [&str; 6] = ["date", "year", "month", "day", "hour", "minute"];
 
 /// Which stream of objects an event belongs to inside its partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,35 +44,13 @@ pub enum Stream {
 
 impl Partitioner {
     pub fn parse(template: &str, time_field: Option<String>) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("partition `{template}` has an unclosed `{{`"))?
-                + open;
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_owned()));
-            }
-            let name = &rest[open + 1..close];
-            parts.push(match name {
-                "" => return Err(format!("partition `{template}` has an empty `{{}}`")),
-                "date" => Part::Time(TimePart::Date),
-                "year" => Part::Time(TimePart::Year),
-                "month" => Part::Time(TimePart::Month),
-                "day" => Part::Time(TimePart::Day),
-                "hour" => Part::Time(TimePart::Hour),
-                "minute" => Part::Time(TimePart::Minute),
-                field => Part::Field(field.to_owned()),
-            });
-            rest = &rest[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        let needs_payload = time_field.is_some() || parts.iter().any(|p| matches!(p, Part::Field(_)));
+        let template = Template::parse(template, "partition")?;
+        let needs_payload = time_field.is_some()
+            || template
+                .placeholders()
+                .any(|name| !TIME_PARTS.contains(&name));
         Ok(Partitioner {
-            parts,
+            template,
             time_field,
             needs_payload,
         })
@@ -91,20 +58,15 @@ impl Partitioner {
 
     /// The partition path of `event` (without leading or trailing `/`).
     pub fn render(&self, event: &Event) -> String {
-        let payload: Option<serde_json::Value> = if self.needs_payload {
-            serde_json::from_slice(&event.payload).ok()
+        let payload = if self.needs_payload {
+            template::payload(event)
         } else {
             None
-        };
-        let field = |path: &str| {
-            payload
-                .as_ref()
-                .and_then(|p| path.split('.').try_fold(p, |v, step| v.get(step)))
         };
         let millis = self
             .time_field
             .as_deref()
-            .and_then(field)
+            .and_then(|path| template::field(payload.as_ref(), path))
             .and_then(|value| match value {
                 serde_json::Value::Number(n) => n.as_i64(),
                 serde_json::Value::String(text) => DateTime::parse_from_rfc3339(text)
@@ -114,25 +76,15 @@ impl Partitioner {
             })
             .unwrap_or(event.timestamp_ms);
         let time = DateTime::<Utc>::from_timestamp_millis(millis).unwrap_or_default();
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(text) => out.push_str(text),
-                Part::Time(unit) => out.push_str(&match unit {
-                    TimePart::Date => time.format("%Y-%m-%d").to_string(),
-                    TimePart::Year => format!("{:04}", time.year()),
-                    TimePart::Month => format!("{:02}", time.month()),
-                    TimePart::Day => format!("{:02}", time.day()),
-                    TimePart::Hour => format!("{:02}", time.hour()),
-                    TimePart::Minute => format!("{:02}", time.minute()),
-                }),
-                Part::Field(path) => out.push_str(&match field(path) {
-                    Some(serde_json::Value::String(text)) => clean(text),
-                    Some(serde_json::Value::Null) | None => "_".to_owned(),
-                    Some(other) => clean(&other.to_string()),
-                }),
-            }
-        }
+        let out = self.template.render_with(|name| match name {
+            "date" => time.format("%Y-%m-%d").to_string(),
+            "year" => format!("{:04}", time.year()),
+            "month" => format!("{:02}", time.month()),
+            "day" => format!("{:02}", time.day()),
+            "hour" => format!("{:02}", time.hour()),
+            "minute" => format!("{:02}", time.minute()),
+            path => template::field_text(payload.as_ref(), path, clean),
+        });
         out.trim_matches('/').to_owned()
     }
 }
