@@ -23,5 +23,7 @@ pub mod sinks;
 pub mod sources;
 pub mod stage;
 pub mod state;
+#[cfg(feature = "object-store")]
+pub mod storage;
 pub mod template;
 pub mod transforms;

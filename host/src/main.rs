@@ -40,6 +40,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::pipeline::GraphFormat::Mermaid)]
         format: commands::pipeline::GraphFormat,
     },
+    /// Read stored objects back into a pipeline (backfill, reprocessing) to the end.
+    #[cfg(feature = "object-store")]
+    Replay(commands::replay::ReplayArgs),
     /// Build, test and look inside plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
@@ -56,7 +59,7 @@ fn main() -> std::process::ExitCode {
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(log_writer());
     match cli.log_format {
         LogFormat::Human => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
@@ -65,6 +68,8 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => commands::pipeline::run(&config),
         Command::Validate { config } => commands::pipeline::validate(&config),
         Command::Graph { config, format } => commands::pipeline::graph(&config, format),
+        #[cfg(feature = "object-store")]
+        Command::Replay(args) => commands::replay::run(args),
         Command::Plugin(command) => commands::plugin::run(command),
         Command::Model(command) => commands::model::run(command),
     };
@@ -75,4 +80,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "object-store")]
+fn log_writer() -> commands::replay::LogWriter {
+    commands::replay::LogWriter
+}
+
+#[cfg(not(feature = "object-store"))]
+fn log_writer() -> fn() -> std::io::Stderr {
+    std::io::stderr
 }

@@ -2,4 +2,6 @@ pub mod build;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+#[cfg(feature = "object-store")]
+pub mod replay;
 mod scaffold;

@@ -15,7 +15,7 @@ pub enum GraphFormat {
 
 /// Load a config; on problems, print every one (each says `error:` already) and
 /// return their count as the error.
-fn load(path: &Path) -> anyhow::Result<Config> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|errors| {
         let _ = std::io::stderr().write_all(errors.report().as_bytes());
         anyhow::anyhow!(
@@ -85,13 +85,13 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 /// SIGINT and SIGTERM, registered once so that a second signal is seen as such.
-struct Signals {
+pub(crate) struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> anyhow::Result<Signals> {
+    pub(crate) fn new() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
@@ -99,7 +99,7 @@ impl Signals {
         })
     }
 
-    async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

@@ -14,6 +14,7 @@ pub use batch::Batch;
 pub use check::check_plugins;
 pub use metrics::StageMetrics;
 pub use outputs::{Closed, DeadLetter, Inlet, Outputs};
+pub use progress::totals;
 pub use topology::{CHANNEL_BATCHES, DEFAULT_DEAD_LETTER_SINK, Pipeline, StartError};
 
 /// An error of a sink's write or close: whatever the destination reported, kept as the

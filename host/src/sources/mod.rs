@@ -12,6 +12,7 @@ crate::registry! { SourceConfig:
     #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSourceConfig,
     #[cfg(feature = "http")] "http" => http::HttpSourceConfig,
     #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSourceConfig,
+    #[cfg(feature = "object-store")] "replay" => replay::ReplaySourceConfig,
     "wasm" => wasm::WasmSourceConfig,
 }
 

@@ -118,6 +118,11 @@ print(json.dumps({
     "max_seq": max(seqs) if seqs else None,
 }))
 "#;
+    pyarrow(script, dir)
+}
+
+/// Run a pyarrow `script` on `dir` (its `sys.argv[1]`) and parse the JSON it prints.
+fn pyarrow(script: &str, dir: &Path) -> serde_json::Value {
     let output = Command::new("python3")
         .args(["-c", script])
         .arg(dir)
@@ -125,8 +130,35 @@ print(json.dumps({
         .expect("python3 with pyarrow: run scripts/setup");
     assert!(
         output.status.success(),
-        "pyarrow read-back failed: {}",
+        "pyarrow failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The `seq` of every row of the `.parquet` files under `dir`, file after file.
+pub fn stored_seqs(dir: &Path) -> Vec<u64> {
+    let script = r#"
+import json, sys, pathlib
+import pyarrow.parquet as pq
+seqs = []
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.parquet")):
+    seqs += pq.read_table(path, columns=["seq"]).column("seq").to_pylist()
+print(json.dumps(seqs))
+"#;
+    serde_json::from_value(pyarrow(script, dir)).unwrap()
+}
+
+/// Each `.parquet` file under `dir` in name order: its column types and row count.
+pub fn file_schemas(dir: &Path) -> Vec<serde_json::Value> {
+    let script = r#"
+import json, sys, pathlib
+import pyarrow.parquet as pq
+files = []
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.parquet")):
+    table = pq.read_table(path)
+    files.append({"rows": table.num_rows, "types": {f.name: str(f.type) for f in table.schema}})
+print(json.dumps(files))
+"#;
+    serde_json::from_value(pyarrow(script, dir)).unwrap()
 }

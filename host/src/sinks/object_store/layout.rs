@@ -7,9 +7,12 @@
 //!   form one stream per topic-partition, and an object is named after that partition and
 //!   its first offset, `{topic}-{partition}-{first offset, 20 digits}`. Replaying from
 //!   the committed offset starts the first object again at the same offset, with the same
-//!   name, and overwrites it;
+//!   name, and overwrites it; since the replay may roll at other offsets (by age, or a
+//!   batch boundary), a stored object also deletes the objects of its stream in its
+//!   directory that start inside its offset range: their events come again after it;
 //! - other events (MQTT, HTTP, collectors) have no position a redelivery repeats, so an
-//!   object is named after its first event time and a hash of its contents,
+//!   object is named after its first event's time (the `time_field`, else the event's
+//!   timestamp) and a hash of its contents,
 //!   `{first timestamp ms}-{sha256 prefix}`: an identical object gets an identical name,
 //!   but a redelivery that groups events differently makes a new object (at least once).
 
@@ -56,8 +59,9 @@ impl Partitioner {
         })
     }
 
-    /// The partition path of `event` (without leading or trailing `/`).
-    pub fn render(&self, event: &Event) -> String {
+    /// The partition path of `event` (without leading or trailing `/`) and its event
+    /// time in epoch milliseconds.
+    pub fn render(&self, event: &Event) -> (String, i64) {
         let payload = if self.needs_payload {
             template::payload(event)
         } else {
@@ -67,13 +71,7 @@ impl Partitioner {
             .time_field
             .as_deref()
             .and_then(|path| template::field(payload.as_ref(), path))
-            .and_then(|value| match value {
-                serde_json::Value::Number(n) => n.as_i64(),
-                serde_json::Value::String(text) => DateTime::parse_from_rfc3339(text)
-                    .ok()
-                    .map(|t| t.timestamp_millis()),
-                _ => None,
-            })
+            .and_then(crate::storage::time_ms)
             .unwrap_or(event.timestamp_ms);
         let time = DateTime::<Utc>::from_timestamp_millis(millis).unwrap_or_default();
         let out = self.template.render_with(|name| match name {
@@ -85,7 +83,7 @@ impl Partitioner {
             "minute" => format!("{:02}", time.minute()),
             path => template::field_text(payload.as_ref(), path, clean),
         });
-        out.trim_matches('/').to_owned()
+        (out.trim_matches('/').to_owned(), millis)
     }
 }
 
@@ -131,6 +129,14 @@ pub fn stream_of(event: &Event) -> (Stream, Option<i64>) {
     }
 }
 
+/// The first offset of an object of `topic`-`partition` called `name` (a file name with
+/// its extension), if it is one.
+pub fn kafka_first_offset(name: &str, topic: &str, partition: i32) -> Option<i64> {
+    let rest = name.strip_prefix(&format!("{}-{partition}-", clean(topic)))?;
+    let digits = rest.split('.').next()?;
+    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+}
+
 /// The file name (without extension) of an object of `stream` whose first event had
 /// `first_offset` (Kafka) or `first_timestamp_ms` and whose contents hash to `digest`.
 pub fn object_stem(
@@ -166,15 +172,15 @@ mod tests {
         let at = 1_795_948_920_000;
         assert_eq!(
             hive.render(&event(r#"{"device_id":"a/b c"}"#, at)),
-            "dt=2026-11-29/hour=10/device=a_b_c"
+            ("dt=2026-11-29/hour=10/device=a_b_c".to_owned(), at)
         );
-        assert_eq!(hive.render(&event("not json", at)), "dt=2026-11-29/hour=10/device=_");
+        assert_eq!(hive.render(&event("not json", at)).0, "dt=2026-11-29/hour=10/device=_");
         let by_field = Partitioner::parse("{year}/{month}/{day}", Some("ts".into())).unwrap();
         assert_eq!(
             by_field.render(&event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)),
-            "2024/02/03"
+            ("2024/02/03".to_owned(), 1_706_933_106_000)
         );
-        assert_eq!(by_field.render(&event(r#"{"ts":0}"#, at)), "1970/01/01");
+        assert_eq!(by_field.render(&event(r#"{"ts":0}"#, at)), ("1970/01/01".to_owned(), 0));
     }
 
     #[test]
@@ -190,6 +196,12 @@ mod tests {
             object_stem(&stream, offset, 5, &[0; 32]),
             "sensors-3-00000000000000001234"
         );
+        assert_eq!(
+            kafka_first_offset("sensors-3-00000000000000001234.parquet", "sensors", 3),
+            Some(1234)
+        );
+        assert_eq!(kafka_first_offset("sensors-3-00000000000000001234.parquet", "sensors", 30), None);
+        assert_eq!(kafka_first_offset("sensors-3-1234.parquet", "sensors", 3), None);
         let (other, none) = stream_of(&event("{}", 5));
         assert_eq!(other, Stream::Other);
         assert_eq!(object_stem(&other, none, 5, &[0xab; 32]), "5-abababababababab");

@@ -16,7 +16,6 @@
 
 mod encode;
 mod layout;
-mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -141,7 +140,7 @@ impl ObjectStoreSinkConfig {
         let partitioner =
             Partitioner::parse(&self.partition, self.time_field.clone()).map_err(invalid)?;
         // Builds a client; nothing connects until the first upload.
-        let target = store::open(&self.url, &self.options).map_err(invalid)?;
+        let target = crate::storage::open(&self.url, &self.options).map_err(invalid)?;
         tracing::info!(stage, url = %self.url, format = ?self.format, "object store sink writes here");
         Ok(ObjectStoreSink {
             stage: Arc::from(stage),
@@ -195,6 +194,7 @@ struct Open {
     bytes: u64,
     opened: Instant,
     first_offset: Option<i64>,
+    last_offset: Option<i64>,
     first_timestamp_ms: i64,
     digest: Sha256,
     held: Held,
@@ -206,12 +206,25 @@ struct Sealed {
     data: Bytes,
     events: usize,
     held: Held,
+    supersedes: Option<Supersedes>,
+}
+
+/// The objects a stored Kafka object replaces: those of its topic-partition in its
+/// directory whose first offset is in `(first, last]`. They were stored before a crash
+/// whose offsets were never committed, and rolled at other offsets than the replay
+/// does; every event in them is at or past the committed offset, so it comes again.
+struct Supersedes {
+    dir: Path,
+    topic: String,
+    partition: i32,
+    first: i64,
+    last: i64,
 }
 
 /// An open object: its partition path and stream.
 type ObjectKey = (String, Stream);
-/// An event on its way into an object, with its token and its Kafka offset.
-type Entry = (Event, Ack, Option<i64>);
+/// An event on its way into an object, with its token, its Kafka offset and its time.
+type Entry = (Event, Ack, Option<i64>, i64);
 
 struct Writer {
     prefix: Path,
@@ -232,12 +245,12 @@ impl Writer {
         let guard = Held(batch.acks.clone());
         let mut groups: BTreeMap<ObjectKey, Vec<Entry>> = BTreeMap::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
-            let partition = self.partitioner.render(&event);
+            let (partition, time_ms) = self.partitioner.render(&event);
             let (stream, offset) = layout::stream_of(&event);
             groups
                 .entry((partition, stream))
                 .or_default()
-                .push((event, ack, offset));
+                .push((event, ack, offset, time_ms));
         }
         let mut rejected = Vec::new();
         for (key, entries) in groups {
@@ -249,23 +262,25 @@ impl Writer {
                     bytes: 0,
                     opened: Instant::now(),
                     first_offset: None,
+                    last_offset: None,
                     first_timestamp_ms: 0,
                     digest: Sha256::new(),
                     held: Held::default(),
                 }),
             };
-            let events: Vec<&Event> = entries.iter().map(|(event, _, _)| event).collect();
+            let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
             let mut refused: HashMap<usize, String> =
                 self.encoder.append(&mut open.body, &events)?.into_iter().collect();
-            for (index, (event, ack, offset)) in entries.into_iter().enumerate() {
+            for (index, (event, ack, offset, time_ms)) in entries.into_iter().enumerate() {
                 if let Some(reason) = refused.remove(&index) {
                     rejected.push(DeadLetter { event, ack, reason });
                     continue;
                 }
                 if open.events == 0 {
                     open.first_offset = offset;
-                    open.first_timestamp_ms = event.timestamp_ms;
+                    open.first_timestamp_ms = time_ms;
                 }
+                open.last_offset = offset;
                 open.events += 1;
                 open.bytes += event.payload.len() as u64;
                 open.digest.update((event.payload.len() as u64).to_le_bytes());
@@ -304,22 +319,36 @@ impl Writer {
             open.first_timestamp_ms,
             &open.digest.finalize(),
         );
-        let mut path = self.prefix.as_ref().to_owned();
-        for part in [key.0.as_str(), &format!("{stem}.{}", self.encoder.extension())] {
-            if !part.is_empty() {
-                if !path.is_empty() {
-                    path.push('/');
-                }
-                path.push_str(part);
+        let dir = join(self.prefix.as_ref(), &key.0);
+        let supersedes = match (&key.1, open.first_offset, open.last_offset) {
+            (Stream::Kafka { topic, partition }, Some(first), Some(last)) if last > first => {
+                Some(Supersedes {
+                    dir: Path::from(dir.as_str()),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    first,
+                    last,
+                })
             }
-        }
+            _ => None,
+        };
         self.sealed.push(Sealed {
-            path: Path::from(path),
+            path: Path::from(join(&dir, &format!("{stem}.{}", self.encoder.extension()))),
             data: self.encoder.finish(open.body)?,
             events: open.events,
             held: open.held,
+            supersedes,
         });
         Ok(())
+    }
+}
+
+/// `base/part`, either of which may be empty.
+fn join(base: &str, part: &str) -> String {
+    match (base.is_empty(), part.is_empty()) {
+        (_, true) => base.to_owned(),
+        (true, false) => part.to_owned(),
+        (false, false) => format!("{base}/{part}"),
     }
 }
 
@@ -331,7 +360,11 @@ async fn upload(
 ) -> Result<(), (Vec<Sealed>, SinkError)> {
     let results: Vec<_> = futures::stream::iter(sealed)
         .map(|object| async move {
-            match put(store, &object.path, object.data.clone()).await {
+            let stored = match put(store, &object.path, object.data.clone()).await {
+                Ok(()) => delete_superseded(store, object.supersedes.as_ref()).await,
+                Err(error) => Err(error),
+            };
+            match stored {
                 Ok(()) => {
                     tracing::debug!(stage, path = %object.path, events = object.events, bytes = object.data.len(), "object stored");
                     ::metrics::counter!("sluice_object_store_objects_total", "stage" => stage.to_owned()).increment(1);
@@ -368,6 +401,33 @@ async fn put(store: &Arc<dyn ObjectStore>, path: &Path, data: Bytes) -> object_s
     let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
     upload.put(data);
     upload.finish().await?;
+    Ok(())
+}
+
+/// Delete the objects `supersedes` names (see [`Supersedes`]). Before that, the events
+/// are stored twice, so the object's events are acknowledged only after it.
+async fn delete_superseded(
+    store: &Arc<dyn ObjectStore>,
+    supersedes: Option<&Supersedes>,
+) -> object_store::Result<()> {
+    let Some(supersedes) = supersedes else {
+        return Ok(());
+    };
+    let listed = store.list_with_delimiter(Some(&supersedes.dir)).await?;
+    for meta in listed.objects {
+        let superseded = meta
+            .location
+            .filename()
+            .and_then(|name| layout::kafka_first_offset(name, &supersedes.topic, supersedes.partition))
+            .is_some_and(|offset| offset > supersedes.first && offset <= supersedes.last);
+        if superseded {
+            tracing::info!(path = %meta.location, "deleting an object a replay stored again");
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -447,12 +507,18 @@ impl super::Sink for ObjectStoreSink {
             if let Err(error) = self.step(|_| Ok(())).await {
                 return Err((batch, error));
             }
-            match self.step(move |writer| writer.add(batch)).await {
-                Ok(rejected) => self.rejected.extend(rejected),
-                // The batch is in the writer now (held, to be retried with its object).
+            let (rejected, sealed) = match run_step(&self.writer, move |writer| writer.add(batch)).await {
+                Ok(added) => added,
                 Err(error) => {
-                    tracing::warn!(stage = %self.stage, "storing objects failed, retrying: {error}")
+                    // Nothing of the batch is held: its tokens failed, the source redelivers.
+                    tracing::error!(stage = %self.stage, "cannot encode a batch, its events are failed back to the source: {error}");
+                    return Ok(());
                 }
+            };
+            self.rejected.extend(rejected);
+            // The batch is in the writer now (held, to be retried with its object).
+            if let Err(error) = store_or_keep(&self.stage, &self.store, &self.writer, sealed).await {
+                tracing::warn!(stage = %self.stage, "storing objects failed, retrying: {error}");
             }
             Ok(())
         }

@@ -242,6 +242,41 @@ async fn a_replay_from_kafka_rewrites_the_same_object() {
 }
 
 #[tokio::test]
+async fn a_replay_that_rolls_elsewhere_replaces_the_objects_it_overlaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |max_events: usize| {
+        format!(
+            "url = \"file://{}\"\npartition = \"dt={{date}}\"\nmax_events = {max_events}",
+            dir.path().display()
+        )
+    };
+    // Before the crash: objects at 100 and 105 stored, the offsets never committed.
+    let mut first = sink(&text(5));
+    first.write(kafka_batch("sensors", 100..=104)).await.unwrap();
+    first.write(kafka_batch("sensors", 105..=109)).await.unwrap();
+    first.write(kafka_batch("sensors", 110..=111)).await.unwrap();
+    Box::new(first).close().await.unwrap();
+    // The replay from 100 takes bigger batches: one object 100..=107, then 108..=111.
+    let mut replay = sink(&text(5));
+    replay.write(kafka_batch("sensors", 100..=107)).await.unwrap();
+    replay.write(kafka_batch("sensors", 108..=111)).await.unwrap();
+    let store = replay.store.clone();
+    Box::new(replay).close().await.unwrap();
+    let stored = objects(&store).await;
+    let names: Vec<_> = stored.keys().cloned().collect();
+    assert_eq!(
+        names,
+        vec![
+            "dt=2026-11-29/sensors-0-00000000000000000100.parquet".to_owned(),
+            "dt=2026-11-29/sensors-0-00000000000000000108.parquet".to_owned(),
+        ],
+        "the objects at 105 and 110 are replaced"
+    );
+    let rows: usize = stored.values().map(|data| table(data).num_rows()).sum();
+    assert_eq!(rows, 12, "every offset once");
+}
+
+#[tokio::test]
 async fn an_object_that_cannot_be_stored_is_never_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     // A file where the partition's directory should be: every upload fails.

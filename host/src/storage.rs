@@ -1,4 +1,6 @@
-//! From the sink's `url` to an [`ObjectStore`] and the prefix objects go under.
+//! Where object-store URLs lead, for the `object_store` sink that writes objects and
+//! the `replay` source that reads them back: from a `url` to an [`ObjectStore`] and the
+//! prefix objects live under, and the event time both read from a payload field.
 //!
 //! `file://` and `memory://` are always there; `s3://`, `gs://` and `az://` need the
 //! `object-store-cloud` feature (their HTTP and credential stack is what an edge build
@@ -134,6 +136,17 @@ fn cloud(
     }
 }
 
+/// An event time as a payload field holds it: epoch milliseconds or RFC 3339 text.
+pub fn time_ms(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::Number(number) => number.as_i64(),
+        serde_json::Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| time.timestamp_millis()),
+        _ => None,
+    }
+}
+
 fn unsupported(scheme: &str) -> String {
     format!("unsupported URL scheme `{scheme}`; use file://, memory://, s3://, gs:// or az://")
 }
@@ -147,8 +160,16 @@ mod tests {
         let target = open("memory://bucket/lake/raw/", &BTreeMap::new()).unwrap();
         assert_eq!(target.prefix.as_ref(), "lake/raw");
         let options = BTreeMap::from([("region".to_owned(), "x".to_owned())]);
-        assert!(open("memory://", &options).unwrap_err().contains("do not apply"));
-        assert!(open("ftp://host/x", &BTreeMap::new()).unwrap_err().contains("ftp"));
+        assert!(
+            open("memory://", &options)
+                .unwrap_err()
+                .contains("do not apply")
+        );
+        assert!(
+            open("ftp://host/x", &BTreeMap::new())
+                .unwrap_err()
+                .contains("ftp")
+        );
     }
 
     #[cfg(feature = "object-store-cloud")]
