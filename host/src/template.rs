@@ -95,6 +95,92 @@ pub fn payload(event: &Event) -> Option<serde_json::Value> {
     serde_json::from_slice(&event.payload).ok()
 }
 
+/// The top-level names that the dotted `paths` start with: what [`payload_fields`]
+/// needs to read.
+pub fn top_level_names<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = paths
+        .into_iter()
+        .map(|path| path.split('.').next().unwrap_or(path).to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A JSON object payload's top-level fields `names` (as from [`top_level_names`]), if
+/// the payload is a JSON object. The rest of the payload is scanned, not built: a sink
+/// that renders a template from two fields of each event then costs a scan, not a
+/// document per event.
+pub fn payload_fields(event: &Event, names: &[String]) -> Option<serde_json::Value> {
+    let mut deserializer = serde_json::Deserializer::from_slice(&event.payload);
+    let fields = serde::de::DeserializeSeed::deserialize(Only(names), &mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(serde_json::Value::Object(fields))
+}
+
+/// Reads the fields it names out of a JSON object, skipping the others.
+struct Only<'a>(&'a [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Only<'_> {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Only<'_> {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some(wanted) = map.next_key_seed(Wanted(self.0))? {
+            match wanted {
+                Some(index) => {
+                    fields.insert(self.0[index].clone(), map.next_value()?);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A key: the index of the wanted name it equals, compared without allocating.
+struct Wanted<'a>(&'a [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Wanted<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Wanted<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|name| name == key))
+    }
+}
+
 /// The value at a dotted `path` of a JSON payload.
 pub fn field<'a>(
     payload: Option<&'a serde_json::Value>,
@@ -119,6 +205,31 @@ pub fn field_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_fields_reads_only_the_named_fields_of_an_object() {
+        let names = top_level_names(["device_id", "reading.kind", "device_id"]);
+        assert_eq!(names, ["device_id", "reading"]);
+        let event = Event::new(
+            &br#"{"pad":[1,{"x":"y"}],"device_id":"s\"1","reading":{"kind":"t"},"z":null}"#[..],
+            "t",
+        );
+        let fields = payload_fields(&event, &names).unwrap();
+        assert_eq!(
+            fields,
+            serde_json::json!({"device_id": "s\"1", "reading": {"kind": "t"}})
+        );
+        assert_eq!(
+            field_text(Some(&fields), "reading.kind", str::to_owned),
+            "t"
+        );
+        for not_an_object in [&b"[1]"[..], b"{\"a\":1} {}", b"{\"a\":", b"text"] {
+            assert_eq!(
+                payload_fields(&Event::new(not_an_object, "t"), &names),
+                None
+            );
+        }
+    }
 
     #[test]
     fn renders_dotted_fields_from_the_payload_and_marks_missing_ones() {

@@ -157,7 +157,7 @@ fn plugin_inspect_shows_world_exports_and_imports() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("sluice:plugin/state@0.1.2: instance { get, put, delete, scan-prefix }"),
+        stdout.contains("sluice:plugin/state@0.1.3: instance { get, put, delete, scan-prefix }"),
         "{stdout}"
     );
     assert!(

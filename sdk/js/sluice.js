@@ -19,10 +19,10 @@
 
 // componentize-js resolves imports by exact name: these follow the contract version in
 // wit/plugin.wit and move with it.
-import { log as hostLog } from "sluice:plugin/log@0.1.2";
-import { counterAdd, gaugeSet } from "sluice:plugin/metrics@0.1.2";
-import * as hostState from "sluice:plugin/state@0.1.2";
-import { get as hostLimits } from "sluice:plugin/limits@0.1.2";
+import { log as hostLog } from "sluice:plugin/log@0.1.3";
+import { counterAdd, gaugeSet } from "sluice:plugin/metrics@0.1.3";
+import * as hostState from "sluice:plugin/state@0.1.3";
+import { get as hostLimits } from "sluice:plugin/limits@0.1.3";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -40,6 +40,23 @@ pub fn process<P: crate::Processor>(
     })
 }
 
+#[cfg(feature = "timed")]
+pub fn tick<P: crate::Processor>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<P>>>,
+    now_ms: i64,
+    stopping: bool,
+) -> Result<wit::Output, String> {
+    slot.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let plugin = guard.as_mut().ok_or_else(not_initialized)?;
+        let mut output = crate::Output::new();
+        plugin
+            .tick(now_ms, stopping, &mut output)
+            .map_err(|error| error.to_string())?;
+        Ok(output.into_wit())
+    })
+}
+
 #[cfg(feature = "collector")]
 pub fn init_collector<C: crate::Collector>(
     slot: &'static std::thread::LocalKey<RefCell<Option<C>>>,
@@ -66,7 +83,7 @@ pub fn collect<C: crate::Collector>(
 }
 
 /// Export a [`Processor`](crate::Processor) as the plugin's `processor` world.
-#[cfg(feature = "processor")]
+#[cfg(all(feature = "processor", not(feature = "timed")))]
 #[macro_export]
 macro_rules! export_processor {
     ($plugin:ty) => {
@@ -85,6 +102,39 @@ macro_rules! export_processor {
                     batch: $crate::__bindings::sluice::plugin::types::Batch,
                 ) -> Result<$crate::__bindings::sluice::plugin::types::Output, String> {
                     $crate::export::process(&PLUGIN, batch)
+                }
+            }
+    $crate::__bindings::export_world!(Export with_types_in $crate::__bindings);
+        };
+    };
+}
+
+/// Export a [`Processor`](crate::Processor) as the plugin's `timed-processor` world.
+#[cfg(feature = "timed")]
+#[macro_export]
+macro_rules! export_processor {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::std::cell::RefCell<Option<$plugin>> =
+                    const { ::std::cell::RefCell::new(None) };
+            }
+            struct Export;
+            impl $crate::__bindings::Guest for Export {
+                fn init(config: String) -> Result<(), String> {
+                    $crate::export::init_processor(&PLUGIN, config)
+                }
+                fn process(
+                    batch: $crate::__bindings::sluice::plugin::types::Batch,
+                ) -> Result<$crate::__bindings::sluice::plugin::types::Output, String> {
+                    $crate::export::process(&PLUGIN, batch)
+                }
+                fn tick(
+                    now_ms: i64,
+                    stopping: bool,
+                ) -> Result<$crate::__bindings::sluice::plugin::types::Output, String> {
+                    $crate::export::tick(&PLUGIN, now_ms, stopping)
                 }
             }
     $crate::__bindings::export_world!(Export with_types_in $crate::__bindings);

@@ -31,9 +31,15 @@
 //!
 //! With the `inference` feature (which implies `processor`), the plugin targets the
 //! `scorer` world and may run the ONNX models its stage is granted: see [`inference`].
+//! With the `timed` feature (which implies `processor`), it targets `timed-processor`:
+//! the host also calls [`Processor::tick`] on the stage's schedule.
 
 #[cfg(all(feature = "processor", feature = "collector"))]
 compile_error!("enable exactly one of the `processor` and `collector` features of sluice-sdk");
+#[cfg(all(feature = "timed", feature = "inference"))]
+compile_error!(
+    "the `timed` and `inference` features of sluice-sdk are separate worlds: enable one"
+);
 #[cfg(not(any(feature = "processor", feature = "collector")))]
 compile_error!("enable one of the `processor` or `collector` features of sluice-sdk");
 
@@ -54,10 +60,23 @@ pub mod predicate;
 #[doc(hidden)]
 pub mod __bindings {
     //! The generated WIT bindings of the enabled world. Not part of the SDK's API.
-    #[cfg(all(feature = "processor", not(feature = "inference")))]
+    #[cfg(all(
+        feature = "processor",
+        not(feature = "inference"),
+        not(feature = "timed")
+    ))]
     wit_bindgen::generate!({
         path: "../wit",
         world: "processor",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "sluice_sdk::__bindings",
+        runtime_path: "sluice_sdk::__wit_bindgen::rt",
+    });
+    #[cfg(feature = "timed")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "timed-processor",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "sluice_sdk::__bindings",
@@ -111,6 +130,16 @@ pub trait Processor: Sized + 'static {
                 out.reject(&event, error.to_string());
             }
         }
+        Ok(())
+    }
+
+    /// Work that falls due with time (with the `timed` feature, the host calls it every
+    /// `tick_interval_ms` of the stage, and once more with `stopping` when the stage's
+    /// input has ended): emit new events with [`Output::push`]. `now_ms` is the host's
+    /// clock. State written here is committed once what the tick emitted has been taken
+    /// downstream (see the `timed-processor` world). Does nothing by default.
+    fn tick(&mut self, now_ms: i64, stopping: bool, out: &mut Output) -> Result<(), Error> {
+        let _ = (now_ms, stopping, out);
         Ok(())
     }
 }

@@ -28,6 +28,23 @@ pub mod collector {
     });
 }
 
+/// The `timed-processor` world is `processor` plus the `tick` export; its interfaces
+/// are the processor's.
+pub mod timed {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "timed-processor",
+        imports: { default: trappable },
+        with: {
+            "sluice:plugin/types": super::processor::sluice::plugin::types,
+            "sluice:plugin/log": super::processor::sluice::plugin::log,
+            "sluice:plugin/metrics": super::processor::sluice::plugin::metrics,
+            "sluice:plugin/state": super::processor::sluice::plugin::state,
+            "sluice:plugin/limits": super::processor::sluice::plugin::limits,
+        },
+    });
+}
+
 /// The `scorer` world is `processor` plus `inference`; only the `inference` interface is
 /// new, so everything else reuses the processor's bindings. Its components are linked
 /// as processors (the exports are the same).

@@ -8,6 +8,8 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::collector::{Collector, CollectorPre};
 use super::bindings::processor::{Processor, ProcessorPre};
+use super::bindings::timed::{TimedProcessor, TimedProcessorPre};
+use super::capabilities::state::DeferredWrites;
 use super::capabilities::{StageShared, check_imports};
 use super::codec::{Processed, check_size, decode_output, encode_batch};
 use super::engine::Runtime;
@@ -37,6 +39,7 @@ pub struct StageSpec {
 /// A plugin linked for one stage, with only the capabilities the stage grants.
 pub(crate) enum StagePre {
     Processor(ProcessorPre<StoreData>),
+    Timed(TimedProcessorPre<StoreData>),
     Collector(CollectorPre<StoreData>),
 }
 
@@ -58,6 +61,7 @@ impl StagePre {
             .map_err(link_error)?;
         match plugin.world {
             Some(World::Collector) => CollectorPre::new(pre).map(StagePre::Collector),
+            _ if plugin.ticks => TimedProcessorPre::new(pre).map(StagePre::Timed),
             _ => ProcessorPre::new(pre).map(StagePre::Processor),
         }
         .map_err(link_error)
@@ -66,6 +70,7 @@ impl StagePre {
 
 enum Exports {
     Processor(Processor),
+    Timed(TimedProcessor),
     Collector(Collector),
 }
 
@@ -114,6 +119,7 @@ impl Instance {
         let exports = match pre {
             StagePre::Collector(pre) => pre.instantiate(&mut store).map(Exports::Collector),
             StagePre::Processor(pre) => pre.instantiate(&mut store).map(Exports::Processor),
+            StagePre::Timed(pre) => pre.instantiate(&mut store).map(Exports::Timed),
         };
         let exports =
             exports.map_err(|error| call_error(classify(&mut store, &spec.limits, error)))?;
@@ -129,10 +135,13 @@ impl Instance {
             .call(
                 |store, exports| match exports {
                     Exports::Processor(p) => p.call_init(store, &config),
+                    Exports::Timed(t) => t.call_init(store, &config),
                     Exports::Collector(c) => c.call_init(store, &config),
                 },
                 Ok,
+                Commit::Now,
             )
+            .map(|((), _)| ())
             .map_err(|failure| match failure {
                 CallFailure::Returned(message) => call_error(CallFailure::Init(message)),
                 other => call_error(other),
@@ -147,13 +156,43 @@ impl Instance {
         self.call(
             |store, exports| match exports {
                 Exports::Processor(p) => p.call_process(store, &batch),
+                Exports::Timed(t) => t.call_process(store, &batch),
                 Exports::Collector(_) => unreachable!("pools check the world before use"),
             },
             |output| {
                 check_size(&output, events.len(), &limits)?;
                 decode_output(output, events.len()).map_err(CallFailure::MalformedOutput)
             },
+            Commit::Now,
         )
+        .map(|(processed, _)| processed)
+    }
+
+    /// One tick of a `timed-processor`. Its state writes come back uncommitted, to be
+    /// committed once what it emitted is taken downstream.
+    pub fn tick(
+        &mut self,
+        now_ms: i64,
+        stopping: bool,
+    ) -> Result<(Processed, DeferredWrites), CallFailure> {
+        let limits = self.limits.clone();
+        self.call(
+            |store, exports| match exports {
+                Exports::Timed(t) => t.call_tick(store, now_ms, stopping),
+                _ => unreachable!("pools tick only plugins that export `tick`"),
+            },
+            |output| {
+                if !output.rejected.is_empty() {
+                    return Err(CallFailure::MalformedOutput(
+                        "a tick rejected events, but it has no input".into(),
+                    ));
+                }
+                check_size(&output, 0, &limits)?;
+                decode_output(output, 0).map_err(CallFailure::MalformedOutput)
+            },
+            Commit::Deferred,
+        )
+        .map(|(processed, deferred)| (processed, deferred.expect("deferred writes were asked for")))
     }
 
     /// Collect one tick's events.
@@ -162,22 +201,27 @@ impl Instance {
         self.call(
             |store, exports| match exports {
                 Exports::Collector(c) => c.call_collect(store),
-                Exports::Processor(_) => unreachable!("pools check the world before use"),
+                Exports::Processor(_) | Exports::Timed(_) => {
+                    unreachable!("pools check the world before use")
+                }
             },
             |output| {
                 check_size(&output, 0, &limits)?;
                 decode_output(output, 0).map_err(CallFailure::MalformedOutput)
             },
+            Commit::Now,
         )
+        .map(|(processed, _)| processed)
     }
 
-    /// Run one export under the limits, check what it returned with `accept`, and
-    /// commit the state writes only if both succeeded.
+    /// Run one export under the limits, check what it returned with `accept`, and keep
+    /// the state writes only if both succeeded: committed now, or handed back.
     fn call<R, T>(
         &mut self,
         f: impl FnOnce(&mut Store<StoreData>, &Exports) -> wasmtime::Result<Result<R, String>>,
         accept: impl FnOnce(R) -> Result<T, CallFailure>,
-    ) -> Result<T, CallFailure> {
+        commit: Commit,
+    ) -> Result<(T, Option<DeferredWrites>), CallFailure> {
         arm(&mut self.store, &self.limits, self.fuel_enabled);
         self.store.data_mut().inference.new_call();
         let outcome = match f(&mut self.store, &self.exports) {
@@ -190,13 +234,23 @@ impl Instance {
         };
         let state = &mut self.store.data_mut().state;
         match outcome {
-            Ok(value) => state.commit().map(|()| value),
+            Ok(value) => match commit {
+                Commit::Now => state.commit().map(|()| (value, None)),
+                Commit::Deferred => Ok((value, Some(state.defer()))),
+            },
             Err(failure) => {
                 state.rollback();
                 Err(failure)
             }
         }
     }
+}
+
+/// When a successful call's state writes are committed.
+enum Commit {
+    Now,
+    /// Handed back to the caller.
+    Deferred,
 }
 
 /// Set the deadline (and fuel) for the next call.

@@ -24,4 +24,4 @@ pub use grants::{DirGrant, Grants};
 pub use instance::StageSpec;
 pub use limits::{DEFAULT_MEMORY_BYTES, Limits};
 pub use plugin::{Plugin, World, sha256_hex};
-pub use pool::InstancePool;
+pub use pool::{DeferredWrites, InstancePool};

@@ -35,6 +35,8 @@ pub struct Plugin {
     pub sha256: String,
     /// `None` when the component exports neither Sluice world.
     pub world: Option<World>,
+    /// A processor that exports `tick` (the `timed-processor` world, contract 0.1.3).
+    pub ticks: bool,
     pub component: Component,
     /// Whether this plugin came from the compile cache.
     pub cached: bool,
@@ -79,6 +81,7 @@ impl Plugin {
             .load_or_compile(&runtime.engine, &bytes, &sha256)
             .map_err(|error| not_a_component(format!("it does not compile: {error}")))?;
         let world = detect_world(runtime, &component);
+        let ticks = world == Some(World::Processor) && exports_tick(runtime, &component);
         runtime.full_linker()?.instantiate_pre(&component).map_err(|error| PluginError::Link {
             plugin: name.to_owned(),
             reason: format!("{error:#}; a plugin may import only WASI (without sockets) and sluice:plugin interfaces"),
@@ -88,6 +91,7 @@ impl Plugin {
             path: path.to_owned(),
             sha256,
             world,
+            ticks,
             component,
             cached,
         })
@@ -194,6 +198,13 @@ fn check_component_header(bytes: &[u8]) -> Result<(), String> {
         ),
         _ => Err("unknown WebAssembly version or layer".to_owned()),
     }
+}
+
+fn exports_tick(runtime: &Runtime, component: &Component) -> bool {
+    component
+        .component_type()
+        .exports(&runtime.engine)
+        .any(|(name, _)| name == "tick")
 }
 
 fn detect_world(runtime: &Runtime, component: &Component) -> Option<World> {

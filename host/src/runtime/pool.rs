@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::capabilities::StageShared;
+pub use super::capabilities::state::DeferredWrites;
 use super::codec::{Processed, Rejection};
 use super::engine::Runtime;
 use super::error::{CallFailure, PluginError};
@@ -160,6 +161,25 @@ impl InstancePool {
         let mut processed = self.isolate(&events[..middle], budget)?;
         processed.extend_shifted(self.isolate(&events[middle..], budget)?, middle);
         Ok(processed)
+    }
+
+    /// Whether the plugin exports `tick` (contract 0.1.3's `timed-processor`).
+    pub fn ticks(&self) -> bool {
+        self.plugin.ticks
+    }
+
+    /// One `tick`; its state writes come back to be committed once its output is taken.
+    pub fn tick(
+        &self,
+        now_ms: i64,
+        stopping: bool,
+    ) -> Result<(Processed, DeferredWrites), PluginError> {
+        let mut instance = self.checkout()?;
+        let result = instance
+            .tick(now_ms, stopping)
+            .map_err(|failure| self.call_error(failure));
+        self.checkin(instance);
+        result
     }
 
     /// One collector tick.

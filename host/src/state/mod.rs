@@ -272,6 +272,17 @@ impl Transaction {
         self.store.apply(&self.stage, &writes, total_limit)
     }
 
+    /// Move this call's writes into a transaction of their own, committed later (or
+    /// dropped); this one goes on empty.
+    pub fn split_off(&mut self) -> Transaction {
+        Transaction {
+            store: self.store.clone(),
+            stage: self.stage.clone(),
+            writes: std::mem::take(&mut self.writes),
+            pending_bytes: std::mem::take(&mut self.pending_bytes),
+        }
+    }
+
     /// Forget this call's writes.
     pub fn rollback(&mut self) {
         self.writes.clear();

@@ -57,6 +57,15 @@ impl StateCtx {
         self.txn.rollback();
     }
 
+    /// Take the call's writes out, to be committed once what the call emitted is
+    /// taken downstream (a tick's).
+    pub fn defer(&mut self) -> DeferredWrites {
+        DeferredWrites {
+            txn: self.txn.split_off(),
+            total_bytes: self.total_bytes,
+        }
+    }
+
     fn check_key(&self, key: &str) -> wasmtime::Result<()> {
         if key.len() > self.key_bytes as usize {
             return Err(limit(
@@ -79,6 +88,19 @@ impl StateCtx {
             ));
         }
         Ok(())
+    }
+}
+
+/// State writes of a finished call, waiting to be committed.
+pub struct DeferredWrites {
+    txn: Transaction,
+    total_bytes: u64,
+}
+
+impl DeferredWrites {
+    /// Make the writes durable, within the stage's total.
+    pub fn commit(mut self) -> Result<(), StateError> {
+        self.txn.commit(self.total_bytes)
     }
 }
 

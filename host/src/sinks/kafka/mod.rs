@@ -85,10 +85,16 @@ impl super::SinkConfig for KafkaSinkConfig {
         let producer: FutureProducer = config
             .create()
             .map_err(|error| BuildError::stage(stage, format!("Kafka producer: {error}")))?;
+        let fields = template::top_level_names(
+            topic
+                .placeholders()
+                .chain(key.iter().flat_map(Template::placeholders)),
+        );
         Ok(Box::new(KafkaSink {
             producer,
             topic,
             key,
+            fields,
         }))
     }
 }
@@ -97,6 +103,8 @@ pub struct KafkaSink {
     producer: FutureProducer,
     topic: Template,
     key: Option<Template>,
+    /// The payload fields the templates read.
+    fields: Vec<String>,
 }
 
 /// A topic name may hold only ASCII letters, digits, `.`, `_` and `-`.
@@ -114,10 +122,12 @@ fn topic_name(text: &str) -> String {
 
 impl KafkaSink {
     fn record_parts(&self, event: &Event) -> (String, Option<Vec<u8>>, OwnedHeaders) {
-        // One parse of the payload serves both templates.
-        let needs_payload = !self.topic.is_constant()
-            || self.key.as_ref().is_some_and(|key| !key.is_constant());
-        let payload = needs_payload.then(|| template::payload(event)).flatten();
+        // One scan of the payload serves both templates.
+        let payload = if self.fields.is_empty() {
+            None
+        } else {
+            template::payload_fields(event, &self.fields)
+        };
         let topic = self.topic.render_fields(payload.as_ref(), topic_name);
         let key = match &self.key {
             Some(key) => Some(key.render_fields(payload.as_ref(), str::to_owned).into_bytes()),

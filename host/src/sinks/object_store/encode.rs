@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_json::ReaderBuilder;
+use arrow_json::reader::Decoder;
 use arrow_json::reader::infer_json_schema;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
@@ -103,7 +104,40 @@ pub enum Body {
     /// JSON lines, or Parquet whose schema is inferred when the object is finished.
     Lines(Vec<u8>),
     /// Parquet under a declared schema, encoded as events arrive.
-    Parquet(Box<ArrowWriter<Vec<u8>>>),
+    Parquet(Box<ParquetBody>),
+}
+
+/// An object's Parquet writer, and the rows decoded for it but not yet written: each
+/// `write` costs per column, so the small batches a partitioned stream gets are
+/// gathered into writes of [`WRITE_ROWS`].
+pub struct ParquetBody {
+    writer: ArrowWriter<Vec<u8>>,
+    decoder: Option<Decoder>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+const WRITE_ROWS: usize = 8192;
+
+impl ParquetBody {
+    fn add(&mut self, batch: RecordBatch) -> Result<(), EncodeError> {
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        if self.pending_rows >= WRITE_ROWS {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<(), EncodeError> {
+        if let Some(first) = self.pending.first() {
+            let rows = arrow_select::concat::concat_batches(&first.schema(), &self.pending)?;
+            self.writer.write(&rows)?;
+        }
+        self.pending.clear();
+        self.pending_rows = 0;
+        Ok(())
+    }
 }
 
 impl Encoder {
@@ -158,11 +192,12 @@ impl Encoder {
 
     pub fn body(&self) -> Result<Body, EncodeError> {
         Ok(match &self.schema {
-            Some(schema) => Body::Parquet(Box::new(ArrowWriter::try_new(
-                Vec::new(),
-                schema.clone(),
-                Some(self.properties()),
-            )?)),
+            Some(schema) => Body::Parquet(Box::new(ParquetBody {
+                writer: ArrowWriter::try_new(Vec::new(), schema.clone(), Some(self.properties()))?,
+                decoder: None,
+                pending: Vec::new(),
+                pending_rows: 0,
+            })),
             None => Body::Lines(Vec::new()),
         })
     }
@@ -205,12 +240,12 @@ impl Encoder {
                 }
                 Ok(rejected)
             }
-            Body::Parquet(writer) => {
+            Body::Parquet(parquet) => {
                 let schema = self
                     .schema
                     .clone()
                     .expect("a Parquet body is made only under a declared schema");
-                let (batch, rejected) = match self.decode(&schema, events) {
+                let (batch, rejected) = match self.decode_reusing(parquet, &schema, events) {
                     Ok(batch) => (batch, Vec::new()),
                     Err(_) => {
                         // Find the culprits one by one, then take the rest together.
@@ -239,11 +274,41 @@ impl Encoder {
                     }
                 };
                 if let Some(batch) = batch {
-                    writer.write(&batch)?;
+                    parquet.add(batch)?;
                 }
                 Ok(rejected)
             }
         }
+    }
+
+    fn decoder(&self, schema: &SchemaRef, rows: usize) -> Result<Decoder, arrow_schema::ArrowError> {
+        ReaderBuilder::new(schema.clone())
+            .with_batch_size(rows.max(1))
+            .with_strict_mode(self.reject_unknown_fields)
+            .build_decoder()
+    }
+
+    /// Decode `events` with the object's own decoder when they fit it (building a
+    /// decoder costs more than a small batch's rows); one that failed is replaced, as
+    /// its state is then unknown.
+    fn decode_reusing(
+        &self,
+        parquet: &mut ParquetBody,
+        schema: &SchemaRef,
+        events: &[&Event],
+    ) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
+        if events.len() > WRITE_ROWS {
+            return self.decode(schema, events);
+        }
+        let decoder = match &mut parquet.decoder {
+            Some(decoder) => decoder,
+            empty => empty.insert(self.decoder(schema, WRITE_ROWS)?),
+        };
+        let decoded = decode_into(decoder, events);
+        if decoded.is_err() {
+            parquet.decoder = None;
+        }
+        decoded
     }
 
     fn decode(
@@ -251,10 +316,16 @@ impl Encoder {
         schema: &SchemaRef,
         events: &[&Event],
     ) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
-        let mut decoder = ReaderBuilder::new(schema.clone())
-            .with_batch_size(events.len().max(1))
-            .with_strict_mode(self.reject_unknown_fields)
-            .build_decoder()?;
+        decode_into(&mut self.decoder(schema, events.len())?, events)
+    }
+}
+
+/// Decode each event's payload as exactly one JSON object into `decoder`, then flush.
+fn decode_into(
+    decoder: &mut Decoder,
+    events: &[&Event],
+) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
+    {
         for event in events {
             // The decoder reads a stream: a payload holding half an object, or two,
             // would shift every row after it.
@@ -271,11 +342,17 @@ impl Encoder {
         }
         decoder.flush()
     }
+}
+
+impl Encoder {
 
     /// The finished object's bytes.
     pub fn finish(&self, body: Body) -> Result<Bytes, EncodeError> {
         let bytes = match body {
-            Body::Parquet(writer) => writer.into_inner()?,
+            Body::Parquet(mut parquet) => {
+                parquet.write_pending()?;
+                parquet.writer.into_inner()?
+            }
             Body::Lines(lines) if self.format == Format::Parquet => self.infer_and_write(&lines)?,
             Body::Lines(lines) => match self.compression {
                 Compression::Gzip => {

@@ -29,8 +29,11 @@ pub struct Partitioner {
     /// A payload field holding the event time (epoch ms or RFC 3339); otherwise the
     /// event's own timestamp (the Kafka record time, the MQTT/HTTP arrival time).
     time_field: Option<String>,
-    /// Whether rendering reads the payload (a time field, or a field placeholder).
-    needs_payload: bool,
+    /// The payload's top-level fields rendering reads (a time field, field
+    /// placeholders); none when only the event's timestamp is used.
+    fields: Vec<String>,
+    /// The time parts of the last minute rendered: events come in time order, mostly.
+    minute: Option<(i64, [String; 6])>,
 }
 
 /// Placeholders that are parts of the event time, not payload fields.
@@ -48,24 +51,27 @@ pub enum Stream {
 impl Partitioner {
     pub fn parse(template: &str, time_field: Option<String>) -> Result<Self, String> {
         let template = Template::parse(template, "partition")?;
-        let needs_payload = time_field.is_some()
-            || template
+        let fields = template::top_level_names(
+            template
                 .placeholders()
-                .any(|name| !TIME_PARTS.contains(&name));
+                .filter(|name| !TIME_PARTS.contains(name))
+                .chain(time_field.as_deref()),
+        );
         Ok(Partitioner {
             template,
             time_field,
-            needs_payload,
+            fields,
+            minute: None,
         })
     }
 
     /// The partition path of `event` (without leading or trailing `/`) and its event
     /// time in epoch milliseconds.
-    pub fn render(&self, event: &Event) -> (String, i64) {
-        let payload = if self.needs_payload {
-            template::payload(event)
-        } else {
+    pub fn render(&mut self, event: &Event) -> (String, i64) {
+        let payload = if self.fields.is_empty() {
             None
+        } else {
+            template::payload_fields(event, &self.fields)
         };
         let millis = self
             .time_field
@@ -73,18 +79,31 @@ impl Partitioner {
             .and_then(|path| template::field(payload.as_ref(), path))
             .and_then(crate::storage::time_ms)
             .unwrap_or(event.timestamp_ms);
-        let time = DateTime::<Utc>::from_timestamp_millis(millis).unwrap_or_default();
-        let out = self.template.render_with(|name| match name {
-            "date" => time.format("%Y-%m-%d").to_string(),
-            "year" => format!("{:04}", time.year()),
-            "month" => format!("{:02}", time.month()),
-            "day" => format!("{:02}", time.day()),
-            "hour" => format!("{:02}", time.hour()),
-            "minute" => format!("{:02}", time.minute()),
-            path => template::field_text(payload.as_ref(), path, clean),
+        let minute = millis.div_euclid(60_000);
+        if self.minute.as_ref().is_none_or(|(cached, _)| *cached != minute) {
+            self.minute = Some((minute, time_parts(millis)));
+        }
+        let parts = &self.minute.as_ref().expect("filled above").1;
+        let out = self.template.render_with(|name| match TIME_PARTS.iter().position(|part| *part == name) {
+            Some(index) => parts[index].clone(),
+            None => template::field_text(payload.as_ref(), name, clean),
         });
         (out.trim_matches('/').to_owned(), millis)
     }
+}
+
+/// `date`, `year`, `month`, `day`, `hour`, `minute` of `millis` in UTC, in the order of
+/// [`TIME_PARTS`].
+fn time_parts(millis: i64) -> [String; 6] {
+    let time = DateTime::<Utc>::from_timestamp_millis(millis).unwrap_or_default();
+    [
+        format!("{:04}-{:02}-{:02}", time.year(), time.month(), time.day()),
+        format!("{:04}", time.year()),
+        format!("{:02}", time.month()),
+        format!("{:02}", time.day()),
+        format!("{:02}", time.hour()),
+        format!("{:02}", time.minute()),
+    ]
 }
 
 /// A field value may not add path levels or characters query engines trip on.
@@ -167,7 +186,7 @@ mod tests {
 
     #[test]
     fn partitions_render_event_time_and_cleaned_fields() {
-        let hive = Partitioner::parse("dt={date}/hour={hour}/device={device_id}", None).unwrap();
+        let mut hive = Partitioner::parse("dt={date}/hour={hour}/device={device_id}", None).unwrap();
         // 2026-11-29T10:42:00Z
         let at = 1_795_948_920_000;
         assert_eq!(
@@ -175,7 +194,7 @@ mod tests {
             ("dt=2026-11-29/hour=10/device=a_b_c".to_owned(), at)
         );
         assert_eq!(hive.render(&event("not json", at)).0, "dt=2026-11-29/hour=10/device=_");
-        let by_field = Partitioner::parse("{year}/{month}/{day}", Some("ts".into())).unwrap();
+        let mut by_field = Partitioner::parse("{year}/{month}/{day}", Some("ts".into())).unwrap();
         assert_eq!(
             by_field.render(&event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)),
             ("2024/02/03".to_owned(), 1_706_933_106_000)

@@ -504,7 +504,8 @@ impl super::Sink for ObjectStoreSink {
     fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
         async move {
             // Objects that failed before go first; until they are stored, new events wait.
-            if let Err(error) = self.step(|_| Ok(())).await {
+            let failed_before = !self.writer.lock().unwrap().sealed.is_empty();
+            if failed_before && let Err(error) = self.step(|_| Ok(())).await {
                 return Err((batch, error));
             }
             let (rejected, sealed) = match run_step(&self.writer, move |writer| writer.add(batch)).await {

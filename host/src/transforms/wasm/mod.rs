@@ -1,13 +1,17 @@
 //! `type = "wasm"` transform: a processor plugin, `parallelism` instances wide. A batch
 //! that fails is split until its bad events are isolated; those go to the stage's
-//! `dead_letter` route with the reason, the rest go on.
+//! `dead_letter` route with the reason, the rest go on. A plugin that exports `tick`
+//! is also called on a schedule ([`tick`]).
+
+mod tick;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, RwLock, mpsc};
 use toml::Spanned;
 
 use crate::pipeline::{Batch, DeadLetter, Outputs, StageError};
@@ -29,6 +33,14 @@ pub struct WasmTransformConfig {
     /// The plugin's own config (a table, passed as JSON to `init`).
     #[serde(default = "crate::stage::empty_config")]
     pub config: serde_json::Value,
+    /// How often the plugin's `tick` runs (a `timed-processor` plugin); without it, it
+    /// runs only once, when the stage's input ends.
+    #[serde(
+        rename = "tick_interval_ms",
+        default,
+        with = "serde_with::As::<Option<serde_with::DurationMilliSeconds<u64>>>"
+    )]
+    pub tick_interval: Option<Duration>,
 }
 
 fn one() -> usize {
@@ -55,15 +67,32 @@ impl super::TransformConfig for WasmTransformConfig {
                 "`parallelism` must be at least 1",
             ));
         }
+        if self.tick_interval.is_some_and(|interval| interval.is_zero()) {
+            return Err(BuildError::stage(
+                context.stage,
+                "`tick_interval_ms` must be at least 1",
+            ));
+        }
         let pool = context.pool(
             self.plugin.get_ref(),
             World::Processor,
             &self.config,
             self.parallelism,
         )?;
+        if self.tick_interval.is_some() && !pool.ticks() {
+            return Err(BuildError::stage(
+                context.stage,
+                format!(
+                    "`tick_interval_ms` is set, but plugin `{}` does not export `tick` \
+                     (the `timed-processor` world, contract 0.1.3)",
+                    self.plugin.get_ref()
+                ),
+            ));
+        }
         Ok(Box::new(WasmTransform {
             pool,
             parallelism: self.parallelism,
+            tick_interval: self.tick_interval,
         }))
     }
 }
@@ -71,6 +100,7 @@ impl super::TransformConfig for WasmTransformConfig {
 pub struct WasmTransform {
     pool: Arc<InstancePool>,
     parallelism: usize,
+    tick_interval: Option<Duration>,
 }
 
 impl Transform for WasmTransform {
@@ -83,15 +113,51 @@ impl Transform for WasmTransform {
         async move {
             let input = Arc::new(Mutex::new(input));
             let outputs = Arc::new(outputs);
+            // A tick runs while no batch is being processed: what it reads of the state
+            // is not changing under it.
+            let calls = Arc::new(RwLock::new(()));
             let workers: Vec<_> = (0..self.parallelism)
-                .map(|_| tokio::spawn(work(self.pool.clone(), input.clone(), outputs.clone())))
+                .map(|_| {
+                    tokio::spawn(work(
+                        self.pool.clone(),
+                        input.clone(),
+                        outputs.clone(),
+                        calls.clone(),
+                    ))
+                })
                 .collect();
+            let input_ended = tokio_util::sync::CancellationToken::new();
+            let ticker = self.pool.ticks().then(|| {
+                tokio::spawn(tick::run(
+                    self.pool.clone(),
+                    self.tick_interval,
+                    outputs.clone(),
+                    calls.clone(),
+                    input_ended.clone(),
+                ))
+            });
+            let mut result = Ok(());
             for worker in workers {
-                worker
+                let worked = worker
                     .await
-                    .map_err(|error| StageError::new(self.pool.stage(), error))??;
+                    .map_err(|error| StageError::new(self.pool.stage(), error))
+                    .and_then(|worked| worked);
+                if result.is_ok() {
+                    result = worked;
+                }
             }
-            Ok(())
+            // The last tick comes after the last batch, before the outputs close.
+            input_ended.cancel();
+            if let Some(ticker) = ticker {
+                let ticked = ticker
+                    .await
+                    .map_err(|error| StageError::new(self.pool.stage(), error))
+                    .and_then(|ticked| ticked);
+                if result.is_ok() {
+                    result = ticked;
+                }
+            }
+            result
         }
         .boxed()
     }
@@ -101,6 +167,7 @@ async fn work(
     pool: Arc<InstancePool>,
     input: Arc<Mutex<mpsc::Receiver<Batch>>>,
     outputs: Arc<Outputs>,
+    calls: Arc<RwLock<()>>,
 ) -> Result<(), StageError> {
     let stage = pool.stage().to_owned();
     loop {
@@ -111,8 +178,10 @@ async fn work(
         let started = std::time::Instant::now();
         let Batch { events, acks } = batch;
         let worker_pool = pool.clone();
+        let calling = calls.clone().read_owned().await;
         let (events, processed) = tokio::task::spawn_blocking(move || {
             let processed = worker_pool.process_isolating(&events);
+            drop(calling);
             (events, processed)
         })
         .await

@@ -1,0 +1,249 @@
+//! Windows over a key-value store: which windows an event falls in, what a window
+//! keeps, when it is late, and what a closed window emits.
+//!
+//! State layout (the stage's durable state):
+//! - `w/{end, 20 digits}/{key}`: an open window's [`Bucket`]. Keys sort by window end,
+//!   so a tick reads the windows due first and stops at the first one that is not;
+//! - `wm`: the largest event time seen (event-time windows);
+//! - `d/{key}`: the last interval the downsampler let an event of `key` through.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::sketch::Sketch;
+
+/// Where a plugin's state lives: the host's per-stage state, or memory in tests.
+pub trait Store {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn put(&mut self, key: &str, value: &[u8]);
+    fn delete(&mut self, key: &str);
+    /// Up to `limit` entries under `prefix`, in key order.
+    fn scan(&self, prefix: &str, limit: u32) -> Vec<(String, Vec<u8>)>;
+}
+
+pub const WINDOWS: &str = "w/";
+pub const WATERMARK: &str = "wm";
+
+/// Window lengths: tumbling windows are hopping windows whose hop is their size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub size_ms: i64,
+    pub hop_ms: i64,
+}
+
+impl Windows {
+    /// The `(start, end)` of every window holding time `t`, latest start first.
+    pub fn containing(&self, t: i64) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let last_start = t.div_euclid(self.hop_ms) * self.hop_ms;
+        (0..)
+            .map(move |k| last_start - k * self.hop_ms)
+            .take_while(move |start| start + self.size_ms > t)
+            .map(move |start| (start, start + self.size_ms))
+    }
+}
+
+pub fn window_key(end: i64, key: &str) -> String {
+    format!("{WINDOWS}{end:020}/{key}")
+}
+
+/// The window end a `w/` state key holds.
+pub fn end_of(state_key: &str) -> Option<i64> {
+    state_key.strip_prefix(WINDOWS)?.get(..20)?.parse().ok()
+}
+
+/// What one window of one key has seen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// The key's value as the events carried it (a JSON value).
+    pub key: Value,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// (event time, value) of the earliest and of the latest event.
+    pub first: (i64, f64),
+    pub last: (i64, f64),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<Sketch>,
+}
+
+impl Bucket {
+    pub fn new(key: Value, with_sketch: bool) -> Self {
+        Bucket {
+            key,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sketch: with_sketch.then(Sketch::default),
+            ..Bucket::default()
+        }
+    }
+
+    pub fn add(&mut self, time: i64, value: f64) {
+        if self.count == 0 || time < self.first.0 {
+            self.first = (time, value);
+        }
+        // Equal times: the later arrival is the last.
+        if self.count == 0 || time >= self.last.0 {
+            self.last = (time, value);
+        }
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        if let Some(sketch) = &mut self.sketch {
+            sketch.add(value);
+        }
+    }
+}
+
+/// An aggregate a closed window reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Aggregate {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Mean,
+    First,
+    Last,
+    /// A percentile (`p50`, `p99`, `p99.9`), as a fraction.
+    Percentile(String, f64),
+}
+
+impl Aggregate {
+    pub fn parse(name: &str) -> Result<Aggregate, String> {
+        Ok(match name {
+            "count" => Aggregate::Count,
+            "sum" => Aggregate::Sum,
+            "min" => Aggregate::Min,
+            "max" => Aggregate::Max,
+            "mean" => Aggregate::Mean,
+            "first" => Aggregate::First,
+            "last" => Aggregate::Last,
+            other => {
+                let percent: f64 = other
+                    .strip_prefix('p')
+                    .and_then(|p| p.parse().ok())
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown aggregate `{other}`: use count, sum, min, max, mean, first, \
+                             last or a percentile such as p50, p99, p99.9"
+                        )
+                    })?;
+                Aggregate::Percentile(other.to_owned(), percent / 100.0)
+            }
+        })
+    }
+
+    pub fn needs_sketch(&self) -> bool {
+        matches!(self, Aggregate::Percentile(..))
+    }
+}
+
+/// The event a closed window emits.
+pub fn result(
+    bucket: &Bucket,
+    key_field: Option<&str>,
+    (start, end): (i64, i64),
+    aggregates: &[Aggregate],
+) -> Value {
+    let mut out = Map::new();
+    if let Some(field) = key_field {
+        out.insert(field.to_owned(), bucket.key.clone());
+    }
+    out.insert("window_start".into(), json!(start));
+    out.insert("window_end".into(), json!(end));
+    for aggregate in aggregates {
+        let (name, value) = match aggregate {
+            Aggregate::Count => ("count", json!(bucket.count)),
+            Aggregate::Sum => ("sum", json!(bucket.sum)),
+            Aggregate::Min => ("min", json!(bucket.min)),
+            Aggregate::Max => ("max", json!(bucket.max)),
+            Aggregate::Mean => ("mean", json!(bucket.sum / bucket.count.max(1) as f64)),
+            Aggregate::First => ("first", json!(bucket.first.1)),
+            Aggregate::Last => ("last", json!(bucket.last.1)),
+            Aggregate::Percentile(name, q) => {
+                // A bucket's representative may pass the extremes by its 1%: clamp.
+                let value = bucket
+                    .sketch
+                    .as_ref()
+                    .and_then(|s| s.quantile(*q))
+                    .map(|v| v.clamp(bucket.min, bucket.max));
+                (name.as_str(), json!(value))
+            }
+        };
+        out.insert(name.to_owned(), value);
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tumbling_and_hopping_windows_hold_an_event() {
+        let tumbling = Windows {
+            size_ms: 60_000,
+            hop_ms: 60_000,
+        };
+        assert_eq!(
+            tumbling.containing(125_000).collect::<Vec<_>>(),
+            [(120_000, 180_000)]
+        );
+        assert_eq!(
+            tumbling.containing(120_000).collect::<Vec<_>>(),
+            [(120_000, 180_000)]
+        );
+        let hopping = Windows {
+            size_ms: 60_000,
+            hop_ms: 20_000,
+        };
+        assert_eq!(
+            hopping.containing(125_000).collect::<Vec<_>>(),
+            [(120_000, 180_000), (100_000, 160_000), (80_000, 140_000)]
+        );
+    }
+
+    #[test]
+    fn state_keys_sort_by_window_end() {
+        let early = window_key(9_000, "zz");
+        let late = window_key(10_000, "aa");
+        assert!(early < late);
+        assert_eq!(end_of(&late), Some(10_000));
+    }
+
+    #[test]
+    fn a_bucket_keeps_first_and_last_by_event_time() {
+        let mut bucket = Bucket::new(json!("d1"), true);
+        bucket.add(20, 2.0);
+        bucket.add(10, 1.0);
+        bucket.add(30, 3.0);
+        bucket.add(30, 4.0);
+        let aggregates: Vec<Aggregate> =
+            ["count", "sum", "min", "max", "mean", "first", "last", "p50"]
+                .iter()
+                .map(|name| Aggregate::parse(name).unwrap())
+                .collect();
+        let out = result(&bucket, Some("device"), (0, 60), &aggregates);
+        assert_eq!(out["device"], "d1");
+        assert_eq!(out["count"], 4);
+        assert_eq!(out["sum"], 10.0);
+        assert_eq!(out["mean"], 2.5);
+        assert_eq!(out["first"], 1.0);
+        assert_eq!(out["last"], 4.0);
+        assert_eq!(
+            (out["min"].as_f64(), out["max"].as_f64()),
+            (Some(1.0), Some(4.0))
+        );
+        let p50 = out["p50"].as_f64().unwrap();
+        assert!((p50 - 3.0).abs() <= 0.03, "{p50}");
+        assert!(Aggregate::parse("median").unwrap_err().contains("`median`"));
+        let Aggregate::Percentile(name, q) = Aggregate::parse("p99.9").unwrap() else {
+            panic!("p99.9 is a percentile");
+        };
+        assert_eq!(name, "p99.9");
+        assert!((q - 0.999).abs() < 1e-12);
+    }
+}
