@@ -65,9 +65,17 @@ impl StateStore {
         format!("{stage}\0{key}")
     }
 
-    fn get(&self, stage: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = match txn.open_table(TABLE) {
+    /// A consistent view of the store, for the reads of one call.
+    fn snapshot(&self) -> Result<redb::ReadTransaction, StateError> {
+        self.db.begin_read().map_err(err)
+    }
+
+    fn get(
+        snapshot: &redb::ReadTransaction,
+        stage: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let table = match snapshot.open_table(TABLE) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(err(e)),
@@ -180,6 +188,9 @@ impl StateStore {
 /// The uncommitted writes of one plugin call, layered over the stage's committed state.
 pub struct Transaction {
     store: Arc<StateStore>,
+    /// The committed state this call reads, opened at its first read: one snapshot per
+    /// call rather than one per `get`.
+    snapshot: Option<redb::ReadTransaction>,
     stage: Arc<str>,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     /// Keys and values held in `writes`, the memory a call makes the host hold.
@@ -195,17 +206,22 @@ impl Transaction {
     pub fn new(store: Arc<StateStore>, stage: Arc<str>) -> Self {
         Transaction {
             store,
+            snapshot: None,
             stage,
             writes: BTreeMap::new(),
             pending_bytes: 0,
         }
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        match self.writes.get(key) {
-            Some(pending) => Ok(pending.clone()),
-            None => self.store.get(&self.stage, key),
+    pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(pending) = self.writes.get(key) {
+            return Ok(pending.clone());
         }
+        let snapshot = match &mut self.snapshot {
+            Some(snapshot) => snapshot,
+            none => none.insert(self.store.snapshot()?),
+        };
+        StateStore::get(snapshot, &self.stage, key)
     }
 
     /// The bytes pending after writing `value_len` bytes (`None`: a delete) under `key`,
@@ -264,6 +280,8 @@ impl Transaction {
     /// Make this call's writes durable, unless they would take the stage past
     /// `total_limit` stored bytes; either way the pending writes are gone afterwards.
     pub fn commit(&mut self, total_limit: u64) -> Result<(), StateError> {
+        // The next call reads what is committed by then.
+        self.snapshot = None;
         if self.writes.is_empty() {
             return Ok(());
         }
@@ -275,8 +293,10 @@ impl Transaction {
     /// Move this call's writes into a transaction of their own, committed later (or
     /// dropped); this one goes on empty.
     pub fn split_off(&mut self) -> Transaction {
+        self.snapshot = None;
         Transaction {
             store: self.store.clone(),
+            snapshot: None,
             stage: self.stage.clone(),
             writes: std::mem::take(&mut self.writes),
             pending_bytes: std::mem::take(&mut self.pending_bytes),
@@ -285,6 +305,7 @@ impl Transaction {
 
     /// Forget this call's writes.
     pub fn rollback(&mut self) {
+        self.snapshot = None;
         self.writes.clear();
         self.pending_bytes = 0;
     }
@@ -293,6 +314,23 @@ impl Transaction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_reads_one_snapshot_and_the_next_call_a_fresh_one() {
+        let store = StateStore::in_memory();
+        let mut reader = Transaction::new(store.clone(), Arc::from("window"));
+        assert_eq!(reader.get("w/1").unwrap(), None);
+        let mut writer = Transaction::new(store, Arc::from("window"));
+        writer.put("w/1".into(), b"5".to_vec());
+        writer.commit(u64::MAX).unwrap();
+        assert_eq!(
+            reader.get("w/1").unwrap(),
+            None,
+            "the same call, the same view"
+        );
+        reader.commit(u64::MAX).unwrap();
+        assert_eq!(reader.get("w/1").unwrap(), Some(b"5".to_vec()));
+    }
 
     #[test]
     fn writes_are_visible_in_the_call_and_durable_only_after_commit() {
@@ -306,7 +344,7 @@ mod tests {
         txn.put("seen/b".into(), b"2".to_vec());
         txn.put("other".into(), b"3".to_vec());
         txn.commit(u64::MAX).unwrap();
-        let other_stage = Transaction::new(store.clone(), Arc::from("x"));
+        let mut other_stage = Transaction::new(store.clone(), Arc::from("x"));
         assert_eq!(
             other_stage.get("seen/a").unwrap(),
             None,
