@@ -432,3 +432,42 @@ max_age_secs = 1
     );
     assert_eq!(stored as u64, TOTAL, "and none twice");
 }
+
+#[test]
+fn an_object_over_sixteen_mebibytes_goes_up_in_parts_and_reads_back_whole() {
+    let s3 = S3::start(&["lake"]);
+    let pipeline = HttpPipeline::start(
+        "delivery_timeout_ms = 60000\nmax_body_bytes = 33554432",
+        &format!(
+            r#"
+[sinks.lake]
+type = "object_store"
+inputs = ["ingest"]
+url = "s3://lake/raw"
+format = "jsonl"
+partition = ""
+max_age_secs = 1
+{}
+"#,
+            s3.sink_options()
+        ),
+        std::process::Stdio::null(),
+    );
+    // 1,100 events of 16 KiB: one object of 18 MB, past the 16 MiB multipart threshold.
+    let pad = "x".repeat(16 * 1024);
+    let lines: Vec<String> = (0..1100)
+        .map(|seq| format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#))
+        .collect();
+    let (status, answer) = pipeline.post("/ingest", &[], lines.join("\n").as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let dir = s3.bucket_dir("lake").join("raw");
+    let objects: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let stored = std::fs::read_to_string(&objects[0]).unwrap();
+    assert!(stored.len() > 16 << 20, "{} bytes", stored.len());
+    assert_eq!(stored, lines.join("\n") + "\n", "every part, in order");
+}
