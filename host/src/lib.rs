@@ -9,6 +9,7 @@
 
 #[cfg(feature = "mqtt")]
 pub mod broker;
+pub mod buffer;
 pub mod config;
 pub mod event;
 pub mod inference;

@@ -18,6 +18,7 @@ crate::registry! { SinkConfig:
     "file" => file::FileSinkConfig,
     "console" => console::ConsoleSinkConfig,
     #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSinkConfig,
+    #[cfg(feature = "mqtt")] "uplink" => uplink::UplinkSinkConfig,
     #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSinkConfig,
     #[cfg(feature = "object-store")] "object_store" => object_store::ObjectStoreSinkConfig,
 }

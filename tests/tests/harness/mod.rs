@@ -91,6 +91,16 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Freeze the broker (SIGSTOP): connections stall as in a network outage, and
+    /// sessions stay as they are.
+    pub fn pause(&self) {
+        signal(self.child.as_ref().unwrap(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.as_ref().unwrap(), "-CONT");
+    }
+
     /// Stop gracefully (SIGTERM: it saves its state) and start again on the same port.
     pub fn restart(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -101,9 +111,17 @@ impl Mosquitto {
     }
 }
 
+fn signal(child: &Child, signal: &str) {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            signal(&child, "-CONT");
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -1,0 +1,437 @@
+//! A durable, bounded store-and-forward queue on local disk: what a device keeps while
+//! its uplink is down, across broker outages, network loss and reboots.
+//!
+//! Entries are appended to segment files (fsynced before `push` returns) and read back
+//! in order by the forwarder. An entry is acknowledged only when the broker has taken
+//! it (PUBACK); a segment is deleted once every entry in it is acknowledged, so disk
+//! use returns to near zero after delivery. The first unacknowledged sequence number is
+//! kept in `cursor` (with the count of dropped entries), so that a restart resends only
+//! what was not taken (at least once: what was taken after the last cursor write comes
+//! again).
+//!
+//! The bytes on disk are bounded by `max_bytes`. When an append would pass it, the
+//! policy decides: `block` makes the writer wait for deliveries to free space (the
+//! collectors upstream pause); `drop_oldest` deletes the oldest segment that the
+//! forwarder has not started sending, counting every entry in it as dropped (entries
+//! in flight are never dropped: they are delivered or resent, so the count is exact).
+
+mod segment;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+pub use self::segment::Entry;
+use self::segment::Segment;
+
+/// What happens when the buffer is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// The writer waits until deliveries free space: nothing is lost, collectors pause.
+    #[default]
+    Block,
+    /// The oldest entries make room, and are counted.
+    DropOldest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("an entry of {size} bytes cannot fit a buffer of {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+}
+
+/// How much the buffer holds, for heartbeats and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth {
+    /// Entries not yet acknowledged.
+    pub entries: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Entries dropped to make room, ever (kept across restarts).
+    pub dropped: u64,
+}
+
+pub struct Buffer {
+    inner: Mutex<Inner>,
+    /// Signalled when entries are appended.
+    pub appended: Notify,
+    /// Signalled when space is freed.
+    freed: Notify,
+}
+
+struct Inner {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    when_full: WhenFull,
+    /// Oldest first; the last one takes appends.
+    segments: VecDeque<Segment>,
+    next_seq: u64,
+    /// Every entry before this one is acknowledged (or dropped).
+    acked: u64,
+    /// Acknowledged out of order, past `acked`.
+    acked_ahead: BTreeSet<u64>,
+    /// Entries before this one have been handed to the forwarder on its current
+    /// connection (in flight or delivered).
+    sent_upto: u64,
+    dropped: u64,
+    /// The parsed entries of the segment last read.
+    read_cache: Option<(u64, Arc<Vec<Entry>>)>,
+}
+
+impl Buffer {
+    /// Open (or create) the buffer in `dir`, recovering what a crash left.
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+        when_full: WhenFull,
+    ) -> Result<Arc<Buffer>, BufferError> {
+        let io = |source| BufferError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let (acked, dropped) = read_cursor(dir);
+        let mut firsts: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        firsts.sort_unstable();
+        let mut segments = VecDeque::new();
+        for first in firsts {
+            let path = dir.join(Segment::file_name(first));
+            let segment = Segment::open(&path, first).map_err(io)?;
+            if segment.first_seq + segment.entries <= acked {
+                std::fs::remove_file(&path).map_err(io)?;
+            } else {
+                segments.push_back(segment);
+            }
+        }
+        // Without a cursor (lost with a crash), delivery resumes at the oldest segment.
+        let acked = segments
+            .front()
+            .map_or(acked, |oldest| acked.max(oldest.first_seq));
+        let next_seq = segments
+            .back()
+            .map_or(acked, |last| last.first_seq + last.entries)
+            .max(acked);
+        let buffer = Arc::new(Buffer {
+            inner: Mutex::new(Inner {
+                dir: dir.to_owned(),
+                max_bytes,
+                segment_bytes: segment_bytes.clamp(1, max_bytes.max(1)),
+                when_full,
+                segments,
+                next_seq,
+                acked,
+                acked_ahead: BTreeSet::new(),
+                sent_upto: acked,
+                dropped,
+                read_cache: None,
+            }),
+            appended: Notify::new(),
+            freed: Notify::new(),
+        });
+        // Gaps that dropped segments left count as delivered.
+        buffer.inner.lock().unwrap().advance();
+        Ok(buffer)
+    }
+
+    /// Append `entries` durably, waiting for space under `block`.
+    pub async fn push(self: &Arc<Self>, entries: Vec<Entry>) -> Result<(), BufferError> {
+        let mut entries = entries;
+        loop {
+            let freed = self.freed.notified();
+            let this = self.clone();
+            let (result, back) = tokio::task::spawn_blocking(move || {
+                let mut inner = this.inner.lock().unwrap();
+                match inner.try_append(&entries) {
+                    Ok(true) => (Ok(true), entries),
+                    other => (other, entries),
+                }
+            })
+            .await
+            .expect("the buffer's append does not panic");
+            entries = back;
+            match result? {
+                true => {
+                    self.appended.notify_waiters();
+                    return Ok(());
+                }
+                // Full under `block`: wait for an acknowledgement to free a segment.
+                false => freed.await,
+            }
+        }
+    }
+
+    /// Up to `max` entries from sequence `from` on (or the first unacknowledged one, if
+    /// later), with their sequence numbers, in order.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<(u64, Entry)>, BufferError> {
+        self.inner.lock().unwrap().read(from, max)
+    }
+
+    /// The broker has taken entry `seq`.
+    pub fn ack(&self, seq: u64) -> Result<(), BufferError> {
+        let freed = self.inner.lock().unwrap().ack(seq)?;
+        if freed {
+            self.freed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Where a new connection starts sending: the first entry not yet acknowledged.
+    /// Entries after it count as not sent again.
+    pub fn restart_sending(&self) -> u64 {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rewind();
+        inner.acked
+    }
+
+    /// The first entry not yet acknowledged.
+    pub fn first_unacked(&self) -> u64 {
+        self.inner.lock().unwrap().acked
+    }
+
+    pub fn depth(&self) -> Depth {
+        let inner = self.inner.lock().unwrap();
+        Depth {
+            entries: inner.next_seq - inner.acked,
+            bytes: inner.segments.iter().map(|s| s.bytes).sum(),
+            dropped: inner.dropped,
+        }
+    }
+}
+
+impl Inner {
+    fn io(&self, source: std::io::Error) -> BufferError {
+        BufferError::Io {
+            dir: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Append if there is room (making room under `drop_oldest`); `Ok(false)` when full
+    /// under `block`.
+    fn try_append(&mut self, entries: &[Entry]) -> Result<bool, BufferError> {
+        let size: u64 = entries.iter().map(Entry::stored_len).sum();
+        if size > self.max_bytes {
+            return Err(BufferError::TooLarge {
+                size,
+                max: self.max_bytes,
+            });
+        }
+        while self.bytes() + size > self.max_bytes {
+            let made_room = match self.when_full {
+                WhenFull::Block => false,
+                WhenFull::DropOldest => self.drop_oldest()?,
+            };
+            if !made_room {
+                return Ok(false);
+            }
+        }
+        let roll = self
+            .segments
+            .back()
+            .is_none_or(|last| last.bytes >= self.segment_bytes);
+        if roll {
+            if let Some(last) = self.segments.back_mut() {
+                last.seal();
+            }
+            let segment = Segment::create(&self.dir, self.next_seq).map_err(|e| self.io(e))?;
+            self.segments.push_back(segment);
+        }
+        let last = self
+            .segments
+            .back_mut()
+            .expect("a segment was just ensured");
+        last.append(entries).map_err(|source| BufferError::Io {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        self.next_seq += entries.len() as u64;
+        Ok(true)
+    }
+
+    /// Delete the oldest segment the forwarder has not started on (not the one taking
+    /// appends, unless it is the only one), counting its entries as dropped. `Ok(false)`
+    /// when every older entry is in flight: the writer then waits for their PUBACKs.
+    fn drop_oldest(&mut self) -> Result<bool, BufferError> {
+        let last = self.segments.len().saturating_sub(1);
+        let Some(index) = self
+            .segments
+            .iter()
+            .enumerate()
+            .position(|(i, s)| s.first_seq >= self.sent_upto && (i < last || last == 0))
+        else {
+            return Ok(false);
+        };
+        let victim = self
+            .segments
+            .remove(index)
+            .expect("the index was just found");
+        let end = victim.first_seq + victim.entries;
+        // Entries acknowledged out of order on an earlier connection were delivered.
+        let delivered: Vec<u64> = self
+            .acked_ahead
+            .range(victim.first_seq..end)
+            .copied()
+            .collect();
+        delivered.iter().for_each(|seq| {
+            self.acked_ahead.remove(seq);
+        });
+        let dropped = victim.entries - delivered.len() as u64;
+        self.dropped += dropped;
+        tracing::warn!(dir = %self.dir.display(), dropped, "buffer full: dropped its oldest entries");
+        std::fs::remove_file(&victim.path).map_err(|e| self.io(e))?;
+        if self.segments.is_empty() {
+            self.acked = self.acked.max(end);
+        }
+        self.advance();
+        if self
+            .read_cache
+            .as_ref()
+            .is_some_and(|(first, _)| *first == victim.first_seq)
+        {
+            self.read_cache = None;
+        }
+        self.write_cursor()?;
+        Ok(true)
+    }
+
+    /// The forwarder starts over (a new connection) at the first unacknowledged entry.
+    fn rewind(&mut self) {
+        self.sent_upto = self.acked;
+    }
+
+    fn read(&mut self, from: u64, max: usize) -> Result<Vec<(u64, Entry)>, BufferError> {
+        let mut seq = from.max(self.acked);
+        let mut out = Vec::new();
+        while out.len() < max && seq < self.next_seq {
+            // A dropped segment leaves a gap: go on at the next one.
+            let Some(segment) = self.segments.iter().find(|s| seq < s.first_seq + s.entries) else {
+                break;
+            };
+            seq = seq.max(segment.first_seq);
+            let first = segment.first_seq;
+            // The open segment grows: read it again when the cache is short.
+            let cached = match &self.read_cache {
+                Some((cached_first, entries))
+                    if *cached_first == first && (seq - first) < entries.len() as u64 =>
+                {
+                    entries.clone()
+                }
+                _ => {
+                    let entries = Arc::new(segment.read().map_err(|e| self.io(e))?);
+                    self.read_cache = Some((first, entries.clone()));
+                    entries
+                }
+            };
+            let mut index = (seq - first) as usize;
+            while out.len() < max && index < cached.len() {
+                out.push((first + index as u64, cached[index].clone()));
+                index += 1;
+            }
+            seq = first + index as u64;
+        }
+        if let Some((last, _)) = out.last() {
+            self.sent_upto = self.sent_upto.max(last + 1);
+        }
+        Ok(out)
+    }
+
+    /// Whether a segment holds entry `seq`.
+    fn holds(&self, seq: u64) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.first_seq <= seq && seq < s.first_seq + s.entries)
+    }
+
+    /// Move `acked` over acknowledged entries and over gaps that dropped segments left.
+    fn advance(&mut self) {
+        loop {
+            if self.acked_ahead.remove(&self.acked) {
+                self.acked += 1;
+            } else if self.acked < self.next_seq && !self.holds(self.acked) {
+                self.acked = self
+                    .segments
+                    .iter()
+                    .map(|s| s.first_seq)
+                    .find(|first| *first > self.acked)
+                    .unwrap_or(self.next_seq);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Record an acknowledgement; true when a segment was deleted.
+    fn ack(&mut self, seq: u64) -> Result<bool, BufferError> {
+        if seq < self.acked || seq >= self.next_seq {
+            return Ok(false);
+        }
+        self.acked_ahead.insert(seq);
+        let before = self.acked;
+        self.advance();
+        if self.acked == before {
+            return Ok(false);
+        }
+        let mut freed = false;
+        while let Some(oldest) = self.segments.front() {
+            let end = oldest.first_seq + oldest.entries;
+            // The open segment goes too once everything in it is delivered: the next
+            // append starts a new one.
+            if end > self.acked {
+                break;
+            }
+            let oldest = self.segments.pop_front().expect("front exists");
+            std::fs::remove_file(&oldest.path).map_err(|e| self.io(e))?;
+            if self
+                .read_cache
+                .as_ref()
+                .is_some_and(|(first, _)| *first == oldest.first_seq)
+            {
+                self.read_cache = None;
+            }
+            freed = true;
+        }
+        self.write_cursor()?;
+        Ok(freed)
+    }
+
+    /// Persist where delivery stands. Not fsynced: losing the latest write only makes
+    /// a restart resend some delivered entries (at least once).
+    fn write_cursor(&self) -> Result<(), BufferError> {
+        let temporary = self.dir.join("cursor.tmp");
+        let text = format!("{} {}\n", self.acked, self.dropped);
+        std::fs::write(&temporary, text).map_err(|e| self.io(e))?;
+        std::fs::rename(&temporary, self.dir.join("cursor")).map_err(|e| self.io(e))
+    }
+}
+
+/// The acknowledged cursor and the dropped count, as last written.
+fn read_cursor(dir: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(dir.join("cursor")).unwrap_or_default();
+    let mut numbers = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! `type = "uplink"` sink: a device's way to the central broker. Events go into a
+//! durable, bounded local buffer ([`crate::buffer`]) and are acknowledged upstream once
+//! they are on disk; a forwarder publishes them in order with MQTT QoS 1 and deletes
+//! each only after the broker's PUBACK, reconnecting with backoff and jitter. Broker
+//! outages, network loss and reboots cost nothing but time (and, under
+//! `when_full = "drop_oldest"`, the oldest entries once the buffer is full, counted).
+//! A heartbeat reports the device's state to the central host.
+
+mod forward;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::{Buffer, Entry, WhenFull};
+use crate::mqtt::Endpoint;
+use crate::pipeline::{Batch, SinkError};
+use crate::stage::{BuildContext, BuildError, Declaration};
+use crate::template::Template;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSinkConfig {
+    /// The central broker: `mqtt://host:port` or `mqtts://...`.
+    pub url: String,
+    /// Topic template over the event's payload fields (`sensors/{device_id}/telemetry`).
+    pub topic: String,
+    /// This device, in heartbeats and the default client id.
+    pub device_id: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// Where heartbeats go; `{device_id}` is this device.
+    #[serde(default = "default_heartbeat_topic")]
+    pub heartbeat_topic: String,
+    #[serde(
+        rename = "heartbeat_secs",
+        default = "default_heartbeat",
+        with = "serde_with::As::<serde_with::DurationSeconds<u64>>"
+    )]
+    pub heartbeat: Duration,
+    /// Reported in heartbeats: which config the device runs.
+    #[serde(default)]
+    pub config_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// The buffer's directory (relative: inside `data_dir`).
+    #[serde(default = "default_buffer_path")]
+    pub path: PathBuf,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            path: default_buffer_path(),
+            max_bytes: default_max_bytes(),
+            segment_bytes: default_segment_bytes(),
+            when_full: WhenFull::default(),
+        }
+    }
+}
+
+fn default_buffer_path() -> PathBuf {
+    PathBuf::from("uplink-buffer")
+}
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_segment_bytes() -> u64 {
+    1 << 20
+}
+fn default_heartbeat_topic() -> String {
+    "sluice/devices/{device_id}/heartbeat".to_owned()
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl super::SinkConfig for UplinkSinkConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            writes: vec![self.buffer.path.clone()],
+            ..Declaration::default()
+        }
+    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
+        let stage = context.stage;
+        let invalid = |message: String| BuildError::stage(stage, message);
+        if self.heartbeat.is_zero() {
+            return Err(invalid("`heartbeat_secs` must be at least 1".into()));
+        }
+        if self.buffer.max_bytes == 0 || self.buffer.segment_bytes == 0 {
+            return Err(invalid("`buffer.max_bytes` and `buffer.segment_bytes` must be at least 1".into()));
+        }
+        let topic = Template::parse(&self.topic, "topic").map_err(invalid)?;
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("sluice-uplink-{}", self.device_id));
+        let endpoint = Endpoint {
+            stage,
+            url: &self.url,
+            client_id: Some(&client_id),
+            username: self.username.as_deref(),
+            password: self.password.as_deref(),
+            ca_file: self.ca_file.as_ref(),
+        };
+        let options = endpoint.options()?;
+        let dir = context.data_path(&self.buffer.path);
+        let buffer = Buffer::open(
+            &dir,
+            self.buffer.max_bytes,
+            self.buffer.segment_bytes,
+            self.buffer.when_full,
+        )
+        .map_err(|error| invalid(error.to_string()))?;
+        let heartbeat_topic = self.heartbeat_topic.replace("{device_id}", &self.device_id);
+        Ok(Box::new(UplinkSink {
+            stage: Arc::from(stage),
+            topic,
+            buffer,
+            forwarder: Some(forward::Forwarder {
+                stage: Arc::from(stage),
+                options,
+                heartbeat: forward::Heartbeat {
+                    topic: heartbeat_topic,
+                    every: self.heartbeat,
+                    device_id: self.device_id.clone(),
+                    config_version: self.config_version.clone(),
+                },
+            }),
+            stop: CancellationToken::new(),
+            task: None,
+        }))
+    }
+}
+
+pub struct UplinkSink {
+    stage: Arc<str>,
+    topic: Template,
+    buffer: Arc<Buffer>,
+    /// Taken when the sink starts.
+    forwarder: Option<forward::Forwarder>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A topic level may not be empty or hold MQTT wildcards.
+fn topic_level(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if matches!(c, '/' | '+' | '#') || c.is_control() { '_' } else { c })
+        .collect();
+    if cleaned.is_empty() { "_".to_owned() } else { cleaned }
+}
+
+impl super::Sink for UplinkSink {
+    fn start(&mut self) {
+        if let Some(forwarder) = self.forwarder.take() {
+            self.task = Some(tokio::spawn(forwarder.run(self.buffer.clone(), self.stop.clone())));
+        }
+    }
+
+    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
+        async move {
+            let entries = batch
+                .events
+                .iter()
+                .map(|event| Entry {
+                    topic: self.topic.render(event, topic_level),
+                    payload: event.payload.clone(),
+                })
+                .collect();
+            match self.buffer.push(entries).await {
+                // On disk: the events are safe, their tokens go.
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    tracing::error!(stage = %self.stage, "cannot buffer events: {error}");
+                    Err((batch, error.into()))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    /// Stop forwarding; what is not delivered stays in the buffer for the next start.
+    fn close(mut self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
+        async move {
+            self.stop.cancel();
+            if let Some(task) = self.task.take() {
+                let _ = task.await;
+            }
+            let depth = self.buffer.depth();
+            tracing::info!(stage = %self.stage, buffered = depth.entries, "uplink stopped");
+            Ok(())
+        }
+        .boxed()
+    }
+}
