@@ -12,6 +12,7 @@ pub mod broker;
 pub mod buffer;
 pub mod config;
 pub mod event;
+pub mod fleet;
 pub mod inference;
 #[cfg(feature = "kafka")]
 pub mod kafka;

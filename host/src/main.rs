@@ -43,6 +43,10 @@ enum Command {
     /// Read stored objects back into a pipeline (backfill, reprocessing) to the end.
     #[cfg(feature = "object-store")]
     Replay(commands::replay::ReplayArgs),
+    /// Run this device's pipeline as the central host's fleet config says, following
+    /// its changes.
+    #[cfg(feature = "fleet")]
+    Agent(commands::agent::AgentArgs),
     /// Build, test and look inside plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
@@ -70,6 +74,8 @@ fn main() -> std::process::ExitCode {
         Command::Graph { config, format } => commands::pipeline::graph(&config, format),
         #[cfg(feature = "object-store")]
         Command::Replay(args) => commands::replay::run(args),
+        #[cfg(feature = "fleet")]
+        Command::Agent(args) => commands::agent::run(args),
         Command::Plugin(command) => commands::plugin::run(command),
         Command::Model(command) => commands::model::run(command),
     };

@@ -97,6 +97,16 @@ fn the_valid_config_loads() {
 }
 
 #[test]
+fn a_sink_named_like_a_transform_is_refused_where_it_is_defined() {
+    let text = valid().replace("[sinks.screen]", "[sinks.hot]");
+    let errors = errors(&text);
+    let (message, hint, at) = only(&errors);
+    assert_eq!(message, "a sink and a transform are both called `hot`");
+    assert!(hint.unwrap().contains("rename one"));
+    assert_eq!(at.0, position_of(&text, "[sinks.hot]").0);
+}
+
+#[test]
 fn an_unknown_input_names_the_stage_and_suggests_the_closest() {
     let text = valid().replace(r#"inputs = ["hot"]"#, r#"inputs = ["hott"]"#);
     let errors = errors(&text);

@@ -1,3 +1,5 @@
+#[cfg(feature = "fleet")]
+pub mod agent;
 pub mod build;
 pub mod model;
 pub mod pipeline;

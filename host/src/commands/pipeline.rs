@@ -28,7 +28,13 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
 
 pub fn validate(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    let problems = sluice::pipeline::check_plugins(&config);
+    let mut problems = sluice::pipeline::check_plugins(&config);
+    if let Some(fleet) = &config.fleet {
+        let base = path.parent().unwrap_or(Path::new(""));
+        if let Err(error) = fleet.check(base) {
+            problems.push(error.to_string());
+        }
+    }
     if !problems.is_empty() {
         let list: Vec<String> = problems
             .iter()

@@ -200,6 +200,47 @@ impl Graph {
 /// `broken` failed to parse and were reported already: references to them are not
 /// errors again, and neither are the unread outputs that a broken reference explains.
 pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<Diagnostic>) {
+    // Inputs name stages, not kinds: one name may serve one stage only.
+    let families = [
+        (
+            "source",
+            config
+                .sources
+                .iter()
+                .map(|(n, s)| (n, &s.span))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "transform",
+            config
+                .transforms
+                .iter()
+                .map(|(n, s)| (n, &s.span))
+                .collect(),
+        ),
+        (
+            "sink",
+            config.sinks.iter().map(|(n, s)| (n, &s.span)).collect(),
+        ),
+    ];
+    for (index, (kind, stages)) in families.iter().enumerate() {
+        for (name, span) in stages {
+            if let Some((earlier, _)) = families[..index]
+                .iter()
+                .find(|(_, others)| others.iter().any(|(other, _)| other == name))
+            {
+                diagnostics.push(
+                    Diagnostic::new(
+                        Some((*span).clone()),
+                        format!("a {kind} and a {earlier} are both called `{name}`"),
+                    )
+                    .with_hint(
+                        "stage names are shared by sources, transforms and sinks: rename one",
+                    ),
+                );
+            }
+        }
+    }
     let graph = Graph::from_config(config);
     let producers: Vec<&str> = graph
         .nodes

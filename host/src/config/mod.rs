@@ -47,6 +47,8 @@ pub struct Config {
     pub sources: BTreeMap<String, Stage<dyn SourceConfig>>,
     pub transforms: BTreeMap<String, Stage<dyn TransformConfig>>,
     pub sinks: BTreeMap<String, Stage<dyn SinkConfig>>,
+    /// Devices managed from this config (`[fleet]`), served on the API port.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// The HTTP endpoint for `/metrics`, `/health` and `/ready`.
@@ -142,7 +144,7 @@ impl std::fmt::Display for Input {
 /// The route every stage has for events it could not handle.
 pub const DEAD_LETTER: &str = "dead_letter";
 
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 10] = [
     "data_dir",
     "api",
     "broker",
@@ -152,6 +154,7 @@ const TOP_LEVEL_KEYS: [&str; 9] = [
     "sources",
     "transforms",
     "sinks",
+    "fleet",
 ];
 
 impl Config {
@@ -293,6 +296,7 @@ impl Loader {
             plugins: BTreeMap::new(),
             models: BTreeMap::new(),
             inference: InferenceConfig::default(),
+            fleet: None,
             sources: BTreeMap::new(),
             transforms: BTreeMap::new(),
             sinks: BTreeMap::new(),
@@ -306,6 +310,7 @@ impl Loader {
                 }
                 "api" => config.api = self.typed(value),
                 "broker" => config.broker = self.typed(value),
+                "fleet" => config.fleet = self.typed(value),
                 "plugins" => {
                     for (name, value) in self.section(value, "plugins") {
                         if let Some(plugin) = self.plugin(value) {

@@ -1,5 +1,6 @@
 //! The host's HTTP API: Prometheus `/metrics`, liveness `/health` and readiness
-//! `/ready` (every stage started).
+//! `/ready` (every stage started), and the fleet's routes when the config has a
+//! `[fleet]` ([`crate::fleet::serve`]).
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -40,13 +41,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
+    fleet: Option<Arc<crate::fleet::serve::FleetState>>,
 ) -> std::io::Result<()> {
     prometheus();
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(|| async { prometheus().render() }))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(readiness))
         .with_state(ApiState { ready });
+    if let Some(fleet) = fleet {
+        router = router.merge(crate::fleet::serve::routes(fleet));
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

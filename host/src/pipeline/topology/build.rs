@@ -24,10 +24,29 @@ pub(super) struct Built {
     pub transforms: Vec<(String, Box<dyn Transform>)>,
     /// The configured sinks, and the dead-letter fallback when some stage needs it.
     pub sinks: Vec<(String, Box<dyn Sink>)>,
-    pub api: Option<tokio::net::TcpListener>,
+    pub api: Option<Api>,
+}
+
+/// The API's socket, and the fleet it serves when the config has one.
+pub(super) struct Api {
+    pub listener: tokio::net::TcpListener,
+    pub fleet: Option<Arc<crate::fleet::serve::FleetState>>,
 }
 
 pub(super) fn build(config: &Config) -> Result<Built, StartError> {
+    let base = config
+        .file
+        .parent()
+        .map(std::path::Path::to_owned)
+        .unwrap_or_default();
+    let fleet = match &config.fleet {
+        Some(_) if config.api.is_none() => return Err(StartError::FleetWithoutApi),
+        Some(fleet) => {
+            fleet.check(&base)?;
+            Some(crate::fleet::serve::FleetState::new(fleet.clone(), base))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let state = StateStore::open(&config.data_dir.join("state.redb"))?;
@@ -77,14 +96,15 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
         sources.push((name.clone(), stage.config.build(&context(name))?));
     }
     let api = match &config.api {
-        Some(api) => Some(
-            std::net::TcpListener::bind(api.listen)
+        Some(api) => Some(Api {
+            listener: std::net::TcpListener::bind(api.listen)
                 .and_then(|listener| {
                     listener.set_nonblocking(true)?;
                     tokio::net::TcpListener::from_std(listener)
                 })
                 .map_err(|error| StartError::Api(api.listen, error))?,
-        ),
+            fleet,
+        }),
         None => None,
     };
     Ok(Built {

@@ -43,6 +43,10 @@ pub enum StartError {
     DataDir(std::path::PathBuf, #[source] std::io::Error),
     #[error("API on {0}: {1}")]
     Api(SocketAddr, #[source] std::io::Error),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    #[error("`[fleet]` is served on the API port: add `[api] listen = ...`")]
+    FleetWithoutApi,
 }
 
 /// A running pipeline.
@@ -99,11 +103,11 @@ impl Pipeline {
             tasks.spawn(source.run(outputs, stop.clone()));
         }
         let has_api = wired.api.is_some();
-        if let Some(listener) = wired.api {
-            tracing::info!(address = ?listener.local_addr().ok(), "API: /metrics, /health, /ready");
+        if let Some(api) = wired.api {
+            tracing::info!(address = ?api.listener.local_addr().ok(), fleet = api.fleet.is_some(), "API: /metrics, /health, /ready");
             let (ready, stop) = (ready.clone(), abort.clone());
             tasks.spawn(async move {
-                crate::serve::serve(listener, ready, stop)
+                crate::serve::serve(api.listener, ready, stop, api.fleet)
                     .await
                     .map_err(|error| StageError::new("api", error))
             });

@@ -29,7 +29,7 @@ pub(super) struct Wired {
     pub sources: Vec<(String, Box<dyn Source>, Outputs)>,
     pub transforms: Vec<(Box<dyn Transform>, Input, Outputs)>,
     pub sinks: Vec<WiredSink>,
-    pub api: Option<tokio::net::TcpListener>,
+    pub api: Option<super::build::Api>,
 }
 
 pub(super) fn wire(config: &Config, built: Built) -> Wired {

@@ -34,6 +34,7 @@ impl Topology {
                 plugins: BTreeMap::new(),
                 models: BTreeMap::new(),
                 inference: Default::default(),
+                fleet: None,
                 sources: BTreeMap::new(),
                 transforms: BTreeMap::new(),
                 sinks: BTreeMap::new(),

@@ -1,0 +1,321 @@
+//! `sluice agent`: a device's side of the fleet. It asks the central host for its
+//! group's config (with the version it runs, its buffer depth and its last refusal in
+//! the request), fetches the plugins the config names by sha256 and checks them, and
+//! applies a new version atomically: the new config must load and every plugin
+//! initialise before the running pipeline is drained and stopped; if the new pipeline
+//! then fails to start, the previous version starts again. A refused version is
+//! reported and not retried until the central host offers another.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+
+pub struct AgentOptions {
+    /// The central host's API, `http://central:9598`.
+    pub central: String,
+    pub device_id: String,
+    pub token: String,
+    /// Where versions, plugins and the pipeline's data live.
+    pub dir: PathBuf,
+    /// How often to ask, until the central host says otherwise.
+    pub poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("asking {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("version {version}: {reason}")]
+    Invalid { version: String, reason: String },
+}
+
+/// A version the device runs: where its config is, and the pipeline running it.
+struct Running {
+    version: String,
+    config: PathBuf,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+pub struct Agent {
+    options: AgentOptions,
+    client: reqwest::Client,
+    running: Option<Running>,
+    /// The last version refused, and why: reported, and not tried again.
+    refused: Option<(String, String)>,
+}
+
+impl Agent {
+    pub fn new(options: AgentOptions) -> Agent {
+        Agent {
+            options,
+            client: reqwest::Client::new(),
+            running: None,
+            refused: None,
+        }
+    }
+
+    /// Poll and apply until `stop`, then drain the running pipeline.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut poll = self.options.poll;
+        loop {
+            match self.poll_once().await {
+                Ok(Some(every)) => poll = every,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(device = %self.options.device_id, "fleet: {error}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    /// One exchange with the central host; the poll interval it asks for.
+    async fn poll_once(&mut self) -> Result<Option<Duration>, AgentError> {
+        let url = format!(
+            "{}/fleet/v1/config",
+            self.options.central.trim_end_matches('/')
+        );
+        let mut request = self
+            .client
+            .get(&url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.options.token))
+            .header("x-sluice-buffered", buffered().to_string());
+        if let Some(running) = &self.running {
+            request = request
+                .header(IF_NONE_MATCH, format!("\"{}\"", running.version))
+                .header("x-sluice-applied", &running.version);
+        }
+        if let Some((_, reason)) = &self.refused {
+            // Header values are one line.
+            request = request.header("x-sluice-error", reason.replace(['\r', '\n'], " "));
+        }
+        let response = request.send().await.map_err(|source| AgentError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        let every = response
+            .headers()
+            .get("x-sluice-poll-secs")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map(Duration::from_secs);
+        match response.status() {
+            StatusCode::NOT_MODIFIED => return Ok(every),
+            StatusCode::OK => {}
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                return Err(AgentError::Refused { url, status, body });
+            }
+        }
+        let version = response
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_owned())
+            .unwrap_or_default();
+        let text = response.text().await.map_err(|source| AgentError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        if self
+            .refused
+            .as_ref()
+            .is_some_and(|(refused, _)| *refused == version)
+        {
+            return Ok(every);
+        }
+        match self.apply(&version, &text).await {
+            Ok(()) => {
+                self.refused = None;
+                tracing::info!(device = %self.options.device_id, version, "fleet: applied a new version");
+            }
+            Err(error) => {
+                tracing::error!(device = %self.options.device_id, version, "fleet: refused a new version: {error}");
+                self.refused = Some((version, error.to_string()));
+            }
+        }
+        Ok(every)
+    }
+
+    /// Fetch, check and switch to `version`, or leave the running one as it is.
+    async fn apply(&mut self, version: &str, text: &str) -> Result<(), AgentError> {
+        let invalid = |reason: String| AgentError::Invalid {
+            version: version.to_owned(),
+            reason,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|error: toml::de::Error| invalid(error.message().to_owned()))?;
+        let plugins_dir = self.options.dir.join("plugins");
+        create_dir(&plugins_dir)?;
+        if let Some(plugins) = table.get_mut("plugins").and_then(toml::Value::as_table_mut) {
+            for (name, plugin) in plugins.iter_mut() {
+                let plugin = plugin
+                    .as_table_mut()
+                    .ok_or_else(|| invalid(format!("`plugins.{name}` is not a table")))?;
+                let sha256 = plugin
+                    .get("sha256")
+                    .and_then(toml::Value::as_str)
+                    .ok_or_else(|| invalid(format!("`plugins.{name}` has no sha256")))?
+                    .to_owned();
+                let file = plugins_dir.join(format!("{sha256}.wasm"));
+                if !file.exists() {
+                    self.fetch_plugin(&sha256, &file).await?;
+                }
+                plugin.insert("path".into(), file.display().to_string().into());
+            }
+        }
+        table.insert(
+            "data_dir".into(),
+            self.options.dir.join("run").display().to_string().into(),
+        );
+        let config_path = self
+            .options
+            .dir
+            .join("versions")
+            .join(version)
+            .join("sluice.toml");
+        create_dir(config_path.parent().expect("a versioned path has a parent"))?;
+        std::fs::write(&config_path, table.to_string()).map_err(|source| AgentError::Io {
+            what: format!("writing {}", config_path.display()),
+            source,
+        })?;
+        // Everything that can be checked without stopping the running version.
+        let config = Config::load(&config_path).map_err(|errors| invalid(errors.report()))?;
+        let problems = crate::pipeline::check_plugins(&config);
+        if !problems.is_empty() {
+            return Err(invalid(problems.join("; ")));
+        }
+        let previous = self.running.take();
+        let previous_config = previous
+            .as_ref()
+            .map(|r| (r.version.clone(), r.config.clone()));
+        if let Some(previous) = previous {
+            previous.stop().await;
+        }
+        match start(version, &config_path, &config).await {
+            Ok(running) => {
+                self.running = Some(running);
+                Ok(())
+            }
+            Err(reason) => {
+                if let Some((old_version, old_path)) = previous_config {
+                    tracing::warn!(
+                        version = old_version,
+                        "fleet: starting the previous version again"
+                    );
+                    match Config::load(&old_path) {
+                        Ok(old) => self.running = start(&old_version, &old_path, &old).await.ok(),
+                        Err(errors) => tracing::error!("{}", errors.report()),
+                    }
+                }
+                Err(invalid(reason))
+            }
+        }
+    }
+
+    async fn fetch_plugin(&self, sha256: &str, file: &Path) -> Result<(), AgentError> {
+        let url = format!(
+            "{}/fleet/v1/plugins/{sha256}",
+            self.options.central.trim_end_matches('/')
+        );
+        let http = |source| AgentError::Http {
+            url: url.clone(),
+            source,
+        };
+        let response = self
+            .client
+            .get(&url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.options.token))
+            .send()
+            .await
+            .map_err(http)?;
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Err(AgentError::Refused { url, status, body });
+        }
+        let bytes = response.bytes().await.map_err(http)?;
+        let actual = crate::runtime::sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(AgentError::Invalid {
+                version: String::new(),
+                reason: format!("plugin {sha256} arrived with sha256 {actual}"),
+            });
+        }
+        // Written under a temporary name, so that a torn download is never taken.
+        let partial = file.with_extension("partial");
+        std::fs::write(&partial, &bytes)
+            .and_then(|()| std::fs::rename(&partial, file))
+            .map_err(|source| AgentError::Io {
+                what: format!("writing {}", file.display()),
+                source,
+            })
+    }
+}
+
+async fn start(version: &str, path: &Path, config: &Config) -> Result<Running, String> {
+    let pipeline = Pipeline::start(config)
+        .await
+        .map_err(|error| error.to_string())?;
+    let stop = pipeline.stopper();
+    let version_owned = version.to_owned();
+    let task = tokio::spawn(async move {
+        if let Err(error) = pipeline.wait().await {
+            tracing::error!(version = version_owned, "the pipeline failed: {error}");
+        }
+    });
+    Ok(Running {
+        version: version.to_owned(),
+        config: path.to_owned(),
+        stop,
+        task,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), AgentError> {
+    std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })
+}
+
+/// Entries the device's uplinks hold, from its own metrics.
+fn buffered() -> u64 {
+    crate::pipeline::totals("sluice_uplink_buffered_entries")
+        .values()
+        .sum()
+}

@@ -1,0 +1,189 @@
+//! The central host's side of the fleet, on its API port:
+//! - `GET /fleet/v1/config`: the calling device's bundle config, `ETag` its version
+//!   (`If-None-Match` answers 304). The agent reports what it runs in request headers
+//!   (`X-Sluice-Applied`, `X-Sluice-Buffered`, `X-Sluice-Error`);
+//! - `GET /fleet/v1/plugins/{sha256}`: a plugin of the device's own group, by content;
+//! - `GET /fleet/v1/devices`: every device's last contact, applied version, buffer depth
+//!   and last error (with `admin_token` when one is set).
+//!
+//! Devices authenticate with their bearer token, compared in constant time; a token
+//! reaches only its own group's config and plugins.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use super::FleetConfig;
+
+/// The fleet as the API serves it.
+pub struct FleetState {
+    config: FleetConfig,
+    /// The central config's directory: group configs are relative to it.
+    base: PathBuf,
+    status: Mutex<BTreeMap<String, DeviceStatus>>,
+}
+
+/// What the central host knows of a device, from its last poll.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceStatus {
+    pub group: String,
+    pub last_seen_ms: Option<i64>,
+    /// The version the device runs.
+    pub applied: Option<String>,
+    /// The version it was last offered.
+    pub offered: Option<String>,
+    pub buffered_entries: Option<u64>,
+    /// Why the device refused the offered version, if it did.
+    pub error: Option<String>,
+}
+
+impl FleetState {
+    pub fn new(config: FleetConfig, base: PathBuf) -> Arc<FleetState> {
+        let status = config
+            .devices
+            .iter()
+            .map(|(id, device)| {
+                let status = DeviceStatus {
+                    group: device.group.clone(),
+                    ..DeviceStatus::default()
+                };
+                (id.clone(), status)
+            })
+            .collect();
+        Arc::new(FleetState {
+            config,
+            base,
+            status: Mutex::new(status),
+        })
+    }
+
+    /// The device whose token the request bears.
+    fn device(&self, headers: &HeaderMap) -> Option<String> {
+        let token = bearer(headers)?;
+        let mut found = None;
+        // Every token is compared, so that timing does not tell how far a guess got.
+        for (id, device) in &self.config.devices {
+            if bool::from(device.token.as_bytes().ct_eq(token.as_bytes())) {
+                found = Some(id.clone());
+            }
+        }
+        found
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+pub fn routes(state: Arc<FleetState>) -> Router {
+    Router::new()
+        .route("/fleet/v1/config", get(config))
+        .route("/fleet/v1/plugins/{sha256}", get(plugin))
+        .route("/fleet/v1/devices", get(devices))
+        .with_state(state)
+}
+
+async fn config(State(fleet): State<Arc<FleetState>>, headers: HeaderMap) -> Response {
+    let Some(device) = fleet.device(&headers) else {
+        return error(StatusCode::UNAUTHORIZED, "a device token is needed");
+    };
+    let group = fleet.config.devices[&device].group.clone();
+    let bundle = match fleet.config.bundle(&fleet.base, &group) {
+        Ok(bundle) => bundle,
+        Err(failure) => {
+            tracing::error!(device, "cannot serve the fleet config: {failure}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string());
+        }
+    };
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    {
+        let mut status = fleet.status.lock().unwrap();
+        let entry = status.entry(device.clone()).or_default();
+        entry.last_seen_ms = Some(crate::event::now_ms());
+        entry.applied = text("x-sluice-applied");
+        entry.offered = Some(bundle.version.clone());
+        entry.buffered_entries = text("x-sluice-buffered").and_then(|n| n.parse().ok());
+        entry.error = text("x-sluice-error");
+    }
+    let etag = format!("\"{}\"", bundle.version);
+    let headers_out = [
+        (header::ETAG, etag.clone()),
+        (header::CONTENT_TYPE, "application/toml".to_owned()),
+        (
+            header::HeaderName::from_static("x-sluice-poll-secs"),
+            fleet.config.poll_secs.to_string(),
+        ),
+    ];
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return (StatusCode::NOT_MODIFIED, headers_out).into_response();
+    }
+    (StatusCode::OK, headers_out, bundle.config).into_response()
+}
+
+async fn plugin(
+    State(fleet): State<Arc<FleetState>>,
+    UrlPath(sha256): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(device) = fleet.device(&headers) else {
+        return error(StatusCode::UNAUTHORIZED, "a device token is needed");
+    };
+    let group = &fleet.config.devices[&device].group;
+    let file = fleet
+        .config
+        .bundle(&fleet.base, group)
+        .ok()
+        .and_then(|bundle| bundle.plugins.get(&sha256).cloned());
+    // Another group's plugin is as unknown to this device as one that does not exist.
+    let Some(file) = file else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no plugin {sha256} for this device"),
+        );
+    };
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
+        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+    }
+}
+
+async fn devices(State(fleet): State<Arc<FleetState>>, headers: HeaderMap) -> Response {
+    if let Some(admin) = &fleet.config.admin_token {
+        let allowed = bearer(&headers)
+            .is_some_and(|token| bool::from(admin.as_bytes().ct_eq(token.as_bytes())));
+        if !allowed {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "the fleet's admin token is needed",
+            );
+        }
+    }
+    let status = fleet.status.lock().unwrap().clone();
+    Json(status).into_response()
+}

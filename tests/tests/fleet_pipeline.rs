@@ -1,0 +1,273 @@
+//! The fleet from the central host's one config: two agents in different groups get
+//! their group's pipeline and follow a change within a few polls; a broken version is
+//! refused, reported and the running one kept; a device token reaches only its own
+//! group's config and plugins.
+
+mod harness;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use harness::*;
+
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(api: u16, device: &str, token: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let child = Command::new(sluice_binary())
+            .args(["agent", "--central", &format!("http://127.0.0.1:{api}")])
+            .args(["--device-id", device, "--poll-secs", "1"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--dir")
+            .arg(dir.path().join("agent"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, dir }
+    }
+
+    /// Lines the agent's pipeline wrote to `path` (inside its data directory).
+    fn lines(&self, path: &str) -> usize {
+        read_lines(&self.dir.path().join("agent/run").join(path)).len()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A group config: simulated sensors into a file at `out`, plus `extra` stages.
+fn group(plugin_path: &str, out: &str, extra: &str) -> String {
+    format!(
+        r#"
+[plugins.sensor-sim]
+path = "{plugin_path}"
+
+[sources.devices]
+type = "wasm"
+plugin = "sensor-sim"
+interval_ms = 200
+config = {{ devices = 1 }}
+
+[sinks.out]
+type = "file"
+inputs = ["devices"]
+path = "{out}"
+{extra}
+"#
+    )
+}
+
+fn devices(api: u16) -> serde_json::Value {
+    let (status, body) = http_get_with(
+        api,
+        "/fleet/v1/devices",
+        &["Authorization: Bearer admin-secret"],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The `sha256 = "..."` pins in a served config.
+fn pins(config: &str) -> Vec<String> {
+    config
+        .split("sha256 = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_fleet_follows_the_central_config_refuses_a_broken_version_and_keeps_groups_apart() {
+    let central_dir = tempfile::tempdir().unwrap();
+    let dir = central_dir.path();
+    let sensor_sim = plugin("sensor-sim");
+    let filter = plugin("filter");
+    std::fs::write(dir.join("alpha.toml"), group(&sensor_sim, "alpha-v1", "")).unwrap();
+    let beta_filter = format!(
+        r#"
+[plugins.filter]
+path = "{filter}"
+
+[transforms.hot]
+type = "wasm"
+plugin = "filter"
+inputs = ["devices"]
+config = {{ when = {{ field = "temperature", gt = -100.0 }} }}
+
+[sinks.hot_files]
+type = "file"
+inputs = ["hot"]
+path = "beta-hot"
+"#
+    );
+    std::fs::write(
+        dir.join("beta.toml"),
+        group(&sensor_sim, "beta-v1", &beta_filter),
+    )
+    .unwrap();
+    let api = free_port();
+    let central_config = dir.join("central.toml");
+    std::fs::write(
+        &central_config,
+        format!(
+            r#"data_dir = "{}"
+[api]
+listen = "127.0.0.1:{api}"
+
+[sources.ingest]
+type = "http"
+listen = "127.0.0.1:{}"
+
+[sinks.out]
+type = "file"
+inputs = ["ingest"]
+path = "out"
+
+[fleet]
+poll_secs = 1
+admin_token = "admin-secret"
+groups.alpha = {{ config = "alpha.toml" }}
+groups.beta = {{ config = "beta.toml" }}
+devices.dev-a = {{ group = "alpha", token = "token-a" }}
+devices.dev-b = {{ group = "beta", token = "token-b" }}
+"#,
+            dir.join("data").display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let _central = Host::start(&central_config, api, Stdio::null());
+
+    // Tokens: none, a wrong one, and a device asking for another group's plugin.
+    assert_eq!(http_get(api, "/fleet/v1/config").unwrap().0, 401);
+    assert_eq!(
+        http_get_with(api, "/fleet/v1/config", &["Authorization: Bearer token-x"])
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(http_get(api, "/fleet/v1/devices").unwrap().0, 401);
+    let (status, alpha) =
+        http_get_with(api, "/fleet/v1/config", &["Authorization: Bearer token-a"]).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        alpha.contains("alpha-v1") && !alpha.contains("beta"),
+        "{alpha}"
+    );
+    let (_, beta) =
+        http_get_with(api, "/fleet/v1/config", &["Authorization: Bearer token-b"]).unwrap();
+    let alpha_pins = pins(&alpha);
+    let filter_sha = pins(&beta)
+        .into_iter()
+        .find(|pin| !alpha_pins.contains(pin))
+        .unwrap_or_else(|| panic!("{alpha}\n---\n{beta}"));
+    let other_group = format!("/fleet/v1/plugins/{filter_sha}");
+    assert_eq!(
+        http_get_with(api, &other_group, &["Authorization: Bearer token-a"])
+            .unwrap()
+            .0,
+        404
+    );
+    assert_eq!(
+        http_get_with(api, &other_group, &["Authorization: Bearer token-b"])
+            .unwrap()
+            .0,
+        200
+    );
+
+    let a = Agent::start(api, "dev-a", "token-a");
+    let b = Agent::start(api, "dev-b", "token-b");
+    let running = || a.lines("alpha-v1") > 0 && b.lines("beta-v1") > 0 && b.lines("beta-hot") > 0;
+    for _ in 0..600 {
+        if running() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        running(),
+        "agents not running:\n{}\n---\n{}",
+        a.log(),
+        b.log()
+    );
+    assert_eq!(a.lines("beta-v1"), 0, "{}", a.log());
+    // Each device reports what it runs with its next poll.
+    let settled = |device: &str| {
+        let status = &devices(api)[device];
+        status["applied"].is_string() && status["applied"] == status["offered"]
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "both devices reporting their version",
+        || settled("dev-a") && settled("dev-b"),
+    );
+    let first = devices(api);
+
+    // A change on the central host reaches the device within a few polls.
+    std::fs::write(dir.join("alpha.toml"), group(&sensor_sim, "alpha-v2", "")).unwrap();
+    wait_until(Duration::from_secs(30), "the new version running", || {
+        a.lines("alpha-v2") > 0
+    });
+    wait_until(Duration::from_secs(20), "the new version reported", || {
+        settled("dev-a") && devices(api)["dev-a"]["applied"] != first["dev-a"]["applied"]
+    });
+    let second = devices(api);
+    assert_ne!(second["dev-a"]["applied"], first["dev-a"]["applied"]);
+    assert_eq!(
+        second["dev-a"]["applied"], second["dev-a"]["offered"],
+        "{second}"
+    );
+    assert_eq!(
+        second["dev-b"]["applied"], first["dev-b"]["applied"],
+        "the other group is untouched"
+    );
+
+    // A broken version (a plugin that is no component) is refused and reported; the
+    // running version goes on.
+    let broken = dir.join("broken.wasm");
+    std::fs::write(&broken, b"\0asm not really a component").unwrap();
+    std::fs::write(
+        dir.join("alpha.toml"),
+        group(
+            &PathBuf::from(&broken).display().to_string(),
+            "alpha-v3",
+            "",
+        ),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(30), "the refusal reported", || {
+        devices(api)["dev-a"]["error"].is_string()
+    });
+    let third = devices(api);
+    assert_eq!(
+        third["dev-a"]["applied"], second["dev-a"]["applied"],
+        "{third}"
+    );
+    assert_ne!(third["dev-a"]["offered"], third["dev-a"]["applied"]);
+    let before = a.lines("alpha-v2");
+    wait_until(
+        Duration::from_secs(20),
+        "the previous version still running",
+        || a.lines("alpha-v2") > before,
+    );
+    assert_eq!(a.lines("alpha-v3"), 0);
+}
