@@ -37,7 +37,7 @@ type = "file"
 inputs = ["telemetry"]
 path = "out"
 
-[sinks.heartbeats]
+[sinks.heartbeat_files]
 type = "file"
 inputs = ["heartbeats"]
 path = "heartbeats"
