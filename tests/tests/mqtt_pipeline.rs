@@ -523,3 +523,61 @@ path = "{out}"
         "the stalled stage's input is not at its bound"
     );
 }
+
+#[test]
+fn a_sighup_mid_stream_reloads_the_config_and_loses_nothing() {
+    let setup = Setup::new();
+    let config = setup.config(FILTER_AND_MAP, "shape", "");
+    let host = setup.host(&config);
+    let out = setup.path("out");
+    let port = setup.broker.port;
+    std::thread::scope(|scope| {
+        scope.spawn(|| publish(port, "e2e/telemetry", 0..20_000, telemetry, 0, || ()));
+        wait_until(Duration::from_secs(60), "the first events on disk", || {
+            read_lines(&out).len() > 3_000
+        });
+        // The new config tags every event differently from then on.
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace(r#"via = "sluice""#, r#"via = "reloaded""#),
+        )
+        .unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &host.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_until(Duration::from_secs(30), "the reload", || {
+            host.log_text().contains("reloaded")
+        });
+    });
+    let duplicates = wait_for_all(&setup, 20_000, Some(&host));
+    eprintln!("SIGHUP: all 20000 events arrived, {duplicates} more than once");
+    let lines = read_lines(&out);
+    let reloaded = lines.iter().filter(|l| l["via"] == "reloaded").count();
+    assert!(
+        reloaded > 0 && reloaded < lines.len(),
+        "both configs wrote: {reloaded} of {}",
+        lines.len()
+    );
+
+    // A broken config is refused, and the running one goes on.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(r#"inputs = ["keep"]"#, r#"inputs = ["nowhere"]"#),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &host.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the refusal", || {
+        host.log_text().contains("the new config is refused")
+    });
+    assert!(host.log_text().contains("unknown stage `nowhere`"));
+    publish(port, "e2e/telemetry", 20_000..20_100, telemetry, 0, || ());
+    wait_for_all(&setup, 20_100, Some(&host));
+    assert!(host.stop().success());
+}

@@ -69,25 +69,103 @@ pub fn graph(path: &Path, format: GraphFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Run the config at `path` until SIGINT/SIGTERM. SIGHUP reloads it: the new config
+/// must load and its plugins initialise before the running pipeline is drained and
+/// the new one started; a new config that fails either way leaves (or puts back) the
+/// running one.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let pipeline = Pipeline::start(&config)
-            .await
-            .context("the pipeline did not start")?;
-        let stop = pipeline.stopper();
         let mut signals = Signals::new()?;
-        tokio::spawn(async move {
-            signals.next().await;
-            tracing::info!("stopping: draining in-flight events (signal again to force)");
-            stop.cancel();
-            signals.next().await;
-            tracing::warn!("forced exit");
-            std::process::exit(130);
-        });
-        pipeline.wait().await.context("the pipeline failed")
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing a SIGHUP handler")?;
+        let mut running = Running::start(config).await.context("the pipeline did not start")?;
+        loop {
+            tokio::select! {
+                ended = &mut running.task => {
+                    return ended.context("the pipeline panicked")?.context("the pipeline failed");
+                }
+                _ = signals.next() => {
+                    tracing::info!("stopping: draining in-flight events (signal again to force)");
+                    running.stop.cancel();
+                    tokio::spawn(async move {
+                        signals.next().await;
+                        tracing::warn!("forced exit");
+                        std::process::exit(130);
+                    });
+                    return running.task.await.context("the pipeline panicked")?.context("the pipeline failed");
+                }
+                _ = hangups.recv() => running = reload(path, running).await?,
+            }
+        }
     })
+}
+
+/// A started pipeline: its config, its stop handle and the task waiting on it.
+struct Running {
+    config: Config,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), sluice::pipeline::StageError>>,
+}
+
+impl Running {
+    async fn start(config: Config) -> Result<Running, sluice::pipeline::StartError> {
+        let pipeline = Pipeline::start(&config).await?;
+        Ok(Running {
+            config,
+            stop: pipeline.stopper(),
+            task: tokio::spawn(pipeline.wait()),
+        })
+    }
+
+    /// Drain and stop; the outcome of the run is logged, not returned (a reload goes on).
+    async fn drain(self) -> Config {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!("the pipeline stopped with an error: {error}"),
+            Err(panic) => tracing::error!("the pipeline panicked: {panic}"),
+        }
+        self.config
+    }
+}
+
+async fn reload(path: &Path, running: Running) -> anyhow::Result<Running> {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading");
+    let candidate = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            tracing::error!(
+                "the new config is refused; the running one goes on:\n{}",
+                errors.report()
+            );
+            return Ok(running);
+        }
+    };
+    let problems = sluice::pipeline::check_plugins(&candidate);
+    if !problems.is_empty() {
+        tracing::error!(
+            "the new config is refused; the running one goes on: {}",
+            problems.join("; ")
+        );
+        return Ok(running);
+    }
+    let previous = running.drain().await;
+    match Running::start(candidate).await {
+        Ok(started) => {
+            tracing::info!("reloaded");
+            Ok(started)
+        }
+        Err(error) => {
+            tracing::error!(
+                "the new config did not start ({error}); starting the previous one again"
+            );
+            Running::start(previous)
+                .await
+                .context("neither the new nor the previous config starts")
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, registered once so that a second signal is seen as such.
