@@ -206,6 +206,11 @@ impl Buffer {
         self.inner.lock().unwrap().acked
     }
 
+    /// The bound on the bytes on disk.
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.lock().unwrap().max_bytes
+    }
+
     pub fn depth(&self) -> Depth {
         let inner = self.inner.lock().unwrap();
         Depth {

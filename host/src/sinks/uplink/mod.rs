@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, Entry, WhenFull};
 use crate::mqtt::Endpoint;
-use crate::pipeline::{Batch, SinkError};
+use crate::pipeline::{Batch, DeadLetter, SinkError};
 use crate::stage::{BuildContext, BuildError, Declaration};
 use crate::template::Template;
 
@@ -101,6 +101,8 @@ impl super::SinkConfig for UplinkSinkConfig {
     fn declare(&self) -> Declaration<'_> {
         Declaration {
             writes: vec![self.buffer.path.clone()],
+            // An event larger than the whole buffer can never be stored.
+            rejects: true,
             ..Declaration::default()
         }
     }
@@ -141,6 +143,8 @@ impl super::SinkConfig for UplinkSinkConfig {
             stage: Arc::from(stage),
             topic,
             buffer,
+            chunk_bytes: (self.buffer.max_bytes / 4).max(1),
+            rejected: Vec::new(),
             forwarder: Some(forward::Forwarder {
                 stage: Arc::from(stage),
                 options,
@@ -161,10 +165,34 @@ pub struct UplinkSink {
     stage: Arc<str>,
     topic: Template,
     buffer: Arc<Buffer>,
+    /// Appends are at most this large, so that a big batch fits a small buffer in parts.
+    chunk_bytes: u64,
+    rejected: Vec<DeadLetter>,
     /// Taken when the sink starts.
     forwarder: Option<forward::Forwarder>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl UplinkSink {
+    /// The events from `from` on (but those refused), handed back to be retried.
+    fn failed(
+        &self,
+        events: Vec<crate::event::Event>,
+        acks: Vec<crate::pipeline::Ack>,
+        from: usize,
+        refused: &[usize],
+        error: crate::buffer::BufferError,
+    ) -> (Batch, SinkError) {
+        tracing::error!(stage = %self.stage, "cannot buffer events: {error}");
+        let mut rest = Batch::default();
+        for (index, (event, ack)) in events.into_iter().zip(acks).enumerate() {
+            if index >= from && !refused.contains(&index) {
+                rest.push(event, ack);
+            }
+        }
+        (rest, error.into())
+    }
 }
 
 /// A topic level may not be empty or hold MQTT wildcards.
@@ -185,24 +213,53 @@ impl super::Sink for UplinkSink {
 
     fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
         async move {
-            let entries = batch
-                .events
-                .iter()
-                .map(|event| Entry {
+            let Batch { events, acks } = batch;
+            let mut chunk: Vec<Entry> = Vec::new();
+            let mut chunk_size = 0;
+            let mut written = 0;
+            let mut refused = Vec::new();
+            for (index, event) in events.iter().enumerate() {
+                let entry = Entry {
                     topic: self.topic.render(event, topic_level),
                     payload: event.payload.clone(),
-                })
-                .collect();
-            match self.buffer.push(entries).await {
-                // On disk: the events are safe, their tokens go.
-                Ok(()) => Ok(()),
-                Err(error) => {
-                    tracing::error!(stage = %self.stage, "cannot buffer events: {error}");
-                    Err((batch, error.into()))
+                };
+                let size = entry.stored_len();
+                if size > self.buffer.max_bytes() {
+                    self.rejected.push(DeadLetter {
+                        event: event.clone(),
+                        ack: acks[index].clone(),
+                        reason: format!(
+                            "an event of {size} bytes cannot fit the uplink buffer of {} bytes",
+                            self.buffer.max_bytes()
+                        ),
+                    });
+                    refused.push(index);
+                    continue;
                 }
+                if chunk_size + size > self.chunk_bytes && !chunk.is_empty() {
+                    if let Err(error) = self.buffer.push(std::mem::take(&mut chunk)).await {
+                        return Err(self.failed(events, acks, written, &refused, error));
+                    }
+                    written = index;
+                    chunk_size = 0;
+                }
+                chunk_size += size;
+                chunk.push(entry);
             }
+            if !chunk.is_empty()
+                && let Err(error) = self.buffer.push(chunk).await
+            {
+                return Err(self.failed(events, acks, written, &refused, error));
+            }
+            // On disk: the events are safe, their tokens go.
+            drop(acks);
+            Ok(())
         }
         .boxed()
+    }
+
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// Stop forwarding; what is not delivered stays in the buffer for the next start.
@@ -217,5 +274,43 @@ impl super::Sink for UplinkSink {
             Ok(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::pipeline::Ack;
+    use crate::sinks::Sink;
+
+    #[tokio::test]
+    async fn a_big_batch_goes_in_parts_and_an_event_larger_than_the_buffer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = Buffer::open(dir.path(), 2000, 400, WhenFull::DropOldest).unwrap();
+        let mut sink = UplinkSink {
+            stage: Arc::from("uplink"),
+            topic: Template::parse("sensors/{device_id}", "topic").unwrap(),
+            buffer: buffer.clone(),
+            chunk_bytes: 500,
+            rejected: Vec::new(),
+            forwarder: None,
+            stop: CancellationToken::new(),
+            task: None,
+        };
+        let mut batch = Batch::default();
+        for n in 0..10 {
+            let payload = format!(r#"{{"device_id":"d/{n}","pad":"{}"}}"#, "x".repeat(80));
+            batch.push(Event::new(payload, "sim"), Ack::none());
+        }
+        batch.push(Event::new("y".repeat(3000), "sim"), Ack::none());
+        sink.write(batch).await.map_err(|(_, error)| error).unwrap();
+        let stored = buffer.read(0, 100).unwrap();
+        assert_eq!(stored.len(), 10, "every event that fits, in parts of at most 500 bytes");
+        assert_eq!(stored[3].1.topic, "sensors/d_3", "a field cannot add a topic level");
+        assert_eq!(buffer.depth().dropped, 0, "parts smaller than the buffer drop nothing");
+        let refused = sink.take_rejected();
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].reason.contains("cannot fit the uplink buffer of 2000 bytes"));
     }
 }
