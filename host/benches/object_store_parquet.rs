@@ -157,7 +157,9 @@ fn direct_partitioned(events: &[Event]) -> (Duration, u64) {
         let partition = partitions
             .entry((hour, key.device_id.to_owned()))
             .or_insert_with(|| {
-                let path = dir.path().join(format!("hour={hour}/device={}", key.device_id));
+                let path = dir
+                    .path()
+                    .join(format!("hour={hour}/device={}", key.device_id));
                 std::fs::create_dir_all(&path).unwrap();
                 let file = std::fs::File::create(path.join("part.parquet")).unwrap();
                 Partition {
@@ -165,7 +167,8 @@ fn direct_partitioned(events: &[Event]) -> (Duration, u64) {
                         .with_batch_size(8192)
                         .build_decoder()
                         .unwrap(),
-                    writer: ArrowWriter::try_new(file, schema.clone(), Some(properties.clone())).unwrap(),
+                    writer: ArrowWriter::try_new(file, schema.clone(), Some(properties.clone()))
+                        .unwrap(),
                 }
             });
         partition.decoder.decode(&event.payload).unwrap();
@@ -191,7 +194,8 @@ fn main() {
         .unwrap();
     let events = telemetry();
     let input_bytes: usize = events.iter().map(|e| e.payload.len()).sum();
-    let (mut sluice_best, mut direct_best, mut partitioned_best) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut sluice_best, mut direct_best, mut partitioned_best) =
+        (Duration::MAX, Duration::MAX, Duration::MAX);
     let (mut sluice_bytes, mut direct_bytes, mut partitioned_bytes) = (0, 0, 0);
     for _ in 0..RUNS {
         let (took, bytes) = direct_partitioned(&events);
@@ -223,7 +227,11 @@ fn main() {
         sluice_bytes,
     );
     row("arrow-rs directly (one file)", direct_best, direct_bytes);
-    row("arrow-rs directly, the same 32 partitions", partitioned_best, partitioned_bytes);
+    row(
+        "arrow-rs directly, the same 32 partitions",
+        partitioned_best,
+        partitioned_bytes,
+    );
     println!(
         "| sluice relative to direct (one file / same partitions) | {:.0}% / {:.0}% | | |",
         direct_best.as_secs_f64() / sluice_best.as_secs_f64() * 100.0,

@@ -21,6 +21,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod runtime;
 pub mod serve;
+pub mod serving;
 pub mod sinks;
 pub mod sources;
 pub mod stage;

@@ -1,6 +1,6 @@
 //! The host's HTTP API: Prometheus `/metrics`, liveness `/health` and readiness
-//! `/ready` (every stage started), and the fleet's routes when the config has a
-//! `[fleet]` ([`crate::fleet::serve`]).
+//! `/ready` (every stage started), the serving tables (`/v1/tables`, [`tables`]) and
+//! the fleet's routes when the config has a `[fleet]` ([`crate::fleet::serve`]).
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -12,6 +12,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
+
+mod tables;
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -48,7 +50,8 @@ pub async fn serve(
         .route("/metrics", get(|| async { prometheus().render() }))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(readiness))
-        .with_state(ApiState { ready });
+        .with_state(ApiState { ready })
+        .merge(tables::routes());
     if let Some(fleet) = fleet {
         router = router.merge(crate::fleet::serve::routes(fleet));
     }

@@ -17,6 +17,7 @@ use crate::stage::{BuildContext, BuildError, Declaration};
 crate::registry! { SinkConfig:
     "file" => file::FileSinkConfig,
     "console" => console::ConsoleSinkConfig,
+    "serving" => serving::ServingSinkConfig,
     #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSinkConfig,
     #[cfg(feature = "mqtt")] "uplink" => uplink::UplinkSinkConfig,
     #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSinkConfig,

@@ -1,0 +1,128 @@
+//! The serving API over the tables `serving` sinks write:
+//! - `GET /v1/tables/{table}/keys/{key}`: the key's values, newest first;
+//! - `GET /v1/tables/{table}/keys?prefix=P&limit=N`: keys under a prefix (at most
+//!   1,000), each with its newest value.
+//!
+//! A table with `read_tokens` answers only a request bearing one of them (compared in
+//! constant time): 401 without a token, 403 with another. Errors are JSON.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::serving::Table;
+
+const MAX_LIMIT: usize = 1000;
+
+pub fn routes() -> Router {
+    Router::new()
+        .route("/v1/tables/{table}/keys/{key}", get(one))
+        .route("/v1/tables/{table}/keys", get(prefix))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// The table, if it exists and the request may read it.
+fn readable(name: &str, headers: &HeaderMap) -> Result<std::sync::Arc<Table>, Response> {
+    let table = crate::serving::tables()
+        .lock()
+        .unwrap()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no table `{name}`")))?;
+    if table.read_tokens.is_empty() {
+        return Ok(table);
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            format!("table `{name}` needs a read token"),
+        ));
+    };
+    let mut allowed = false;
+    for candidate in &table.read_tokens {
+        allowed |= bool::from(candidate.as_bytes().ct_eq(token.as_bytes()));
+    }
+    if allowed {
+        Ok(table)
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            format!("this token may not read table `{name}`"),
+        ))
+    }
+}
+
+async fn one(Path((name, key)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let table = match readable(&name, &headers) {
+        Ok(table) => table,
+        Err(response) => return response,
+    };
+    let found = tokio::task::spawn_blocking(move || {
+        table.get(&key, crate::event::now_ms()).map(|v| (key, v))
+    })
+    .await;
+    match found {
+        Ok(Ok((key, Some(values)))) => {
+            Json(serde_json::json!({ "key": key, "values": values })).into_response()
+        }
+        Ok(Ok((key, None))) => error(
+            StatusCode::NOT_FOUND,
+            format!("no key `{key}` in table `{name}`"),
+        ),
+        Ok(Err(failure)) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PrefixQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn prefix(
+    Path(name): Path<String>,
+    query: Result<Query<PrefixQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`prefix` is text and `limit` a number",
+        );
+    };
+    let table = match readable(&name, &headers) {
+        Ok(table) => table,
+        Err(response) => return response,
+    };
+    let limit = query.limit.unwrap_or(100).min(MAX_LIMIT);
+    let found = tokio::task::spawn_blocking(move || {
+        table.scan(&query.prefix, limit, crate::event::now_ms())
+    })
+    .await;
+    match found {
+        Ok(Ok(entries)) => {
+            let keys: Vec<_> = entries
+                .into_iter()
+                .map(|(key, value)| serde_json::json!({ "key": key, "value": value }))
+                .collect();
+            Json(serde_json::json!({ "keys": keys })).into_response()
+        }
+        Ok(Err(failure)) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+    }
+}

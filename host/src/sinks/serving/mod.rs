@@ -1,0 +1,148 @@
+//! `type = "serving"` sink: the latest event (or the last `keep`) per key, the key taken
+//! from a payload field, in a table the host's API serves (`/v1/tables/...`). A batch
+//! is one durable transaction, acknowledged once committed; an event without the key
+//! field goes to the sink's `dead_letter` route.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::pipeline::{Batch, DeadLetter, SinkError};
+use crate::serving::{Table, Value};
+use crate::stage::{BuildContext, BuildError, Declaration};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingSinkConfig {
+    /// The table's name in the API.
+    pub table: String,
+    /// The (dotted) payload field whose text is the key.
+    pub key: String,
+    /// Values kept per key, newest first.
+    #[serde(default = "one")]
+    pub keep: usize,
+    #[serde(
+        rename = "ttl_secs",
+        default,
+        with = "serde_with::As::<Option<serde_with::DurationSeconds<u64>>>"
+    )]
+    pub ttl: Option<Duration>,
+    /// Bearer tokens that may read the table; none: anyone who reaches the API.
+    #[serde(default)]
+    pub read_tokens: Vec<String>,
+    /// The database file (relative: inside `data_dir`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl super::SinkConfig for ServingSinkConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            rejects: true,
+            ..Declaration::default()
+        }
+    }
+
+    fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
+        let stage = context.stage;
+        let valid_name = !self.table.is_empty()
+            && self
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if !valid_name {
+            return Err(BuildError::stage(stage, format!(
+                "`table` `{}` must be letters, digits, `_` and `-`", self.table
+            )));
+        }
+        let path = self
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("serving/{}.redb", self.table)));
+        let table = Table::open(&self.table, &context.data_path(&path), self.keep, self.read_tokens.clone())
+            .map_err(|error| BuildError::stage(stage, error))?;
+        if crate::serving::tables().lock().unwrap().insert(self.table.clone(), table.clone()).is_some() {
+            tracing::warn!(stage, table = self.table, "a serving table of this name was replaced");
+        }
+        Ok(Box::new(ServingSink {
+            table,
+            key: self.key.clone(),
+            ttl: self.ttl,
+            rejected: Vec::new(),
+        }))
+    }
+}
+
+pub struct ServingSink {
+    table: Arc<Table>,
+    key: String,
+    ttl: Option<Duration>,
+    rejected: Vec<DeadLetter>,
+}
+
+/// The text of the key field of `value`.
+fn key_of(value: &serde_json::Value, path: &str) -> Option<String> {
+    match crate::template::field(Some(value), path)? {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+impl super::Sink for ServingSink {
+    fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
+        async move {
+            let mut values = Vec::with_capacity(batch.len());
+            let mut refused = Vec::new();
+            for (event, ack) in batch.events.iter().zip(&batch.acks) {
+                // One parse: the key comes from the value stored.
+                let value = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
+                });
+                let Some(key) = key_of(&value, &self.key) else {
+                    refused.push(DeadLetter {
+                        event: event.clone(),
+                        ack: ack.clone(),
+                        reason: format!("no `{}` to key the serving table on", self.key),
+                    });
+                    continue;
+                };
+                values.push((
+                    key,
+                    Value {
+                        value,
+                        timestamp_ms: event.timestamp_ms,
+                        expires_ms: self.ttl.map(|ttl| crate::event::now_ms() + ttl.as_millis() as i64),
+                    },
+                ));
+            }
+            let table = self.table.clone();
+            let stored = tokio::task::spawn_blocking(move || table.put(values)).await;
+            match stored {
+                Ok(Ok(())) => {
+                    self.rejected.extend(refused);
+                    Ok(())
+                }
+                Ok(Err(error)) => Err((batch, error.into())),
+                Err(error) => Err((batch, error.into())),
+            }
+        }
+        .boxed()
+    }
+
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.rejected)
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
+        async { Ok(()) }.boxed()
+    }
+}
