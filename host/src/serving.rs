@@ -13,6 +13,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
+/// Updates a slow stream reader may fall behind before it is told it missed some.
+const UPDATES_BUFFERED: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[error("serving table `{table}`: {message}")]
@@ -34,6 +36,8 @@ pub struct Value {
 pub struct Table {
     pub name: String,
     db: Database,
+    /// Every stored value, as it is committed, for the API's event stream.
+    updates: tokio::sync::broadcast::Sender<Arc<(String, Value)>>,
     /// Values kept per key, newest first.
     keep: usize,
     /// Bearer tokens that may read this table; none: anyone on the API port.
@@ -59,6 +63,7 @@ impl Table {
         Ok(Arc::new(Table {
             name: name.to_owned(),
             db,
+            updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
             keep: keep.max(1),
             read_tokens,
         }))
@@ -77,7 +82,8 @@ impl Table {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut table = txn.open_table(LATEST).map_err(|e| self.error(e))?;
-            for (key, value) in values {
+            for (key, value) in &values {
+                let (key, value) = (key.clone(), value.clone());
                 let mut list: Vec<Value> =
                     match table.get(key.as_str()).map_err(|e| self.error(e))? {
                         Some(stored) => serde_json::from_slice(stored.value()).unwrap_or_default(),
@@ -91,7 +97,18 @@ impl Table {
                     .map_err(|e| self.error(e))?;
             }
         }
-        txn.commit().map_err(|e| self.error(e))
+        txn.commit().map_err(|e| self.error(e))?;
+        if self.updates.receiver_count() > 0 {
+            for update in values {
+                let _ = self.updates.send(Arc::new(update));
+            }
+        }
+        Ok(())
+    }
+
+    /// Values as they are stored from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<(String, Value)>> {
+        self.updates.subscribe()
     }
 
     /// The values of `key`, newest first, without expired ones.

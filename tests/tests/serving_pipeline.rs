@@ -168,3 +168,74 @@ fn ten_thousand_keys_serve_their_latest_value_across_a_restart_and_tokens_guard_
     host.restart();
     check_all(host.host.api_port);
 }
+
+#[test]
+fn updates_stream_as_server_sent_events_and_no_generated_request_gets_a_5xx() {
+    use std::io::{BufRead, BufReader, Write};
+    let ingest = free_port();
+    let host = pipeline(ingest);
+    let api = host.host.api_port;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", api)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/tables/history/events HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut lines = BufReader::new(stream.try_clone().unwrap()).lines();
+    let status = lines.next().unwrap().unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    // The stream is open once its headers are in.
+    for line in lines.by_ref() {
+        if line.unwrap().is_empty() {
+            break;
+        }
+    }
+    let (code, _) = http_post(
+        ingest,
+        "/ingest",
+        &[],
+        [reading(7, 1), reading(8, 1)].join("\n").as_bytes(),
+    );
+    assert_eq!(code, 200);
+    let mut updates = Vec::new();
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(data) = line.strip_prefix("data: ") {
+            updates.push(serde_json::from_str::<serde_json::Value>(data).unwrap());
+            if updates.len() == 2 {
+                break;
+            }
+        }
+    }
+    let keys: Vec<&str> = updates.iter().map(|u| u["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["dev-00007", "dev-00008"]);
+    assert_eq!(updates[0]["value"]["value"]["round"], 1);
+
+    // schemathesis (PyPI) generates requests from the OpenAPI document the host serves.
+    let base = format!("http://127.0.0.1:{api}");
+    let run = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "schemathesis.cli",
+            "run",
+            &format!("{base}/v1/openapi.json"),
+        ])
+        .args([
+            "--base-url",
+            &base,
+            "--checks",
+            "not_a_server_error,status_code_conformance",
+        ])
+        .args(["--hypothesis-max-examples", "100", "--hypothesis-seed", "1"])
+        .output()
+        .expect("python3 with schemathesis: run scripts/setup");
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

@@ -1,7 +1,10 @@
 //! The serving API over the tables `serving` sinks write:
 //! - `GET /v1/tables/{table}/keys/{key}`: the key's values, newest first;
 //! - `GET /v1/tables/{table}/keys?prefix=P&limit=N`: keys under a prefix (at most
-//!   1,000), each with its newest value.
+//!   1,000), each with its newest value;
+//! - `GET /v1/tables/{table}/events`: Server-Sent Events, one `update` per value stored
+//!   from then on (a `lagged` event tells a reader too slow how many it missed);
+//! - `GET /v1/openapi.json`: the OpenAPI document of these routes.
 //!
 //! A table with `read_tokens` answers only a request bearing one of them (compared in
 //! constant time): 401 without a token, 403 with another. Errors are JSON.
@@ -23,6 +26,42 @@ pub fn routes() -> Router {
     Router::new()
         .route("/v1/tables/{table}/keys/{key}", get(one))
         .route("/v1/tables/{table}/keys", get(prefix))
+        .route("/v1/tables/{table}/events", get(events))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+}
+
+/// The API's OpenAPI document.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn events(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let table = match readable(&name, &headers) {
+        Ok(table) => table,
+        Err(response) => return response,
+    };
+    let updates = table.subscribe();
+    let stream = futures::stream::unfold(updates, |mut updates| async move {
+        let event = match updates.recv().await {
+            Ok(update) => {
+                let (key, value) = update.as_ref();
+                Event::default()
+                    .event("update")
+                    .data(serde_json::json!({ "key": key, "value": value }).to_string())
+            }
+            Err(RecvError::Lagged(missed)) => {
+                Event::default().event("lagged").data(missed.to_string())
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), updates))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
