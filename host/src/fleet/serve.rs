@@ -66,6 +66,11 @@ impl FleetState {
         })
     }
 
+    /// What the central host knows of every device.
+    pub fn devices(&self) -> BTreeMap<String, DeviceStatus> {
+        self.status.lock().unwrap().clone()
+    }
+
     /// The device whose token the request bears.
     fn device(&self, headers: &HeaderMap) -> Option<String> {
         let token = bearer(headers)?;

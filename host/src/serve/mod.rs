@@ -1,6 +1,7 @@
 //! The host's HTTP API: Prometheus `/metrics`, liveness `/health` and readiness
-//! `/ready` (every stage started), the serving tables (`/v1/tables`, [`tables`]) and
-//! the fleet's routes when the config has a `[fleet]` ([`crate::fleet::serve`]).
+//! `/ready` (every stage started), the serving tables (`/v1/tables`, [`tables`]), the
+//! admin page (`/admin`, [`admin`]) and the fleet's routes when the config has a
+//! `[fleet]` ([`crate::fleet::serve`]).
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -13,6 +14,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+pub mod admin;
 mod tables;
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -44,6 +46,7 @@ pub async fn serve(
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
     fleet: Option<Arc<crate::fleet::serve::FleetState>>,
+    overview: Arc<admin::Overview>,
 ) -> std::io::Result<()> {
     prometheus();
     let mut router = Router::new()
@@ -55,6 +58,7 @@ pub async fn serve(
     if let Some(fleet) = fleet {
         router = router.merge(crate::fleet::serve::routes(fleet));
     }
+    router = router.merge(admin::routes(overview));
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

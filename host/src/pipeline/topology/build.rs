@@ -31,6 +31,7 @@ pub(super) struct Built {
 pub(super) struct Api {
     pub listener: tokio::net::TcpListener,
     pub fleet: Option<Arc<crate::fleet::serve::FleetState>>,
+    pub overview: Arc<crate::serve::admin::Overview>,
 }
 
 pub(super) fn build(config: &Config) -> Result<Built, StartError> {
@@ -103,6 +104,7 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
                     tokio::net::TcpListener::from_std(listener)
                 })
                 .map_err(|error| StartError::Api(api.listen, error))?,
+            overview: crate::serve::admin::Overview::new(config, fleet.clone()),
             fleet,
         }),
         None => None,

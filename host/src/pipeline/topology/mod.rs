@@ -104,10 +104,10 @@ impl Pipeline {
         }
         let has_api = wired.api.is_some();
         if let Some(api) = wired.api {
-            tracing::info!(address = ?api.listener.local_addr().ok(), fleet = api.fleet.is_some(), "API: /metrics, /health, /ready");
+            tracing::info!(address = ?api.listener.local_addr().ok(), fleet = api.fleet.is_some(), "API: /metrics, /health, /ready, /admin, /v1/tables");
             let (ready, stop) = (ready.clone(), abort.clone());
             tasks.spawn(async move {
-                crate::serve::serve(api.listener, ready, stop, api.fleet)
+                crate::serve::serve(api.listener, ready, stop, api.fleet, api.overview)
                     .await
                     .map_err(|error| StageError::new("api", error))
             });
