@@ -239,3 +239,64 @@ fn updates_stream_as_server_sent_events_and_no_generated_request_gets_a_5xx() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+#[test]
+fn two_hosts_writing_one_postgresql_table_serve_one_consistent_table() {
+    let postgres = harness::postgres::Postgres::start();
+    let host = |ingest: u16| {
+        Pipeline::start(&format!(
+            r#"
+[sources.ingest]
+type = "http"
+listen = "127.0.0.1:{ingest}"
+
+[sinks.latest]
+type = "serving"
+inputs = ["ingest"]
+table = "shared"
+key = "device_id"
+keep = 2
+postgres = "{}"
+"#,
+            postgres.connection()
+        ))
+    };
+    let (ingest_a, ingest_b) = (free_port(), free_port());
+    let (a, b) = (host(ingest_a), host(ingest_b));
+    // Both hosts write every key, alternating rounds: 0 and 2 through A, 1 and 3 through B.
+    let post = |port: u16, round: u64| {
+        let lines: Vec<String> = (0..1_000).map(|device| reading(device, round)).collect();
+        let (status, answer) = http_post(port, "/ingest", &[], lines.join("\n").as_bytes());
+        assert_eq!(status, 200, "{answer}");
+    };
+    for round in 0..4 {
+        post(if round % 2 == 0 { ingest_a } else { ingest_b }, round);
+    }
+    assert_eq!(
+        postgres.query("SELECT count(*) FROM sluice_serving_shared"),
+        "1000"
+    );
+    for api in [a.host.api_port, b.host.api_port] {
+        for device in (0..1_000).step_by(37) {
+            let (status, body) = get(
+                api,
+                &format!("/v1/tables/shared/keys/dev-{device:05}"),
+                None,
+            );
+            assert_eq!(status, 200, "{body}");
+            let rounds: Vec<&serde_json::Value> = body["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| &v["value"]["round"])
+                .collect();
+            assert_eq!(
+                rounds,
+                [3, 2],
+                "both hosts serve the same newest two: {body}"
+            );
+        }
+        let (_, listed) = get(api, "/v1/tables/shared/keys?prefix=dev-0099&limit=20", None);
+        assert_eq!(listed["keys"].as_array().unwrap().len(), 10);
+    }
+}

@@ -108,19 +108,14 @@ async fn one(Path((name, key)): Path<(String, String)>, headers: HeaderMap) -> R
         Ok(table) => table,
         Err(response) => return response,
     };
-    let found = tokio::task::spawn_blocking(move || {
-        table.get(&key, crate::event::now_ms()).map(|v| (key, v))
-    })
-    .await;
-    match found {
-        Ok(Ok((key, Some(values)))) => {
+    match table.get(&key, crate::event::now_ms()).await {
+        Ok(Some(values)) => {
             Json(serde_json::json!({ "key": key, "values": values })).into_response()
         }
-        Ok(Ok((key, None))) => error(
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("no key `{key}` in table `{name}`"),
         ),
-        Ok(Err(failure)) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
         Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
     }
 }
@@ -149,19 +144,17 @@ async fn prefix(
         Err(response) => return response,
     };
     let limit = query.limit.unwrap_or(100).min(MAX_LIMIT);
-    let found = tokio::task::spawn_blocking(move || {
-        table.scan(&query.prefix, limit, crate::event::now_ms())
-    })
-    .await;
-    match found {
-        Ok(Ok(entries)) => {
+    match table
+        .scan(&query.prefix, limit, crate::event::now_ms())
+        .await
+    {
+        Ok(entries) => {
             let keys: Vec<_> = entries
                 .into_iter()
                 .map(|(key, value)| serde_json::json!({ "key": key, "value": value }))
                 .collect();
             Json(serde_json::json!({ "keys": keys })).into_response()
         }
-        Ok(Err(failure)) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
         Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod postgres;
 pub mod s3;
 
 use std::collections::HashMap;

@@ -34,9 +34,13 @@ pub struct ServingSinkConfig {
     /// Bearer tokens that may read the table; none: anyone who reaches the API.
     #[serde(default)]
     pub read_tokens: Vec<String>,
-    /// The database file (relative: inside `data_dir`).
+    /// The database file of the embedded backend (relative: inside `data_dir`).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Keep the table in PostgreSQL instead (libpq key=value form:
+    /// `"host=db port=5432 user=sluice dbname=serving password=${PGPASSWORD}"`).
+    #[serde(default)]
+    pub postgres: Option<String>,
 }
 
 fn one() -> usize {
@@ -63,12 +67,25 @@ impl super::SinkConfig for ServingSinkConfig {
                 "`table` `{}` must be letters, digits, `_` and `-`", self.table
             )));
         }
-        let path = self
-            .path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("serving/{}.redb", self.table)));
-        let table = Table::open(&self.table, &context.data_path(&path), self.keep, self.read_tokens.clone())
-            .map_err(|error| BuildError::stage(stage, error))?;
+        let table = match &self.postgres {
+            Some(_) if self.path.is_some() => {
+                return Err(BuildError::stage(stage, "`path` and `postgres` are two backends: choose one"));
+            }
+            #[cfg(feature = "postgres")]
+            Some(connection) => Table::postgres(&self.table, connection, self.keep, self.read_tokens.clone()),
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => {
+                return Err(BuildError::stage(stage, "`postgres` needs sluice built with the `postgres` feature"));
+            }
+            None => {
+                let path = self
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(format!("serving/{}.redb", self.table)));
+                Table::open(&self.table, &context.data_path(&path), self.keep, self.read_tokens.clone())
+                    .map_err(|error| BuildError::stage(stage, error))?
+            }
+        };
         if crate::serving::tables().lock().unwrap().insert(self.table.clone(), table.clone()).is_some() {
             tracing::warn!(stage, table = self.table, "a serving table of this name was replaced");
         }
@@ -124,14 +141,11 @@ impl super::Sink for ServingSink {
                     },
                 ));
             }
-            let table = self.table.clone();
-            let stored = tokio::task::spawn_blocking(move || table.put(values)).await;
-            match stored {
-                Ok(Ok(())) => {
+            match self.table.put(values).await {
+                Ok(()) => {
                     self.rejected.extend(refused);
                     Ok(())
                 }
-                Ok(Err(error)) => Err((batch, error.into())),
                 Err(error) => Err((batch, error.into())),
             }
         }
