@@ -5,25 +5,9 @@
 mod harness;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use harness::*;
-
-fn chromium(args: &[&str], url: &str) -> std::process::Output {
-    Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-        ])
-        .args(["--virtual-time-budget=4000", "--window-size=1280,900"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("chromium: run scripts/setup")
-}
 
 #[test]
 fn the_admin_page_shows_every_stage_with_live_rates_in_chromium() {
@@ -68,18 +52,8 @@ path = "readings"
         String::from_utf8_lossy(&dump.stderr)
     );
     assert!(dom.contains("live ·"), "the page reached the host:\n{dom}");
-    for stage in ["sensors", "plausible", "readings"] {
-        assert!(
-            dom.contains(&format!("data-stage=\"{stage}\"")),
-            "stage {stage} shown:\n{dom}"
-        );
-    }
-    // Every stage's rate, as the page renders it.
-    let rates: Vec<f64> = dom
-        .split("data-rate=\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next()?.parse().ok())
-        .collect();
+    let (stages, rates) = admin_page(&dom);
+    assert_eq!(stages, ["sensors", "plausible", "readings"], "{dom}");
     assert_eq!(rates.len(), 3, "{dom}");
     assert!(
         rates.iter().all(|rate| *rate > 0.0),

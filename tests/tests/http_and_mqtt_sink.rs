@@ -168,5 +168,29 @@ fn the_quickstart_runs_with_its_embedded_broker() {
         "alerts do not go to the telemetry files: {last}"
     );
     assert_eq!(last["anomaly"], false, "the model scored it: {last}");
+    // The admin page in a real browser shows every stage of the quickstart's graph,
+    // with events flowing.
+    let dump = chromium(&["--dump-dom"], "http://127.0.0.1:9598/admin");
+    let dom = String::from_utf8_lossy(&dump.stdout);
+    let (mut shown, rates) = admin_page(&dom);
+    shown.sort();
+    // Every `[sources.X]`, `[transforms.X]` and `[sinks.X]` table of the config.
+    let mut stages: Vec<String> = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let table = line.trim().strip_prefix('[')?.strip_suffix(']')?;
+            let (family, name) = table.split_once('.')?;
+            let stage = ["sources", "transforms", "sinks"].contains(&family) && !name.contains('.');
+            stage.then(|| name.to_owned())
+        })
+        .collect();
+    stages.sort();
+    assert!(stages.len() >= 10, "{stages:?}");
+    assert_eq!(shown, stages, "{dom}");
+    assert!(
+        rates.iter().any(|rate| *rate > 0.0),
+        "a rate above zero: {rates:?}"
+    );
     assert!(host.stop().success());
 }

@@ -31,6 +31,14 @@ inputs = ["ingest"]
 table = "history"
 key = "device_id"
 keep = 3
+write_tokens = ["writer-secret"]
+
+[sinks.fleeting]
+type = "serving"
+inputs = ["ingest"]
+table = "fleeting"
+key = "device_id"
+ttl_secs = 1
 
 [sinks.refused]
 type = "file"
@@ -149,6 +157,41 @@ fn ten_thousand_keys_serve_their_latest_value_across_a_restart_and_tokens_guard_
         Some("reader-secret"),
     );
     assert_eq!(status, 400);
+
+    // Writes over the API need a write token of the table.
+    let put = |path: &str, token: Option<&str>| {
+        let header = token.map(|t| format!("Authorization: Bearer {t}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        http_put(api, path, &headers, br#"{"note":"set by hand"}"#).0
+    };
+    assert_eq!(put("/v1/tables/history/keys/manual", None), 401);
+    assert_eq!(
+        put("/v1/tables/history/keys/manual", Some("reader-secret")),
+        403
+    );
+    assert_eq!(
+        put("/v1/tables/devices/keys/manual", Some("writer-secret")),
+        403,
+        "no write tokens"
+    );
+    assert_eq!(
+        put("/v1/tables/history/keys/manual", Some("writer-secret")),
+        204
+    );
+    let (_, manual) = get(api, "/v1/tables/history/keys/manual", None);
+    assert_eq!(
+        manual["values"][0]["value"]["note"], "set by hand",
+        "{manual}"
+    );
+
+    // Values past their TTL are no longer served.
+    let (status, _) = http_post(ingest, "/ingest", &[], reading(KEYS + 1, 9).as_bytes());
+    assert_eq!(status, 200);
+    let (status, _) = get(api, "/v1/tables/fleeting/keys/dev-10001", None);
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (status, _) = get(api, "/v1/tables/fleeting/keys/dev-10001", None);
+    assert_eq!(status, 404, "expired");
 
     // The event without a key is a dead letter with the reason.
     wait_until(Duration::from_secs(10), "the dead letter", || {

@@ -6,8 +6,11 @@
 //!   from then on (a `lagged` event tells a reader too slow how many it missed);
 //! - `GET /v1/openapi.json`: the OpenAPI document of these routes.
 //!
-//! A table with `read_tokens` answers only a request bearing one of them (compared in
-//! constant time): 401 without a token, 403 with another. Errors are JSON.
+//! - `PUT /v1/tables/{table}/keys/{key}` (a JSON body): store a value, with one of the
+//!   table's `write_tokens` (a table without them takes no writes over the API).
+//!
+//! A table with `read_tokens` answers reads only with one of them (compared in constant
+//! time): 401 without a token, 403 with another. Errors are JSON.
 
 use axum::Json;
 use axum::Router;
@@ -24,7 +27,7 @@ const MAX_LIMIT: usize = 1000;
 
 pub fn routes() -> Router {
     Router::new()
-        .route("/v1/tables/{table}/keys/{key}", get(one))
+        .route("/v1/tables/{table}/keys/{key}", get(one).put(write))
         .route("/v1/tables/{table}/keys", get(prefix))
         .route("/v1/tables/{table}/events", get(events))
         .route(
@@ -70,15 +73,25 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The table, if it exists and the request may read it.
 fn readable(name: &str, headers: &HeaderMap) -> Result<std::sync::Arc<Table>, Response> {
-    let table = crate::serving::tables()
+    let table = table(name)?;
+    if table.access.read_tokens.is_empty() {
+        return Ok(table);
+    }
+    allowed(name, headers, &table.access.read_tokens, "read")?;
+    Ok(table)
+}
+
+fn table(name: &str) -> Result<std::sync::Arc<Table>, Response> {
+    crate::serving::tables()
         .lock()
         .unwrap()
         .get(name)
         .cloned()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no table `{name}`")))?;
-    if table.read_tokens.is_empty() {
-        return Ok(table);
-    }
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no table `{name}`")))
+}
+
+/// Whether the request bears one of `tokens` (every one compared, in constant time).
+fn allowed(name: &str, headers: &HeaderMap, tokens: &[String], what: &str) -> Result<(), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -86,20 +99,52 @@ fn readable(name: &str, headers: &HeaderMap) -> Result<std::sync::Arc<Table>, Re
     let Some(token) = token else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
-            format!("table `{name}` needs a read token"),
+            format!("table `{name}` needs a {what} token"),
         ));
     };
-    let mut allowed = false;
-    for candidate in &table.read_tokens {
-        allowed |= bool::from(candidate.as_bytes().ct_eq(token.as_bytes()));
+    let mut matched = false;
+    for candidate in tokens {
+        matched |= bool::from(candidate.as_bytes().ct_eq(token.as_bytes()));
     }
-    if allowed {
-        Ok(table)
+    if matched {
+        Ok(())
     } else {
         Err(error(
             StatusCode::FORBIDDEN,
-            format!("this token may not read table `{name}`"),
+            format!("this token may not {what} table `{name}`"),
         ))
+    }
+}
+
+async fn write(
+    Path((name, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let table = match table(&name) {
+        Ok(table) => table,
+        Err(response) => return response,
+    };
+    if table.access.write_tokens.is_empty() {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("table `{name}` takes no writes over the API"),
+        );
+    }
+    if let Err(response) = allowed(&name, &headers, &table.access.write_tokens, "write") {
+        return response;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body must be JSON");
+    };
+    let stored = crate::serving::Value {
+        value,
+        timestamp_ms: crate::event::now_ms(),
+        expires_ms: None,
+    };
+    match table.put(vec![(key, stored)]).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
     }
 }
 

@@ -45,8 +45,16 @@ pub struct Table {
     updates: tokio::sync::broadcast::Sender<Arc<(String, Value)>>,
     /// Values kept per key, newest first.
     keep: usize,
-    /// Bearer tokens that may read this table; none: anyone on the API port.
+    pub access: Access,
+}
+
+/// Who may read and write a table over the API.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Bearer tokens that may read; none: anyone who reaches the API.
     pub read_tokens: Vec<String>,
+    /// Bearer tokens that may write; none: no writes over the API.
+    pub write_tokens: Vec<String>,
 }
 
 enum Backend {
@@ -60,7 +68,7 @@ impl Table {
         name: &str,
         path: &Path,
         keep: usize,
-        read_tokens: Vec<String>,
+        access: Access,
     ) -> Result<Arc<Table>, ServingError> {
         let error = |message: String| ServingError {
             table: name.to_owned(),
@@ -76,24 +84,19 @@ impl Table {
             backend: Backend::Embedded(db),
             updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
             keep: keep.max(1),
-            read_tokens,
+            access,
         }))
     }
 
     /// A table kept in PostgreSQL (`connection` in libpq's key=value form); nothing
     /// connects until the first write or read.
     #[cfg(feature = "postgres")]
-    pub fn postgres(
-        name: &str,
-        connection: &str,
-        keep: usize,
-        read_tokens: Vec<String>,
-    ) -> Arc<Table> {
+    pub fn postgres(name: &str, connection: &str, keep: usize, access: Access) -> Arc<Table> {
         Arc::new(Table {
             name: name.to_owned(),
             backend: Backend::Postgres(postgres::PgTable::new(name, connection, keep.max(1))),
             keep: keep.max(1),
-            read_tokens,
+            access,
             updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
         })
     }

@@ -513,3 +513,62 @@ pub fn seq_counts(values: &[serde_json::Value]) -> HashMap<u64, usize> {
     }
     counts
 }
+
+/// Debian's Chromium, headless, on `url` (JavaScript runs for 4 s of virtual time).
+pub fn chromium(args: &[&str], url: &str) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .args(["--virtual-time-budget=4000", "--window-size=1280,900"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium: run scripts/setup")
+}
+
+/// The `data-stage` names and the `data-rate` figures of the admin page's DOM.
+pub fn admin_page(dom: &str) -> (Vec<String>, Vec<f64>) {
+    let attribute = |name: &str| -> Vec<String> {
+        dom.split(&format!("{name}=\""))
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+            .collect()
+    };
+    let rates = attribute("data-rate")
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    (attribute("data-stage"), rates)
+}
+
+/// A bare HTTP/1.0 PUT on loopback: (status, body).
+pub fn http_put(port: u16, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

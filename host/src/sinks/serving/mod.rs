@@ -34,6 +34,9 @@ pub struct ServingSinkConfig {
     /// Bearer tokens that may read the table; none: anyone who reaches the API.
     #[serde(default)]
     pub read_tokens: Vec<String>,
+    /// Bearer tokens that may write values over the API; none: no API writes.
+    #[serde(default)]
+    pub write_tokens: Vec<String>,
     /// The database file of the embedded backend (relative: inside `data_dir`).
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -67,12 +70,16 @@ impl super::SinkConfig for ServingSinkConfig {
                 "`table` `{}` must be letters, digits, `_` and `-`", self.table
             )));
         }
+        let access = crate::serving::Access {
+            read_tokens: self.read_tokens.clone(),
+            write_tokens: self.write_tokens.clone(),
+        };
         let table = match &self.postgres {
             Some(_) if self.path.is_some() => {
                 return Err(BuildError::stage(stage, "`path` and `postgres` are two backends: choose one"));
             }
             #[cfg(feature = "postgres")]
-            Some(connection) => Table::postgres(&self.table, connection, self.keep, self.read_tokens.clone()),
+            Some(connection) => Table::postgres(&self.table, connection, self.keep, access),
             #[cfg(not(feature = "postgres"))]
             Some(_) => {
                 return Err(BuildError::stage(stage, "`postgres` needs sluice built with the `postgres` feature"));
@@ -82,7 +89,7 @@ impl super::SinkConfig for ServingSinkConfig {
                     .path
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(format!("serving/{}.redb", self.table)));
-                Table::open(&self.table, &context.data_path(&path), self.keep, self.read_tokens.clone())
+                Table::open(&self.table, &context.data_path(&path), self.keep, access)
                     .map_err(|error| BuildError::stage(stage, error))?
             }
         };
