@@ -527,7 +527,9 @@ path = "{out}"
 #[test]
 fn a_sighup_mid_stream_reloads_the_config_and_loses_nothing() {
     let setup = Setup::new();
-    let config = setup.config(FILTER_AND_MAP, "shape", "");
+    // A serving table too: its database must pass from the old pipeline to the new.
+    let serving = "[sinks.latest]\ntype = \"serving\"\ninputs = [\"shape\"]\ntable = \"latest\"\nkey = \"device_id\"\n";
+    let config = setup.config(FILTER_AND_MAP, "shape", serving);
     let host = setup.host(&config);
     let out = setup.path("out");
     let port = setup.broker.port;
@@ -554,6 +556,11 @@ fn a_sighup_mid_stream_reloads_the_config_and_loses_nothing() {
     });
     let duplicates = wait_for_all(&setup, 20_000, Some(&host));
     eprintln!("SIGHUP: all 20000 events arrived, {duplicates} more than once");
+    let (status, latest) = http_get(setup.api_port, "/v1/tables/latest/keys/d03").unwrap();
+    assert_eq!(
+        status, 200,
+        "the reloaded pipeline serves its table: {latest}"
+    );
     let lines = read_lines(&out);
     let reloaded = lines.iter().filter(|l| l["via"] == "reloaded").count();
     assert!(

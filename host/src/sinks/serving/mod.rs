@@ -70,6 +70,9 @@ impl super::SinkConfig for ServingSinkConfig {
                 "`table` `{}` must be letters, digits, `_` and `-`", self.table
             )));
         }
+        // A table of this name left by a pipeline that ran before (a reload) holds its
+        // database open; this one replaces it.
+        crate::serving::tables().lock().unwrap().remove(&self.table);
         let access = crate::serving::Access {
             read_tokens: self.read_tokens.clone(),
             write_tokens: self.write_tokens.clone(),
@@ -93,9 +96,10 @@ impl super::SinkConfig for ServingSinkConfig {
                     .map_err(|error| BuildError::stage(stage, error))?
             }
         };
-        if crate::serving::tables().lock().unwrap().insert(self.table.clone(), table.clone()).is_some() {
-            tracing::warn!(stage, table = self.table, "a serving table of this name was replaced");
-        }
+        crate::serving::tables()
+            .lock()
+            .unwrap()
+            .insert(self.table.clone(), table.clone());
         Ok(Box::new(ServingSink {
             table,
             key: self.key.clone(),
