@@ -90,7 +90,7 @@ impl Engine {
                 let bucket = buckets.entry(state_key.clone()).or_insert_with(|| {
                     store
                         .get(&state_key)
-                        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                        .and_then(|bytes| Bucket::decode(&bytes))
                         .unwrap_or_else(|| Bucket::new(reading.key.clone(), self.with_sketch()))
                 });
                 bucket.add(reading.time, reading.value);
@@ -107,8 +107,7 @@ impl Engine {
             }
         }
         for (state_key, bucket) in &buckets {
-            let bytes = serde_json::to_vec(bucket).expect("a bucket serializes");
-            store.put(state_key, &bytes);
+            store.put(state_key, &bucket.encode());
         }
         if latest != latest_event(store) {
             store.put(WATERMARK, &latest.to_le_bytes());
@@ -137,7 +136,7 @@ impl Engine {
             }
             store.delete(&state_key);
             // A bucket the plugin cannot read back is dropped rather than kept forever.
-            let Ok(bucket) = serde_json::from_slice::<Bucket>(&bytes) else {
+            let Some(bucket) = Bucket::decode(&bytes) else {
                 continue;
             };
             let span = (end - self.windows.size_ms, end);

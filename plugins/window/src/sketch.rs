@@ -7,26 +7,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 /// Relative accuracy.
 pub const ALPHA: f64 = 0.01;
 const MAX_BUCKETS: usize = 2048;
 /// Magnitudes below this count as zero.
 const ZERO: f64 = 1e-12;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sketch {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     positive: BTreeMap<i32, u64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     negative: BTreeMap<i32, u64>,
-    #[serde(default, skip_serializing_if = "is_zero")]
     zeros: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 fn gamma() -> f64 {
@@ -92,6 +83,55 @@ impl Sketch {
         }
         None
     }
+}
+
+impl Sketch {
+    /// Append the sketch to `out`: zeros, then each sign's (index, count) pairs.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.zeros.to_le_bytes());
+        for store in [&self.positive, &self.negative] {
+            out.extend_from_slice(&(store.len() as u32).to_le_bytes());
+            for (index, count) in store {
+                out.extend_from_slice(&index.to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+            }
+        }
+    }
+
+    /// Read a sketch written by [`Sketch::encode`] from the front of `bytes`.
+    pub fn decode(bytes: &mut &[u8]) -> Option<Sketch> {
+        let mut sketch = Sketch {
+            zeros: take_u64(bytes)?,
+            ..Sketch::default()
+        };
+        for sign in 0..2 {
+            let entries = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?);
+            for _ in 0..entries {
+                let index = i32::from_le_bytes(take(bytes, 4)?.try_into().ok()?);
+                let count = take_u64(bytes)?;
+                let store = if sign == 0 {
+                    &mut sketch.positive
+                } else {
+                    &mut sketch.negative
+                };
+                store.insert(index, count);
+            }
+        }
+        Some(sketch)
+    }
+}
+
+pub fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if bytes.len() < n {
+        return None;
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Some(head)
+}
+
+pub fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
 }
 
 /// Merge the two buckets nearest zero.

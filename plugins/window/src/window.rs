@@ -7,7 +7,6 @@
 //! - `wm`: the largest event time seen (event-time windows);
 //! - `d/{key}`: the last interval the downsampler let an event of `key` through.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::sketch::Sketch;
@@ -52,7 +51,7 @@ pub fn end_of(state_key: &str) -> Option<i64> {
 }
 
 /// What one window of one key has seen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bucket {
     /// The key's value as the events carried it (a JSON value).
     pub key: Value,
@@ -63,11 +62,70 @@ pub struct Bucket {
     /// (event time, value) of the earliest and of the latest event.
     pub first: (i64, f64),
     pub last: (i64, f64),
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sketch: Option<Sketch>,
 }
 
+/// The first byte of an encoded bucket: its layout's version.
+const BUCKET_LAYOUT: u8 = 1;
+
 impl Bucket {
+    /// A compact binary form for the state (a bucket is read and written once per
+    /// batch that touches it, so JSON's cost would dominate the plugin's).
+    pub fn encode(&self) -> Vec<u8> {
+        let key = serde_json::to_vec(&self.key).expect("a JSON value serializes");
+        let mut out = Vec::with_capacity(64 + key.len());
+        out.push(BUCKET_LAYOUT);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&key);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        for number in [self.sum, self.min, self.max, self.first.1, self.last.1] {
+            out.extend_from_slice(&number.to_le_bytes());
+        }
+        out.extend_from_slice(&self.first.0.to_le_bytes());
+        out.extend_from_slice(&self.last.0.to_le_bytes());
+        match &self.sketch {
+            Some(sketch) => {
+                out.push(1);
+                sketch.encode(&mut out);
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    /// A bucket written by [`Bucket::encode`]; `None` for anything else.
+    pub fn decode(mut bytes: &[u8]) -> Option<Bucket> {
+        use crate::sketch::{take, take_u64};
+        let bytes = &mut bytes;
+        if take(bytes, 1)? != [BUCKET_LAYOUT] {
+            return None;
+        }
+        let key_len = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize;
+        let key = serde_json::from_slice(take(bytes, key_len)?).ok()?;
+        let count = take_u64(bytes)?;
+        let mut numbers = [0f64; 5];
+        for number in &mut numbers {
+            *number = f64::from_bits(take_u64(bytes)?);
+        }
+        let first_time = take_u64(bytes)? as i64;
+        let last_time = take_u64(bytes)? as i64;
+        let sketch = match take(bytes, 1)? {
+            [1] => Some(Sketch::decode(bytes)?),
+            _ => None,
+        };
+        let [sum, min, max, first, last] = numbers;
+        Some(Bucket {
+            key,
+            count,
+            sum,
+            min,
+            max,
+            first: (first_time, first),
+            last: (last_time, last),
+            sketch,
+        })
+    }
+
     pub fn new(key: Value, with_sketch: bool) -> Self {
         Bucket {
             key,
@@ -212,6 +270,19 @@ mod tests {
         let late = window_key(10_000, "aa");
         assert!(early < late);
         assert_eq!(end_of(&late), Some(10_000));
+    }
+
+    #[test]
+    fn a_bucket_comes_back_from_its_encoding_whole() {
+        let mut bucket = Bucket::new(json!({"site": "a", "n": 1}), true);
+        for (t, v) in [(5, -2.5), (3, 0.0), (9, 1e9)] {
+            bucket.add(t, v);
+        }
+        assert_eq!(Bucket::decode(&bucket.encode()), Some(bucket.clone()));
+        let plain = Bucket::new(json!("d1"), false);
+        assert_eq!(Bucket::decode(&plain.encode()), Some(plain));
+        assert_eq!(Bucket::decode(b"{\"count\":1}"), None, "not this layout");
+        assert_eq!(Bucket::decode(&bucket.encode()[..20]), None, "cut short");
     }
 
     #[test]
