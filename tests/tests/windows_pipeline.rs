@@ -323,3 +323,98 @@ path = "out"
         "{stderr}"
     );
 }
+
+#[test]
+fn a_tick_that_floods_outputs_state_or_time_is_stopped_at_its_limits() {
+    let pipeline = HttpPipeline::start(
+        "",
+        &format!(
+            r#"
+[plugins.outputs]
+path = "{flood}"
+limits = {{ outputs_per_call = 100 }}
+
+[plugins.state]
+path = "{flood}"
+limits = {{ state_write_bytes_per_call = 1048576 }}
+
+[plugins.forever]
+path = "{flood}"
+limits = {{ timeout_ms = 200 }}
+
+[transforms.output_flood]
+type = "wasm"
+plugin = "outputs"
+inputs = ["ingest"]
+tick_interval_ms = 200
+config = {{ behaviour = "outputs", count = 100000, size = 10 }}
+
+[transforms.state_flood]
+type = "wasm"
+plugin = "state"
+inputs = ["ingest"]
+tick_interval_ms = 200
+config = {{ behaviour = "state", count = 1000, size = 102400 }}
+
+[transforms.endless]
+type = "wasm"
+plugin = "forever"
+inputs = ["ingest"]
+tick_interval_ms = 200
+config = {{ behaviour = "loop" }}
+
+[sinks.out]
+type = "file"
+inputs = ["output_flood", "state_flood", "endless"]
+path = "out"
+"#,
+            flood = plugin("fixture-tick-flood")
+        ),
+        std::process::Stdio::null(),
+    );
+    let log_has = |text: &str| pipeline.host.log_text().contains(text);
+    for _ in 0..300 {
+        if log_has("limits.outputs_per_call = 100")
+            && log_has("limits.state_write_bytes_per_call = 1048576")
+            && log_has("ran past its 200ms deadline")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = pipeline.host.log_text();
+    assert!(log.contains("limits.outputs_per_call = 100"), "{log}");
+    assert!(
+        log.contains("limits.state_write_bytes_per_call = 1048576"),
+        "{log}"
+    );
+    assert!(log.contains("ran past its 200ms deadline"), "{log}");
+    // The stages still take events: each forwards what it is given.
+    let (status, _) = pipeline.post("/ingest", &[], br#"{"seq":1}"#);
+    assert_eq!(status, 200, "{}", pipeline.host.log_text());
+    let out = read_lines(&pipeline.data("out"));
+    assert_eq!(
+        out.len(),
+        3,
+        "the event through each stage, nothing from a refused tick"
+    );
+    assert!(out.iter().all(|line| line["seq"] == 1), "{out:?}");
+    let metrics = pipeline.host.metrics();
+    for stage in ["output_flood", "state_flood", "endless"] {
+        let errors = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!("sluice_errors_total{{stage=\"{stage}\"}} "))
+            })
+            .unwrap_or_else(|| panic!("no sluice_errors_total for {stage}:\n{metrics}"));
+        assert!(
+            errors.trim().parse::<f64>().unwrap() >= 1.0,
+            "{stage}: {errors}"
+        );
+    }
+    // Nothing of the state flood was kept: a refused tick's writes are dropped.
+    let state = std::fs::metadata(pipeline.data("state.redb"))
+        .unwrap()
+        .len();
+    assert!(state < 4 << 20, "state file {state} bytes");
+}

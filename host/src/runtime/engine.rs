@@ -43,7 +43,9 @@ pub struct Runtime {
     wasi_linker: Linker<StoreData>,
     pub(crate) cache: ComponentCache,
     pub(crate) fuel: bool,
-    ticker: EpochTicker,
+    /// Shared with every instance pool made from this runtime: deadlines must keep
+    /// firing for as long as any plugin can run, which outlives the runtime's builder.
+    pub(crate) ticker: Arc<EpochTicker>,
 }
 
 impl Runtime {
@@ -57,7 +59,7 @@ impl Runtime {
         let mut wasi_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker).map_err(link_error)?;
         let cache = ComponentCache::new(&engine, options.cache_dir);
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = Arc::new(EpochTicker::start(engine.clone()));
         Ok(Arc::new(Runtime {
             engine,
             wasi_linker,
@@ -102,18 +104,13 @@ impl Runtime {
     }
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker.stop();
-    }
-}
-
 fn link_error(error: wasmtime::Error) -> PluginError {
     PluginError::Cache(format!("linker: {error}"))
 }
 
-/// A thread that advances the engine's epoch every [`EPOCH_TICK`].
-struct EpochTicker {
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`], until the last
+/// holder lets go.
+pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -136,8 +133,10 @@ impl EpochTicker {
             thread: Some(thread),
         }
     }
+}
 
-    fn stop(&mut self) {
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

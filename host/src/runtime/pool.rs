@@ -26,6 +26,9 @@ pub struct InstancePool {
     shared: StageShared,
     fuel_enabled: bool,
     idle: Mutex<Vec<Instance>>,
+    /// Keeps the epoch clock running while this pool can run a call: a pipeline's
+    /// pools outlive the `Runtime` they were built from.
+    _deadlines: Arc<super::engine::EpochTicker>,
 }
 
 impl InstancePool {
@@ -49,6 +52,7 @@ impl InstancePool {
             shared,
             fuel_enabled: runtime.fuel,
             idle: Mutex::new(Vec::new()),
+            _deadlines: runtime.ticker.clone(),
         };
         let idle = (0..size.max(1))
             .map(|_| pool.instantiate())
