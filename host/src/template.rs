@@ -7,6 +7,8 @@ use crate::event::Event;
 #[derive(Debug)]
 pub struct Template {
     parts: Vec<Part>,
+    /// The payload's top-level fields the placeholders read (see [`payload_fields`]).
+    fields: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -38,7 +40,11 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));
         }
-        Ok(Template { parts })
+        let fields = top_level_names(parts.iter().filter_map(|part| match part {
+            Part::Field(name) => Some(name.as_str()),
+            Part::Text(_) => None,
+        }));
+        Ok(Template { parts, fields })
     }
 
     /// Whether the template takes anything from the event.
@@ -58,10 +64,11 @@ impl Template {
     /// renders as `_`; a field's text goes through `clean`, which keeps it from adding
     /// structure (an MQTT level, a character a Kafka topic cannot hold).
     pub fn render(&self, event: &Event, clean: impl Fn(&str) -> String) -> String {
+        // Only the fields the placeholders name are read out of the payload.
         let payload = if self.is_constant() {
             None
         } else {
-            payload(event)
+            payload_fields(event, &self.fields)
         };
         self.render_fields(payload.as_ref(), clean)
     }
@@ -88,11 +95,6 @@ impl Template {
         }
         out
     }
-}
-
-/// The event's payload as JSON, if it is JSON.
-pub fn payload(event: &Event) -> Option<serde_json::Value> {
-    serde_json::from_slice(&event.payload).ok()
 }
 
 /// The top-level names that the dotted `paths` start with: what [`payload_fields`]

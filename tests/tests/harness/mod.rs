@@ -386,6 +386,17 @@ pub fn http_get_with(port: u16, path: &str, headers: &[&str]) -> Option<(u16, St
 /// A bare HTTP/1.0 POST on loopback with extra header lines: (status, body). A
 /// server that answers before reading the whole body (413) is fine.
 pub fn http_post(port: u16, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
+    http_send("POST", port, path, headers, body)
+}
+
+/// A bare HTTP/1.0 PUT of a JSON body on loopback: (status, body).
+pub fn http_put(port: u16, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
+    let mut headers = headers.to_vec();
+    headers.push("Content-Type: application/json");
+    http_send("PUT", port, path, &headers, body)
+}
+
+fn http_send(method: &str, port: u16, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -393,7 +404,7 @@ pub fn http_post(port: u16, path: &str, headers: &[&str], body: &[u8]) -> (u16, 
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n{extra}\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n{extra}\r\n",
         body.len()
     )
     .unwrap();
@@ -543,32 +554,4 @@ pub fn admin_page(dom: &str) -> (Vec<String>, Vec<f64>) {
         .filter_map(|r| r.parse().ok())
         .collect();
     (attribute("data-stage"), rates)
-}
-
-/// A bare HTTP/1.0 PUT on loopback: (status, body).
-pub fn http_put(port: u16, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    write!(
-        stream,
-        "PUT {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
