@@ -7,7 +7,7 @@
 //! - [`state`]: per-stage durable key-value state for plugins.
 //! - [`inference`]: ONNX models run by the host for plugins (ONNX Runtime via `ort`).
 
-#[cfg(feature = "mqtt")]
+#[cfg(feature = "broker")]
 pub mod broker;
 pub mod buffer;
 pub mod config;

@@ -51,6 +51,7 @@ enum Command {
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
     /// Look inside ONNX models.
+    #[cfg(feature = "inference")]
     #[command(subcommand)]
     Model(commands::model::ModelCommand),
 }
@@ -77,6 +78,7 @@ fn main() -> std::process::ExitCode {
         #[cfg(feature = "fleet")]
         Command::Agent(args) => commands::agent::run(args),
         Command::Plugin(command) => commands::plugin::run(command),
+        #[cfg(feature = "inference")]
         Command::Model(command) => commands::model::run(command),
     };
     match result {

@@ -1,6 +1,7 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
 pub mod build;
+#[cfg(feature = "inference")]
 pub mod model;
 pub mod pipeline;
 pub mod plugin;

@@ -1,4 +1,4 @@
-//! `sluice plugin test | inspect | new | build`.
+//! `sluice plugin test | inspect | new | build | precompile`.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -32,6 +32,22 @@ pub enum PluginCommand {
     Inspect {
         /// The plugin component (.wasm).
         plugin: PathBuf,
+    },
+    /// Compile a plugin ahead of time for a device (set `precompiled` beside its `path`
+    /// in the device's config): what a sluice built without a compiler runs.
+    #[cfg(feature = "cross-compile")]
+    Precompile {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// The device's target triple.
+        #[arg(long, default_value = sluice::runtime::precompiled::TARGET)]
+        target: String,
+        /// Compile for fuel metering (when a stage of the device sets a fuel limit).
+        #[arg(long)]
+        fuel: bool,
+        /// Where to write the artifact (default: the plugin's path with `.cwasm`).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Create a new plugin project that builds and passes `plugin test` as it is.
     New {
@@ -95,6 +111,23 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCommand::Inspect { plugin } => inspect(&plugin),
+        #[cfg(feature = "cross-compile")]
+        PluginCommand::Precompile {
+            plugin,
+            target,
+            fuel,
+            output,
+        } => {
+            let wasm =
+                std::fs::read(&plugin).with_context(|| format!("reading {}", plugin.display()))?;
+            let compiled = sluice::runtime::precompiled::precompile(&wasm, &target, fuel)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", plugin.display()))?;
+            let output = output.unwrap_or_else(|| plugin.with_extension("cwasm"));
+            std::fs::write(&output, compiled)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("{}", output.display());
+            Ok(())
+        }
         PluginCommand::New { name, lang, dir } => super::scaffold::create(&name, lang, &dir),
     }
 }
@@ -196,7 +229,7 @@ fn test(mut args: TestArgs) -> anyhow::Result<()> {
         ..RuntimeOptions::with_default_cache()
     })?;
     let name = plugin_name(&args.plugin);
-    let plugin = runtime.load(&name, &args.plugin, None)?;
+    let plugin = runtime.load(&name, &args.plugin, None, None)?;
     let world = plugin.world.with_context(|| {
         format!(
             "{} exports neither a Sluice processor nor a collector (see `sluice plugin inspect`)",
@@ -279,7 +312,7 @@ fn print_processed(
 
 fn inspect(path: &std::path::Path) -> anyhow::Result<()> {
     let runtime = Runtime::new(RuntimeOptions::with_default_cache())?;
-    let plugin = runtime.load(&plugin_name(path), path, None)?;
+    let plugin = runtime.load(&plugin_name(path), path, None, None)?;
     let size = std::fs::metadata(path)?.len();
     let mut out = std::io::stdout().lock();
     writeln!(out, "plugin:  {}", path.display())?;

@@ -77,6 +77,9 @@ fn default_broker_inflight() -> usize {
 pub struct PluginDef {
     pub path: PathBuf,
     pub sha256: Option<String>,
+    /// The plugin compiled ahead of time for this machine (`runtime::precompiled`):
+    /// what a build without a compiler runs; a compiler falls back to the Wasm.
+    pub precompiled: Option<PathBuf>,
     pub limits: Limits,
     pub grants: Grants,
     path_span: Range<usize>,
@@ -89,6 +92,8 @@ struct RawPlugin {
     path: Spanned<PathBuf>,
     #[serde(default)]
     sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    precompiled: Option<PathBuf>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -390,6 +395,7 @@ impl Loader {
             path_span: raw.path.span(),
             pin_span: raw.sha256.as_ref().map(Spanned::span),
             sha256: raw.sha256.map(Spanned::into_inner),
+            precompiled: raw.precompiled.map(|path| self.resolve(&path)),
             limits: raw.limits,
             grants: raw.grants,
         })

@@ -5,6 +5,11 @@
 //! initialise before the running pipeline is drained and stopped; if the new pipeline
 //! then fails to start, the previous version starts again. A refused version is
 //! reported and not retried until the central host offers another.
+//!
+//! Plugins come as Wasm (checked against their sha256) and as machine code the central
+//! host compiled for this device's target (`runtime::precompiled`): a build without a
+//! compiler runs only those; one with a compiler uses them to start faster and falls
+//! back to compiling if the central host cannot precompile.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,6 +81,9 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(options: AgentOptions) -> Agent {
+        // TLS to the central host uses ring, as the MQTT client does; an error only
+        // means a provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Agent {
             options,
             client: reqwest::Client::new(),
@@ -181,6 +189,7 @@ impl Agent {
             .map_err(|error: toml::de::Error| invalid(error.message().to_owned()))?;
         let plugins_dir = self.options.dir.join("plugins");
         create_dir(&plugins_dir)?;
+        let fuel = uses_fuel(&table);
         if let Some(plugins) = table.get_mut("plugins").and_then(toml::Value::as_table_mut) {
             for (name, plugin) in plugins.iter_mut() {
                 let plugin = plugin
@@ -196,6 +205,9 @@ impl Agent {
                     self.fetch_plugin(&sha256, &file).await?;
                 }
                 plugin.insert("path".into(), file.display().to_string().into());
+                if let Some(artifact) = self.precompiled(&sha256, fuel, &plugins_dir).await? {
+                    plugin.insert("precompiled".into(), artifact.display().to_string().into());
+                }
             }
         }
         table.insert(
@@ -247,9 +259,60 @@ impl Agent {
         }
     }
 
+    /// The plugin `sha256` compiled for this device, fetched once. `None` when the
+    /// central host cannot compile it and this build can (it compiles the Wasm itself).
+    async fn precompiled(
+        &self,
+        sha256: &str,
+        fuel: bool,
+        dir: &Path,
+    ) -> Result<Option<PathBuf>, AgentError> {
+        let target = crate::runtime::precompiled::TARGET;
+        let file = dir.join(format!(
+            "{sha256}.{target}{}.cwasm",
+            if fuel { ".fuel" } else { "" }
+        ));
+        if file.exists() {
+            return Ok(Some(file));
+        }
+        let path = format!("plugins/{sha256}/precompiled?target={target}&fuel={fuel}");
+        match self.download(&path, &file, |_| Ok(())).await {
+            Ok(()) => Ok(Some(file)),
+            Err(error) if cfg!(feature = "compiler") => {
+                tracing::warn!(
+                    plugin = sha256,
+                    "fleet: no precompiled plugin ({error}); compiling it here"
+                );
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     async fn fetch_plugin(&self, sha256: &str, file: &Path) -> Result<(), AgentError> {
+        self.download(&format!("plugins/{sha256}"), file, |bytes| {
+            let actual = crate::runtime::sha256_hex(bytes);
+            if actual == sha256 {
+                Ok(())
+            } else {
+                Err(AgentError::Invalid {
+                    version: String::new(),
+                    reason: format!("plugin {sha256} arrived with sha256 {actual}"),
+                })
+            }
+        })
+        .await
+    }
+
+    /// GET `/fleet/v1/{path}` into `file`, if `check` accepts the body.
+    async fn download(
+        &self,
+        path: &str,
+        file: &Path,
+        check: impl FnOnce(&[u8]) -> Result<(), AgentError>,
+    ) -> Result<(), AgentError> {
         let url = format!(
-            "{}/fleet/v1/plugins/{sha256}",
+            "{}/fleet/v1/{path}",
             self.options.central.trim_end_matches('/')
         );
         let http = |source| AgentError::Http {
@@ -269,13 +332,7 @@ impl Agent {
             return Err(AgentError::Refused { url, status, body });
         }
         let bytes = response.bytes().await.map_err(http)?;
-        let actual = crate::runtime::sha256_hex(&bytes);
-        if actual != sha256 {
-            return Err(AgentError::Invalid {
-                version: String::new(),
-                reason: format!("plugin {sha256} arrived with sha256 {actual}"),
-            });
-        }
+        check(&bytes)?;
         // Written under a temporary name, so that a torn download is never taken.
         let partial = file.with_extension("partial");
         std::fs::write(&partial, &bytes)
@@ -311,6 +368,22 @@ fn create_dir(dir: &Path) -> Result<(), AgentError> {
         what: format!("creating {}", dir.display()),
         source,
     })
+}
+
+/// Whether a stage sets a fuel limit: the runtime then meters fuel, which the machine
+/// code must be compiled for.
+fn uses_fuel(config: &toml::Table) -> bool {
+    config
+        .get("plugins")
+        .and_then(toml::Value::as_table)
+        .into_iter()
+        .flat_map(|plugins| plugins.values())
+        .any(|plugin| {
+            plugin
+                .get("limits")
+                .and_then(|limits| limits.get("fuel"))
+                .is_some()
+        })
 }
 
 /// Entries the device's uplinks hold, from its own metrics.

@@ -3,6 +3,8 @@
 //!   (`If-None-Match` answers 304). The agent reports what it runs in request headers
 //!   (`X-Sluice-Applied`, `X-Sluice-Buffered`, `X-Sluice-Error`);
 //! - `GET /fleet/v1/plugins/{sha256}`: a plugin of the device's own group, by content;
+//! - `GET /fleet/v1/plugins/{sha256}/precompiled?target=T&fuel=B`: that plugin compiled
+//!   for the device's target triple (and fuel metering), compiled once per host run;
 //! - `GET /fleet/v1/devices`: every device's last contact, applied version, buffer depth
 //!   and last error (with `admin_token` when one is set).
 //!
@@ -15,11 +17,11 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::FleetConfig;
@@ -30,6 +32,9 @@ pub struct FleetState {
     /// The central config's directory: group configs are relative to it.
     base: PathBuf,
     status: Mutex<BTreeMap<String, DeviceStatus>>,
+    /// Plugins compiled for devices, by (sha256, target, fuel).
+    #[cfg(feature = "cross-compile")]
+    precompiled: Mutex<BTreeMap<(String, String, bool), bytes::Bytes>>,
 }
 
 /// What the central host knows of a device, from its last poll.
@@ -63,6 +68,8 @@ impl FleetState {
             config,
             base,
             status: Mutex::new(status),
+            #[cfg(feature = "cross-compile")]
+            precompiled: Mutex::default(),
         })
     }
 
@@ -101,6 +108,7 @@ pub fn routes(state: Arc<FleetState>) -> Router {
     Router::new()
         .route("/fleet/v1/config", get(config))
         .route("/fleet/v1/plugins/{sha256}", get(plugin))
+        .route("/fleet/v1/plugins/{sha256}/precompiled", get(precompiled))
         .route("/fleet/v1/devices", get(devices))
         .with_state(state)
 }
@@ -156,25 +164,107 @@ async fn plugin(
     UrlPath(sha256): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(device) = fleet.device(&headers) else {
-        return error(StatusCode::UNAUTHORIZED, "a device token is needed");
-    };
-    let group = &fleet.config.devices[&device].group;
-    let file = fleet
-        .config
-        .bundle(&fleet.base, group)
-        .ok()
-        .and_then(|bundle| bundle.plugins.get(&sha256).cloned());
-    // Another group's plugin is as unknown to this device as one that does not exist.
-    let Some(file) = file else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no plugin {sha256} for this device"),
-        );
-    };
-    match tokio::fs::read(&file).await {
+    match fleet.plugin_bytes(&headers, &sha256).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
-        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+struct PrecompileQuery {
+    target: String,
+    #[serde(default)]
+    fuel: bool,
+}
+
+async fn precompiled(
+    State(fleet): State<Arc<FleetState>>,
+    UrlPath(sha256): UrlPath<String>,
+    Query(query): Query<PrecompileQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let wasm = match fleet.plugin_bytes(&headers, &sha256).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    match fleet.precompile(sha256, wasm, query).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(response) => response,
+    }
+}
+
+impl FleetState {
+    /// The bytes of plugin `sha256`, if the requesting device's group runs it.
+    async fn plugin_bytes(&self, headers: &HeaderMap, sha256: &str) -> Result<Vec<u8>, Response> {
+        let Some(device) = self.device(headers) else {
+            return Err(error(StatusCode::UNAUTHORIZED, "a device token is needed"));
+        };
+        let group = &self.config.devices[&device].group;
+        let file = self
+            .config
+            .bundle(&self.base, group)
+            .ok()
+            .and_then(|bundle| bundle.plugins.get(sha256).cloned());
+        // Another group's plugin is as unknown to this device as one that does not exist.
+        let Some(file) = file else {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no plugin {sha256} for this device"),
+            ));
+        };
+        tokio::fs::read(&file)
+            .await
+            .map_err(|failure| error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()))
+    }
+
+    #[cfg(feature = "cross-compile")]
+    async fn precompile(
+        self: &Arc<Self>,
+        sha256: String,
+        wasm: Vec<u8>,
+        query: PrecompileQuery,
+    ) -> Result<bytes::Bytes, Response> {
+        let key = (sha256, query.target, query.fuel);
+        if let Some(done) = self.precompiled.lock().unwrap().get(&key) {
+            return Ok(done.clone());
+        }
+        let (target, fuel) = (key.1.clone(), key.2);
+        let compiled = tokio::task::spawn_blocking(move || {
+            crate::runtime::precompiled::precompile(&wasm, &target, fuel)
+        })
+        .await
+        .map_err(|panic| error(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()))?
+        .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+        tracing::info!(
+            plugin = key.0,
+            target = key.1,
+            fuel = key.2,
+            bytes = compiled.len(),
+            "fleet: precompiled a plugin for devices"
+        );
+        let compiled = bytes::Bytes::from(compiled);
+        self.precompiled
+            .lock()
+            .unwrap()
+            .insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    #[cfg(not(feature = "cross-compile"))]
+    async fn precompile(
+        self: &Arc<Self>,
+        _sha256: String,
+        _wasm: Vec<u8>,
+        query: PrecompileQuery,
+    ) -> Result<bytes::Bytes, Response> {
+        let fuel = if query.fuel { " with fuel" } else { "" };
+        Err(error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "this central host cannot precompile plugins for {}{fuel} (built without the `cross-compile` feature)",
+                query.target
+            ),
+        ))
     }
 }
 

@@ -4,21 +4,28 @@
 //! the model shares. Plugins reach them through the `inference` capability
 //! (`runtime/capabilities/inference.rs`).
 
+#[cfg(not(feature = "inference"))]
+mod absent;
+#[cfg(feature = "inference")]
 mod library;
 mod opset;
+#[cfg(feature = "inference")]
+mod session;
 mod tensor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use serde::Deserialize;
 
+#[cfg(not(feature = "inference"))]
+use absent::Sessions;
+#[cfg(feature = "inference")]
 pub use library::{environment, find as find_library};
 pub use opset::opsets;
+#[cfg(feature = "inference")]
+use session::Sessions;
 pub use tensor::{ElementType, Tensor, TensorSpec};
 
 /// `[inference]`: where ONNX Runtime comes from.
@@ -77,16 +84,6 @@ pub enum ExecutionProvider {
     Tensorrt,
 }
 
-impl ExecutionProvider {
-    fn dispatch(self) -> ort::ep::ExecutionProviderDispatch {
-        match self {
-            ExecutionProvider::Cpu => ort::ep::CPU::default().build(),
-            ExecutionProvider::Cuda => ort::ep::CUDA::default().build(),
-            ExecutionProvider::Tensorrt => ort::ep::TensorRT::default().build(),
-        }
-    }
-}
-
 /// ONNX Runtime's graph optimisation level.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,17 +93,6 @@ pub enum Optimization {
     Extended,
     #[default]
     All,
-}
-
-impl From<Optimization> for GraphOptimizationLevel {
-    fn from(level: Optimization) -> Self {
-        match level {
-            Optimization::Disable => GraphOptimizationLevel::Disable,
-            Optimization::Basic => GraphOptimizationLevel::Level1,
-            Optimization::Extended => GraphOptimizationLevel::Level2,
-            Optimization::All => GraphOptimizationLevel::All,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +144,7 @@ pub struct Model {
     pub sha256: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
-    sessions: Vec<Mutex<Session>>,
-    next: AtomicUsize,
+    sessions: Sessions,
 }
 
 impl Model {
@@ -185,43 +170,23 @@ impl Model {
                 actual: sha256,
             });
         }
-        let environment = library::environment(library)?;
-        let load_error = |reason: String| InferenceError::Load {
-            model: name.to_owned(),
-            path: def.path.clone(),
-            reason,
-        };
-        let sessions = (0..def.sessions.max(1))
-            .map(|_| session(environment, def, &bytes).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| load_error(e.to_string()))?;
+        let opened = Sessions::open(name, def, &bytes, library)?;
+        let (inputs, outputs) = (opened.inputs, opened.outputs);
         let mismatch = |what: String| InferenceError::Mismatch {
             model: name.to_owned(),
             path: def.path.clone(),
             what,
         };
-        let (inputs, outputs) = {
-            let session = sessions[0].lock().unwrap();
-            let specs = |outlets: &[ort::value::Outlet]| {
-                outlets
-                    .iter()
-                    .map(|o| TensorSpec::from_ort(o.name(), o.dtype()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(mismatch)
-            };
-            (specs(session.inputs())?, specs(session.outputs())?)
-        };
         check_declared("inputs", &def.inputs, &inputs).map_err(mismatch)?;
         check_declared("outputs", &def.outputs, &outputs).map_err(mismatch)?;
-        tracing::info!(model = name, path = %def.path.display(), sessions = sessions.len(), "model loaded");
+        tracing::info!(model = name, path = %def.path.display(), sessions = opened.sessions.len(), "model loaded");
         Ok(Model {
             name: name.to_owned(),
             path: def.path.clone(),
             sha256,
             inputs,
             outputs,
-            sessions,
-            next: AtomicUsize::new(0),
+            sessions: opened.sessions,
         })
     }
 
@@ -250,51 +215,8 @@ impl Model {
                 missing.name
             )));
         }
-        let values = inputs
-            .iter()
-            .map(|t| tensor::to_ort(t).map(|value| (t.name.clone(), value)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(RunError::InvalidInput)?;
-        let mut session = self.session();
-        let outputs = session
-            .run(values)
-            .map_err(|error| RunError::Runtime(error.to_string()))?;
-        outputs
-            .iter()
-            .map(|(name, value)| tensor::from_ort(name, &value))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(RunError::Runtime)
+        self.sessions.run(inputs)
     }
-
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.sessions.len();
-        (0..n)
-            .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
-            .unwrap_or_else(|| {
-                self.sessions[start % n]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-            })
-    }
-}
-
-/// One session of `def`'s model with its threads and optimisation level.
-fn session(
-    environment: &ort::environment::Environment,
-    def: &ModelDef,
-    bytes: &[u8],
-) -> ort::Result<Session> {
-    let providers: Vec<_> = def
-        .execution_providers
-        .iter()
-        .map(|provider| provider.dispatch())
-        .collect();
-    Session::builder(environment)?
-        .with_execution_providers(providers)?
-        .with_intra_threads(def.intra_threads.max(1))?
-        .with_optimization_level(def.optimization.into())?
-        .commit_from_memory(bytes)
 }
 
 /// `name (type shape), ...` for messages.

@@ -26,7 +26,12 @@ pub fn check_plugins(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     let mut plugins = HashMap::new();
     for (name, def) in &config.plugins {
-        match runtime.load(name, &def.path, def.sha256.as_deref()) {
+        match runtime.load(
+            name,
+            &def.path,
+            def.sha256.as_deref(),
+            def.precompiled.as_deref(),
+        ) {
             Ok(loaded) => {
                 plugins.insert(name.clone(), (loaded, def.clone()));
             }

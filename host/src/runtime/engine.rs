@@ -10,6 +10,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
+#[cfg(feature = "compiler")]
 use super::cache::ComponentCache;
 use super::capabilities::{self, Capability};
 use super::error::PluginError;
@@ -30,8 +31,13 @@ pub struct RuntimeOptions {
 impl RuntimeOptions {
     /// The defaults of a host: the user's cache directory, no fuel.
     pub fn with_default_cache() -> Self {
+        #[cfg(feature = "compiler")]
+        let cache_dir = ComponentCache::default_dir();
+        // Nothing is compiled, so nothing is cached.
+        #[cfg(not(feature = "compiler"))]
+        let cache_dir = None;
         RuntimeOptions {
-            cache_dir: ComponentCache::default_dir(),
+            cache_dir,
             fuel: false,
         }
     }
@@ -41,6 +47,7 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     /// WASI (without sockets) only; each stage adds the capabilities it grants.
     wasi_linker: Linker<StoreData>,
+    #[cfg(feature = "compiler")]
     pub(crate) cache: ComponentCache,
     pub(crate) fuel: bool,
     /// Shared with every instance pool made from this runtime: deadlines must keep
@@ -50,33 +57,31 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Arc<Runtime>, PluginError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.consume_fuel(options.fuel);
-        let engine =
-            Engine::new(&config).map_err(|error| PluginError::Cache(format!("engine: {error}")))?;
+        let engine = Engine::new(&engine_config(options.fuel))
+            .map_err(|error| PluginError::Cache(format!("engine: {error}")))?;
         let mut wasi_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker).map_err(link_error)?;
-        let cache = ComponentCache::new(&engine, options.cache_dir);
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
         Ok(Arc::new(Runtime {
+            #[cfg(feature = "compiler")]
+            cache: ComponentCache::new(&engine, options.cache_dir),
             engine,
             wasi_linker,
-            cache,
             fuel: options.fuel,
             ticker,
         }))
     }
 
-    /// Load, verify and link a plugin. `pin` is the expected sha256, if the config sets one.
+    /// Load, verify and link a plugin. `pin` is the expected sha256, if the config sets
+    /// one; `precompiled`, the component compiled ahead of time for this machine.
     pub fn load(
         &self,
         name: &str,
         path: &Path,
         pin: Option<&str>,
+        precompiled: Option<&Path>,
     ) -> Result<Arc<Plugin>, PluginError> {
-        let plugin = Plugin::load(self, name, path, pin)?;
+        let plugin = Plugin::load(self, name, path, pin, precompiled)?;
         tracing::debug!(plugin = name, path = %path.display(), cached = plugin.cached, "plugin loaded");
         Ok(Arc::new(plugin))
     }
@@ -102,6 +107,16 @@ impl Runtime {
             .div_ceil(EPOCH_TICK.as_micros() as u64)
             .max(1)
     }
+}
+
+/// The engine settings of every runtime. A component precompiled elsewhere loads only
+/// into an engine with the same settings, so the central host precompiles with these too.
+pub(crate) fn engine_config(fuel: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    config
 }
 
 fn link_error(error: wasmtime::Error) -> PluginError {

@@ -23,6 +23,13 @@ pub enum PluginError {
         reason: String,
     },
 
+    #[error("plugin `{plugin}` ({path}) cannot run here: {reason}")]
+    NoMachineCode {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+
     #[error("plugin `{plugin}` ({path}): sha256 is {actual} but the config pins {expected}")]
     PinMismatch {
         plugin: String,

@@ -3,6 +3,7 @@
 //! stage and bounded by quotas (`capabilities/`), and isolation of bad events.
 
 mod bindings;
+#[cfg(feature = "compiler")]
 mod cache;
 mod capabilities;
 mod codec;
@@ -13,6 +14,7 @@ mod instance;
 mod limits;
 mod plugin;
 mod pool;
+pub mod precompiled;
 mod stderr;
 mod store;
 

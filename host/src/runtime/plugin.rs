@@ -1,5 +1,5 @@
-//! Loading a plugin: read, verify the pin, compile (or load from cache), find its world
-//! and check that it links at all. Each stage links it again (`InstancePre`) with only
+//! Loading a plugin: read, verify the pin, compile (or load from the cache, or from a
+//! precompiled artifact), find its world and check that it links at all. Each stage links it again (`InstancePre`) with only
 //! the capabilities it grants, once, so that instantiation is cheap afterwards.
 
 use std::fmt;
@@ -38,7 +38,8 @@ pub struct Plugin {
     /// A processor that exports `tick` (the `timed-processor` world, contract 0.1.3).
     pub ticks: bool,
     pub component: Component,
-    /// Whether this plugin came from the compile cache.
+    /// Whether this plugin was loaded as machine code (the compile cache or a
+    /// precompiled artifact) rather than compiled now.
     pub cached: bool,
 }
 
@@ -53,6 +54,7 @@ impl Plugin {
         name: &str,
         path: &Path,
         pin: Option<&str>,
+        precompiled: Option<&Path>,
     ) -> Result<Plugin, PluginError> {
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             plugin: name.to_owned(),
@@ -76,10 +78,18 @@ impl Plugin {
             reason,
         };
         check_component_header(&bytes).map_err(not_a_component)?;
-        let (component, cached) = runtime
-            .cache
-            .load_or_compile(&runtime.engine, &bytes, &sha256)
-            .map_err(|error| not_a_component(format!("it does not compile: {error}")))?;
+        let (component, cached) = compiled(runtime, name, &bytes, &sha256, precompiled).map_err(
+            |reason| match reason {
+                #[cfg(feature = "compiler")]
+                Unloadable::DoesNotCompile(reason) => not_a_component(reason),
+                #[cfg(not(feature = "compiler"))]
+                Unloadable::NoMachineCode(reason) => PluginError::NoMachineCode {
+                    plugin: name.to_owned(),
+                    path: path.to_owned(),
+                    reason,
+                },
+            },
+        )?;
         let world = detect_world(runtime, &component);
         let ticks = world == Some(World::Processor) && exports_tick(runtime, &component);
         runtime.full_linker()?.instantiate_pre(&component).map_err(|error| PluginError::Link {
@@ -182,6 +192,56 @@ fn type_name(ty: &wasmtime::component::types::Type) -> String {
         Type::Result(_) => "result".into(),
         Type::Option(option) => format!("option<{}>", type_name(&option.ty())),
         other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Why a plugin has no machine code.
+enum Unloadable {
+    /// Its Wasm does not compile.
+    #[cfg(feature = "compiler")]
+    DoesNotCompile(String),
+    /// This build cannot compile, and no usable artifact was given.
+    #[cfg(not(feature = "compiler"))]
+    NoMachineCode(String),
+}
+
+/// The plugin's machine code: its precompiled artifact if it has a usable one, else
+/// compiled here (from the cache when compiled before).
+fn compiled(
+    runtime: &Runtime,
+    name: &str,
+    bytes: &[u8],
+    sha256: &str,
+    precompiled: Option<&Path>,
+) -> Result<(Component, bool), Unloadable> {
+    let refused = match precompiled {
+        Some(artifact) => match super::precompiled::load(&runtime.engine, artifact) {
+            Ok(component) => return Ok((component, true)),
+            Err(error) => format!(
+                "its precompiled artifact {} is unusable: {error}",
+                artifact.display()
+            ),
+        },
+        None => "it has no precompiled artifact".to_owned(),
+    };
+    #[cfg(feature = "compiler")]
+    {
+        if precompiled.is_some() {
+            tracing::warn!(plugin = name, "{refused}; compiling it here");
+        }
+        runtime
+            .cache
+            .load_or_compile(&runtime.engine, bytes, sha256)
+            .map_err(|error| Unloadable::DoesNotCompile(format!("it does not compile: {error}")))
+    }
+    #[cfg(not(feature = "compiler"))]
+    {
+        let _ = (name, bytes, sha256);
+        Err(Unloadable::NoMachineCode(format!(
+            "{refused}, and this sluice cannot compile Wasm (built without the `compiler` feature): \
+             it runs components precompiled for {} (an agent gets them from its central host)",
+            super::precompiled::TARGET
+        )))
     }
 }
 

@@ -61,7 +61,12 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
     })?;
     let mut plugins: HashMap<String, (Arc<Plugin>, PluginDef)> = HashMap::new();
     for (name, def) in &config.plugins {
-        let loaded = runtime.load(name, &def.path, def.sha256.as_deref())?;
+        let loaded = runtime.load(
+            name,
+            &def.path,
+            def.sha256.as_deref(),
+            def.precompiled.as_deref(),
+        )?;
         plugins.insert(name.clone(), (loaded, def.clone()));
     }
     let models = Models::load(&config.models, &config.inference).map_err(BuildError::Model)?;

@@ -36,9 +36,14 @@ pub enum StartError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[cfg(feature = "mqtt")]
+    #[cfg(feature = "broker")]
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    #[cfg(not(feature = "broker"))]
+    #[error(
+        "`[broker]`: this sluice is built without the embedded MQTT broker (cargo feature `broker`)"
+    )]
+    BrokerNotBuilt,
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, #[source] std::io::Error),
     #[error("API on {0}: {1}")]
@@ -58,7 +63,7 @@ pub struct Pipeline {
     has_api: bool,
     /// The embedded broker lives as long as the pipeline: stopped once the stages
     /// have drained, or when a pipeline that never ran is dropped.
-    #[cfg(feature = "mqtt")]
+    #[cfg(feature = "broker")]
     broker: Option<crate::broker::EmbeddedBroker>,
 }
 
@@ -68,14 +73,18 @@ impl Pipeline {
         crate::serve::prometheus();
         let built = build::build(config)?;
         // The embedded broker is infrastructure the stages connect to once they run.
-        #[cfg(feature = "mqtt")]
+        #[cfg(feature = "broker")]
         let broker = match &config.broker {
             Some(broker) => Some(crate::broker::start(broker).await?),
             None => None,
         };
+        #[cfg(not(feature = "broker"))]
+        if config.broker.is_some() {
+            return Err(StartError::BrokerNotBuilt);
+        }
         let wired = wire::wire(config, built);
         let pipeline = Pipeline::spawn(config, wired);
-        #[cfg(feature = "mqtt")]
+        #[cfg(feature = "broker")]
         let pipeline = Pipeline { broker, ..pipeline };
         Ok(pipeline)
     }
@@ -137,7 +146,7 @@ impl Pipeline {
             abort,
             tasks,
             has_api,
-            #[cfg(feature = "mqtt")]
+            #[cfg(feature = "broker")]
             broker: None,
         }
     }
@@ -178,7 +187,7 @@ impl Pipeline {
                 self.abort.cancel();
             }
         }
-        #[cfg(feature = "mqtt")]
+        #[cfg(feature = "broker")]
         if let Some(broker) = self.broker.take() {
             broker.stop().await;
         }
