@@ -36,6 +36,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         "the token file {} is empty",
         args.token_file.display()
     );
+    // Absolute, because the configs written under it name its files.
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating the agent directory {}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let stop = CancellationToken::new();
@@ -53,7 +60,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             central: args.central,
             device_id: args.device_id,
             token,
-            dir: args.dir,
+            dir,
             poll: Duration::from_secs(args.poll_secs.max(1)),
         });
         agent.run(stop).await;

@@ -165,6 +165,14 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
 impl Config {
     /// Read, interpolate and validate the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`], taking `${VAR}`s from `env`.
+    pub fn load_with(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigErrors {
             file: path.to_owned(),
             text: String::new(),
@@ -173,7 +181,7 @@ impl Config {
                 format!("cannot read the config: {error}"),
             )],
         })?;
-        Config::from_text(path, &text, |name| std::env::var(name).ok())
+        Config::from_text(path, &text, env)
     }
 
     /// Validate `text` as if read from `path`, taking `${VAR}`s from `env`.

@@ -6,6 +6,9 @@
 //! then fails to start, the previous version starts again. A refused version is
 //! reported and not retried until the central host offers another.
 //!
+//! A group's config is one file for many devices: `${SLUICE_DEVICE_ID}` in its strings
+//! is this device's id (the uplink's `device_id`, a collector's naming).
+//!
 //! Plugins come as Wasm (checked against their sha256) and as machine code the central
 //! host compiled for this device's target (`runtime::precompiled`): a build without a
 //! compiler runs only those; one with a compiler uses them to start faster and falls
@@ -20,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
+
+/// The variable a group's config names this device by.
+pub const DEVICE_ID_VAR: &str = "SLUICE_DEVICE_ID";
 
 pub struct AgentOptions {
     /// The central host's API, `http://central:9598`.
@@ -226,7 +232,9 @@ impl Agent {
             source,
         })?;
         // Everything that can be checked without stopping the running version.
-        let config = Config::load(&config_path).map_err(|errors| invalid(errors.report()))?;
+        let config = self
+            .load(&config_path)
+            .map_err(|errors| invalid(errors.report()))?;
         let problems = crate::pipeline::check_plugins(&config);
         if !problems.is_empty() {
             return Err(invalid(problems.join("; ")));
@@ -249,7 +257,7 @@ impl Agent {
                         version = old_version,
                         "fleet: starting the previous version again"
                     );
-                    match Config::load(&old_path) {
+                    match self.load(&old_path) {
                         Ok(old) => self.running = start(&old_version, &old_path, &old).await.ok(),
                         Err(errors) => tracing::error!("{}", errors.report()),
                     }
@@ -257,6 +265,14 @@ impl Agent {
                 Err(invalid(reason))
             }
         }
+    }
+
+    /// A version's config, with `${SLUICE_DEVICE_ID}` this device.
+    fn load(&self, path: &Path) -> Result<Config, crate::config::ConfigErrors> {
+        Config::load_with(path, |name| match name {
+            DEVICE_ID_VAR => Some(self.options.device_id.clone()),
+            _ => std::env::var(name).ok(),
+        })
     }
 
     /// The plugin `sha256` compiled for this device, fetched once. `None` when the

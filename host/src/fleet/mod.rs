@@ -13,6 +13,8 @@
 
 #[cfg(feature = "fleet")]
 pub mod agent;
+#[cfg(feature = "mqtt")]
+pub mod heartbeats;
 pub mod serve;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,24 @@ pub struct FleetConfig {
     pub admin_token: Option<String>,
     pub groups: BTreeMap<String, GroupConfig>,
     pub devices: BTreeMap<String, DeviceConfig>,
+    /// The broker the devices' uplinks send heartbeats to: the central host subscribes
+    /// and shows each device's last one.
+    #[serde(default)]
+    pub heartbeats: Option<HeartbeatsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatsConfig {
+    /// `mqtt://host:port`.
+    pub url: String,
+    /// One `+` level names the device, as the uplinks' `heartbeat_topic`.
+    #[serde(default = "default_heartbeat_topic")]
+    pub topic: String,
+}
+
+fn default_heartbeat_topic() -> String {
+    "sluice/devices/+/heartbeat".to_owned()
 }
 
 fn default_poll_secs() -> u64 {

@@ -49,6 +49,9 @@ pub struct DeviceStatus {
     pub buffered_entries: Option<u64>,
     /// Why the device refused the offered version, if it did.
     pub error: Option<String>,
+    /// The last heartbeat its uplink sent over MQTT (with `[fleet.heartbeats]`).
+    #[cfg(feature = "mqtt")]
+    pub heartbeat: Option<super::heartbeats::Heartbeat>,
 }
 
 impl FleetState {
@@ -76,6 +79,35 @@ impl FleetState {
     /// What the central host knows of every device.
     pub fn devices(&self) -> BTreeMap<String, DeviceStatus> {
         self.status.lock().unwrap().clone()
+    }
+
+    /// Keep `heartbeat` as `device`'s last; false for a device the fleet does not know.
+    #[cfg(feature = "mqtt")]
+    pub fn record_heartbeat(&self, device: &str, heartbeat: super::heartbeats::Heartbeat) -> bool {
+        match self.status.lock().unwrap().get_mut(device) {
+            Some(status) => {
+                status.heartbeat = Some(heartbeat);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Subscribe to the devices' heartbeats, when the fleet config names their broker.
+    pub fn listen_heartbeats(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let Some(config) = self.config.heartbeats.clone() else {
+            return;
+        };
+        #[cfg(feature = "mqtt")]
+        tokio::spawn(super::heartbeats::listen(self.clone(), config, stop));
+        #[cfg(not(feature = "mqtt"))]
+        {
+            let _ = stop;
+            tracing::error!(
+                url = config.url,
+                "fleet: heartbeats need MQTT (cargo feature `mqtt`)"
+            );
+        }
     }
 
     /// The device whose token the request bears.

@@ -40,6 +40,7 @@ impl Heartbeat {
             "buffered_entries": depth.entries,
             "buffered_bytes": depth.bytes,
             "dropped": depth.dropped,
+            "plugin_errors": crate::pipeline::totals("sluice_errors_total").values().sum::<u64>(),
             "uptime_secs": started.elapsed().as_secs(),
             "connected_secs": connected_for.as_secs(),
             "sent_at_ms": crate::event::now_ms(),

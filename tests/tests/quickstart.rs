@@ -1,0 +1,137 @@
+//! The quickstart that the README runs: the central host with its embedded broker, and
+//! two gateways as `sluice agent` processes fetching their pipeline from its `[fleet]`.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use harness::*;
+
+/// `sluice agent` for a quickstart gateway, with its token from the example.
+struct Gateway {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(root: &Path, id: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(sluice_binary())
+            .args(["agent", "--central", "http://127.0.0.1:9598", "--device-id", id])
+            .args(["--poll-secs", "1", "--token-file"])
+            .arg(root.join("examples/quickstart/tokens").join(id))
+            .arg("--dir")
+            .arg(dir.path().join("agent"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Gateway {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = root.join("examples/quickstart/sluice.toml");
+    let out = root.join("target/quickstart/telemetry");
+    let before = read_lines(&out).len();
+    let host = Host::start(&config, 9598, Stdio::null());
+    let gateways = [Gateway::start(&root, "gateway-1"), Gateway::start(&root, "gateway-2")];
+    let from = |gateway: &str| {
+        read_lines(&out)[before..]
+            .iter()
+            .filter(|event| {
+                event["device_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with(&format!("{gateway}-sensor-")))
+            })
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(90),
+        "telemetry from both gateways on disk",
+        || from("gateway-1") > 10 && from("gateway-2") > 10,
+    );
+    let written = read_lines(&out);
+    let last = written.last().unwrap();
+    assert_eq!(last["site"], "plant-1", "{last}");
+    assert!(
+        last["temperature_c"].as_f64().unwrap() <= 80.0,
+        "alerts do not go to the telemetry files: {last}"
+    );
+    assert_eq!(last["anomaly"], false, "the model scored it: {last}");
+
+    // The central host knows each gateway: the version it runs (from its polls) and its
+    // last heartbeat (over MQTT), with the uplink's buffer depth.
+    let devices = || -> serde_json::Value {
+        let (status, body) = http_get(9598, "/fleet/v1/devices").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "both gateways' versions and heartbeats",
+        || {
+            let devices = devices();
+            ["gateway-1", "gateway-2"].iter().all(|id| {
+                let device = &devices[id];
+                device["applied"].is_string()
+                    && device["applied"] == device["offered"]
+                    && device["heartbeat"]["config_version"] == device["applied"]
+                    && device["heartbeat"]["buffered_entries"].is_u64()
+            })
+        },
+    );
+
+    // The admin page in a real browser shows every stage of the central graph, with
+    // events flowing, and both gateways with their heartbeats.
+    let dump = chromium(&["--dump-dom"], "http://127.0.0.1:9598/admin");
+    let dom = String::from_utf8_lossy(&dump.stdout);
+    let (mut shown, rates) = admin_page(&dom);
+    shown.sort();
+    // Every `[sources.X]`, `[transforms.X]` and `[sinks.X]` table of the config.
+    let mut stages: Vec<String> = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let table = line.trim().strip_prefix('[')?.strip_suffix(']')?;
+            let (family, name) = table.split_once('.')?;
+            let stage = ["sources", "transforms", "sinks"].contains(&family) && !name.contains('.');
+            stage.then(|| name.to_owned())
+        })
+        .collect();
+    stages.sort();
+    assert!(stages.len() >= 8, "{stages:?}");
+    assert_eq!(shown, stages, "{dom}");
+    assert!(
+        rates.iter().any(|rate| *rate > 0.0),
+        "a rate above zero: {rates:?}"
+    );
+    for id in ["gateway-1", "gateway-2"] {
+        assert!(dom.contains(&format!("<td>{id}</td>")), "{id} on the page: {dom}");
+    }
+    for gateway in &gateways {
+        assert!(!gateway.log().contains("ERROR"), "{}", gateway.log());
+    }
+    assert!(host.stop().success());
+}
