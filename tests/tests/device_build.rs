@@ -163,7 +163,12 @@ devices.arm-1 = {{ group = "arm", token = "token-arm" }}
     for sensor in ["arm-1-sensor-000", "arm-1-sensor-001"] {
         let seqs = seqs(sensor);
         let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-        assert_eq!(seqs, expected, "{sensor}: every reading, in order\n{}", agent.log());
+        assert_eq!(
+            seqs,
+            expected,
+            "{sensor}: every reading, in order\n{}",
+            agent.log()
+        );
     }
 
     // It ran the central host's aarch64 machine code, not Wasm it compiled.

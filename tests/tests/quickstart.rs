@@ -21,7 +21,13 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
         let child = Command::new(sluice_binary())
-            .args(["agent", "--central", "http://127.0.0.1:9598", "--device-id", id])
+            .args([
+                "agent",
+                "--central",
+                "http://127.0.0.1:9598",
+                "--device-id",
+                id,
+            ])
             .args(["--poll-secs", "1", "--token-file"])
             .arg(root.join("examples/quickstart/tokens").join(id))
             .arg("--dir")
@@ -56,7 +62,10 @@ fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
     let out = root.join("target/quickstart/telemetry");
     let before = read_lines(&out).len();
     let host = Host::start(&config, 9598, Stdio::null());
-    let gateways = [Gateway::start(&root, "gateway-1"), Gateway::start(&root, "gateway-2")];
+    let gateways = [
+        Gateway::start(&root, "gateway-1"),
+        Gateway::start(&root, "gateway-2"),
+    ];
     let from = |gateway: &str| {
         read_lines(&out)[before..]
             .iter()
@@ -128,7 +137,10 @@ fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
         "a rate above zero: {rates:?}"
     );
     for id in ["gateway-1", "gateway-2"] {
-        assert!(dom.contains(&format!("<td>{id}</td>")), "{id} on the page: {dom}");
+        assert!(
+            dom.contains(&format!("<td>{id}</td>")),
+            "{id} on the page: {dom}"
+        );
     }
     for gateway in &gateways {
         assert!(!gateway.log().contains("ERROR"), "{}", gateway.log());
