@@ -29,4 +29,6 @@ pub mod state;
 #[cfg(feature = "object-store")]
 pub mod storage;
 pub mod template;
+#[cfg(any(feature = "mqtt", feature = "fleet"))]
+pub mod tls;
 pub mod transforms;

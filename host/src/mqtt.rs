@@ -41,6 +41,7 @@ impl Endpoint<'_> {
             options.set_credentials(username, self.password.unwrap_or_default());
         }
         if broker.tls {
+            crate::tls::use_ring();
             let transport = match self.ca_file {
                 Some(path) => {
                     let ca = std::fs::read(path).map_err(|error| {

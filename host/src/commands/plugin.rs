@@ -229,7 +229,7 @@ fn test(mut args: TestArgs) -> anyhow::Result<()> {
         ..RuntimeOptions::with_default_cache()
     })?;
     let name = plugin_name(&args.plugin);
-    let plugin = runtime.load(&name, &args.plugin, None, None)?;
+    let plugin = runtime.load(&name, &args.plugin, None)?;
     let world = plugin.world.with_context(|| {
         format!(
             "{} exports neither a Sluice processor nor a collector (see `sluice plugin inspect`)",
@@ -312,7 +312,7 @@ fn print_processed(
 
 fn inspect(path: &std::path::Path) -> anyhow::Result<()> {
     let runtime = Runtime::new(RuntimeOptions::with_default_cache())?;
-    let plugin = runtime.load(&plugin_name(path), path, None, None)?;
+    let plugin = runtime.load(&plugin_name(path), path, None)?;
     let size = std::fs::metadata(path)?.len();
     let mut out = std::io::stdout().lock();
     writeln!(out, "plugin:  {}", path.display())?;

@@ -87,9 +87,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(options: AgentOptions) -> Agent {
-        // TLS to the central host uses ring, as the MQTT client does; an error only
-        // means a provider is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::use_ring();
         Agent {
             options,
             client: reqwest::Client::new(),

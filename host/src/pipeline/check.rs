@@ -26,7 +26,7 @@ pub fn check_plugins(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     let mut plugins = HashMap::new();
     for (name, def) in &config.plugins {
-        match runtime.load(
+        match runtime.load_with(
             name,
             &def.path,
             def.sha256.as_deref(),

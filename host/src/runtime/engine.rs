@@ -72,9 +72,19 @@ impl Runtime {
         }))
     }
 
-    /// Load, verify and link a plugin. `pin` is the expected sha256, if the config sets
-    /// one; `precompiled`, the component compiled ahead of time for this machine.
+    /// Load, verify and link a plugin. `pin` is the expected sha256, if the config sets one.
     pub fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        pin: Option<&str>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        self.load_with(name, path, pin, None)
+    }
+
+    /// [`Runtime::load`], with `precompiled`: the plugin compiled ahead of time for this
+    /// machine (`runtime::precompiled`), what a build without a compiler runs.
+    pub fn load_with(
         &self,
         name: &str,
         path: &Path,

@@ -61,7 +61,7 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
     })?;
     let mut plugins: HashMap<String, (Arc<Plugin>, PluginDef)> = HashMap::new();
     for (name, def) in &config.plugins {
-        let loaded = runtime.load(
+        let loaded = runtime.load_with(
             name,
             &def.path,
             def.sha256.as_deref(),
