@@ -324,6 +324,57 @@ fn compiled_plugins_are_cached_on_disk() {
 }
 
 #[test]
+fn a_precompiled_artifact_runs_when_it_fits_and_the_wasm_is_compiled_when_it_does_not() {
+    use sluice::runtime::precompiled::{TARGET, precompile};
+    let wasm = std::fs::read(plugin_path("map")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, target: &str, fuel: bool| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, precompile(&wasm, target, fuel).unwrap()).unwrap();
+        path
+    };
+    let native = write("native.cwasm", TARGET, false);
+    let foreign = write("aarch64.cwasm", "aarch64-unknown-linux-gnu", false);
+    let no_cache = |fuel| {
+        Runtime::new(RuntimeOptions {
+            cache_dir: None,
+            fuel,
+        })
+        .unwrap()
+    };
+    let load = |runtime: &Runtime, artifact| {
+        runtime
+            .load_with("map", &plugin_path("map"), None, Some(artifact))
+            .unwrap()
+            .cached
+    };
+    assert!(
+        load(&no_cache(false), &native),
+        "this machine's artifact is run"
+    );
+    assert!(
+        !load(&no_cache(false), &foreign),
+        "another CPU's is compiled afresh"
+    );
+    assert!(
+        !load(&no_cache(true), &native),
+        "so are other engine settings"
+    );
+    // The pin still holds with an artifact beside the Wasm.
+    let error = no_cache(false)
+        .load_with(
+            "map",
+            &plugin_path("map"),
+            Some(&"0".repeat(64)),
+            Some(&native),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("but the config pins"), "{error}");
+}
+
+#[test]
 fn a_bad_init_config_fails_before_any_event() {
     let runtime = runtime();
     let loaded = runtime
