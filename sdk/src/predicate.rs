@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::json;
+use crate::json::{self, RawObject};
 
 /// A parsed predicate. Deserialize it from config; errors name the offending part.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -126,9 +126,42 @@ impl Predicate {
             Predicate::Field { path, test } => test.matches(json::get(payload, path)),
         }
     }
+
+    /// [`Predicate::matches`] over a payload's text (`None`: valid JSON that is not an
+    /// object, which has no fields): only the fields tested are read, numbers straight
+    /// from their text.
+    pub fn matches_raw(&self, payload: Option<&RawObject<'_>>) -> bool {
+        match self {
+            Predicate::All(items) => items.iter().all(|p| p.matches_raw(payload)),
+            Predicate::Any(items) => items.iter().any(|p| p.matches_raw(payload)),
+            Predicate::Not(inner) => !inner.matches_raw(payload),
+            Predicate::Field { path, test } => {
+                test.matches_text(payload.and_then(|object| object.get(path)).as_deref())
+            }
+        }
+    }
 }
 
 impl Test {
+    /// [`Test::matches`] on a field's JSON text.
+    fn matches_text(&self, text: Option<&str>) -> bool {
+        let number = || {
+            text.filter(|t| t.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+                .and_then(|t| t.parse::<f64>().ok())
+        };
+        match self {
+            Test::Exists(expected) => text.is_some() == *expected,
+            Test::Gt(limit) => number().is_some_and(|n| n > *limit),
+            Test::Gte(limit) => number().is_some_and(|n| n >= *limit),
+            Test::Lt(limit) => number().is_some_and(|n| n < *limit),
+            Test::Lte(limit) => number().is_some_and(|n| n <= *limit),
+            _ => {
+                let value = text.and_then(|t| serde_json::from_str::<Value>(t).ok());
+                self.matches(value.as_ref())
+            }
+        }
+    }
+
     fn matches(&self, value: Option<&Value>) -> bool {
         let number = || value.and_then(Value::as_f64);
         match self {
@@ -185,6 +218,39 @@ mod tests {
                 .unwrap()
                 .matches(&json!({"x": 2.0}))
         );
+    }
+
+    #[test]
+    fn raw_payloads_match_as_parsed_ones_do() {
+        let predicates = [
+            json!({"field": "t", "gt": 80}),
+            json!({"field": "t", "lte": 80.5}),
+            json!({"field": "a.b", "exists": true}),
+            json!({"field": "kind", "eq": "alarm"}),
+            json!({"field": "kind", "ne": "alarm"}),
+            json!({"field": "tags", "contains": "x"}),
+            json!({"field": "n", "in": [1, 2]}),
+            json!({"not": {"any": [{"field": "t", "lt": 0}, {"field": "a.b", "eq": 1}]}}),
+        ];
+        let payloads = [
+            r#"{"t": 81, "kind": "alarm", "tags": ["x"], "n": 2.0, "a": {"b": 1}}"#,
+            r#"{"t": 80.5, "kind": "info", "tags": "xyz", "n": 3}"#,
+            r#"{"t": "90", "a": {"b": null}}"#,
+            r#"{"t": -1e1}"#,
+            r#"[1, 2]"#,
+        ];
+        for predicate in predicates {
+            let predicate = parse(predicate).unwrap();
+            for payload in payloads {
+                let parsed: Value = serde_json::from_str(payload).unwrap();
+                let raw = RawObject::parse_document(payload).unwrap();
+                assert_eq!(
+                    predicate.matches_raw(raw.as_ref()),
+                    predicate.matches(&parsed),
+                    "{predicate:?} on {payload}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! ```
 
 use serde::Deserialize;
+use sluice_sdk::json::RawObject;
 use sluice_sdk::prelude::*;
 
 #[derive(Deserialize)]
@@ -40,10 +41,13 @@ impl Dedup {
     fn identity(&self, event: &Event<'_>) -> Result<String, Error> {
         match &self.field {
             Some(path) => {
-                let payload: serde_json::Value = event.json()?;
-                match sluice_sdk::json::get(&payload, path) {
-                    Some(serde_json::Value::String(text)) => Ok(text.clone()),
-                    Some(other) if !other.is_null() => Ok(other.to_string()),
+                let payload = RawObject::parse_document(event.text()?)?;
+                match payload.as_ref().and_then(|object| object.get(path)) {
+                    Some(text) if text.starts_with('"') => Ok(serde_json::from_str(&text)?),
+                    // Other values by their text, as serde_json writes them.
+                    Some(text) if &*text != "null" => {
+                        Ok(serde_json::from_str::<serde_json::Value>(&text)?.to_string())
+                    }
                     _ => Err(Error::new(format!(
                         "event has no `{path}` to deduplicate on"
                     ))),

@@ -6,8 +6,11 @@
 //! action = "keep"   # or "drop"
 //! ```
 //! Events whose payload is not JSON are rejected (dead-lettered) with the parse error.
+//! The payload is checked and scanned, never parsed into a document: only the fields
+//! the predicate tests are read.
 
 use serde::Deserialize;
+use sluice_sdk::json::RawObject;
 use sluice_sdk::predicate::Predicate;
 use sluice_sdk::prelude::*;
 
@@ -43,8 +46,8 @@ impl Processor for Filter {
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
-        let payload: serde_json::Value = event.json()?;
-        if self.when.matches(&payload) == self.keep_matching {
+        let payload = RawObject::parse_document(event.text()?)?;
+        if self.when.matches_raw(payload.as_ref()) == self.keep_matching {
             out.forward(event);
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! `map`: reshape JSON events. Steps run in this order: `rename`, `set`, `convert`,
-//! `drop`. Paths are dotted (`"reading.temp"`).
+//! `drop`. Paths are dotted (`"reading.temp"`). The payload is edited in place: fields
+//! the steps do not name keep their bytes and their order; new fields come last.
 //!
 //! ```toml
 //! [transforms.shape.config]
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_sdk::json;
+use sluice_sdk::json::RawObject;
 use sluice_sdk::prelude::*;
 
 #[derive(Deserialize, Default)]
@@ -72,46 +73,55 @@ fn round(value: f64) -> f64 {
 
 pub struct Map {
     config: Config,
+    /// `set`'s values as JSON text, serialized once.
+    set: Vec<(String, String)>,
+    /// The output payload, reused between events.
+    buffer: Vec<u8>,
 }
 
 impl Processor for Map {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, Error> {
-        Ok(Map { config })
+        let set = config
+            .set
+            .iter()
+            .map(|(path, value)| (path.clone(), value.to_string()))
+            .collect();
+        Ok(Map {
+            config,
+            set,
+            buffer: Vec::new(),
+        })
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
-        let mut payload: Value = event.json()?;
-        if !payload.is_object() {
-            return Err(Error::new(format!(
-                "expected a JSON object, found {}",
-                json::type_name(&payload)
-            )));
-        }
+        let mut payload = RawObject::parse(event.text()?)?;
         for (from, to) in &self.config.rename {
-            if let Some(value) = json::remove(&mut payload, from) {
-                json::set(&mut payload, to, value)?;
-            }
+            payload.rename(from, to)?;
         }
-        for (path, value) in &self.config.set {
-            json::set(&mut payload, path, value.clone())?;
+        for (path, value) in &self.set {
+            payload.set(path, value.clone())?;
         }
         for (path, conversion) in &self.config.convert {
-            let Some(current) = json::get(&payload, path) else {
+            let Some(current) = payload.get(path) else {
                 continue;
             };
-            let converted = conversion.apply(current).ok_or_else(|| {
+            let value: Value = serde_json::from_str(&current)?;
+            let converted = conversion.apply(&value).ok_or_else(|| {
                 Error::new(format!(
-                    "cannot convert `{path}` ({current}) with {conversion:?}"
+                    "cannot convert `{path}` ({value}) with {conversion:?}"
                 ))
             })?;
-            json::set(&mut payload, path, converted)?;
+            payload.set(path, converted.to_string())?;
         }
         for path in &self.config.drop {
-            json::remove(&mut payload, path);
+            payload.remove(path);
         }
-        out.emit_json(event, &payload, None)
+        self.buffer.clear();
+        payload.write(&mut self.buffer);
+        out.emit(event, &self.buffer, None);
+        Ok(())
     }
 }
 

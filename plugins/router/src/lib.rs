@@ -10,7 +10,7 @@
 //! ```
 
 use serde::Deserialize;
-use serde_json::Value;
+use sluice_sdk::json::RawObject;
 use sluice_sdk::predicate::Predicate;
 use sluice_sdk::prelude::*;
 
@@ -50,11 +50,15 @@ impl Processor for Router {
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
-        let payload: Value = event.json()?;
+        let payload = RawObject::parse_document(event.text()?)?;
+        let named;
         let route = match &self.config.by_field {
-            Some(path) => match sluice_sdk::json::get(&payload, path) {
-                Some(Value::String(name)) => Some(name.as_str()),
-                Some(Value::Number(_) | Value::Bool(_)) => {
+            Some(path) => match payload.as_ref().and_then(|object| object.get(path)) {
+                Some(text) if text.starts_with('"') => {
+                    named = serde_json::from_str::<String>(&text)?;
+                    Some(named.as_str())
+                }
+                Some(text) if !matches!(&*text, "null") && !text.starts_with(['{', '[']) => {
                     return Err(Error::new(format!(
                         "`{path}` must be a string to name a route"
                     )));
@@ -65,7 +69,7 @@ impl Processor for Router {
                 .config
                 .routes
                 .iter()
-                .find(|route| route.when.matches(&payload))
+                .find(|route| route.when.matches_raw(payload.as_ref()))
                 .map(|route| route.name.as_str()),
         };
         match route.or(self.config.default.as_deref()) {

@@ -1,0 +1,414 @@
+//! [`RawObject`]: a JSON object kept as slices of its payload, read and edited without
+//! building a document.
+
+use std::borrow::Cow;
+
+use super::scan::Scanner;
+use crate::Error;
+
+/// A JSON object as the slices of its text: each member's key and value as written.
+/// Reading a field scans the members; an edit replaces one member's text, and
+/// [`RawObject::write`] joins the untouched slices and the new text. Nested objects are
+/// indexed only when a path goes into them.
+///
+/// ```
+/// use sluice_sdk::json::RawObject;
+/// let mut reading = RawObject::parse(r#"{"temp": 21.5, "unit": "C", "raw": [1, 2]}"#).unwrap();
+/// assert_eq!(reading.get("temp").as_deref(), Some("21.5"));
+/// reading.rename("temp", "temperature_c").unwrap();
+/// reading.set("site.name", "\"plant-1\"".to_owned()).unwrap();
+/// reading.remove("raw");
+/// assert_eq!(
+///     reading.to_string(),
+///     r#"{"unit":"C","temperature_c":21.5,"site":{"name":"plant-1"}}"#
+/// );
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RawObject<'a> {
+    members: Vec<Member<'a>>,
+}
+
+#[derive(Debug, Clone)]
+struct Member<'a> {
+    /// The key as JSON text, quotes included.
+    key: Cow<'a, str>,
+    value: Raw<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum Raw<'a> {
+    /// Text of the payload, untouched.
+    Text(&'a str),
+    /// New JSON text.
+    Owned(String),
+    /// An object a path went into.
+    Object(RawObject<'a>),
+}
+
+impl<'a> RawObject<'a> {
+    /// Check `text` as one JSON object and index its members.
+    pub fn parse(text: &'a str) -> Result<RawObject<'a>, Error> {
+        match RawObject::parse_document(text)? {
+            Some(object) => Ok(object),
+            None => Err(Error::new(format!(
+                "expected a JSON object, found {}",
+                kind(text.trim_start())
+            ))),
+        }
+    }
+
+    /// Check `text` as one JSON value: its members if it is an object, `None` if it is
+    /// valid JSON of another kind.
+    pub fn parse_document(text: &'a str) -> Result<Option<RawObject<'a>>, Error> {
+        let mut scanner = Scanner::new(text);
+        if scanner.next_byte() != Some(b'{') {
+            scanner.value()?;
+            return match scanner.at_end() {
+                true => Ok(None),
+                false => Err(scanner.error("trailing characters")),
+            };
+        }
+        let object = RawObject::members(&mut scanner)?;
+        if !scanner.at_end() {
+            return Err(scanner.error("trailing characters"));
+        }
+        Ok(Some(object))
+    }
+
+    fn members(scanner: &mut Scanner<'a>) -> Result<RawObject<'a>, Error> {
+        scanner.expect(b'{')?;
+        let mut members = Vec::with_capacity(8);
+        if !scanner.eat(b'}') {
+            loop {
+                let key = scanner.string()?;
+                scanner.expect(b':')?;
+                let value = scanner.value()?;
+                members.push(Member {
+                    key: Cow::Borrowed(key),
+                    value: Raw::Text(value),
+                });
+                if scanner.eat(b'}') {
+                    break;
+                }
+                scanner.expect(b',')?;
+            }
+        }
+        Ok(RawObject { members })
+    }
+
+    /// The JSON text of the value at the dotted `path`, if every step exists.
+    pub fn get(&self, path: &str) -> Option<Cow<'_, str>> {
+        let (step, rest) = split_first(path);
+        let member = self.members.iter().rev().find(|m| key_is(&m.key, step))?;
+        match (rest, &member.value) {
+            (None, Raw::Text(text)) => Some(Cow::Borrowed(text)),
+            (None, Raw::Owned(text)) => Some(Cow::Borrowed(text)),
+            (None, Raw::Object(object)) => Some(Cow::Owned(object.to_string())),
+            (Some(rest), Raw::Object(object)) => object.get(rest),
+            (Some(rest), Raw::Text(text)) if text.starts_with('{') => {
+                let inner = RawObject::parse(text).ok()?;
+                // The inner object borrows `text`, which lives as long as `self`.
+                inner.get(rest).map(|field| Cow::Owned(field.into_owned()))
+            }
+            (Some(_), _) => None,
+        }
+    }
+
+    /// Remove the value at `path`; its JSON text.
+    pub fn remove(&mut self, path: &str) -> Option<String> {
+        let (step, rest) = split_first(path);
+        match rest {
+            None => {
+                let found = self.members.iter().rposition(|m| key_is(&m.key, step))?;
+                let removed = self.members.remove(found);
+                // A duplicated key goes entirely, as a parser keeping the last would see it.
+                self.members.retain(|m| !key_is(&m.key, step));
+                Some(removed.value.into_text())
+            }
+            Some(rest) => self.object_at(step, false).ok()??.remove(rest),
+        }
+    }
+
+    /// Set `path` to the JSON text `value` (which the caller vouches for: serialized by
+    /// serde_json, or a value taken from another field), creating intermediate objects.
+    pub fn set(&mut self, path: &str, value: String) -> Result<(), Error> {
+        let (step, rest) = split_first(path);
+        match rest {
+            None => {
+                self.members.retain(|m| !key_is(&m.key, step));
+                self.members.push(Member {
+                    key: Cow::Owned(quote(step)),
+                    value: Raw::Owned(value),
+                });
+                Ok(())
+            }
+            Some(rest) => match self.object_at(step, true) {
+                Ok(Some(object)) => object.set(rest, value),
+                _ => Err(Error::new(format!(
+                    "cannot set `{path}`: a parent is not an object"
+                ))),
+            },
+        }
+    }
+
+    /// Move the value at `from` to `to`; false when `from` does not exist.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<bool, Error> {
+        match self.remove(from) {
+            Some(value) => self.set(to, value).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The object member `step`, indexed for editing; created when `create` and
+    /// missing. `Err` when the member is not an object.
+    fn object_at(&mut self, step: &str, create: bool) -> Result<Option<&mut RawObject<'a>>, ()> {
+        let found = self.members.iter().rposition(|m| key_is(&m.key, step));
+        let index = match found {
+            Some(index) => index,
+            None if create => {
+                self.members.push(Member {
+                    key: Cow::Owned(quote(step)),
+                    value: Raw::Object(RawObject::default()),
+                });
+                self.members.len() - 1
+            }
+            None => return Ok(None),
+        };
+        let value = &mut self.members[index].value;
+        if let Raw::Text(text) = value {
+            if !text.starts_with('{') {
+                return Err(());
+            }
+            *value = Raw::Object(RawObject::parse(text).map_err(|_| ())?);
+        }
+        if let Raw::Owned(text) = value {
+            // New text was checked by whoever made it; index it in place.
+            let owned = std::mem::take(text);
+            let parsed = match RawObject::parse(&owned) {
+                Ok(object) => object.into_owned(),
+                Err(_) => {
+                    *text = owned;
+                    return Err(());
+                }
+            };
+            *value = Raw::Object(parsed);
+        }
+        match value {
+            Raw::Object(object) => Ok(Some(object)),
+            _ => Err(()),
+        }
+    }
+
+    /// The same object, owning all of its text.
+    fn into_owned(self) -> RawObject<'static> {
+        RawObject {
+            members: self
+                .members
+                .into_iter()
+                .map(|m| Member {
+                    key: Cow::Owned(m.key.into_owned()),
+                    value: match m.value {
+                        Raw::Text(text) => Raw::Owned(text.to_owned()),
+                        Raw::Owned(text) => Raw::Owned(text),
+                        Raw::Object(object) => Raw::Object(object.into_owned()),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// Append the object's JSON text (compact between members; untouched values as
+    /// they were written) to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, member) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(member.key.as_bytes());
+            out.push(b':');
+            match &member.value {
+                Raw::Text(text) => out.extend_from_slice(text.as_bytes()),
+                Raw::Owned(text) => out.extend_from_slice(text.as_bytes()),
+                Raw::Object(object) => object.write(out),
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+impl std::fmt::Display for RawObject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        f.write_str(&String::from_utf8_lossy(&out))
+    }
+}
+
+impl Raw<'_> {
+    fn into_text(self) -> String {
+        match self {
+            Raw::Text(text) => text.to_owned(),
+            Raw::Owned(text) => text,
+            Raw::Object(object) => object.to_string(),
+        }
+    }
+}
+
+fn split_first(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('.') {
+        Some((step, rest)) => (step, Some(rest)),
+        None => (path, None),
+    }
+}
+
+/// Whether the quoted JSON key `raw` names `name`.
+fn key_is(raw: &str, name: &str) -> bool {
+    let inner = &raw[1..raw.len() - 1];
+    if !inner.contains('\\') {
+        return inner == name;
+    }
+    serde_json::from_str::<String>(raw).is_ok_and(|key| key == name)
+}
+
+fn quote(name: &str) -> String {
+    serde_json::to_string(name).expect("a string serializes")
+}
+
+/// The kind of JSON value `text` starts with, named as [`super::type_name`] names it.
+fn kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'[') => "array",
+        Some(b'"') => "string",
+        Some(b't' | b'f') => "boolean",
+        Some(b'n') => "null",
+        _ => "number",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn same_json(text: &str, expected: Value) {
+        assert_eq!(
+            serde_json::from_str::<Value>(text).unwrap(),
+            expected,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reads_fields_without_touching_the_rest() {
+        let text = r#" { "a" : {"b": [1, {"c": "x"}], "d": -1.5e3}, "e\u0041": "q\"" } "#;
+        let object = RawObject::parse(text).unwrap();
+        assert_eq!(object.get("a.d").as_deref(), Some("-1.5e3"));
+        assert_eq!(object.get("a.b").as_deref(), Some(r#"[1, {"c": "x"}]"#));
+        assert_eq!(object.get("eA").as_deref(), Some(r#""q\"""#));
+        assert_eq!(object.get("a.b.c"), None);
+        assert_eq!(object.get("missing"), None);
+        same_json(&object.to_string(), serde_json::from_str(text).unwrap());
+    }
+
+    #[test]
+    fn edits_splice_and_keep_untouched_bytes() {
+        let mut object =
+            RawObject::parse(r#"{"t": 21.50, "n": {"x": 1}, "drop": true, "s": "é"}"#).unwrap();
+        assert!(object.rename("t", "temp.c").unwrap());
+        assert!(!object.rename("nothing", "x").unwrap());
+        object.set("n.y", "2".into()).unwrap();
+        object.remove("drop");
+        assert_eq!(object.remove("n.x").as_deref(), Some("1"));
+        assert_eq!(
+            object.to_string(),
+            r#"{"n":{"y":2},"s":"é","temp":{"c":21.50}}"#
+        );
+        assert!(object.set("s.inner", "1".into()).is_err());
+        object.set("fresh", "\"v\"".into()).unwrap();
+        object.set("fresh.deeper", "1".into()).unwrap_err();
+    }
+
+    #[test]
+    fn duplicate_keys_read_as_the_last_and_go_together() {
+        let mut object = RawObject::parse(r#"{"k": 1, "k": 2}"#).unwrap();
+        assert_eq!(object.get("k").as_deref(), Some("2"));
+        object.remove("k");
+        assert_eq!(object.to_string(), "{}");
+    }
+
+    #[test]
+    fn invalid_json_is_refused_with_the_place() {
+        for (text, message) in [
+            (
+                r#"{"a": 1,}"#,
+                "invalid JSON: expected a string, found `}` at byte 8",
+            ),
+            (
+                r#"{"a": 01}"#,
+                "invalid JSON: expected `,`, found `1` at byte 7",
+            ),
+            (
+                r#"{"a": "x"#,
+                "invalid JSON: unterminated string, found the end",
+            ),
+            (
+                r#"{"a": tru}"#,
+                "invalid JSON: expected `true`, found `t` at byte 6",
+            ),
+            (
+                r#"{"a": "\x"}"#,
+                "invalid JSON: invalid escape, found `x` at byte 8",
+            ),
+            (
+                r#"{"a": 1} x"#,
+                "invalid JSON: trailing characters, found `x` at byte 9",
+            ),
+            ("[1, 2]", "expected a JSON object, found array"),
+        ] {
+            assert_eq!(
+                RawObject::parse(text).unwrap_err().to_string(),
+                message,
+                "{text}"
+            );
+        }
+        assert!(RawObject::parse_document("[1, 2]").unwrap().is_none());
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(
+            RawObject::parse_document(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("nesting")
+        );
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_what_is_json() {
+        for text in [
+            r#"{"a":1e}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":"\u12"}"#,
+            "{\"a\":\"\t\"}",
+            r#"{"a" 1}"#,
+            r#"{"a":[1 2]}"#,
+            r#"{"a":{"b":1}"#,
+            r#"{"a":nul}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":1}"#,
+            r#"{"a":[]}"#,
+            r#"{"a":{}}"#,
+            r#"{"a":-0.0E+2}"#,
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{}"#,
+            r#"{"a":[{"b":[null,true,false]}]}"#,
+        ] {
+            assert_eq!(
+                RawObject::parse(text).is_ok(),
+                serde_json::from_str::<Value>(text).is_ok_and(|v| v.is_object()),
+                "{text}"
+            );
+        }
+    }
+}

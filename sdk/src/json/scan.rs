@@ -1,0 +1,210 @@
+//! A JSON checker over bytes that allocates nothing: it returns the span of each value
+//! it passes, so callers keep slices of the payload instead of a document.
+
+use crate::Error;
+
+/// Nesting deeper than this is refused rather than risking the guest's stack.
+const MAX_DEPTH: usize = 128;
+
+pub(super) struct Scanner<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Scanner { text, pos: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.pos).copied()
+    }
+
+    pub fn error(&self, what: &str) -> Error {
+        match self.peek() {
+            Some(found) => Error::new(format!(
+                "invalid JSON: {what}, found `{}` at byte {}",
+                found.escape_ascii(),
+                self.pos
+            )),
+            None => Error::new(format!("invalid JSON: {what}, found the end")),
+        }
+    }
+
+    pub fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.pos += 1;
+        }
+    }
+
+    /// Consume `byte` (after whitespace) or fail.
+    pub fn expect(&mut self, byte: u8) -> Result<(), Error> {
+        self.skip_whitespace();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected `{}`", byte as char)))
+        }
+    }
+
+    /// Consume `byte` (after whitespace) if it is next.
+    pub fn eat(&mut self, byte: u8) -> bool {
+        self.skip_whitespace();
+        let next = self.peek() == Some(byte);
+        if next {
+            self.pos += 1;
+        }
+        next
+    }
+
+    pub fn at_end(&mut self) -> bool {
+        self.skip_whitespace();
+        self.pos == self.text.len()
+    }
+
+    /// The next byte after whitespace, unconsumed.
+    pub fn next_byte(&mut self) -> Option<u8> {
+        self.skip_whitespace();
+        self.peek()
+    }
+
+    /// A string, quotes included.
+    pub fn string(&mut self) -> Result<&'a str, Error> {
+        self.skip_whitespace();
+        let start = self.pos;
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected a string"));
+        }
+        self.pos += 1;
+        loop {
+            let Some(&byte) = self.bytes().get(self.pos) else {
+                return Err(self.error("unterminated string"));
+            };
+            self.pos += 1;
+            match byte {
+                b'"' => return Ok(&self.text[start..self.pos]),
+                b'\\' => match self.peek() {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                    Some(b'u') => {
+                        let hex = self.bytes().get(self.pos + 1..self.pos + 5);
+                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            return Err(self.error("a \\u escape needs four hex digits"));
+                        }
+                        self.pos += 5;
+                    }
+                    _ => return Err(self.error("invalid escape")),
+                },
+                0..=0x1f => {
+                    self.pos -= 1;
+                    return Err(self.error("a control character inside a string"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Any value; its text.
+    pub fn value(&mut self) -> Result<&'a str, Error> {
+        self.value_at(0)
+    }
+
+    fn value_at(&mut self, depth: usize) -> Result<&'a str, Error> {
+        self.skip_whitespace();
+        let start = self.pos;
+        match self.peek() {
+            Some(b'"') => {
+                self.string()?;
+            }
+            Some(b'{') => {
+                self.nested(depth)?;
+                self.pos += 1;
+                if !self.eat(b'}') {
+                    loop {
+                        self.string()?;
+                        self.expect(b':')?;
+                        self.value_at(depth + 1)?;
+                        if self.eat(b'}') {
+                            break;
+                        }
+                        self.expect(b',')?;
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.nested(depth)?;
+                self.pos += 1;
+                if !self.eat(b']') {
+                    loop {
+                        self.value_at(depth + 1)?;
+                        if self.eat(b']') {
+                            break;
+                        }
+                        self.expect(b',')?;
+                    }
+                }
+            }
+            Some(b't') => self.literal("true")?,
+            Some(b'f') => self.literal("false")?,
+            Some(b'n') => self.literal("null")?,
+            Some(b'-' | b'0'..=b'9') => self.number()?,
+            _ => return Err(self.error("expected a value")),
+        }
+        Ok(&self.text[start..self.pos])
+    }
+
+    fn nested(&self, depth: usize) -> Result<(), Error> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error(&format!("nesting deeper than {MAX_DEPTH}")));
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), Error> {
+        if self.text[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected `{word}`")))
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Result<(), Error> {
+        let digits = |scanner: &mut Scanner| {
+            let start = scanner.pos;
+            while matches!(scanner.peek(), Some(b'0'..=b'9')) {
+                scanner.pos += 1;
+            }
+            scanner.pos > start
+        };
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        if self.peek() == Some(b'0') {
+            self.pos += 1;
+        } else if !digits(self) {
+            return Err(self.error("expected a digit"));
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !digits(self) {
+                return Err(self.error("expected a digit after `.`"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if !digits(self) {
+                return Err(self.error("expected a digit in the exponent"));
+            }
+        }
+        Ok(())
+    }
+}
