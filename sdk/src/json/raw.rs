@@ -20,7 +20,7 @@ use crate::Error;
 /// reading.remove("raw");
 /// assert_eq!(
 ///     reading.to_string(),
-///     r#"{"unit":"C","temperature_c":21.5,"site":{"name":"plant-1"}}"#
+///     r#"{"temperature_c":21.5,"unit":"C","site":{"name":"plant-1"}}"#
 /// );
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -114,8 +114,13 @@ impl<'a> RawObject<'a> {
         }
     }
 
-    /// Remove the value at `path`; its JSON text.
-    pub fn remove(&mut self, path: &str) -> Option<String> {
+    /// Remove the value at `path`; whether it was there.
+    pub fn remove(&mut self, path: &str) -> bool {
+        self.take(path).is_some()
+    }
+
+    /// Remove the value at `path` and return it.
+    fn take(&mut self, path: &str) -> Option<Raw<'a>> {
         let (step, rest) = split_first(path);
         match rest {
             None => {
@@ -123,27 +128,31 @@ impl<'a> RawObject<'a> {
                 let removed = self.members.remove(found);
                 // A duplicated key goes entirely, as a parser keeping the last would see it.
                 self.members.retain(|m| !key_is(&m.key, step));
-                Some(removed.value.into_text())
+                Some(removed.value)
             }
-            Some(rest) => self.object_at(step, false).ok()??.remove(rest),
+            Some(rest) => self.object_at(step, false).ok()??.take(rest),
         }
     }
 
     /// Set `path` to the JSON text `value` (which the caller vouches for: serialized by
     /// serde_json, or a value taken from another field), creating intermediate objects.
     pub fn set(&mut self, path: &str, value: String) -> Result<(), Error> {
+        self.insert(path, Raw::Owned(value))
+    }
+
+    fn insert(&mut self, path: &str, value: Raw<'a>) -> Result<(), Error> {
         let (step, rest) = split_first(path);
         match rest {
             None => {
                 self.members.retain(|m| !key_is(&m.key, step));
                 self.members.push(Member {
                     key: Cow::Owned(quote(step)),
-                    value: Raw::Owned(value),
+                    value,
                 });
                 Ok(())
             }
             Some(rest) => match self.object_at(step, true) {
-                Ok(Some(object)) => object.set(rest, value),
+                Ok(Some(object)) => object.insert(rest, value),
                 _ => Err(Error::new(format!(
                     "cannot set `{path}`: a parent is not an object"
                 ))),
@@ -151,10 +160,28 @@ impl<'a> RawObject<'a> {
         }
     }
 
-    /// Move the value at `from` to `to`; false when `from` does not exist.
+    /// Move the value at `from` to `to`; false when `from` does not exist. A field
+    /// renamed within one object keeps its place; one moved elsewhere comes last there.
     pub fn rename(&mut self, from: &str, to: &str) -> Result<bool, Error> {
-        match self.remove(from) {
-            Some(value) => self.set(to, value).map(|()| true),
+        if !from.contains('.') && !to.contains('.') {
+            let Some(found) = self.members.iter().rposition(|m| key_is(&m.key, from)) else {
+                return Ok(false);
+            };
+            let mut index = 0;
+            self.members.retain(|m| {
+                index += 1;
+                index - 1 == found || !(key_is(&m.key, from) || key_is(&m.key, to))
+            });
+            let found = self
+                .members
+                .iter()
+                .position(|m| key_is(&m.key, from))
+                .expect("the renamed member was kept");
+            self.members[found].key = Cow::Owned(quote(to));
+            return Ok(true);
+        }
+        match self.take(from) {
+            Some(value) => self.insert(to, value).map(|()| true),
             None => Ok(false),
         }
     }
@@ -245,16 +272,6 @@ impl std::fmt::Display for RawObject<'_> {
     }
 }
 
-impl Raw<'_> {
-    fn into_text(self) -> String {
-        match self {
-            Raw::Text(text) => text.to_owned(),
-            Raw::Owned(text) => text,
-            Raw::Object(object) => object.to_string(),
-        }
-    }
-}
-
 fn split_first(path: &str) -> (&str, Option<&str>) {
     match path.split_once('.') {
         Some((step, rest)) => (step, Some(rest)),
@@ -319,7 +336,8 @@ mod tests {
         assert!(!object.rename("nothing", "x").unwrap());
         object.set("n.y", "2".into()).unwrap();
         object.remove("drop");
-        assert_eq!(object.remove("n.x").as_deref(), Some("1"));
+        assert!(object.remove("n.x"));
+        assert!(!object.remove("n.x"));
         assert_eq!(
             object.to_string(),
             r#"{"n":{"y":2},"s":"é","temp":{"c":21.50}}"#
@@ -327,6 +345,14 @@ mod tests {
         assert!(object.set("s.inner", "1".into()).is_err());
         object.set("fresh", "\"v\"".into()).unwrap();
         object.set("fresh.deeper", "1".into()).unwrap_err();
+    }
+
+    #[test]
+    fn a_rename_within_an_object_keeps_the_place_and_replaces_the_target() {
+        let mut object = RawObject::parse(r#"{"a": 1, "b": 2, "c": 3}"#).unwrap();
+        assert!(object.rename("b", "c").unwrap());
+        assert!(object.rename("a", "z").unwrap());
+        assert_eq!(object.to_string(), r#"{"z":1,"c":2}"#);
     }
 
     #[test]
