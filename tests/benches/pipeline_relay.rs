@@ -74,7 +74,12 @@ impl Measured {
 /// CPU seconds (user + system) and peak RSS (MiB) of process `pid`, from /proc.
 fn usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let peak_kib: f64 = status
@@ -116,9 +121,19 @@ impl Lines {
 
     /// Wait until `dir` holds `target` lines; `EVENTS` of them came since `started`,
     /// when process `pid` had used `cpu_before` seconds.
-    fn wait(&mut self, dir: &Path, target: u64, pid: u32, started: Instant, cpu_before: f64) -> Measured {
+    fn wait(
+        &mut self,
+        dir: &Path,
+        target: u64,
+        pid: u32,
+        started: Instant,
+        cpu_before: f64,
+    ) -> Measured {
         while self.count(dir) < target {
-            assert!(started.elapsed() < Duration::from_secs(600), "every event on disk");
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "every event on disk"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let elapsed = started.elapsed().as_secs_f64();
@@ -184,7 +199,14 @@ fn live(broker: &Mosquitto, topic: &str, out: &Path, pid: u32) -> Measured {
     let started = Instant::now();
     let (port, topic_owned) = (broker.port, topic.to_owned());
     let publisher = std::thread::spawn(move || {
-        publish(port, &topic_owned, 0..EVENTS, |seq| payload(seq, 200), 0, || ())
+        publish(
+            port,
+            &topic_owned,
+            0..EVENTS,
+            |seq| payload(seq, 200),
+            0,
+            || (),
+        )
     });
     let measured = lines.wait(out, base + EVENTS, pid, started, cpu_before);
     publisher.join().unwrap();
@@ -228,7 +250,11 @@ return msg;
 fn node_red_js() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../.tools/node-red/node_modules/node-red/red.js");
-    assert!(path.exists(), "{} is missing: run scripts/bench-setup", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/bench-setup",
+        path.display()
+    );
     path
 }
 
@@ -294,8 +320,14 @@ fn main() {
     println!("|---|---:|---:|---:|");
     for (name, m) in [
         ("backlog: Sluice raw relay, MQTT → file (fsynced)", relay),
-        ("backlog: Sluice, MQTT → filter → map (Wasm) → file (fsynced)", wasm),
-        ("live: Sluice, MQTT → filter → map (Wasm) → file (fsynced)", wasm_live),
+        (
+            "backlog: Sluice, MQTT → filter → map (Wasm) → file (fsynced)",
+            wasm,
+        ),
+        (
+            "live: Sluice, MQTT → filter → map (Wasm) → file (fsynced)",
+            wasm_live,
+        ),
         ("live: Node-RED 4.1, mqtt in → function → file", node_red),
     ] {
         println!(

@@ -136,6 +136,7 @@ impl<'a> RawObject<'a> {
 
     /// Set `path` to the JSON text `value` (which the caller vouches for: serialized by
     /// serde_json, or a value taken from another field), creating intermediate objects.
+    /// An existing field keeps its place; a new one comes last.
     pub fn set(&mut self, path: &str, value: String) -> Result<(), Error> {
         self.insert(path, Raw::Owned(value))
     }
@@ -144,11 +145,22 @@ impl<'a> RawObject<'a> {
         let (step, rest) = split_first(path);
         match rest {
             None => {
-                self.members.retain(|m| !key_is(&m.key, step));
-                self.members.push(Member {
-                    key: Cow::Owned(quote(step)),
-                    value,
-                });
+                // An existing field keeps its place (and its key's text); a new one
+                // comes last.
+                match self.members.iter().rposition(|m| key_is(&m.key, step)) {
+                    Some(found) => {
+                        self.members[found].value = value;
+                        let mut index = 0;
+                        self.members.retain(|m| {
+                            index += 1;
+                            index - 1 == found || !key_is(&m.key, step)
+                        });
+                    }
+                    None => self.members.push(Member {
+                        key: Cow::Owned(quote(step)),
+                        value,
+                    }),
+                }
                 Ok(())
             }
             Some(rest) => match self.object_at(step, true) {
@@ -357,10 +369,12 @@ mod tests {
 
     #[test]
     fn duplicate_keys_read_as_the_last_and_go_together() {
-        let mut object = RawObject::parse(r#"{"k": 1, "k": 2}"#).unwrap();
+        let mut object = RawObject::parse(r#"{"k": 1, "k": 2, "z": 0}"#).unwrap();
         assert_eq!(object.get("k").as_deref(), Some("2"));
+        object.set("k", "3".into()).unwrap();
+        assert_eq!(object.to_string(), r#"{"k":3,"z":0}"#);
         object.remove("k");
-        assert_eq!(object.to_string(), "{}");
+        assert_eq!(object.to_string(), r#"{"z":0}"#);
     }
 
     #[test]
