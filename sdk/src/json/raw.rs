@@ -423,6 +423,32 @@ mod tests {
     }
 
     #[test]
+    fn long_strings_are_checked_at_every_offset() {
+        // The scanner skips plain string bytes eight at a time: a quote, a backslash
+        // or a control character must be seen wherever it falls.
+        for len in 0..24 {
+            for at in 0..len {
+                for special in ["\"", "\\n", "\\", "\u{1}", "\u{1f}", "é"] {
+                    let mut text: String = "x".repeat(len);
+                    text.replace_range(at..at + 1, special);
+                    let payload = format!("{{\"k\":\"{text}\",\"n\":1}}");
+                    let ours =
+                        RawObject::parse(&payload).map(|o| o.get("k").map(|k| k.into_owned()));
+                    let theirs = serde_json::from_str::<Value>(&payload);
+                    assert_eq!(ours.is_ok(), theirs.is_ok(), "{payload:?}");
+                    if let (Ok(Some(raw)), Ok(value)) = (ours, theirs) {
+                        assert_eq!(
+                            serde_json::from_str::<Value>(&raw).unwrap(),
+                            value["k"],
+                            "{payload:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn agrees_with_serde_json_on_what_is_json() {
         for text in [
             r#"{"a":1e}"#,
