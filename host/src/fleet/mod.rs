@@ -85,6 +85,10 @@ pub enum FleetError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "fleet: `heartbeats` needs MQTT, and this sluice is built without it (cargo feature `mqtt`)"
+    )]
+    HeartbeatsWithoutMqtt,
     #[error("fleet group `{group}`: {path} is not a valid config: {message}")]
     Invalid {
         group: String,
@@ -106,6 +110,9 @@ impl FleetConfig {
     /// Check that every device's group exists and every group's config builds into a
     /// bundle, so that a broken fleet section fails the central host's start.
     pub fn check(&self, base: &Path) -> Result<(), FleetError> {
+        if self.heartbeats.is_some() && !cfg!(feature = "mqtt") {
+            return Err(FleetError::HeartbeatsWithoutMqtt);
+        }
         for (device, config) in &self.devices {
             if !self.groups.contains_key(&config.group) {
                 return Err(FleetError::UnknownGroup {

@@ -94,19 +94,10 @@ impl FleetState {
     }
 
     /// Subscribe to the devices' heartbeats, when the fleet config names their broker.
+    #[cfg(feature = "mqtt")]
     pub fn listen_heartbeats(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let Some(config) = self.config.heartbeats.clone() else {
-            return;
-        };
-        #[cfg(feature = "mqtt")]
-        tokio::spawn(super::heartbeats::listen(self.clone(), config, stop));
-        #[cfg(not(feature = "mqtt"))]
-        {
-            let _ = stop;
-            tracing::error!(
-                url = config.url,
-                "fleet: heartbeats need MQTT (cargo feature `mqtt`)"
-            );
+        if let Some(config) = self.config.heartbeats.clone() {
+            tokio::spawn(super::heartbeats::listen(self.clone(), config, stop));
         }
     }
 

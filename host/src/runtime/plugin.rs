@@ -214,35 +214,53 @@ fn compiled(
     sha256: &str,
     precompiled: Option<&Path>,
 ) -> Result<(Component, bool), Unloadable> {
-    let refused = match precompiled {
+    let unusable = match precompiled {
         Some(artifact) => match super::precompiled::load(&runtime.engine, artifact) {
             Ok(component) => return Ok((component, true)),
-            Err(error) => format!(
+            Err(error) => Some(format!(
                 "its precompiled artifact {} is unusable: {error}",
                 artifact.display()
-            ),
+            )),
         },
-        None => "it has no precompiled artifact".to_owned(),
+        None => None,
     };
-    #[cfg(feature = "compiler")]
-    {
-        if precompiled.is_some() {
-            tracing::warn!(plugin = name, "{refused}; compiling it here");
-        }
-        runtime
-            .cache
-            .load_or_compile(&runtime.engine, bytes, sha256)
-            .map_err(|error| Unloadable::DoesNotCompile(format!("it does not compile: {error}")))
+    compile_here(runtime, name, bytes, sha256, unusable)
+}
+
+/// Compile the Wasm here (or take it from the cache), after saying why the artifact
+/// given, if any, could not serve.
+#[cfg(feature = "compiler")]
+fn compile_here(
+    runtime: &Runtime,
+    name: &str,
+    bytes: &[u8],
+    sha256: &str,
+    unusable: Option<String>,
+) -> Result<(Component, bool), Unloadable> {
+    if let Some(unusable) = unusable {
+        tracing::warn!(plugin = name, "{unusable}; compiling it here");
     }
-    #[cfg(not(feature = "compiler"))]
-    {
-        let _ = (name, bytes, sha256);
-        Err(Unloadable::NoMachineCode(format!(
-            "{refused}, and this sluice cannot compile Wasm (built without the `compiler` feature): \
-             it runs components precompiled for {} (an agent gets them from its central host)",
-            super::precompiled::TARGET
-        )))
-    }
+    runtime
+        .cache
+        .load_or_compile(&runtime.engine, bytes, sha256)
+        .map_err(|error| Unloadable::DoesNotCompile(format!("it does not compile: {error}")))
+}
+
+/// This build cannot compile: say why the plugin cannot run.
+#[cfg(not(feature = "compiler"))]
+fn compile_here(
+    _runtime: &Runtime,
+    _name: &str,
+    _bytes: &[u8],
+    _sha256: &str,
+    unusable: Option<String>,
+) -> Result<(Component, bool), Unloadable> {
+    let why = unusable.unwrap_or_else(|| "it has no precompiled artifact".to_owned());
+    Err(Unloadable::NoMachineCode(format!(
+        "{why}, and this sluice cannot compile Wasm (built without the `compiler` feature): \
+         it runs components precompiled for {} (an agent gets them from its central host)",
+        super::precompiled::TARGET
+    )))
 }
 
 /// Tell apart "not wasm at all", "a core module" and "a component" by the header.

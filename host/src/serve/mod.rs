@@ -56,6 +56,7 @@ pub async fn serve(
         .with_state(ApiState { ready })
         .merge(tables::routes());
     if let Some(fleet) = fleet {
+        #[cfg(feature = "mqtt")]
         fleet.listen_heartbeats(shutdown.clone());
         router = router.merge(crate::fleet::serve::routes(fleet));
     }
