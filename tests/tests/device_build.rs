@@ -7,7 +7,7 @@
 mod harness;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::*;
@@ -39,24 +39,6 @@ fn device(args: &[&str]) -> Command {
         .arg(device_binary())
         .args(args);
     command
-}
-
-struct Agent {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -125,21 +107,7 @@ devices.arm-1 = {{ group = "arm", token = "token-arm" }}
     .unwrap();
     let _central = Host::start(&central_config, api, Stdio::null());
 
-    let agent_dir = tempfile::tempdir().unwrap();
-    std::fs::write(agent_dir.path().join("token"), "token-arm\n").unwrap();
-    let child = device(&["agent", "--central", &format!("http://127.0.0.1:{api}")])
-        .args(["--device-id", "arm-1", "--poll-secs", "1", "--token-file"])
-        .arg(agent_dir.path().join("token"))
-        .arg("--dir")
-        .arg(agent_dir.path().join("agent"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(agent_dir.path().join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let agent = Agent {
-        child,
-        dir: agent_dir,
-    };
+    let agent = Agent::start(device(&[]), api, "arm-1", "token-arm");
 
     // Readings of both sensors arrive at the central host, each sensor's in order from 1.
     let out = dir.join("data/out");

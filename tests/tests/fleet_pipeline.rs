@@ -6,51 +6,10 @@
 mod harness;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::*;
-
-struct Agent {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(api: u16, device: &str, token: &str) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, format!("{token}\n")).unwrap();
-        let child = Command::new(sluice_binary())
-            .args(["agent", "--central", &format!("http://127.0.0.1:{api}")])
-            .args(["--device-id", device, "--poll-secs", "1"])
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--dir")
-            .arg(dir.path().join("agent"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, dir }
-    }
-
-    /// Lines the agent's pipeline wrote to `path` (inside its data directory).
-    fn lines(&self, path: &str) -> usize {
-        read_lines(&self.dir.path().join("agent/run").join(path)).len()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A group config: simulated sensors into a file at `out`, plus `extra` stages.
 fn group(plugin_path: &str, out: &str, extra: &str) -> String {
@@ -194,8 +153,8 @@ devices.dev-b = {{ group = "beta", token = "token-b" }}
         200
     );
 
-    let a = Agent::start(api, "dev-a", "token-a");
-    let b = Agent::start(api, "dev-b", "token-b");
+    let a = Agent::start(Command::new(sluice_binary()), api, "dev-a", "token-a");
+    let b = Agent::start(Command::new(sluice_binary()), api, "dev-b", "token-b");
     let running = || a.lines("alpha-v1") > 0 && b.lines("beta-v1") > 0 && b.lines("beta-hot") > 0;
     for _ in 0..600 {
         if running() {

@@ -3,56 +3,16 @@
 
 mod harness;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::*;
 
 /// `sluice agent` for a quickstart gateway, with its token from the example.
-struct Gateway {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn start(root: &Path, id: &str) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("agent.log");
-        let child = Command::new(sluice_binary())
-            .args([
-                "agent",
-                "--central",
-                "http://127.0.0.1:9598",
-                "--device-id",
-                id,
-            ])
-            .args(["--poll-secs", "1", "--token-file"])
-            .arg(root.join("examples/quickstart/tokens").join(id))
-            .arg("--dir")
-            .arg(dir.path().join("agent"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Gateway {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn gateway(root: &Path, id: &str) -> Agent {
+    let token = std::fs::read_to_string(root.join("examples/quickstart/tokens").join(id)).unwrap();
+    Agent::start(Command::new(sluice_binary()), 9598, id, token.trim())
 }
 
 #[test]
@@ -62,10 +22,7 @@ fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
     let out = root.join("target/quickstart/telemetry");
     let before = read_lines(&out).len();
     let host = Host::start(&config, 9598, Stdio::null());
-    let gateways = [
-        Gateway::start(&root, "gateway-1"),
-        Gateway::start(&root, "gateway-2"),
-    ];
+    let gateways = [gateway(&root, "gateway-1"), gateway(&root, "gateway-2")];
     let from = |gateway: &str| {
         read_lines(&out)[before..]
             .iter()

@@ -3,17 +3,11 @@
 
 use std::path::Path;
 
-use super::tensor::{Tensor, TensorSpec};
-use super::{InferenceError, ModelDef, RunError};
+use super::tensor::Tensor;
+use super::{InferenceError, ModelDef, Opened, RunError};
 
 /// No sessions can be opened, so there are none: a `Model` cannot be built.
 pub enum Sessions {}
-
-pub struct Opened {
-    pub sessions: Sessions,
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
-}
 
 impl Sessions {
     pub fn open(

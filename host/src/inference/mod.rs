@@ -137,6 +137,13 @@ pub enum RunError {
     Runtime(String),
 }
 
+/// A model's sessions, with the inputs and outputs it declares.
+struct Opened {
+    sessions: Sessions,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+}
+
 /// A loaded model: its sessions and what it takes and returns.
 pub struct Model {
     pub name: String,

@@ -12,19 +12,12 @@ use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 
 use super::library;
 use super::tensor::{ElementType, Tensor, TensorSpec};
-use super::{ExecutionProvider, InferenceError, ModelDef, Optimization, RunError};
+use super::{ExecutionProvider, InferenceError, ModelDef, Opened, Optimization, RunError};
 
 /// The sessions of one model: runs take a free one, else wait for the next in turn.
 pub struct Sessions {
     pool: Vec<Mutex<Session>>,
     next: AtomicUsize,
-}
-
-/// A model's sessions, with the inputs and outputs it declares.
-pub struct Opened {
-    pub sessions: Sessions,
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
 }
 
 impl Sessions {

@@ -279,6 +279,50 @@ impl Drop for Host {
     }
 }
 
+/// A `sluice agent` process (run by `program`: the binary, or an emulator with its
+/// arguments) asking the central host on `api` as `device` with `token`; its
+/// directory and log in a temporary directory.
+pub struct Agent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start(mut program: Command, api: u16, device: &str, token: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let child = program
+            .args(["agent", "--central", &format!("http://127.0.0.1:{api}")])
+            .args(["--device-id", device, "--poll-secs", "1"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--dir")
+            .arg(dir.path().join("agent"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, dir }
+    }
+
+    /// Lines the agent's pipeline wrote to `path` (inside its data directory).
+    pub fn lines(&self, path: &str) -> usize {
+        read_lines(&self.dir.path().join("agent/run").join(path)).len()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A pipeline whose source is `[sources.ingest]` of type `http` (plus `source` lines),
 /// followed by `stages`, running from a temporary directory with its data in `data/`.
 pub struct HttpPipeline {
