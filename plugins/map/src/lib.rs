@@ -101,7 +101,7 @@ impl Processor for Map {
             payload.rename(from, to)?;
         }
         for (path, value) in &self.set {
-            payload.set(path, value.clone())?;
+            payload.set(path, value.as_str())?;
         }
         for (path, conversion) in &self.config.convert {
             let Some(current) = payload.get(path) else {

@@ -75,27 +75,38 @@ impl<'a> Scanner<'a> {
 
     /// A string, quotes included.
     pub fn string(&mut self) -> Result<&'a str, Error> {
+        self.string_and_escapes().map(|(text, _)| text)
+    }
+
+    /// A string, quotes included, and whether it holds an escape (so that comparing
+    /// its text with a name is enough when it does not).
+    pub fn string_and_escapes(&mut self) -> Result<(&'a str, bool), Error> {
         self.skip_whitespace();
         let start = self.pos;
         if self.peek() != Some(b'"') {
             return Err(self.error("expected a string"));
         }
         self.pos += 1;
+        let mut escaped = false;
         loop {
             let Some(&byte) = self.bytes().get(self.pos) else {
                 return Err(self.error("unterminated string"));
             };
             self.pos += 1;
             match byte {
-                b'"' => return Ok(&self.text[start..self.pos]),
+                b'"' => return Ok((&self.text[start..self.pos], escaped)),
                 b'\\' => match self.peek() {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                        self.pos += 1;
+                        escaped = true;
+                    }
                     Some(b'u') => {
                         let hex = self.bytes().get(self.pos + 1..self.pos + 5);
                         if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
                             return Err(self.error("a \\u escape needs four hex digits"));
                         }
                         self.pos += 5;
+                        escaped = true;
                     }
                     _ => return Err(self.error("invalid escape")),
                 },
