@@ -51,9 +51,9 @@ impl<'a> Member<'a> {
     /// Whether this member's key is `name`.
     #[inline]
     fn is(&self, name: &str) -> bool {
-        let inner = &self.key[1..self.key.len() - 1];
         if !self.escaped {
-            return inner == name;
+            let key = self.key.as_bytes();
+            return key.len() == name.len() + 2 && &key[1..key.len() - 1] == name.as_bytes();
         }
         serde_json::from_str::<String>(&self.key).is_ok_and(|key| key == name)
     }
