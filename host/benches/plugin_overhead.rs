@@ -1,9 +1,10 @@
 //! Wasm plugin cost against the same Rust code compiled natively, in one process.
 //!
 //! Run: `scripts/build-plugins && cargo bench -p sluice --bench plugin_overhead`.
-//! Prints a table: events/s for the `filter` and `map` plugins as Wasm (through the
-//! full runtime path: encode, call, decode) and natively (SDK types, no runtime), per
-//! batch size, and their ratio; then the cost of an empty call and of a new instance.
+//! Prints a table: events/s of the `forward` fixture (the boundary alone) and of the
+//! `filter` and `map` plugins as Wasm (through the full runtime path: encode, call,
+//! decode) and natively (SDK types, no runtime), per batch size, and their ratio; then
+//! the cost of an empty call and of a new instance.
 //! `cargo bench -p sluice --bench plugin_overhead -- sdk-cost` prints only the cost of
 //! the Python, JavaScript and C SDKs: each `units-router-LANG` against the same plugin
 //! written on the raw batch layout (`tests/fixtures/lang/units-router-raw-LANG`).
@@ -99,6 +100,8 @@ fn spec(stage: &str, config: &serde_json::Value) -> StageSpec {
 
 struct Case {
     name: &'static str,
+    /// The component's file name in the plugin directory.
+    file: &'static str,
     config: serde_json::Value,
 }
 
@@ -124,12 +127,20 @@ fn main() {
         return;
     }
     let cases = [
+        // The boundary alone: every event in and out, no work.
+        Case {
+            name: "forward",
+            file: "fixture-forward",
+            config: json!(null),
+        },
         Case {
             name: "filter",
+            file: "filter",
             config: json!({"when": {"field": "temperature", "gt": 80}}),
         },
         Case {
             name: "map",
+            file: "map",
             config: json!({
                 "rename": {"temperature": "temperature_c"},
                 "set": {"pipeline": "bench"},
@@ -142,7 +153,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     for case in &cases {
         let plugin = runtime
-            .load(case.name, &plugin_path(case.name), None)
+            .load(case.name, &plugin_path(case.file), None)
             .expect("run scripts/build-plugins first");
         let pool = InstancePool::new(
             &runtime,
@@ -179,6 +190,7 @@ fn main() {
                 black_box(pool.process(&host_batches[n % host_batches.len()]).unwrap());
             };
             let mut native = match case.name {
+                "forward" => native::<sluice_fixture_forward::Forward>(&case.config, &sdk_batches),
                 "filter" => native::<sluice_plugin_filter::Filter>(&case.config, &sdk_batches),
                 _ => native::<sluice_plugin_map::Map>(&case.config, &sdk_batches),
             };
@@ -195,7 +207,7 @@ fn main() {
         .load("filter", &plugin_path("filter"), None)
         .unwrap();
     // One spec for every pool: building a state store is not what this measures.
-    let filter_spec = spec("filter", &cases[0].config);
+    let filter_spec = spec("filter", &cases[1].config);
     let new_pool = || {
         InstancePool::new(
             &runtime,
@@ -221,7 +233,7 @@ fn main() {
         empty.as_secs_f64() * 1e6
     );
     println!(
-        "| new instance (instantiate from InstancePre + init) | {:.1} µs |",
+        "| new instance (a pool of one: InstancePre, instantiate, init) | {:.1} µs |",
         instantiate.as_secs_f64() * 1e6
     );
 }

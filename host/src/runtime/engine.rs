@@ -1,8 +1,8 @@
 //! The one wasmtime engine of a host, its linkers, and the clock that drives deadlines.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     /// WASI (without sockets) only; each stage adds the capabilities it grants.
     wasi_linker: Linker<StoreData>,
+    /// Linkers by the capabilities they grant, each built once: cloning WASI's linker
+    /// rebuilds its name maps, which costs more than instantiating a plugin.
+    linkers: Mutex<BTreeMap<BTreeSet<Capability>, Arc<Linker<StoreData>>>>,
     #[cfg(feature = "compiler")]
     pub(crate) cache: ComponentCache,
     pub(crate) fuel: bool,
@@ -67,6 +70,7 @@ impl Runtime {
             cache: ComponentCache::new(&engine, options.cache_dir),
             engine,
             wasi_linker,
+            linkers: Mutex::default(),
             fuel: options.fuel,
             ticker,
         }))
@@ -100,14 +104,20 @@ impl Runtime {
     pub(crate) fn linker(
         &self,
         granted: &BTreeSet<Capability>,
-    ) -> Result<Linker<StoreData>, PluginError> {
+    ) -> Result<Arc<Linker<StoreData>>, PluginError> {
+        let mut linkers = self.linkers.lock().unwrap();
+        if let Some(linker) = linkers.get(granted) {
+            return Ok(linker.clone());
+        }
         let mut linker = self.wasi_linker.clone();
         capabilities::add_to_linker(&mut linker, granted).map_err(link_error)?;
+        let linker = Arc::new(linker);
+        linkers.insert(granted.clone(), linker.clone());
         Ok(linker)
     }
 
     /// A linker with every capability: what any plugin may import at all.
-    pub(crate) fn full_linker(&self) -> Result<Linker<StoreData>, PluginError> {
+    pub(crate) fn full_linker(&self) -> Result<Arc<Linker<StoreData>>, PluginError> {
         self.linker(&Capability::ALL.into())
     }
 
