@@ -55,7 +55,7 @@ impl<'a> Member<'a> {
             let key = self.key.as_bytes();
             return key.len() == name.len() + 2 && &key[1..key.len() - 1] == name.as_bytes();
         }
-        serde_json::from_str::<String>(&self.key).is_ok_and(|key| key == name)
+        escaped_key_is(&self.key, name)
     }
 }
 
@@ -322,6 +322,14 @@ fn split_first(path: &str) -> (&str, Option<&str>) {
 /// a word-at-a-time `memchr` whose setup costs more than the scan in a Wasm guest.
 fn dot(path: &str) -> Option<usize> {
     path.bytes().position(|byte| byte == b'.')
+}
+
+/// Whether the quoted JSON key `key`, which holds escapes, decodes to `name`. Out of line
+/// (see `Scanner::error`): the common unescaped comparison stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn escaped_key_is(key: &str, name: &str) -> bool {
+    serde_json::from_str::<String>(key).is_ok_and(|key| key == name)
 }
 
 fn quote(name: &str) -> String {

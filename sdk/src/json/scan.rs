@@ -24,6 +24,11 @@ impl<'a> Scanner<'a> {
         self.bytes().get(self.pos).copied()
     }
 
+    // Errors are built out of line: Cranelift, which compiles the plugin, sets up a
+    // function's whole frame on entry, so a cold path's formatting left inline would be
+    // paid on every call of the hot one.
+    #[cold]
+    #[inline(never)]
     pub fn error(&self, what: &str) -> Error {
         match self.peek() {
             Some(found) => Error::new(format!(
@@ -48,8 +53,14 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
             Ok(())
         } else {
-            Err(self.error(&format!("expected `{}`", byte as char)))
+            Err(self.expected(byte))
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn expected(&self, byte: u8) -> Error {
+        self.error(&format!("expected `{}`", byte as char))
     }
 
     /// Consume `byte` (after whitespace) if it is next.
@@ -87,9 +98,20 @@ impl<'a> Scanner<'a> {
             return Err(self.error("expected a string"));
         }
         self.pos += 1;
+        let bytes = self.bytes();
         let mut escaped = false;
         loop {
-            let Some(&byte) = self.bytes().get(self.pos) else {
+            // The run of plain bytes, the common case, counted in a local: a Wasm guest
+            // would otherwise store the position to memory on every byte.
+            let mut pos = self.pos;
+            while let Some(&byte) = bytes.get(pos) {
+                if byte == b'"' || byte == b'\\' || byte < 0x20 {
+                    break;
+                }
+                pos += 1;
+            }
+            self.pos = pos;
+            let Some(&byte) = bytes.get(self.pos) else {
                 return Err(self.error("unterminated string"));
             };
             self.pos += 1;
@@ -170,9 +192,15 @@ impl<'a> Scanner<'a> {
 
     fn nested(&self, depth: usize) -> Result<(), Error> {
         if depth >= MAX_DEPTH {
-            return Err(self.error(&format!("nesting deeper than {MAX_DEPTH}")));
+            return Err(self.too_deep());
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> Error {
+        self.error(&format!("nesting deeper than {MAX_DEPTH}"))
     }
 
     fn literal(&mut self, word: &str) -> Result<(), Error> {
@@ -180,8 +208,14 @@ impl<'a> Scanner<'a> {
             self.pos += word.len();
             Ok(())
         } else {
-            Err(self.error(&format!("expected `{word}`")))
+            Err(self.expected_word(word))
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn expected_word(&self, word: &str) -> Error {
+        self.error(&format!("expected `{word}`"))
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
