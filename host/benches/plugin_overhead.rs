@@ -207,7 +207,8 @@ fn main() {
         .load("filter", &plugin_path("filter"), None)
         .unwrap();
     // One spec for every pool: building a state store is not what this measures.
-    let filter_spec = spec("filter", &cases[1].config);
+    let filter = cases.iter().find(|case| case.name == "filter").unwrap();
+    let filter_spec = spec("filter", &filter.config);
     let new_pool = || {
         InstancePool::new(
             &runtime,

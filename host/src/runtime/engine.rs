@@ -48,7 +48,7 @@ pub struct Runtime {
     /// WASI (without sockets) only; each stage adds the capabilities it grants.
     wasi_linker: Linker<StoreData>,
     /// Linkers by the capabilities they grant, each built once: cloning WASI's linker
-    /// rebuilds its name maps, which costs more than instantiating a plugin.
+    /// rebuilds its name maps, which costs about as much as instantiating a plugin.
     linkers: Mutex<BTreeMap<BTreeSet<Capability>, Arc<Linker<StoreData>>>>,
     #[cfg(feature = "compiler")]
     pub(crate) cache: ComponentCache,
