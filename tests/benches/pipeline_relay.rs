@@ -326,7 +326,8 @@ fn main() {
         }
     }
     paired_ratios.sort_by(f64::total_cmp);
-    let median_ratio = (paired_ratios[(BACKLOG_RUNS - 1) / 2] + paired_ratios[BACKLOG_RUNS / 2]) / 2.0;
+    let median_ratio =
+        (paired_ratios[(BACKLOG_RUNS - 1) / 2] + paired_ratios[BACKLOG_RUNS / 2]) / 2.0;
     println!(
         "| pipeline ({EVENTS} events of ~200 bytes, MQTT QoS 1 → files) | events/s | CPU s per 100k events | peak RSS MiB |"
     );
