@@ -1,34 +1,42 @@
 //! Sluice: a WebAssembly plugin-based edge-to-cloud data pipeline.
 //!
-//! - [`runtime`]: the sandboxed plugin runtime (wasmtime, WASI p2, limits, pools).
-//! - [`config`]: the pipeline's TOML config, validated with precise diagnostics.
-//! - [`pipeline`]: stages as tasks, bounded channels, acknowledgements, dead letters.
-//! - [`sources`], [`transforms`], [`sinks`]: one module per component `type`.
-//! - [`state`]: per-stage durable key-value state for plugins.
-//! - [`inference`]: ONNX models run by the host for plugins (ONNX Runtime via `ort`).
+//! The modules form layers that import downwards only (`docs/architecture.md`, checked
+//! by `tests/architecture.rs`):
+//!
+//! - data plane: [`event`], [`pipeline`] (batches, acks, outputs), [`counters`],
+//!   [`template`], [`buffer`], [`state`], [`tables`], [`storage`], [`tls`];
+//! - [`inference`] (ONNX models) and [`runtime`] (the sandboxed plugin runtime);
+//! - [`connect`]: connections shared by every kind (MQTT, Kafka, batching, bearer tokens);
+//! - [`component`] and the kinds: [`sources`], [`transforms`], [`sinks`];
+//! - [`config`]: the user's TOML mapped onto the kinds, validated with precise diagnostics;
+//! - [`topology`]: a config built, wired and spawned as one pipeline;
+//! - [`api`], [`fleet`], [`broker`], [`agent`] and the [`supervisor`] that starts,
+//!   replaces and drains pipelines.
 
+#[cfg(feature = "fleet")]
+pub mod agent;
+pub mod api;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod buffer;
+pub mod component;
 pub mod config;
+pub mod connect;
+pub mod counters;
 pub mod event;
 pub mod fleet;
 pub mod inference;
-#[cfg(feature = "kafka")]
-pub mod kafka;
-#[cfg(feature = "mqtt")]
-pub mod mqtt;
 pub mod pipeline;
 pub mod runtime;
-pub mod serve;
-pub mod serving;
 pub mod sinks;
 pub mod sources;
-pub mod stage;
 pub mod state;
 #[cfg(feature = "object-store")]
 pub mod storage;
+pub mod supervisor;
+pub mod tables;
 pub mod template;
 #[cfg(any(feature = "mqtt", feature = "fleet"))]
 pub mod tls;
+pub mod topology;
 pub mod transforms;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice::fleet::agent::{Agent, AgentOptions};
+use sluice::agent::{Agent, AgentOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]

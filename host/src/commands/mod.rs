@@ -1,10 +1,10 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
-pub mod build;
 #[cfg(feature = "inference")]
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+pub mod plugin_build;
 #[cfg(feature = "object-store")]
 pub mod replay;
 mod scaffold;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use sluice::config::Config;
-use sluice::pipeline::Pipeline;
+use sluice::supervisor::{ReplaceError, Supervisor};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum GraphFormat {
@@ -28,14 +28,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
 
 pub fn validate(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    let mut problems = sluice::pipeline::check_plugins(&config);
-    if let Some(fleet) = &config.fleet {
-        let base = path.parent().unwrap_or(Path::new(""));
-        if let Err(error) = fleet.check(base) {
-            problems.push(error.to_string());
-        }
-    }
-    if !problems.is_empty() {
+    if let Err(sluice::supervisor::Refused { problems }) = sluice::supervisor::check(&config) {
         let list: Vec<String> = problems
             .iter()
             .map(|p| format!("{}: error: {p}", path.display()))
@@ -80,58 +73,30 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         let mut signals = Signals::new()?;
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing a SIGHUP handler")?;
-        let mut running = Running::start(config).await.context("the pipeline did not start")?;
+        let mut supervisor = Supervisor::start(config)
+            .await
+            .context("the pipeline did not start")?;
         loop {
             tokio::select! {
-                ended = &mut running.task => {
-                    return ended.context("the pipeline panicked")?.context("the pipeline failed");
-                }
+                ended = supervisor.ended() => return ended.context("the pipeline failed"),
                 _ = signals.next() => {
                     tracing::info!("stopping: draining in-flight events (signal again to force)");
-                    running.stop.cancel();
                     tokio::spawn(async move {
                         signals.next().await;
                         tracing::warn!("forced exit");
                         std::process::exit(130);
                     });
-                    return running.task.await.context("the pipeline panicked")?.context("the pipeline failed");
+                    return supervisor.drain().await.context("the pipeline failed");
                 }
-                _ = hangups.recv() => running = reload(path, running).await?,
+                _ = hangups.recv() => reload(path, &mut supervisor).await?,
             }
         }
     })
 }
 
-/// A started pipeline: its config, its stop handle and the task waiting on it.
-struct Running {
-    config: Config,
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), sluice::pipeline::StageError>>,
-}
-
-impl Running {
-    async fn start(config: Config) -> Result<Running, sluice::pipeline::StartError> {
-        let pipeline = Pipeline::start(&config).await?;
-        Ok(Running {
-            config,
-            stop: pipeline.stopper(),
-            task: tokio::spawn(pipeline.wait()),
-        })
-    }
-
-    /// Drain and stop; the outcome of the run is logged, not returned (a reload goes on).
-    async fn drain(self) -> Config {
-        self.stop.cancel();
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!("the pipeline stopped with an error: {error}"),
-            Err(panic) => tracing::error!("the pipeline panicked: {panic}"),
-        }
-        self.config
-    }
-}
-
-async fn reload(path: &Path, running: Running) -> anyhow::Result<Running> {
+/// SIGHUP: replace the running config with the file's; only a config that runs nothing
+/// (neither the new nor the previous one starting) ends the process.
+async fn reload(path: &Path, supervisor: &mut Supervisor) -> anyhow::Result<()> {
     tracing::info!(config = %path.display(), "SIGHUP: reloading");
     let candidate = match Config::load(path) {
         Ok(config) => config,
@@ -140,32 +105,17 @@ async fn reload(path: &Path, running: Running) -> anyhow::Result<Running> {
                 "the new config is refused; the running one goes on:\n{}",
                 errors.report()
             );
-            return Ok(running);
+            return Ok(());
         }
     };
-    let problems = sluice::pipeline::check_plugins(&candidate);
-    if !problems.is_empty() {
-        tracing::error!(
-            "the new config is refused; the running one goes on: {}",
-            problems.join("; ")
-        );
-        return Ok(running);
-    }
-    let previous = running.drain().await;
-    match Running::start(candidate).await {
-        Ok(started) => {
-            tracing::info!("reloaded");
-            Ok(started)
+    match supervisor.replace(candidate).await {
+        Ok(()) => tracing::info!("reloaded"),
+        Err(error @ (ReplaceError::Refused(_) | ReplaceError::RolledBack(_))) => {
+            tracing::error!("{error}");
         }
-        Err(error) => {
-            tracing::error!(
-                "the new config did not start ({error}); starting the previous one again"
-            );
-            Running::start(previous)
-                .await
-                .context("neither the new nor the previous config starts")
-        }
+        Err(error) => return Err(error).context("reloading"),
     }
+    Ok(())
 }
 
 /// SIGINT and SIGTERM, registered once so that a second signal is seen as such.

@@ -106,7 +106,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::Test(args) => test(args),
         PluginCommand::Build { dir, output } => {
-            let component = super::build::build(&dir, output.as_deref())?;
+            let component = super::plugin_build::build(&dir, output.as_deref())?;
             println!("{}", component.display());
             Ok(())
         }
@@ -222,7 +222,7 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<Event>> {
 
 fn test(mut args: TestArgs) -> anyhow::Result<()> {
     if args.plugin.is_dir() {
-        args.plugin = super::build::build(&args.plugin, None)?;
+        args.plugin = super::plugin_build::build(&args.plugin, None)?;
     }
     let runtime = Runtime::new(RuntimeOptions {
         fuel: args.fuel.is_some(),

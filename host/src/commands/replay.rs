@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice::pipeline::Pipeline;
+use sluice::counters;
 use sluice::sources::replay::{self, Progress, ReplaySourceConfig};
+use sluice::supervisor::Supervisor;
 
 /// Overrides for every replay source of the config.
 #[derive(clap::Args)]
@@ -50,7 +51,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let started = Instant::now();
     let watched = runtime.block_on(async {
-        let pipeline = Pipeline::start(&config)
+        let pipeline = Supervisor::start(config)
             .await
             .context("the pipeline did not start")?;
         let watched: Vec<(String, Arc<Progress>)> = replays
@@ -166,10 +167,8 @@ fn summarize(watched: &[(String, Arc<Progress>)], elapsed: Duration) -> anyhow::
             ));
         }
     }
-    let written = sluice::pipeline::totals("sluice_events_out_total");
-    let dead: u64 = sluice::pipeline::totals("sluice_events_dead_lettered_total")
-        .values()
-        .sum();
+    let written = counters::totals(counters::EVENTS_OUT);
+    let dead = counters::sum(counters::DEAD_LETTERED);
     let list: Vec<String> = written
         .iter()
         .filter(|(stage, _)| !watched.iter().any(|(name, _)| name == *stage))

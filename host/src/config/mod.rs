@@ -23,11 +23,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 pub use graph::{Graph, Node, NodeKind};
 
+use crate::component::{Declaration, Kind};
 use crate::inference::{InferenceConfig, ModelDef};
 use crate::runtime::{Grants, Limits};
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
-use crate::stage::{Declaration, Kind};
 use crate::transforms::TransformConfig;
 
 /// A loaded, validated config.
@@ -59,7 +59,7 @@ pub struct ApiConfig {
 }
 
 /// An embedded MQTT broker started with the pipeline, for setups without one.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     pub listen: std::net::SocketAddr,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::HeartbeatsConfig;
-use super::serve::FleetState;
+use super::routes::FleetState;
 
 /// A heartbeat larger than this is dropped unread.
 pub const MAX_HEARTBEAT_BYTES: usize = 4096;
@@ -77,7 +77,7 @@ fn parse(pattern: &str, topic: &str, payload: &[u8]) -> Result<(String, Heartbea
 /// Subscribe to the devices' heartbeats until `stop`, reconnecting as the MQTT stages do.
 pub async fn listen(fleet: Arc<FleetState>, config: HeartbeatsConfig, stop: CancellationToken) {
     const STAGE: &str = "fleet-heartbeats";
-    let endpoint = crate::mqtt::Endpoint {
+    let endpoint = crate::connect::mqtt::Endpoint {
         stage: STAGE,
         url: &config.url,
         client_id: None,
@@ -93,7 +93,7 @@ pub async fn listen(fleet: Arc<FleetState>, config: HeartbeatsConfig, stop: Canc
         }
     };
     let (client, mut events) = AsyncClient::new(options, 64);
-    let mut backoff = crate::mqtt::Backoff::default();
+    let mut backoff = crate::connect::mqtt::Backoff::default();
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,

@@ -3,7 +3,7 @@
 //! The central config's `[fleet]` names device groups (each with the agent pipeline it
 //! runs, a config file next to the central one) and devices (each in a group, with its
 //! token). The central host serves each device its group's config and plugins over its
-//! API ([`serve`]); `sluice agent` ([`agent`]) polls for them and applies each new
+//! API ([`routes`]); `sluice agent` ([`crate::agent`]) polls for them and applies each new
 //! version atomically.
 //!
 //! What a device gets is a [`Bundle`]: the group's config with every plugin path
@@ -11,11 +11,9 @@
 //! the plugins' bytes by address, and a version (a sha256 over the rewritten config),
 //! which is also written into the config's `uplink` sinks so that heartbeats report it.
 
-#[cfg(feature = "fleet")]
-pub mod agent;
 #[cfg(feature = "mqtt")]
 pub mod heartbeats;
-pub mod serve;
+pub mod routes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

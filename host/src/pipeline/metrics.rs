@@ -1,6 +1,9 @@
-//! Per-stage metrics, exported on `/metrics` in Prometheus format.
+//! Per-stage metrics: the typed series of [`crate::counters`] (read back by the admin
+//! page, the heartbeats and the progress line) and the batch-duration histogram.
 
-use metrics::{Counter, Histogram, counter, histogram};
+use metrics::{Counter, Histogram, histogram};
+
+use crate::counters::{self, DEAD_LETTERED, ERRORS, EVENTS_IN, EVENTS_OUT};
 
 /// Handles to one stage's series (registered once, cheap to update).
 #[derive(Clone)]
@@ -14,13 +17,12 @@ pub struct StageMetrics {
 
 impl StageMetrics {
     pub fn new(stage: &str) -> Self {
-        let labels = [("stage", stage.to_owned())];
         StageMetrics {
-            events_in: counter!("sluice_events_in_total", &labels),
-            events_out: counter!("sluice_events_out_total", &labels),
-            dead_lettered: counter!("sluice_events_dead_lettered_total", &labels),
-            errors: counter!("sluice_errors_total", &labels),
-            batch_seconds: histogram!("sluice_batch_duration_seconds", &labels),
+            events_in: counters::counter(EVENTS_IN, stage),
+            events_out: counters::counter(EVENTS_OUT, stage),
+            dead_lettered: counters::counter(DEAD_LETTERED, stage),
+            errors: counters::counter(ERRORS, stage),
+            batch_seconds: histogram!("sluice_batch_duration_seconds", "stage" => stage.to_owned()),
         }
     }
 }

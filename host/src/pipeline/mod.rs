@@ -1,21 +1,15 @@
-//! The running pipeline: stages as tokio tasks joined by bounded channels of batches,
-//! acknowledgements flowing back to sources, dead letters, metrics and shutdown.
+//! The data plane's primitives: batches on bounded channels, acknowledgements flowing
+//! back to sources, a stage's outputs and dead letters, its metrics and its errors.
 
 mod ack;
 mod batch;
-mod check;
 mod metrics;
 mod outputs;
-mod progress;
-mod topology;
 
 pub use ack::Ack;
 pub use batch::Batch;
-pub use check::check_plugins;
 pub use metrics::StageMetrics;
 pub use outputs::{Closed, DeadLetter, Inlet, Outputs};
-pub use progress::totals;
-pub use topology::{CHANNEL_BATCHES, DEFAULT_DEAD_LETTER_SINK, Pipeline, StartError};
 
 /// An error of a sink's write or close: whatever the destination reported, kept as the
 /// source of the stage's error.

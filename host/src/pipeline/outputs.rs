@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::ack::Ack;
 use super::batch::Batch;
 use super::metrics::StageMetrics;
+use crate::counters::{self, Gauge, QUEUE_DEPTH};
 use crate::event::{Event, now_ms};
 
 /// The sending end of a stage's input, with the name of that stage for its gauge.
@@ -20,17 +21,25 @@ use crate::event::{Event, now_ms};
 pub struct Inlet {
     pub stage: Arc<str>,
     pub sender: mpsc::Sender<Batch>,
+    depth: Gauge,
 }
 
 impl Inlet {
+    pub fn new(stage: Arc<str>, sender: mpsc::Sender<Batch>) -> Inlet {
+        Inlet {
+            depth: counters::gauge(QUEUE_DEPTH, &stage),
+            stage,
+            sender,
+        }
+    }
+
     async fn send(&self, batch: Batch) -> Result<(), Closed> {
         self.sender
             .send(batch)
             .await
             .map_err(|_| Closed(self.stage.clone()))?;
         let depth = self.sender.max_capacity() - self.sender.capacity();
-        ::metrics::gauge!("sluice_queue_depth", "stage" => self.stage.to_string())
-            .set(depth as f64);
+        self.depth.set(depth as u64);
         Ok(())
     }
 }

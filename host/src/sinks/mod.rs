@@ -9,10 +9,10 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::pipeline::{
     Batch, DeadLetter, Outputs, SinkError, StageError, StageFailure, StageMetrics,
 };
-use crate::stage::{BuildContext, BuildError, Declaration};
 
 crate::registry! { SinkConfig:
     "file" => file::FileSinkConfig,

@@ -5,8 +5,8 @@
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::pipeline::{Outputs, StageError};
-use crate::stage::{BuildContext, BuildError, Declaration};
 
 crate::registry! { SourceConfig:
     #[cfg(feature = "mqtt")] "mqtt" => mqtt::MqttSourceConfig,

@@ -4,8 +4,8 @@
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::pipeline::{Batch, Outputs, StageError};
-use crate::stage::{BuildContext, BuildError, Declaration};
 
 crate::registry! { TransformConfig:
     "wasm" => wasm::WasmTransformConfig,

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use crate::pipeline::{Batch, SinkError};
-use crate::stage::{BuildContext, BuildError};
+use crate::component::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::event::{Event, now_ms};
 use crate::pipeline::{Batch, SinkError};
-use crate::stage::{BuildContext, BuildError, Declaration};
+use crate::component::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::event::Event;
 use crate::pipeline::{Batch, SinkError};
-use crate::stage::{BuildContext, BuildError};
+use crate::component::{BuildContext, BuildError};
 use crate::template::{self, Template};
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +77,7 @@ impl super::SinkConfig for KafkaSinkConfig {
             .transpose()
             .map_err(|error| BuildError::stage(stage, error))?;
         let mut config =
-            crate::kafka::client_config(stage, &self.bootstrap_servers, &self.options, REQUIRED)?;
+            crate::connect::kafka::client_config(stage, &self.bootstrap_servers, &self.options, REQUIRED)?;
         if !self.options.contains_key("compression.type") {
             config.set("compression.type", self.compression.codec());
         }

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::template::Template;
-use crate::mqtt::{Backoff, Endpoint};
+use crate::connect::mqtt::{Backoff, Endpoint};
 use crate::pipeline::{Ack, Batch, SinkError};
-use crate::stage::{BuildContext, BuildError};
+use crate::component::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +45,7 @@ fn default_qos() -> u8 {
 impl super::SinkConfig for MqttSinkConfig {
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
         let name = context.stage;
-        let qos = crate::mqtt::qos(name, self.qos)?;
+        let qos = crate::connect::mqtt::qos(name, self.qos)?;
         let template =
             topic_template(&self.topic).map_err(|error| BuildError::stage(name, error))?;
         let endpoint = Endpoint {

@@ -34,7 +34,7 @@ use self::encode::{Body, Column, Compression, Encoder, Format};
 use self::layout::{Partitioner, Stream};
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, DeadLetter, SinkError};
-use crate::stage::{BuildContext, BuildError, Declaration};
+use crate::component::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use crate::pipeline::{Batch, DeadLetter, SinkError};
-use crate::serving::{Table, Value};
-use crate::stage::{BuildContext, BuildError, Declaration};
+use crate::tables::{Table, Value};
+use crate::component::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,8 +72,8 @@ impl super::SinkConfig for ServingSinkConfig {
         }
         // A table of this name left by a pipeline that ran before (a reload) holds its
         // database open; this one replaces it.
-        crate::serving::tables().lock().unwrap().remove(&self.table);
-        let access = crate::serving::Access {
+        crate::tables::tables().lock().unwrap().remove(&self.table);
+        let access = crate::tables::Access {
             read_tokens: self.read_tokens.clone(),
             write_tokens: self.write_tokens.clone(),
         };
@@ -96,7 +96,7 @@ impl super::SinkConfig for ServingSinkConfig {
                     .map_err(|error| BuildError::stage(stage, error))?
             }
         };
-        crate::serving::tables()
+        crate::tables::tables()
             .lock()
             .unwrap()
             .insert(self.table.clone(), table.clone());

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
+use crate::counters;
 use crate::buffer::{Buffer, Depth};
 
 /// Messages in flight (published, PUBACK not yet in).
@@ -40,7 +41,7 @@ impl Heartbeat {
             "buffered_entries": depth.entries,
             "buffered_bytes": depth.bytes,
             "dropped": depth.dropped,
-            "plugin_errors": crate::pipeline::totals("sluice_errors_total").values().sum::<u64>(),
+            "plugin_errors": counters::sum(counters::ERRORS),
             "uptime_secs": started.elapsed().as_secs(),
             "connected_secs": connected_for.as_secs(),
             "sent_at_ms": crate::event::now_ms(),
@@ -161,10 +162,10 @@ enum Ended {
 }
 
 fn report(stage: &str, depth: Depth) {
-    let label = [("stage", stage.to_owned())];
-    ::metrics::gauge!("sluice_uplink_buffered_entries", &label).set(depth.entries as f64);
-    ::metrics::gauge!("sluice_uplink_buffered_bytes", &label).set(depth.bytes as f64);
-    ::metrics::gauge!("sluice_uplink_dropped_entries", &label).set(depth.dropped as f64);
+    use crate::counters::{UPLINK_BUFFERED_BYTES, UPLINK_BUFFERED_ENTRIES, UPLINK_DROPPED_ENTRIES};
+    counters::gauge(UPLINK_BUFFERED_ENTRIES, stage).set(depth.entries);
+    counters::gauge(UPLINK_BUFFERED_BYTES, stage).set(depth.bytes);
+    counters::gauge(UPLINK_DROPPED_ENTRIES, stage).set(depth.dropped);
 }
 
 /// `backoff` plus up to half of it again, so that a fleet does not reconnect in step.

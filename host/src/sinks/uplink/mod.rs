@@ -18,9 +18,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, Entry, WhenFull};
-use crate::mqtt::Endpoint;
+use crate::connect::mqtt::Endpoint;
 use crate::pipeline::{Batch, DeadLetter, SinkError};
-use crate::stage::{BuildContext, BuildError, Declaration};
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::template::Template;
 
 #[derive(Debug, Deserialize)]

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, now_ms};
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
-use crate::stage::{BuildContext, BuildError, Declaration};
+use crate::component::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

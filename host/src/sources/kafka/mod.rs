@@ -28,7 +28,7 @@ use offsets::{Offsets, PartitionKey};
 
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
-use crate::stage::{BuildContext, BuildError};
+use crate::component::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +112,7 @@ impl super::SourceConfig for KafkaSourceConfig {
             ));
         }
         let mut config =
-            crate::kafka::client_config(stage, &self.bootstrap_servers, &self.options, REQUIRED)?;
+            crate::connect::kafka::client_config(stage, &self.bootstrap_servers, &self.options, REQUIRED)?;
         config.set("group.id", &self.group_id);
         if !self.options.contains_key("auto.offset.reset") {
             config.set("auto.offset.reset", &self.auto_offset_reset);

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use self::acks::Acks;
 use self::poll::{Received, Subscription};
 use crate::event::{Event, now_ms};
-use crate::mqtt::Endpoint;
+use crate::connect::mqtt::Endpoint;
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
-use crate::stage::{BuildContext, BuildError};
+use crate::component::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +70,7 @@ fn default_batch_timeout() -> Duration {
 impl super::SourceConfig for MqttSourceConfig {
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Source>, BuildError> {
         let name = context.stage;
-        let qos = crate::mqtt::qos(name, self.qos)?;
+        let qos = crate::connect::mqtt::qos(name, self.qos)?;
         if self.topics.is_empty() {
             return Err(BuildError::stage(name, "`topics` is empty"));
         }

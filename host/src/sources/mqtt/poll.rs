@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::acks::{Acks, Ticket};
-use crate::mqtt::Backoff;
+use crate::connect::mqtt::Backoff;
 
 /// A message handed from the connection to the batching loop, with its place in the
 /// acknowledgement order (none for QoS 0).

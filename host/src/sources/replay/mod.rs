@@ -29,7 +29,7 @@ use self::decode::Format;
 pub use self::range::TimeRange;
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
-use crate::stage::{BuildContext, BuildError};
+use crate::component::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

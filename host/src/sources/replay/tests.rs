@@ -54,10 +54,7 @@ async fn replay(stage: &str, text: &str) -> (Vec<Event>, Arc<Progress>) {
     let source = Box::new(config.open(stage).unwrap());
     let progress = progress(stage).unwrap();
     let (sender, mut receiver) = mpsc::channel(4);
-    let inlet = Inlet {
-        stage: Arc::from("reader"),
-        sender,
-    };
+    let inlet = Inlet::new(Arc::from("reader"), sender);
     let outputs = Outputs::new(Arc::from(stage), vec![inlet], HashMap::new(), Vec::new());
     let running = tokio::spawn(source.run(outputs, CancellationToken::new()));
     let mut events = Vec::new();

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
 use crate::runtime::{InstancePool, World};
-use crate::stage::{BuildContext, BuildError, Declaration, PluginUse};
+use crate::component::{BuildContext, BuildError, Declaration, PluginUse};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +25,7 @@ pub struct WasmSourceConfig {
     )]
     pub interval: Duration,
     /// The plugin's own config (a table, passed as JSON to `init`).
-    #[serde(default = "crate::stage::empty_config")]
+    #[serde(default = "crate::component::empty_config")]
     pub config: serde_json::Value,
 }
 

@@ -17,7 +17,7 @@ use toml::Spanned;
 use crate::pipeline::{Batch, DeadLetter, Outputs, StageError};
 use crate::runtime::{InstancePool, World};
 use super::Transform;
-use crate::stage::{BuildContext, BuildError, Declaration, PluginUse};
+use crate::component::{BuildContext, BuildError, Declaration, PluginUse};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +31,7 @@ pub struct WasmTransformConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<String>>,
     /// The plugin's own config (a table, passed as JSON to `init`).
-    #[serde(default = "crate::stage::empty_config")]
+    #[serde(default = "crate::component::empty_config")]
     pub config: serde_json::Value,
     /// How often the plugin's `tick` runs (a `timed-processor` plugin); without it, it
     /// runs only once, when the stage's input ends.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rumqttc::{MqttOptions, QoS, Transport};
 use tokio_util::sync::CancellationToken;
 
-use crate::stage::BuildError;
+use crate::component::BuildError;
 
 /// Where and how to connect; the fields of `[sources.X]` / `[sinks.X]` of type `mqtt`.
 pub struct Endpoint<'a> {

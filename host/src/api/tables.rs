@@ -21,7 +21,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::serving::Table;
+use crate::tables::Table;
 
 const MAX_LIMIT: usize = 1000;
 
@@ -82,7 +82,7 @@ fn readable(name: &str, headers: &HeaderMap) -> Result<std::sync::Arc<Table>, Re
 }
 
 fn table(name: &str) -> Result<std::sync::Arc<Table>, Response> {
-    crate::serving::tables()
+    crate::tables::tables()
         .lock()
         .unwrap()
         .get(name)
@@ -137,7 +137,7 @@ async fn write(
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body must be JSON");
     };
-    let stored = crate::serving::Value {
+    let stored = crate::tables::Value {
         value,
         timestamp_ms: crate::event::now_ms(),
         expires_ms: None,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
-use crate::stage::BuildError;
+use crate::component::BuildError;
 
 /// A librdkafka client config: `required` settings, then the user's `options`, which may
 /// not touch a required key (that would void at-least-once).

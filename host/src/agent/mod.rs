@@ -22,7 +22,7 @@ use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::pipeline::Pipeline;
+use crate::supervisor::{ReplaceError, Supervisor};
 
 /// The variable a group's config names this device by.
 pub const DEVICE_ID_VAR: &str = "SLUICE_DEVICE_ID";
@@ -62,25 +62,12 @@ pub enum AgentError {
     Invalid { version: String, reason: String },
 }
 
-/// A version the device runs: where its config is, and the pipeline running it.
-struct Running {
-    version: String,
-    config: PathBuf,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
-}
-
 pub struct Agent {
     options: AgentOptions,
     client: reqwest::Client,
-    running: Option<Running>,
+    supervisor: Supervisor,
+    /// The version the supervisor runs.
+    running: Option<String>,
     /// The last version refused, and why: reported, and not tried again.
     refused: Option<(String, String)>,
 }
@@ -91,6 +78,7 @@ impl Agent {
         Agent {
             options,
             client: reqwest::Client::new(),
+            supervisor: Supervisor::default(),
             running: None,
             refused: None,
         }
@@ -108,10 +96,16 @@ impl Agent {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(poll) => {}
+                ended = self.supervisor.ended() => {
+                    let version = self.running.take();
+                    if let Err(error) = ended {
+                        tracing::error!(?version, "the pipeline failed: {error}");
+                    }
+                }
             }
         }
-        if let Some(running) = self.running.take() {
-            running.stop().await;
+        if let Err(error) = self.supervisor.drain().await {
+            tracing::error!(version = ?self.running, "the pipeline failed: {error}");
         }
     }
 
@@ -128,8 +122,8 @@ impl Agent {
             .header("x-sluice-buffered", buffered().to_string());
         if let Some(running) = &self.running {
             request = request
-                .header(IF_NONE_MATCH, format!("\"{}\"", running.version))
-                .header("x-sluice-applied", &running.version);
+                .header(IF_NONE_MATCH, format!("\"{running}\""))
+                .header("x-sluice-applied", running);
         }
         if let Some((_, reason)) = &self.refused {
             // Header values are one line.
@@ -233,36 +227,15 @@ impl Agent {
         let config = self
             .load(&config_path)
             .map_err(|errors| invalid(errors.report()))?;
-        let problems = crate::pipeline::check_plugins(&config);
-        if !problems.is_empty() {
-            return Err(invalid(problems.join("; ")));
-        }
-        let previous = self.running.take();
-        let previous_config = previous
-            .as_ref()
-            .map(|r| (r.version.clone(), r.config.clone()));
-        if let Some(previous) = previous {
-            previous.stop().await;
-        }
-        match start(version, &config_path, &config).await {
-            Ok(running) => {
-                self.running = Some(running);
-                Ok(())
-            }
-            Err(reason) => {
-                if let Some((old_version, old_path)) = previous_config {
-                    tracing::warn!(
-                        version = old_version,
-                        "fleet: starting the previous version again"
-                    );
-                    match self.load(&old_path) {
-                        Ok(old) => self.running = start(&old_version, &old_path, &old).await.ok(),
-                        Err(errors) => tracing::error!("{}", errors.report()),
-                    }
-                }
-                Err(invalid(reason))
+        let outcome = self.supervisor.replace(config).await;
+        match &outcome {
+            Ok(()) => self.running = Some(version.to_owned()),
+            Err(ReplaceError::Refused(_) | ReplaceError::RolledBack(_)) => {}
+            Err(ReplaceError::Failed(_) | ReplaceError::NeitherStarts { .. }) => {
+                self.running = None
             }
         }
+        outcome.map_err(|error| invalid(error.to_string()))
     }
 
     /// A version's config, with `${SLUICE_DEVICE_ID}` this device.
@@ -358,25 +331,6 @@ impl Agent {
     }
 }
 
-async fn start(version: &str, path: &Path, config: &Config) -> Result<Running, String> {
-    let pipeline = Pipeline::start(config)
-        .await
-        .map_err(|error| error.to_string())?;
-    let stop = pipeline.stopper();
-    let version_owned = version.to_owned();
-    let task = tokio::spawn(async move {
-        if let Err(error) = pipeline.wait().await {
-            tracing::error!(version = version_owned, "the pipeline failed: {error}");
-        }
-    });
-    Ok(Running {
-        version: version.to_owned(),
-        config: path.to_owned(),
-        stop,
-        task,
-    })
-}
-
 fn create_dir(dir: &Path) -> Result<(), AgentError> {
     std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
         what: format!("creating {}", dir.display()),
@@ -402,7 +356,5 @@ fn uses_fuel(config: &toml::Table) -> bool {
 
 /// Entries the device's uplinks hold, from its own metrics.
 fn buffered() -> u64 {
-    crate::pipeline::totals("sluice_uplink_buffered_entries")
-        .values()
-        .sum()
+    crate::counters::sum(crate::counters::UPLINK_BUFFERED_ENTRIES)
 }

@@ -1,5 +1,5 @@
 //! Serving tables: the latest event (or last N) per key, kept durably where
-//! applications read them over the host's API ([`crate::serve`]). A `serving` sink
+//! applications read them over the host's API ([`crate::api`]). A `serving` sink
 //! writes a table; the API reads every table the running pipeline has.
 //!
 //! Two backends: embedded (redb, one database file per table: crash-safe, a restart

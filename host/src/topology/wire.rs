@@ -29,7 +29,6 @@ pub(super) struct Wired {
     pub sources: Vec<(String, Box<dyn Source>, Outputs)>,
     pub transforms: Vec<(Box<dyn Transform>, Input, Outputs)>,
     pub sinks: Vec<WiredSink>,
-    pub api: Option<super::build::Api>,
 }
 
 pub(super) fn wire(config: &Config, built: Built) -> Wired {
@@ -43,7 +42,7 @@ pub(super) fn wire(config: &Config, built: Built) -> Wired {
     for name in readers {
         let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
         let stage = Arc::from(name.as_str());
-        inlets.insert(name.clone(), Inlet { stage, sender });
+        inlets.insert(name.clone(), Inlet::new(stage, sender));
         receivers.insert(name.clone(), receiver);
     }
 
@@ -112,6 +111,5 @@ pub(super) fn wire(config: &Config, built: Built) -> Wired {
         sources,
         transforms,
         sinks,
-        api: built.api,
     }
 }

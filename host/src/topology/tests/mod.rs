@@ -123,7 +123,7 @@ async fn fan_in_delivers_and_acknowledges_every_event_of_every_source() {
     let (a, feed_a) = topology.source("a");
     let (b, feed_b) = topology.source("b");
     let sink = topology.sink("out", &["a", "b"]);
-    let pipeline = Pipeline::start(&topology.config).await.unwrap();
+    let pipeline = Pipeline::start(&topology.config).unwrap();
     for n in 0..10 {
         feed_a.send(events(&format!("a{n}"), 10)).unwrap();
         feed_b.send(events(&format!("b{n}"), 10)).unwrap();
@@ -143,7 +143,7 @@ async fn fan_out_acknowledges_only_after_every_sink_has_the_event() {
     let fast = topology.sink("fast", &["in"]);
     let slow = topology.sink("slow", &["in"]);
     slow.set_open(false);
-    let pipeline = Pipeline::start(&topology.config).await.unwrap();
+    let pipeline = Pipeline::start(&topology.config).unwrap();
     feed.send(events("e", 50)).unwrap();
     until("the fast sink has every event", || fast.count() == 50).await;
     assert_eq!(slow.count(), 0);
@@ -169,7 +169,7 @@ async fn routes_and_dead_letters_reach_their_readers() {
     let alerts = topology.sink("alerts", &["sort.alerts"]);
     let normal = topology.sink("normal", &["sort"]);
     let rejects = topology.sink("rejects", &["sort.dead_letter"]);
-    let pipeline = Pipeline::start(&topology.config).await.unwrap();
+    let pipeline = Pipeline::start(&topology.config).unwrap();
     let mut batch = events("alert", 3);
     batch.extend(events("ok", 5));
     batch.extend(events("bad", 2));
@@ -201,7 +201,7 @@ async fn dead_letters_nobody_reads_go_to_the_fallback_sink_in_the_data_dir() {
     topology.sort("sort", &["in"]);
     let out = topology.sink("out", &["sort", "sort.alerts"]);
     let data_dir = topology.config.data_dir.clone();
-    let pipeline = Pipeline::start(&topology.config).await.unwrap();
+    let pipeline = Pipeline::start(&topology.config).unwrap();
     let mut batch = events("bad", 4);
     batch.extend(events("ok", 6));
     feed.send(batch).unwrap();
@@ -228,7 +228,7 @@ async fn a_stalled_sink_stops_the_source_at_the_channel_bound() {
     let (source, feed) = topology.source("in");
     let sink = topology.sink("out", &["in"]);
     sink.set_open(false);
-    let pipeline = Pipeline::start(&topology.config).await.unwrap();
+    let pipeline = Pipeline::start(&topology.config).unwrap();
     for n in 0..20 {
         feed.send(events(&format!("b{n}"), 1)).unwrap();
     }
@@ -260,7 +260,7 @@ async fn stopping_drains_everything_the_sources_took() {
     topology.sort("sort", &["in"]);
     let out = topology.sink("out", &["sort", "sort.alerts", "sort.dead_letter"]);
     out.set_open(false);
-    let pipeline = Pipeline::start(&topology.config).await.unwrap();
+    let pipeline = Pipeline::start(&topology.config).unwrap();
     for n in 0..50 {
         feed.send(events(&format!("ok{n}"), 10)).unwrap();
     }
@@ -315,7 +315,6 @@ async fn a_stage_that_cannot_be_built_starts_nothing() {
         .insert("http".to_owned(), stage("http", "http", &[], http));
 
     let error = Pipeline::start(&topology.config)
-        .await
         .err()
         .expect("the start fails");
     assert!(

@@ -4,23 +4,23 @@
 //! spawned: a config that cannot start starts nothing.
 
 mod build;
+mod check;
+mod progress;
 mod wire;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::StageError;
+use crate::component::BuildError;
 use crate::config::Config;
+use crate::pipeline::StageError;
 use crate::runtime::PluginError;
-use crate::stage::BuildError;
 use crate::state::StateError;
 
 pub use build::DEFAULT_DEAD_LETTER_SINK;
+pub use check::check_plugins;
 pub use wire::CHANNEL_BATCHES;
 
 /// How often the pipeline logs its progress.
@@ -36,22 +36,8 @@ pub enum StartError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[cfg(feature = "broker")]
-    #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
-    #[cfg(not(feature = "broker"))]
-    #[error(
-        "`[broker]`: this sluice is built without the embedded MQTT broker (cargo feature `broker`)"
-    )]
-    BrokerNotBuilt,
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, #[source] std::io::Error),
-    #[error("API on {0}: {1}")]
-    Api(SocketAddr, #[source] std::io::Error),
-    #[error(transparent)]
-    Fleet(#[from] crate::fleet::FleetError),
-    #[error("`[fleet]` is served on the API port: add `[api] listen = ...`")]
-    FleetWithoutApi,
 }
 
 /// A running pipeline.
@@ -59,42 +45,24 @@ pub struct Pipeline {
     stop: CancellationToken,
     abort: CancellationToken,
     tasks: JoinSet<Result<(), StageError>>,
-    /// Whether the HTTP API runs (it outlives the data path while draining).
-    has_api: bool,
-    /// The embedded broker lives as long as the pipeline: stopped once the stages
-    /// have drained, or when a pipeline that never ran is dropped.
-    #[cfg(feature = "broker")]
-    broker: Option<crate::broker::EmbeddedBroker>,
 }
 
 impl Pipeline {
-    pub async fn start(config: &Config) -> Result<Pipeline, StartError> {
+    /// Build, wire and spawn `config`'s stages. Its `[api]`, `[broker]` and `[fleet]`
+    /// are not a pipeline's: the supervisor runs them.
+    pub fn start(config: &Config) -> Result<Pipeline, StartError> {
         // Metric handles made before the recorder exists would record nothing.
-        crate::serve::prometheus();
+        crate::counters::recorder();
         let built = build::build(config)?;
-        // The embedded broker is infrastructure the stages connect to once they run.
-        #[cfg(feature = "broker")]
-        let broker = match &config.broker {
-            Some(broker) => Some(crate::broker::start(broker).await?),
-            None => None,
-        };
-        #[cfg(not(feature = "broker"))]
-        if config.broker.is_some() {
-            return Err(StartError::BrokerNotBuilt);
-        }
         let wired = wire::wire(config, built);
-        let pipeline = Pipeline::spawn(config, wired);
-        #[cfg(feature = "broker")]
-        let pipeline = Pipeline { broker, ..pipeline };
-        Ok(pipeline)
+        Ok(Pipeline::spawn(config, wired))
     }
 
     /// Step three: spawn every stage, sinks first so that nothing waits on a missing
-    /// reader, then the API and the progress log.
+    /// reader, then the progress log.
     fn spawn(config: &Config, wired: wire::Wired) -> Pipeline {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
-        let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         for (name, sink, input, dead_letters) in wired.sinks {
             tasks.spawn(crate::sinks::run(
@@ -111,16 +79,6 @@ impl Pipeline {
         for (_, source, outputs) in wired.sources {
             tasks.spawn(source.run(outputs, stop.clone()));
         }
-        let has_api = wired.api.is_some();
-        if let Some(api) = wired.api {
-            tracing::info!(address = ?api.listener.local_addr().ok(), fleet = api.fleet.is_some(), "API: /metrics, /health, /ready, /admin, /v1/tables");
-            let (ready, stop) = (ready.clone(), abort.clone());
-            tasks.spawn(async move {
-                crate::serve::serve(api.listener, ready, stop, api.fleet, api.overview)
-                    .await
-                    .map_err(|error| StageError::new("api", error))
-            });
-        }
         let sinks: Vec<String> = config.sinks.keys().cloned().collect();
         let sources: Vec<String> = config.sources.keys().cloned().collect();
         let progress_stop = abort.clone();
@@ -130,25 +88,17 @@ impl Pipeline {
             loop {
                 tokio::select! {
                     _ = progress_stop.cancelled() => return,
-                    _ = ticks.tick() => super::progress::report(&sources, &sinks),
+                    _ = ticks.tick() => progress::report(&sources, &sinks),
                 }
             }
         });
-        ready.store(true, Ordering::Release);
         tracing::info!(
             sources = config.sources.len(),
             transforms = config.transforms.len(),
             sinks = config.sinks.len(),
             "pipeline running"
         );
-        Pipeline {
-            stop,
-            abort,
-            tasks,
-            has_api,
-            #[cfg(feature = "broker")]
-            broker: None,
-        }
+        Pipeline { stop, abort, tasks }
     }
 
     /// A handle that stops the pipeline: sources stop taking events and everything in
@@ -171,7 +121,6 @@ impl Pipeline {
                         tokio::time::sleep(DRAIN_TIMEOUT).await;
                         abort.cancel();
                     });
-                    // The API lives until the data is drained; then nothing else is left.
                     continue;
                 }
             };
@@ -182,15 +131,9 @@ impl Pipeline {
                 first_error.get_or_insert(error);
                 self.stop.cancel();
             }
-            // Only the API task left: the data path is done.
-            if self.tasks.len() == 1 && self.has_api {
-                self.abort.cancel();
-            }
         }
-        #[cfg(feature = "broker")]
-        if let Some(broker) = self.broker.take() {
-            broker.stop().await;
-        }
+        // The progress log, and the drain timer if one runs.
+        self.abort.cancel();
         tracing::info!("pipeline stopped");
         first_error.map_or(Ok(()), Err)
     }

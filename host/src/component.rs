@@ -158,10 +158,10 @@ macro_rules! registry {
 
 
         /// Every kind of this family, as `type = "..."` selects it.
-        pub static KINDS: &[$crate::stage::Kind<dyn $family>] = &[
+        pub static KINDS: &[$crate::component::Kind<dyn $family>] = &[
             $(
                 $(#[$gate])*
-                $crate::stage::Kind {
+                $crate::component::Kind {
                     name: $name,
                     parse: |table| {
                         let config: $module::$config = ::serde::Deserialize::deserialize(table)?;

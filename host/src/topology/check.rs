@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
+use crate::component::BuildContext;
 use crate::config::Config;
 use crate::inference::Models;
 use crate::runtime::{Runtime, RuntimeOptions};
-use crate::stage::BuildContext;
 use crate::state::StateStore;
 
 /// Every problem found, one message each (naming the plugin and the stage).

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::StartError;
+use crate::component::{BuildContext, BuildError};
 use crate::config::{Config, DEAD_LETTER, PluginDef};
 use crate::inference::Models;
 use crate::runtime::{Plugin, Runtime, RuntimeOptions};
 use crate::sinks::file::FileSinkConfig;
 use crate::sinks::{Sink, SinkConfig};
 use crate::sources::Source;
-use crate::stage::{BuildContext, BuildError};
 use crate::state::StateStore;
 use crate::transforms::Transform;
 
@@ -24,30 +24,9 @@ pub(super) struct Built {
     pub transforms: Vec<(String, Box<dyn Transform>)>,
     /// The configured sinks, and the dead-letter fallback when some stage needs it.
     pub sinks: Vec<(String, Box<dyn Sink>)>,
-    pub api: Option<Api>,
-}
-
-/// The API's socket, and the fleet it serves when the config has one.
-pub(super) struct Api {
-    pub listener: tokio::net::TcpListener,
-    pub fleet: Option<Arc<crate::fleet::serve::FleetState>>,
-    pub overview: Arc<crate::serve::admin::Overview>,
 }
 
 pub(super) fn build(config: &Config) -> Result<Built, StartError> {
-    let base = config
-        .file
-        .parent()
-        .map(std::path::Path::to_owned)
-        .unwrap_or_default();
-    let fleet = match &config.fleet {
-        Some(_) if config.api.is_none() => return Err(StartError::FleetWithoutApi),
-        Some(fleet) => {
-            fleet.check(&base)?;
-            Some(crate::fleet::serve::FleetState::new(fleet.clone(), base))
-        }
-        None => None,
-    };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let state = StateStore::open(&config.data_dir.join("state.redb"))?;
@@ -101,24 +80,10 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
     for (name, stage) in &config.sources {
         sources.push((name.clone(), stage.config.build(&context(name))?));
     }
-    let api = match &config.api {
-        Some(api) => Some(Api {
-            listener: std::net::TcpListener::bind(api.listen)
-                .and_then(|listener| {
-                    listener.set_nonblocking(true)?;
-                    tokio::net::TcpListener::from_std(listener)
-                })
-                .map_err(|error| StartError::Api(api.listen, error))?,
-            overview: crate::serve::admin::Overview::new(config, fleet.clone()),
-            fleet,
-        }),
-        None => None,
-    };
     Ok(Built {
         sources,
         transforms,
         sinks,
-        api,
     })
 }
 

@@ -10,11 +10,11 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, DeadLetter, Outputs, SinkError, StageError};
 use crate::sinks::{Sink, SinkConfig};
 use crate::sources::{Source, SourceConfig};
-use crate::stage::{BuildContext, BuildError, Declaration};
 use crate::transforms::{Transform, TransformConfig};
 
 /// Counters a test reads while the pipeline runs.

@@ -25,7 +25,7 @@ pub struct Overview {
     stages: Vec<Stage>,
     plugins: Vec<Plugin>,
     models: Vec<Model>,
-    fleet: Option<Arc<crate::fleet::serve::FleetState>>,
+    fleet: Option<Arc<crate::fleet::routes::FleetState>>,
     sample: Mutex<Sample>,
 }
 
@@ -62,7 +62,7 @@ const MIN_SAMPLE_SECS: f64 = 0.5;
 impl Overview {
     pub fn new(
         config: &Config,
-        fleet: Option<Arc<crate::fleet::serve::FleetState>>,
+        fleet: Option<Arc<crate::fleet::routes::FleetState>>,
     ) -> Arc<Overview> {
         let stages = config
             .graph()
@@ -112,16 +112,10 @@ impl Overview {
     }
 
     fn snapshot(&self) -> serde_json::Value {
-        let totals = |metric| crate::pipeline::totals(metric);
-        let (taken, sent) = (
-            totals("sluice_events_in_total"),
-            totals("sluice_events_out_total"),
-        );
-        let (errors, dead) = (
-            totals("sluice_errors_total"),
-            totals("sluice_events_dead_lettered_total"),
-        );
-        let queued = totals("sluice_queue_depth");
+        use crate::counters::{DEAD_LETTERED, ERRORS, EVENTS_IN, EVENTS_OUT, QUEUE_DEPTH, totals};
+        let (taken, sent) = (totals(EVENTS_IN), totals(EVENTS_OUT));
+        let (errors, dead) = (totals(ERRORS), totals(DEAD_LETTERED));
+        let queued = totals(QUEUE_DEPTH);
         let count = |map: &BTreeMap<String, u64>, stage: &str| map.get(stage).copied().unwrap_or(0);
         let rates = {
             let mut sample = self.sample.lock().unwrap();

@@ -1,0 +1,7 @@
+//! Connections written once for every kind that uses them: an MQTT client's settings
+//! ([`mqtt`]), a Kafka client's ([`kafka`]).
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
