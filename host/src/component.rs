@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
-use crate::config::PluginDef;
 use crate::inference::Models;
-use crate::runtime::{InstancePool, Plugin, PluginError, Runtime, StageSpec, World};
+use crate::runtime::{
+    Grants, InstancePool, Limits, Plugin, PluginError, Runtime, StageSpec, World,
+};
 use crate::state::StateStore;
 
 /// Everything building one stage may use. Building has no side effects: nothing is
@@ -24,11 +25,18 @@ pub struct BuildContext<'a> {
     /// The stage being built.
     pub stage: &'a str,
     pub runtime: &'a Arc<Runtime>,
-    pub plugins: &'a HashMap<String, (Arc<Plugin>, PluginDef)>,
+    pub plugins: &'a HashMap<String, LoadedPlugin>,
     pub state: &'a Arc<StateStore>,
     /// Every configured model, loaded; a stage gets those its plugin is granted.
     pub models: &'a Models,
     pub data_dir: &'a Path,
+}
+
+/// A plugin ready for stages: its code and what its `[plugins.NAME]` table allows.
+pub struct LoadedPlugin {
+    pub plugin: Arc<Plugin>,
+    pub limits: Limits,
+    pub grants: Grants,
 }
 
 /// A stage that cannot be built; nothing of the pipeline starts.
@@ -78,21 +86,21 @@ impl BuildContext<'_> {
         size: usize,
     ) -> Result<Arc<InstancePool>, BuildError> {
         let stage = self.stage;
-        let (loaded, def) = self
+        let loaded = self
             .plugins
             .get(plugin)
             .ok_or_else(|| BuildError::stage(stage, format!("unknown plugin `{plugin}`")))?;
         let spec = StageSpec {
             stage: Arc::from(stage),
             config: config.to_string(),
-            limits: def.limits.clone(),
-            grants: def.grants.clone(),
+            limits: loaded.limits.clone(),
+            grants: loaded.grants.clone(),
             state: self.state.clone(),
-            models: self.models.grant(stage, &def.grants.models)?,
+            models: self.models.grant(stage, &loaded.grants.models)?,
         };
         Ok(Arc::new(InstancePool::new(
             self.runtime,
-            loaded.clone(),
+            loaded.plugin.clone(),
             world,
             spec,
             size,

@@ -25,7 +25,7 @@ pub struct Overview {
     stages: Vec<Stage>,
     plugins: Vec<Plugin>,
     models: Vec<Model>,
-    fleet: Option<Arc<crate::fleet::routes::FleetState>>,
+    fleet: Option<Arc<crate::fleet::registry::FleetState>>,
     sample: Mutex<Sample>,
 }
 
@@ -62,7 +62,7 @@ const MIN_SAMPLE_SECS: f64 = 0.5;
 impl Overview {
     pub fn new(
         config: &Config,
-        fleet: Option<Arc<crate::fleet::routes::FleetState>>,
+        fleet: Option<Arc<crate::fleet::registry::FleetState>>,
     ) -> Arc<Overview> {
         let stages = config
             .graph()

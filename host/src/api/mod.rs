@@ -82,7 +82,7 @@ impl ApiServer {
     pub fn set_routes(
         &self,
         overview: Arc<admin::Overview>,
-        fleet: Option<Arc<crate::fleet::routes::FleetState>>,
+        fleet: Option<Arc<crate::fleet::registry::FleetState>>,
     ) {
         let mut router = tables::routes().merge(admin::routes(overview));
         if let Some(fleet) = fleet {

@@ -19,8 +19,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
+use crate::connect::token::{self, BearerToken, Presented};
 use crate::tables::Table;
 
 const MAX_LIMIT: usize = 1000;
@@ -90,29 +90,21 @@ fn table(name: &str) -> Result<std::sync::Arc<Table>, Response> {
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no table `{name}`")))
 }
 
-/// Whether the request bears one of `tokens` (every one compared, in constant time).
+/// Whether the request bears one of `tokens`.
 fn allowed(name: &str, headers: &HeaderMap, tokens: &[String], what: &str) -> Result<(), Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
+    let Some(presented) = Presented::from_headers(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             format!("table `{name}` needs a {what} token"),
         ));
     };
-    let mut matched = false;
-    for candidate in tokens {
-        matched |= bool::from(candidate.as_bytes().ct_eq(token.as_bytes()));
-    }
-    if matched {
-        Ok(())
-    } else {
-        Err(error(
+    let expected: Vec<BearerToken> = tokens.iter().map(|token| BearerToken::new(token)).collect();
+    match token::find(&presented, expected.iter().map(|token| ((), token))) {
+        Some(()) => Ok(()),
+        None => Err(error(
             StatusCode::FORBIDDEN,
             format!("this token may not {what} table `{name}`"),
-        ))
+        )),
     }
 }
 

@@ -163,6 +163,14 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
 ];
 
 impl Config {
+    /// Whether a plugin sets a fuel limit: the runtime then meters fuel for all of them
+    /// (and the machine code is compiled for it).
+    pub fn meters_fuel(&self) -> bool {
+        self.plugins
+            .values()
+            .any(|plugin| plugin.limits.fuel.is_some())
+    }
+
     /// Read, interpolate and validate the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         Config::load_with(path, |name| std::env::var(name).ok())

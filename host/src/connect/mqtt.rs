@@ -1,4 +1,5 @@
-//! MQTT connection settings shared by the `mqtt` source and sink.
+//! MQTT connection settings, declared once for every client the host runs: the `mqtt`
+//! source and sink, the `uplink` sink, the fleet's heartbeat listener.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,47 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::BuildError;
 
-/// Where and how to connect; the fields of `[sources.X]` / `[sinks.X]` of type `mqtt`.
+/// Declares a config struct whose table holds the MQTT connection's keys (`url`,
+/// `client_id`, `username`, `password`, `ca_file`) beside its own, and its
+/// `endpoint(stage)`. A macro rather than `#[serde(flatten)]`, which serde cannot
+/// combine with `deny_unknown_fields`: a misspelt key must stay an error at its line.
+macro_rules! connection_config {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        $vis struct $name {
+            /// `mqtt://host:port` or `mqtts://host:port`.
+            pub url: String,
+            /// Defaults to `sluice-<stage>`; keep it stable so the broker finds the session.
+            #[serde(default)]
+            pub client_id: Option<String>,
+            #[serde(default)]
+            pub username: Option<String>,
+            #[serde(default)]
+            pub password: Option<String>,
+            /// PEM file of the CA that signed the broker's certificate (for `mqtts://`).
+            #[serde(default)]
+            pub ca_file: Option<std::path::PathBuf>,
+            $($fields)*
+        }
+
+        impl $name {
+            /// Where and how `stage` connects.
+            pub fn endpoint<'a>(&'a self, stage: &'a str) -> $crate::connect::mqtt::Endpoint<'a> {
+                $crate::connect::mqtt::Endpoint {
+                    stage,
+                    url: &self.url,
+                    client_id: self.client_id.as_deref(),
+                    username: self.username.as_deref(),
+                    password: self.password.as_deref(),
+                    ca_file: self.ca_file.as_ref(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use connection_config;
+
+/// Where and how to connect, as a [`connection_config`] struct declares it.
 pub struct Endpoint<'a> {
     /// The stage connecting: names errors and the default client id.
     pub stage: &'a str,

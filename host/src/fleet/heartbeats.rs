@@ -8,30 +8,14 @@
 use std::sync::Arc;
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::HeartbeatsConfig;
-use super::routes::FleetState;
+use super::registry::{FleetState, Heartbeat};
 
 /// A heartbeat larger than this is dropped unread.
 pub const MAX_HEARTBEAT_BYTES: usize = 4096;
-
-/// What a device's uplink reports, as kept by the central host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// When the central host received it (its own clock).
-    #[serde(default)]
-    pub received_ms: i64,
-    pub config_version: Option<String>,
-    pub buffered_entries: u64,
-    pub buffered_bytes: u64,
-    pub dropped: u64,
-    /// Plugin calls that failed on the device (`sluice_errors_total`).
-    #[serde(default)]
-    pub plugin_errors: u64,
-    pub uptime_secs: u64,
-}
 
 /// The device a heartbeat on `topic` is about, by `pattern`'s single-level wildcard.
 fn topic_device<'a>(pattern: &str, topic: &'a str) -> Option<&'a str> {
@@ -74,18 +58,18 @@ fn parse(pattern: &str, topic: &str, payload: &[u8]) -> Result<(String, Heartbea
     Ok((wire.device_id, wire.heartbeat))
 }
 
-/// Subscribe to the devices' heartbeats until `stop`, reconnecting as the MQTT stages do.
-pub async fn listen(fleet: Arc<FleetState>, config: HeartbeatsConfig, stop: CancellationToken) {
+/// Subscribe to the devices' heartbeats until `stop`, when the fleet config names their
+/// broker.
+pub fn spawn(fleet: &Arc<FleetState>, stop: CancellationToken) {
+    if let Some(config) = fleet.config.heartbeats.clone() {
+        tokio::spawn(listen(fleet.clone(), config, stop));
+    }
+}
+
+/// Subscribe until `stop`, reconnecting as the MQTT stages do.
+async fn listen(fleet: Arc<FleetState>, config: HeartbeatsConfig, stop: CancellationToken) {
     const STAGE: &str = "fleet-heartbeats";
-    let endpoint = crate::connect::mqtt::Endpoint {
-        stage: STAGE,
-        url: &config.url,
-        client_id: None,
-        username: None,
-        password: None,
-        ca_file: None,
-    };
-    let options = match endpoint.options() {
+    let options = match config.endpoint(STAGE).options() {
         Ok(options) => options,
         Err(error) => {
             tracing::error!("fleet heartbeats: {error}");

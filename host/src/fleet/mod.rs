@@ -11,8 +11,8 @@
 //! the plugins' bytes by address, and a version (a sha256 over the rewritten config),
 //! which is also written into the config's `uplink` sinks so that heartbeats report it.
 
-#[cfg(feature = "mqtt")]
 pub mod heartbeats;
+pub mod registry;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -38,14 +38,15 @@ pub struct FleetConfig {
     pub heartbeats: Option<HeartbeatsConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatsConfig {
-    /// `mqtt://host:port`.
-    pub url: String,
-    /// One `+` level names the device, as the uplinks' `heartbeat_topic`.
-    #[serde(default = "default_heartbeat_topic")]
-    pub topic: String,
+crate::connect::mqtt::connection_config! {
+    /// The broker the devices' uplinks publish heartbeats to.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HeartbeatsConfig {
+        /// One `+` level names the device, as the uplinks' `heartbeat_topic`.
+        #[serde(default = "default_heartbeat_topic")]
+        pub topic: String,
+    }
 }
 
 fn default_heartbeat_topic() -> String {
@@ -83,10 +84,6 @@ pub enum FleetError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "fleet: `heartbeats` needs MQTT, and this sluice is built without it (cargo feature `mqtt`)"
-    )]
-    HeartbeatsWithoutMqtt,
     #[error("fleet group `{group}`: {path} is not a valid config: {message}")]
     Invalid {
         group: String,
@@ -108,9 +105,6 @@ impl FleetConfig {
     /// Check that every device's group exists and every group's config builds into a
     /// bundle, so that a broken fleet section fails the central host's start.
     pub fn check(&self, base: &Path) -> Result<(), FleetError> {
-        if self.heartbeats.is_some() && !cfg!(feature = "mqtt") {
-            return Err(FleetError::HeartbeatsWithoutMqtt);
-        }
         for (device, config) in &self.devices {
             if !self.groups.contains_key(&config.group) {
                 return Err(FleetError::UnknownGroup {

@@ -11,9 +11,7 @@
 //! Devices authenticate with their bearer token, compared in constant time; a token
 //! reaches only its own group's config and plugins.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -21,107 +19,10 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
+use serde::Deserialize;
 
-use super::FleetConfig;
-
-/// The fleet as the API serves it.
-pub struct FleetState {
-    config: FleetConfig,
-    /// The central config's directory: group configs are relative to it.
-    base: PathBuf,
-    status: Mutex<BTreeMap<String, DeviceStatus>>,
-    /// Plugins compiled for devices, by (sha256, target, fuel).
-    #[cfg(feature = "cross-compile")]
-    precompiled: Mutex<BTreeMap<(String, String, bool), bytes::Bytes>>,
-}
-
-/// What the central host knows of a device, from its last poll.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DeviceStatus {
-    pub group: String,
-    pub last_seen_ms: Option<i64>,
-    /// The version the device runs.
-    pub applied: Option<String>,
-    /// The version it was last offered.
-    pub offered: Option<String>,
-    pub buffered_entries: Option<u64>,
-    /// Why the device refused the offered version, if it did.
-    pub error: Option<String>,
-    /// The last heartbeat its uplink sent over MQTT (with `[fleet.heartbeats]`).
-    #[cfg(feature = "mqtt")]
-    pub heartbeat: Option<super::heartbeats::Heartbeat>,
-}
-
-impl FleetState {
-    pub fn new(config: FleetConfig, base: PathBuf) -> Arc<FleetState> {
-        let status = config
-            .devices
-            .iter()
-            .map(|(id, device)| {
-                let status = DeviceStatus {
-                    group: device.group.clone(),
-                    ..DeviceStatus::default()
-                };
-                (id.clone(), status)
-            })
-            .collect();
-        Arc::new(FleetState {
-            config,
-            base,
-            status: Mutex::new(status),
-            #[cfg(feature = "cross-compile")]
-            precompiled: Mutex::default(),
-        })
-    }
-
-    /// What the central host knows of every device.
-    pub fn devices(&self) -> BTreeMap<String, DeviceStatus> {
-        self.status.lock().unwrap().clone()
-    }
-
-    /// Keep `heartbeat` as `device`'s last; false for a device the fleet does not know.
-    #[cfg(feature = "mqtt")]
-    pub fn record_heartbeat(&self, device: &str, heartbeat: super::heartbeats::Heartbeat) -> bool {
-        match self.status.lock().unwrap().get_mut(device) {
-            Some(status) => {
-                status.heartbeat = Some(heartbeat);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Subscribe to the devices' heartbeats, when the fleet config names their broker.
-    #[cfg(feature = "mqtt")]
-    pub fn listen_heartbeats(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        if let Some(config) = self.config.heartbeats.clone() {
-            tokio::spawn(super::heartbeats::listen(self.clone(), config, stop));
-        }
-    }
-
-    /// The device whose token the request bears.
-    fn device(&self, headers: &HeaderMap) -> Option<String> {
-        let token = bearer(headers)?;
-        let mut found = None;
-        // Every token is compared, so that timing does not tell how far a guess got.
-        for (id, device) in &self.config.devices {
-            if bool::from(device.token.as_bytes().ct_eq(token.as_bytes())) {
-                found = Some(id.clone());
-            }
-        }
-        found
-    }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
+use super::registry::FleetState;
+use crate::connect::token::{BearerToken, Presented};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
@@ -248,29 +149,32 @@ impl FleetState {
         query: PrecompileQuery,
     ) -> Result<bytes::Bytes, Response> {
         let key = (sha256, query.target, query.fuel);
-        if let Some(done) = self.precompiled.lock().unwrap().get(&key) {
-            return Ok(done.clone());
-        }
-        let (target, fuel) = (key.1.clone(), key.2);
-        let compiled = tokio::task::spawn_blocking(move || {
-            crate::runtime::precompiled::precompile(&wasm, &target, fuel)
-        })
-        .await
-        .map_err(|panic| error(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()))?
-        .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why))?;
-        tracing::info!(
-            plugin = key.0,
-            target = key.1,
-            fuel = key.2,
-            bytes = compiled.len(),
-            "fleet: precompiled a plugin for devices"
-        );
-        let compiled = bytes::Bytes::from(compiled);
-        self.precompiled
+        let cell = self
+            .precompiled
             .lock()
             .unwrap()
-            .insert(key, compiled.clone());
-        Ok(compiled)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            let (target, fuel) = (key.1.clone(), key.2);
+            let compiled = tokio::task::spawn_blocking(move || {
+                crate::runtime::precompiled::precompile(&wasm, &target, fuel)
+            })
+            .await
+            .map_err(|panic| error(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()))?
+            .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+            tracing::info!(
+                plugin = key.0,
+                target = key.1,
+                fuel = key.2,
+                bytes = compiled.len(),
+                "fleet: precompiled a plugin for devices"
+            );
+            Ok(bytes::Bytes::from(compiled))
+        })
+        .await
+        .cloned()
     }
 
     #[cfg(not(feature = "cross-compile"))]
@@ -293,8 +197,8 @@ impl FleetState {
 
 async fn devices(State(fleet): State<Arc<FleetState>>, headers: HeaderMap) -> Response {
     if let Some(admin) = &fleet.config.admin_token {
-        let allowed = bearer(&headers)
-            .is_some_and(|token| bool::from(admin.as_bytes().ct_eq(token.as_bytes())));
+        let admin = BearerToken::new(admin);
+        let allowed = Presented::from_headers(&headers).is_some_and(|token| admin.matches(&token));
         if !allowed {
             return error(
                 StatusCode::UNAUTHORIZED,

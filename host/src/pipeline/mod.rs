@@ -1,13 +1,16 @@
 //! The data plane's primitives: batches on bounded channels, acknowledgements flowing
-//! back to sources, a stage's outputs and dead letters, its metrics and its errors.
+//! back to sources, how sources gather batches, a stage's outputs and dead letters, its
+//! metrics and its errors.
 
 mod ack;
 mod batch;
+mod batcher;
 mod metrics;
 mod outputs;
 
 pub use ack::Ack;
 pub use batch::Batch;
+pub use batcher::{BatchLimits, Batcher};
 pub use metrics::StageMetrics;
 pub use outputs::{Closed, DeadLetter, Inlet, Outputs};
 

@@ -226,9 +226,8 @@ impl Supervisor {
         let serving = CancellationToken::new();
         let fleet = config.fleet.as_ref().map(|fleet| {
             let fleet =
-                crate::fleet::routes::FleetState::new(fleet.clone(), base_dir(config).to_owned());
-            #[cfg(feature = "mqtt")]
-            fleet.listen_heartbeats(serving.clone());
+                crate::fleet::registry::FleetState::new(fleet.clone(), base_dir(config).to_owned());
+            crate::fleet::heartbeats::spawn(&fleet, serving.clone());
             fleet
         });
         if let Some(api) = &self.api {

@@ -1,14 +1,10 @@
 //! Step one of a start: load every plugin and build every stage. Nothing is spawned or
 //! connected here, so a stage that cannot be built leaves nothing behind.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use super::StartError;
+use super::{StartError, prepare};
 use crate::component::{BuildContext, BuildError};
-use crate::config::{Config, DEAD_LETTER, PluginDef};
+use crate::config::{Config, DEAD_LETTER};
 use crate::inference::Models;
-use crate::runtime::{Plugin, Runtime, RuntimeOptions};
 use crate::sinks::file::FileSinkConfig;
 use crate::sinks::{Sink, SinkConfig};
 use crate::sources::Source;
@@ -30,23 +26,10 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let state = StateStore::open(&config.data_dir.join("state.redb"))?;
-    let fuel = config
-        .plugins
-        .values()
-        .any(|plugin| plugin.limits.fuel.is_some());
-    let runtime = Runtime::new(RuntimeOptions {
-        fuel,
-        ..RuntimeOptions::with_default_cache()
-    })?;
-    let mut plugins: HashMap<String, (Arc<Plugin>, PluginDef)> = HashMap::new();
-    for (name, def) in &config.plugins {
-        let loaded = runtime.load_with(
-            name,
-            &def.path,
-            def.sha256.as_deref(),
-            def.precompiled.as_deref(),
-        )?;
-        plugins.insert(name.clone(), (loaded, def.clone()));
+    let runtime = prepare::runtime(config)?;
+    let (plugins, failures) = prepare::load_plugins(&runtime, config);
+    if let Some(failure) = failures.into_iter().next() {
+        return Err(failure.into());
     }
     let models = Models::load(&config.models, &config.inference).map_err(BuildError::Model)?;
     let context = |stage| BuildContext {

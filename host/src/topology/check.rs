@@ -2,42 +2,20 @@
 //! every plugin stage with its config (running `init`) — what a start would do first —
 //! without running anything.
 
-use std::collections::HashMap;
-
+use super::prepare;
 use crate::component::BuildContext;
 use crate::config::Config;
 use crate::inference::Models;
-use crate::runtime::{Runtime, RuntimeOptions};
 use crate::state::StateStore;
 
 /// Every problem found, one message each (naming the plugin and the stage).
 pub fn check_plugins(config: &Config) -> Vec<String> {
-    let fuel = config
-        .plugins
-        .values()
-        .any(|plugin| plugin.limits.fuel.is_some());
-    let runtime = match Runtime::new(RuntimeOptions {
-        fuel,
-        ..RuntimeOptions::with_default_cache()
-    }) {
+    let runtime = match prepare::runtime(config) {
         Ok(runtime) => runtime,
         Err(error) => return vec![error.to_string()],
     };
-    let mut problems = Vec::new();
-    let mut plugins = HashMap::new();
-    for (name, def) in &config.plugins {
-        match runtime.load_with(
-            name,
-            &def.path,
-            def.sha256.as_deref(),
-            def.precompiled.as_deref(),
-        ) {
-            Ok(loaded) => {
-                plugins.insert(name.clone(), (loaded, def.clone()));
-            }
-            Err(error) => problems.push(error.to_string()),
-        }
-    }
+    let (plugins, failures) = prepare::load_plugins(&runtime, config);
+    let mut problems: Vec<String> = failures.iter().map(ToString::to_string).collect();
     let state = StateStore::in_memory();
     let models = match Models::load(&config.models, &config.inference) {
         Ok(models) => models,

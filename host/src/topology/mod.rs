@@ -5,6 +5,7 @@
 
 mod build;
 mod check;
+mod prepare;
 mod progress;
 mod wire;
 

@@ -3,7 +3,6 @@
 //! is acknowledged upstream only when the broker's PUBACK for it arrives.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,28 +13,21 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::template::Template;
-use crate::connect::mqtt::{Backoff, Endpoint};
+use crate::connect::mqtt::Backoff;
 use crate::pipeline::{Ack, Batch, SinkError};
 use crate::component::{BuildContext, BuildError};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSinkConfig {
-    pub url: String,
-    /// Topic template; `{field}` is replaced by that (dotted) field of the JSON payload.
-    pub topic: String,
-    #[serde(default = "default_qos")]
-    pub qos: u8,
-    #[serde(default)]
-    pub retain: bool,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+crate::connect::mqtt::connection_config! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct MqttSinkConfig {
+        /// Topic template; `{field}` is replaced by that (dotted) field of the JSON payload.
+        pub topic: String,
+        #[serde(default = "default_qos")]
+        pub qos: u8,
+        #[serde(default)]
+        pub retain: bool,
+    }
 }
 
 fn default_qos() -> u8 {
@@ -48,14 +40,7 @@ impl super::SinkConfig for MqttSinkConfig {
         let qos = crate::connect::mqtt::qos(name, self.qos)?;
         let template =
             topic_template(&self.topic).map_err(|error| BuildError::stage(name, error))?;
-        let endpoint = Endpoint {
-            stage: name,
-            url: &self.url,
-            client_id: self.client_id.as_deref(),
-            username: self.username.as_deref(),
-            password: self.password.as_deref(),
-            ca_file: self.ca_file.as_ref(),
-        };
+        let endpoint = self.endpoint(name);
         let mut options = endpoint.options()?;
         options.set_clean_session(false);
         let (client, eventloop) = AsyncClient::new(options, 10_000);

@@ -23,37 +23,29 @@ use crate::pipeline::{Batch, DeadLetter, SinkError};
 use crate::component::{BuildContext, BuildError, Declaration};
 use crate::template::Template;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UplinkSinkConfig {
-    /// The central broker: `mqtt://host:port` or `mqtts://...`.
-    pub url: String,
-    /// Topic template over the event's payload fields (`sensors/{device_id}/telemetry`).
-    pub topic: String,
-    /// This device, in heartbeats and the default client id.
-    pub device_id: String,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub buffer: BufferConfig,
-    /// Where heartbeats go; `{device_id}` is this device.
-    #[serde(default = "default_heartbeat_topic")]
-    pub heartbeat_topic: String,
-    #[serde(
-        rename = "heartbeat_secs",
-        default = "default_heartbeat",
-        with = "serde_with::As::<serde_with::DurationSeconds<u64>>"
-    )]
-    pub heartbeat: Duration,
-    /// Reported in heartbeats: which config the device runs.
-    #[serde(default)]
-    pub config_version: Option<String>,
+crate::connect::mqtt::connection_config! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct UplinkSinkConfig {
+        /// Topic template over the event's payload fields (`sensors/{device_id}/telemetry`).
+        pub topic: String,
+        /// This device, in heartbeats and the default client id.
+        pub device_id: String,
+        #[serde(default)]
+        pub buffer: BufferConfig,
+        /// Where heartbeats go; `{device_id}` is this device.
+        #[serde(default = "default_heartbeat_topic")]
+        pub heartbeat_topic: String,
+        #[serde(
+            rename = "heartbeat_secs",
+            default = "default_heartbeat",
+            with = "serde_with::As::<serde_with::DurationSeconds<u64>>"
+        )]
+        pub heartbeat: Duration,
+        /// Reported in heartbeats: which config the device runs.
+        #[serde(default)]
+        pub config_version: Option<String>,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,12 +114,8 @@ impl super::SinkConfig for UplinkSinkConfig {
             .clone()
             .unwrap_or_else(|| format!("sluice-uplink-{}", self.device_id));
         let endpoint = Endpoint {
-            stage,
-            url: &self.url,
             client_id: Some(&client_id),
-            username: self.username.as_deref(),
-            password: self.password.as_deref(),
-            ca_file: self.ca_file.as_ref(),
+            ..self.endpoint(stage)
         };
         let options = endpoint.options()?;
         let dir = context.data_path(&self.buffer.path);

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use offsets::{Offsets, PartitionKey};
 
 use crate::event::Event;
-use crate::pipeline::{Ack, Batch, Outputs, StageError};
+use crate::pipeline::{Ack, Batch, BatchLimits, Batcher, Outputs, StageError};
 use crate::component::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
@@ -132,8 +132,7 @@ impl super::SourceConfig for KafkaSourceConfig {
             consumer: Arc::new(consumer),
             offsets,
             topics: self.topics.clone(),
-            batch_size: self.batch_size.max(1),
-            batch_timeout: self.batch_timeout,
+            limits: BatchLimits::new(self.batch_size, self.batch_timeout),
             commit_interval: self.commit_interval,
         }))
     }
@@ -222,8 +221,7 @@ pub struct KafkaSource {
     consumer: Arc<StreamConsumer<GroupContext>>,
     offsets: Arc<Offsets>,
     topics: Vec<String>,
-    batch_size: usize,
-    batch_timeout: Duration,
+    limits: BatchLimits,
     commit_interval: Duration,
 }
 
@@ -249,29 +247,25 @@ impl super::Source for KafkaSource {
             }
             tracing::info!(stage = &*stage, topics = ?self.topics, "subscribed");
             let mut origins: HashMap<String, Arc<str>> = HashMap::new();
-            let mut pending: Vec<Read> = Vec::with_capacity(self.batch_size);
+            let mut batcher = Batcher::<Vec<Read>>::new(self.limits);
             let mut commits = tokio::time::interval(self.commit_interval);
             commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut flush_at = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = commits.tick() => {
                         commit(&stage, &*self.consumer, self.offsets.take_commits(|_| true), CommitMode::Async);
                     }
-                    _ = tokio::time::sleep_until(flush_at), if !pending.is_empty() => {
-                        self.flush(&mut pending, &outputs).await?;
+                    _ = batcher.due() => {
+                        self.flush(batcher.take(), &outputs).await?;
                     }
                     message = self.consumer.recv() => match message {
                         Ok(message) => {
-                            if pending.is_empty() {
-                                flush_at = tokio::time::Instant::now() + self.batch_timeout;
-                            }
                             if let Some(read) = self.read(&message, &mut origins) {
-                                pending.push(read);
+                                batcher.add().push(read);
                             }
-                            if pending.len() >= self.batch_size {
-                                self.flush(&mut pending, &outputs).await?;
+                            if batcher.full() {
+                                self.flush(batcher.take(), &outputs).await?;
                             }
                         }
                         Err(error) => {
@@ -282,7 +276,7 @@ impl super::Source for KafkaSource {
                     },
                 }
             }
-            self.flush(&mut pending, &outputs).await?;
+            self.flush(batcher.take(), &outputs).await?;
             drop(outputs);
             self.finish().await;
             Ok(())
@@ -334,12 +328,12 @@ impl KafkaSource {
     }
 
     /// Send what was read; events of partitions revoked since are left to their new owner.
-    async fn flush(&self, pending: &mut Vec<Read>, outputs: &Outputs) -> Result<(), StageError> {
+    async fn flush(&self, pending: Vec<Read>, outputs: &Outputs) -> Result<(), StageError> {
         if pending.is_empty() {
             return Ok(());
         }
         let mut batch = Batch::with_capacity(pending.len());
-        for read in pending.drain(..) {
+        for read in pending {
             if !self.offsets.track(&read.key, read.generation, read.offset) {
                 continue;
             }

@@ -6,7 +6,6 @@
 mod acks;
 mod poll;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,41 +19,32 @@ use tokio_util::sync::CancellationToken;
 use self::acks::Acks;
 use self::poll::{Received, Subscription};
 use crate::event::{Event, now_ms};
-use crate::connect::mqtt::Endpoint;
-use crate::pipeline::{Ack, Batch, Outputs, StageError};
+use crate::pipeline::{Ack, Batch, BatchLimits, Batcher, Outputs, StageError};
 use crate::component::{BuildContext, BuildError};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSourceConfig {
-    pub url: String,
-    /// Topic filters, wildcards allowed (`sensors/+/telemetry`, `plant/#`).
-    pub topics: Vec<String>,
-    /// Join a shared subscription (`$share/GROUP/filter`): the broker splits the stream
-    /// between every host of the group, so several central hosts share one load.
-    #[serde(default)]
-    pub shared_group: Option<String>,
-    /// Defaults to `sluice-<stage>`; keep it stable so the broker finds the session.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default = "default_qos")]
-    pub qos: u8,
-    #[serde(default)]
-    pub clean_session: bool,
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    #[serde(
-        rename = "batch_timeout_ms",
-        default = "default_batch_timeout",
-        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
-    )]
-    pub batch_timeout: Duration,
+crate::connect::mqtt::connection_config! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct MqttSourceConfig {
+        /// Topic filters, wildcards allowed (`sensors/+/telemetry`, `plant/#`).
+        pub topics: Vec<String>,
+        /// Join a shared subscription (`$share/GROUP/filter`): the broker splits the stream
+        /// between every host of the group, so several central hosts share one load.
+        #[serde(default)]
+        pub shared_group: Option<String>,
+        #[serde(default = "default_qos")]
+        pub qos: u8,
+        #[serde(default)]
+        pub clean_session: bool,
+        #[serde(default = "default_batch_size")]
+        pub batch_size: usize,
+        #[serde(
+            rename = "batch_timeout_ms",
+            default = "default_batch_timeout",
+            with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+        )]
+        pub batch_timeout: Duration,
+    }
 }
 
 fn default_qos() -> u8 {
@@ -96,14 +86,7 @@ impl super::SourceConfig for MqttSourceConfig {
                     .collect()
             }
         };
-        let endpoint = Endpoint {
-            stage: name,
-            url: &self.url,
-            client_id: self.client_id.as_deref(),
-            username: self.username.as_deref(),
-            password: self.password.as_deref(),
-            ca_file: self.ca_file.as_ref(),
-        };
+        let endpoint = self.endpoint(name);
         let mut options = endpoint.options()?;
         options.set_clean_session(self.clean_session);
         options.set_manual_acks(true);
@@ -112,8 +95,7 @@ impl super::SourceConfig for MqttSourceConfig {
             options,
             topics,
             qos,
-            batch_size: self.batch_size.max(1),
-            batch_timeout: self.batch_timeout.max(Duration::from_millis(1)),
+            limits: BatchLimits::new(self.batch_size, self.batch_timeout),
         }))
     }
 }
@@ -123,8 +105,7 @@ pub struct MqttSource {
     options: rumqttc::MqttOptions,
     topics: Vec<String>,
     qos: QoS,
-    batch_size: usize,
-    batch_timeout: Duration,
+    limits: BatchLimits,
 }
 
 impl super::Source for MqttSource {
@@ -140,7 +121,7 @@ impl super::Source for MqttSource {
             // pushes back, so it runs apart and hands messages over. The hand-over is
             // bounded by the broker's in-flight window: unacknowledged QoS 1 messages
             // are all the broker sends ahead.
-            let (messages, mut incoming) = mpsc::channel::<Received>(self.batch_size * 4);
+            let (messages, mut incoming) = mpsc::channel::<Received>(self.limits.size() * 4);
             let acks = Arc::new(Acks::default());
             let disconnected = CancellationToken::new();
             let mut poller = tokio::spawn(poll::poll(
@@ -171,22 +152,18 @@ impl super::Source for MqttSource {
             // Messages of a stage mostly come from a few topics: share the origin of
             // the previous one when the topic repeats rather than allocate one each.
             let mut origin: Arc<str> = Arc::from("");
-            let mut batch = Batch::with_capacity(self.batch_size);
-            let mut deadline = tokio::time::Instant::now() + self.batch_timeout;
+            let mut batcher = Batcher::<Batch>::new(self.limits);
             loop {
                 let next = tokio::select! {
                     message = incoming.recv() => message,
-                    _ = tokio::time::sleep_until(deadline), if !batch.is_empty() => {
-                        flush(&outputs, &mut batch, &self.stage).await?;
+                    _ = batcher.due() => {
+                        flush(&outputs, batcher.take(), &self.stage).await?;
                         continue;
                     }
                 };
                 let Some(Received { publish, ticket }) = next else {
                     break;
                 };
-                if batch.is_empty() {
-                    deadline = tokio::time::Instant::now() + self.batch_timeout;
-                }
                 let ack = match ticket {
                     None => Ack::none(),
                     Some(ticket) => {
@@ -204,12 +181,12 @@ impl super::Source for MqttSource {
                     timestamp_ms: now_ms(),
                     origin: origin.clone(),
                 };
-                batch.push(event, ack);
-                if batch.len() >= self.batch_size {
-                    flush(&outputs, &mut batch, &self.stage).await?;
+                batcher.add().push(event, ack);
+                if batcher.full() {
+                    flush(&outputs, batcher.take(), &self.stage).await?;
                 }
             }
-            flush(&outputs, &mut batch, &self.stage).await?;
+            flush(&outputs, batcher.take(), &self.stage).await?;
             drop(outputs);
             // Keep the connection while downstream finishes and every PUBACK is handed
             // to the client; what is not done by then is redelivered.
@@ -243,14 +220,13 @@ impl super::Source for MqttSource {
     }
 }
 
-async fn flush(outputs: &Outputs, batch: &mut Batch, stage: &str) -> Result<(), StageError> {
+async fn flush(outputs: &Outputs, batch: Batch, stage: &str) -> Result<(), StageError> {
     if batch.is_empty() {
         return Ok(());
     }
-    let full = std::mem::take(batch);
-    outputs.metrics().events_in.increment(full.len() as u64);
+    outputs.metrics().events_in.increment(batch.len() as u64);
     outputs
-        .send(full)
+        .send(batch)
         .await
         .map_err(|error| StageError::new(stage, error))
 }

@@ -1,0 +1,96 @@
+//! Bearer tokens, checked one way for every listener that takes them: HTTP ingest,
+//! tables, the fleet's device and admin routes.
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// An expected token, kept as its SHA-256 so that checking a presented one takes the
+/// same time whatever it is: comparing digests in constant time leaks neither how many
+/// leading bytes matched nor the token's length.
+#[derive(Clone)]
+pub struct BearerToken([u8; 32]);
+
+impl BearerToken {
+    pub fn new(token: &str) -> BearerToken {
+        BearerToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `presented` (the token of an `Authorization: Bearer` header) is this one.
+    pub fn matches(&self, presented: &Presented) -> bool {
+        bool::from(presented.0.ct_eq(&self.0))
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
+}
+
+/// The digest of the token a request presents, computed once for comparing it with
+/// several expected ones.
+pub struct Presented([u8; 32]);
+
+impl Presented {
+    /// The `Authorization: Bearer <token>` of `headers`, or `None` without one.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Presented> {
+        let token = headers
+            .get(header::AUTHORIZATION)?
+            .as_bytes()
+            .strip_prefix(b"Bearer ")?;
+        Some(Presented(Sha256::digest(token).into()))
+    }
+}
+
+/// Which of `tokens` the request bears: every one is compared, so that the time taken
+/// tells neither which one matched nor how far a guess got.
+pub fn find<'a, K>(
+    presented: &Presented,
+    tokens: impl IntoIterator<Item = (K, &'a BearerToken)>,
+) -> Option<K> {
+    let mut found = None;
+    for (key, token) in tokens {
+        if token.matches(presented) {
+            found = Some(key);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn presented(value: &str) -> Option<Presented> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        Presented::from_headers(&headers)
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_matches() {
+        let token = BearerToken::new("s3cret");
+        let admits = |value: &str| presented(value).is_some_and(|p| token.matches(&p));
+        assert!(admits("Bearer s3cret"));
+        assert!(!admits("Bearer s3cre"));
+        assert!(!admits("Bearer s3cret2"));
+        assert!(!admits("Bearer S3CRET"));
+        assert!(!admits("Bearer "));
+        assert!(!admits("Basic s3cret"));
+        assert!(!admits("s3cret"));
+        assert!(Presented::from_headers(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn find_names_the_matching_token_among_several() {
+        let tokens = [
+            ("a", BearerToken::new("one")),
+            ("b", BearerToken::new("two")),
+        ];
+        let pairs = || tokens.iter().map(|(key, token)| (*key, token));
+        assert_eq!(find(&presented("Bearer two").unwrap(), pairs()), Some("b"));
+        assert_eq!(find(&presented("Bearer three").unwrap(), pairs()), None);
+    }
+}
