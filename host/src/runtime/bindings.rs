@@ -13,55 +13,43 @@ pub mod processor {
     });
 }
 
+/// Bindings of a world whose imports are the processor's (and `$extra` more): they
+/// reuse the processor's types, so that one host implementation of each capability
+/// serves every world. A new capability's interface is one more line here.
+macro_rules! reusing_processor {
+    ($world:tt $(, $($extra:tt)*)?) => {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: $world,
+            imports: { default: trappable },
+            with: {
+                "sluice:plugin/types": super::processor::sluice::plugin::types,
+                "sluice:plugin/log": super::processor::sluice::plugin::log,
+                "sluice:plugin/metrics": super::processor::sluice::plugin::metrics,
+                "sluice:plugin/state": super::processor::sluice::plugin::state,
+                "sluice:plugin/limits": super::processor::sluice::plugin::limits,
+                $($($extra)*)?
+            },
+        });
+    };
+}
+
 pub mod collector {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "collector",
-        imports: { default: trappable },
-        with: {
-            "sluice:plugin/types": super::processor::sluice::plugin::types,
-            "sluice:plugin/log": super::processor::sluice::plugin::log,
-            "sluice:plugin/metrics": super::processor::sluice::plugin::metrics,
-            "sluice:plugin/state": super::processor::sluice::plugin::state,
-            "sluice:plugin/limits": super::processor::sluice::plugin::limits,
-        },
-    });
+    reusing_processor!("collector");
 }
 
-/// The `timed-processor` world is `processor` plus the `tick` export; its interfaces
-/// are the processor's.
+/// The `timed-processor` world is `processor` plus the `tick` export.
 pub mod timed {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "timed-processor",
-        imports: { default: trappable },
-        with: {
-            "sluice:plugin/types": super::processor::sluice::plugin::types,
-            "sluice:plugin/log": super::processor::sluice::plugin::log,
-            "sluice:plugin/metrics": super::processor::sluice::plugin::metrics,
-            "sluice:plugin/state": super::processor::sluice::plugin::state,
-            "sluice:plugin/limits": super::processor::sluice::plugin::limits,
-        },
-    });
+    reusing_processor!("timed-processor");
 }
 
-/// The `scorer` world is `processor` plus `inference`; only the `inference` interface is
-/// new, so everything else reuses the processor's bindings. Its components are linked
-/// as processors (the exports are the same).
+/// The `scorer` world is `processor` plus `inference`; its components are linked as
+/// processors (the exports are the same).
 pub mod scorer {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "scorer",
-        imports: { default: trappable },
-        with: {
-            "sluice:plugin/types": super::processor::sluice::plugin::types,
-            "sluice:plugin/log": super::processor::sluice::plugin::log,
-            "sluice:plugin/metrics": super::processor::sluice::plugin::metrics,
-            "sluice:plugin/state": super::processor::sluice::plugin::state,
-            "sluice:plugin/limits": super::processor::sluice::plugin::limits,
-            "sluice:plugin/inference.model": crate::runtime::capabilities::inference::ModelHandle,
-        },
-    });
+    reusing_processor!(
+        "scorer",
+        "sluice:plugin/inference.model": crate::runtime::capabilities::inference::ModelHandle,
+    );
 }
 
 pub use processor::sluice::plugin::types as wit;

@@ -1,7 +1,7 @@
 //! The one wasmtime engine of a host, its linkers, and the clock that drives deadlines.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -14,7 +14,6 @@ use wasmtime::{Config, Engine};
 use super::cache::ComponentCache;
 use super::capabilities::{self, Capability};
 use super::error::PluginError;
-use super::plugin::Plugin;
 use super::store::StoreData;
 
 /// Deadlines are counted in ticks of this epoch clock.
@@ -74,30 +73,6 @@ impl Runtime {
             fuel: options.fuel,
             ticker,
         }))
-    }
-
-    /// Load, verify and link a plugin. `pin` is the expected sha256, if the config sets one.
-    pub fn load(
-        &self,
-        name: &str,
-        path: &Path,
-        pin: Option<&str>,
-    ) -> Result<Arc<Plugin>, PluginError> {
-        self.load_with(name, path, pin, None)
-    }
-
-    /// [`Runtime::load`], with `precompiled`: the plugin compiled ahead of time for this
-    /// machine (`runtime::precompiled`), what a build without a compiler runs.
-    pub fn load_with(
-        &self,
-        name: &str,
-        path: &Path,
-        pin: Option<&str>,
-        precompiled: Option<&Path>,
-    ) -> Result<Arc<Plugin>, PluginError> {
-        let plugin = Plugin::load(self, name, path, pin, precompiled)?;
-        tracing::debug!(plugin = name, path = %path.display(), cached = plugin.cached, "plugin loaded");
-        Ok(Arc::new(plugin))
     }
 
     /// A linker with WASI and the `granted` capabilities.

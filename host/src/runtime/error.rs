@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::capabilities::Capability;
-use super::plugin::World;
+use super::world::World;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

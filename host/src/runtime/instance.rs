@@ -2,8 +2,6 @@
 //! runs under a deadline; a call that traps poisons the instance (wasmtime cannot
 //! re-enter an instance after a trap) and the pool replaces it.
 
-use std::sync::Arc;
-
 use wasmtime::{Store, Trap};
 
 use super::bindings::collector::{Collector, CollectorPre};
@@ -14,27 +12,14 @@ use super::capabilities::{StageShared, check_imports};
 use super::codec::{Processed, check_size, decode_output, encode_batch};
 use super::engine::Runtime;
 use super::error::{CallFailure, LimitExceeded, PluginError, Refused};
-use super::grants::Grants;
 use super::limits::{Limits, MemoryLimitExceeded};
-use super::plugin::{Plugin, World};
+use super::plugin::Plugin;
+use super::spec::StageSpec;
 use super::stderr::StderrTail;
 use super::store::StoreData;
+use super::world::World;
 use crate::event::Event;
-use crate::inference::StageModels;
-use crate::state::{StateError, StateStore};
-
-/// Everything a stage decides about its plugin instances.
-#[derive(Clone)]
-pub struct StageSpec {
-    pub stage: Arc<str>,
-    /// The plugin's config, a JSON object.
-    pub config: String,
-    pub limits: Limits,
-    pub grants: Grants,
-    pub state: Arc<StateStore>,
-    /// The models the stage is granted (`grants.models`), loaded.
-    pub models: StageModels,
-}
+use crate::state::StateError;
 
 /// A plugin linked for one stage, with only the capabilities the stage grants.
 pub(crate) enum StagePre {
@@ -50,7 +35,13 @@ impl StagePre {
         spec: &StageSpec,
     ) -> Result<StagePre, PluginError> {
         let granted = &spec.grants.linked();
-        check_imports(plugin, &runtime.engine, &spec.stage, granted)?;
+        check_imports(&plugin.component, &runtime.engine, granted).map_err(|capability| {
+            PluginError::NotGranted {
+                plugin: plugin.name.clone(),
+                stage: spec.stage.to_string(),
+                capability,
+            }
+        })?;
         let link_error = |error: wasmtime::Error| PluginError::Link {
             plugin: plugin.name.clone(),
             reason: format!("{error:#}"),
@@ -223,7 +214,7 @@ impl Instance {
         commit: Commit,
     ) -> Result<(T, Option<DeferredWrites>), CallFailure> {
         arm(&mut self.store, &self.limits, self.fuel_enabled);
-        self.store.data_mut().inference.new_call();
+        self.store.data_mut().capabilities.inference.new_call();
         let outcome = match f(&mut self.store, &self.exports) {
             Ok(Ok(value)) => accept(value),
             Ok(Err(message)) => Err(CallFailure::Returned(message)),
@@ -232,7 +223,7 @@ impl Instance {
                 Err(classify(&mut self.store, &self.limits, error))
             }
         };
-        let state = &mut self.store.data_mut().state;
+        let state = &mut self.store.data_mut().capabilities.state;
         match outcome {
             Ok(value) => match commit {
                 Commit::Now => state.commit().map(|()| (value, None)),

@@ -2,8 +2,8 @@
 //! precompiled artifact), find its world and check that it links at all. Each stage links it again (`InstancePre`) with only
 //! the capabilities it grants, once, so that instantiation is cheap afterwards.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -11,22 +11,7 @@ use wasmtime::component::types::ComponentItem;
 
 use super::engine::Runtime;
 use super::error::PluginError;
-
-/// The world a plugin targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum World {
-    Processor,
-    Collector,
-}
-
-impl fmt::Display for World {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            World::Processor => "processor",
-            World::Collector => "collector",
-        })
-    }
-}
+use super::world::World;
 
 /// A compiled and linked plugin, shared by every stage that uses it.
 pub struct Plugin {
@@ -293,5 +278,32 @@ fn detect_world(runtime: &Runtime, component: &Component) -> Option<World> {
         (true, true, false) => Some(World::Processor),
         (true, false, true) => Some(World::Collector),
         _ => None,
+    }
+}
+
+/// Loading lives beside the plugin so that the engine knows nothing of plugins.
+impl Runtime {
+    /// Load, verify and link a plugin. `pin` is the expected sha256, if the config sets one.
+    pub fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        pin: Option<&str>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        self.load_with(name, path, pin, None)
+    }
+
+    /// [`Runtime::load`], with `precompiled`: the plugin compiled ahead of time for this
+    /// machine (`runtime::precompiled`), what a build without a compiler runs.
+    pub fn load_with(
+        &self,
+        name: &str,
+        path: &Path,
+        pin: Option<&str>,
+        precompiled: Option<&Path>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let plugin = Plugin::load(self, name, path, pin, precompiled)?;
+        tracing::debug!(plugin = name, path = %path.display(), cached = plugin.cached, "plugin loaded");
+        Ok(Arc::new(plugin))
     }
 }

@@ -10,8 +10,10 @@ pub use super::capabilities::state::DeferredWrites;
 use super::codec::{Processed, Rejection};
 use super::engine::Runtime;
 use super::error::{CallFailure, PluginError};
-use super::instance::{Instance, StagePre, StageSpec};
-use super::plugin::{Plugin, World};
+use super::instance::{Instance, StagePre};
+use super::plugin::Plugin;
+use super::spec::StageSpec;
+use super::world::World;
 use crate::event::Event;
 
 /// How many bad events per batch are isolated one by one before the rest of a failing
@@ -44,7 +46,7 @@ impl InstancePool {
     ) -> Result<Self, PluginError> {
         plugin.expect_world(runtime, &spec.stage, world)?;
         let pre = StagePre::new(runtime, &plugin, &spec)?;
-        let shared = StageShared::new(&spec.stage, &spec.limits);
+        let shared = StageShared::new(&spec);
         let mut pool = InstancePool {
             plugin,
             pre,

@@ -19,6 +19,7 @@ use crate::runtime::bindings::inference::{
 };
 use crate::runtime::error::{LimitExceeded, Refused};
 use crate::runtime::limits::Limits;
+use crate::runtime::spec::StageSpec;
 
 /// Model handles one instance may hold open at once.
 pub const MAX_OPEN_MODELS: usize = 16;
@@ -91,6 +92,14 @@ fn tensor_bytes(tensors: &[Tensor]) -> u64 {
         .iter()
         .map(|t| (t.data.len() + t.name.len() + 4 * t.shape.len()) as u64)
         .sum()
+}
+
+impl super::HostState for InferenceCtx {
+    type Shared = ();
+    fn shared(_: &StageSpec) {}
+    fn new(spec: &StageSpec, (): &()) -> Self {
+        InferenceCtx::new(spec.stage.clone(), spec.models.clone(), &spec.limits)
+    }
 }
 
 /// Gives the `inference` host functions their state, as `WasiView` does for WASI.

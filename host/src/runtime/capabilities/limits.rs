@@ -6,6 +6,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::bindings::limits::{self, StageLimits};
 use crate::runtime::limits::Limits;
+use crate::runtime::spec::StageSpec;
 
 /// One instance's side of the `limits` capability: the stage's quotas, as the WIT
 /// record, built once per instance.
@@ -30,6 +31,14 @@ impl LimitsCtx {
                 output_bytes_per_call: limits.output_bytes_per_call,
             },
         }
+    }
+}
+
+impl super::HostState for LimitsCtx {
+    type Shared = ();
+    fn shared(_: &StageSpec) {}
+    fn new(spec: &StageSpec, (): &()) -> Self {
+        LimitsCtx::new(&spec.limits)
     }
 }
 

@@ -15,6 +15,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::runtime::bindings::metrics;
 use crate::runtime::error::{LimitExceeded, Refused};
 use crate::runtime::limits::Limits;
+use crate::runtime::spec::StageSpec;
 
 /// Longest plugin metric name, in bytes (before the `sluice_plugin_` prefix).
 pub const MAX_NAME_BYTES: usize = 128;
@@ -139,6 +140,16 @@ fn wrong_kind(name: &str, series: &Series) -> wasmtime::Error {
         "metric `{name}` is already {} of this stage",
         series.kind().article()
     )))
+}
+
+impl super::HostState for MetricsCtx {
+    type Shared = Arc<StageSeries>;
+    fn shared(spec: &StageSpec) -> Self::Shared {
+        Arc::new(StageSeries::new(&spec.limits))
+    }
+    fn new(spec: &StageSpec, series: &Self::Shared) -> Self {
+        MetricsCtx::new(spec.stage.clone(), series.clone())
+    }
 }
 
 /// Gives the `metrics` host functions their state, as `WasiView` does for WASI.

@@ -1,61 +1,128 @@
-//! Host capabilities: the WIT interfaces the host implements for plugins. Each is one
-//! module with its own host state (`LogCtx`, `MetricsCtx`, `StateCtx`, `LimitsCtx`,
-//! `InferenceCtx`),
-//! its own quotas, and its own `add_to_linker` that reaches that state through a view
-//! trait — the shape of wasmtime-wasi's `WasiView`. A stage's linker holds only the
+//! Host capabilities: the WIT interfaces the host implements for plugins, listed once in
+//! [`capabilities!`]. Each is one module with its own host state, its own quotas, and
+//! its own `add_to_linker` that reaches that state through a view trait — the shape of
+//! wasmtime-wasi's `WasiView`. A stage's linker holds only the
 //! capabilities its grants list, and a plugin that imports one more fails to start with
 //! an error that says which grant to add.
 
-pub mod inference;
-pub mod limits;
-pub mod log;
-pub mod metrics;
-pub mod state;
-
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::Deserialize;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::types;
-use super::error::PluginError;
-use super::limits::Limits;
-use super::plugin::Plugin;
+use super::spec::StageSpec;
 
-/// One host interface a stage may grant its plugin (`grants.capabilities`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capability {
-    Log,
-    Metrics,
-    State,
-    Limits,
+/// A capability's host state: one per instance, built from the stage's spec and from
+/// what the stage's instances share.
+pub trait HostState {
+    /// Shared by the instances of one stage, so that per-stage quotas (the log rate,
+    /// the metric series) hold whatever the stage's parallelism.
+    type Shared: Clone;
+    fn shared(spec: &StageSpec) -> Self::Shared;
+    fn new(spec: &StageSpec, shared: &Self::Shared) -> Self;
+}
+
+/// Gives every capability its own state out of the store's data: the capabilities' view
+/// traits are implemented for any `T` that has the [`HostStates`].
+pub trait HostStatesView {
+    fn host_states(&mut self) -> &mut HostStates;
+}
+
+/// Every host capability, once: `Variant => module::HostState, view Trait::accessor`.
+/// The module is the WIT interface's name and the name in `grants.capabilities`. From
+/// this list come the [`Capability`] enum, its names, the per-stage shared state, the
+/// per-instance states with their views, and the linking of the granted ones. Adding a
+/// capability is a module (its state, view, `add_to_linker`, quotas) and a line here.
+macro_rules! capabilities {
+    ($( $(#[$doc:meta])* $variant:ident => $module:ident :: $state:ident, view $view:ident :: $access:ident ),* $(,)?) => {
+        $( pub mod $module; )*
+
+        /// One host interface a stage may grant its plugin (`grants.capabilities`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum Capability {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Capability {
+            pub const ALL: [Capability; [$( stringify!($variant) ),*].len()] =
+                [$( Capability::$variant ),*];
+
+            /// The name in `grants.capabilities`, which is also the WIT interface's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Capability::$variant => stringify!($module), )*
+                }
+            }
+        }
+
+        /// What the instances of one stage share, per capability.
+        #[derive(Clone)]
+        pub struct StageShared {
+            $( pub $module: <$module::$state as HostState>::Shared, )*
+        }
+
+        impl StageShared {
+            pub fn new(spec: &StageSpec) -> Self {
+                StageShared {
+                    $( $module: <$module::$state as HostState>::shared(spec), )*
+                }
+            }
+        }
+
+        /// One instance's host state of every capability.
+        pub struct HostStates {
+            $( pub $module: $module::$state, )*
+        }
+
+        impl HostStates {
+            pub fn new(spec: &StageSpec, shared: &StageShared) -> Self {
+                HostStates {
+                    $( $module: HostState::new(spec, &shared.$module), )*
+                }
+            }
+        }
+
+        $(
+            impl<T: HostStatesView> $module::$view for T {
+                fn $access(&mut self) -> &mut $module::$state {
+                    &mut self.host_states().$module
+                }
+            }
+        )*
+
+        /// Link the shared data model and the `granted` capabilities into `linker`.
+        pub fn add_to_linker<T>(
+            linker: &mut Linker<T>,
+            granted: &BTreeSet<Capability>,
+        ) -> wasmtime::Result<()>
+        where
+            T: types::Host + HostStatesView + 'static,
+        {
+            // `types` declares records only; every plugin imports it.
+            types::add_to_linker::<T, HasSelf<T>>(linker, |data| data)?;
+            for capability in granted {
+                match capability {
+                    $( Capability::$variant => $module::add_to_linker(linker)?, )*
+                }
+            }
+            Ok(())
+        }
+    };
+}
+
+capabilities! {
+    Log => log::LogCtx, view LogView::log,
+    Metrics => metrics::MetricsCtx, view MetricsView::metrics,
+    State => state::StateCtx, view StateView::state,
+    Limits => limits::LimitsCtx, view LimitsView::limits,
     /// Linked exactly when the stage is granted a model (`grants.models`).
-    Inference,
+    Inference => inference::InferenceCtx, view InferenceView::inference,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] = [
-        Capability::Log,
-        Capability::Metrics,
-        Capability::State,
-        Capability::Limits,
-        Capability::Inference,
-    ];
-
-    /// The name in `grants.capabilities`, which is also the WIT interface's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::Log => "log",
-            Capability::Metrics => "metrics",
-            Capability::State => "state",
-            Capability::Limits => "limits",
-            Capability::Inference => "inference",
-        }
-    }
-
     /// What to add to the config to grant it.
     pub fn how_to_grant(self) -> String {
         match self {
@@ -80,44 +147,14 @@ impl fmt::Display for Capability {
 
 const PACKAGE: &str = "sluice:plugin";
 
-/// Link the shared data model and the `granted` capabilities into `linker`.
-pub fn add_to_linker<T>(
-    linker: &mut Linker<T>,
-    granted: &BTreeSet<Capability>,
-) -> wasmtime::Result<()>
-where
-    T: types::Host
-        + log::LogView
-        + metrics::MetricsView
-        + state::StateView
-        + limits::LimitsView
-        + inference::InferenceView
-        + 'static,
-{
-    // `types` declares records only; every plugin imports it.
-    types::add_to_linker::<T, HasSelf<T>>(linker, |data| data)?;
-    for capability in granted {
-        match capability {
-            Capability::Log => log::add_to_linker(linker)?,
-            Capability::Metrics => metrics::add_to_linker(linker)?,
-            Capability::State => state::add_to_linker(linker)?,
-            Capability::Limits => limits::add_to_linker(linker)?,
-            Capability::Inference => inference::add_to_linker(linker)?,
-        }
-    }
-    Ok(())
-}
-
-/// Fail unless every `sluice:plugin` capability that `plugin` imports is `granted`.
+/// The first `sluice:plugin` capability that `component` imports and is not `granted`.
 /// Checked before linking, so the error names the grant rather than a missing import.
 pub fn check_imports(
-    plugin: &Plugin,
+    component: &Component,
     engine: &wasmtime::Engine,
-    stage: &str,
     granted: &BTreeSet<Capability>,
-) -> Result<(), PluginError> {
-    let ty = plugin.component.component_type();
-    for (name, _) in ty.imports(engine) {
+) -> Result<(), Capability> {
+    for (name, _) in component.component_type().imports(engine) {
         let Some(interface) = name
             .strip_prefix(PACKAGE)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -130,29 +167,8 @@ pub fn check_imports(
         if let Some(capability) = wanted
             && !granted.contains(&capability)
         {
-            return Err(PluginError::NotGranted {
-                plugin: plugin.name.clone(),
-                stage: stage.to_owned(),
-                capability,
-            });
+            return Err(capability);
         }
     }
     Ok(())
-}
-
-/// What the instances of one stage share, so that per-stage quotas hold whatever the
-/// stage's parallelism: the log rate and the metric series.
-#[derive(Clone)]
-pub struct StageShared {
-    pub log: Arc<log::LogBudget>,
-    pub metrics: Arc<metrics::StageSeries>,
-}
-
-impl StageShared {
-    pub fn new(stage: &Arc<str>, limits: &Limits) -> Self {
-        StageShared {
-            log: Arc::new(log::LogBudget::new(stage.clone(), limits)),
-            metrics: Arc::new(metrics::StageSeries::new(limits)),
-        }
-    }
 }

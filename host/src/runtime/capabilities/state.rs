@@ -14,6 +14,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::runtime::bindings::state;
 use crate::runtime::error::{CallFailure, LimitExceeded};
 use crate::runtime::limits::Limits;
+use crate::runtime::spec::StageSpec;
 use crate::state::{StateError, StateStore, Transaction};
 
 /// One instance's side of the `state` capability.
@@ -111,6 +112,14 @@ fn limit(name: &'static str, what: String, allowed: u64) -> wasmtime::Error {
 /// A store failure traps the call; the runtime reports it as [`CallFailure::State`].
 fn store_error(error: StateError) -> wasmtime::Error {
     wasmtime::Error::new(error)
+}
+
+impl super::HostState for StateCtx {
+    type Shared = ();
+    fn shared(_: &StageSpec) {}
+    fn new(spec: &StageSpec, (): &()) -> Self {
+        StateCtx::new(spec.state.clone(), spec.stage.clone(), &spec.limits)
+    }
 }
 
 /// Gives the `state` host functions their state, as `WasiView` does for WASI.

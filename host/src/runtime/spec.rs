@@ -1,0 +1,22 @@
+//! What a stage decides about its plugin instances, read by the instance and by every
+//! capability's host state.
+
+use std::sync::Arc;
+
+use super::grants::Grants;
+use super::limits::Limits;
+use crate::inference::StageModels;
+use crate::state::StateStore;
+
+/// Everything a stage decides about its plugin instances.
+#[derive(Clone)]
+pub struct StageSpec {
+    pub stage: Arc<str>,
+    /// The plugin's config, a JSON object.
+    pub config: String,
+    pub limits: Limits,
+    pub grants: Grants,
+    pub state: Arc<StateStore>,
+    /// The models the stage is granted (`grants.models`), loaded.
+    pub models: StageModels,
+}
