@@ -3,15 +3,16 @@
 //! The modules form layers that import downwards only (`docs/architecture.md`, checked
 //! by `tests/architecture.rs`):
 //!
-//! - data plane: [`event`], [`pipeline`] (batches, acks, outputs), [`counters`],
-//!   [`template`], [`buffer`], [`state`], [`tables`], [`storage`], [`tls`];
-//! - [`inference`] (ONNX models) and [`runtime`] (the sandboxed plugin runtime);
-//! - [`connect`]: connections shared by every kind (MQTT, Kafka, batching, bearer tokens);
-//! - [`component`] and the kinds: [`sources`], [`transforms`], [`sinks`];
+//! - at the bottom: [`event`], [`counters`] (typed metrics), [`tls`], [`buffer`],
+//!   [`state`], [`storage`]; above them [`pipeline`] (batches, acks, outputs, the
+//!   batcher), [`template`], [`tables`];
+//! - [`inference`] (ONNX models), then [`runtime`] (the sandboxed plugin runtime);
+//! - [`connect`]: connections shared by every kind (MQTT settings, Kafka, bearer tokens);
+//! - [`component`], then the kinds: [`sources`], [`transforms`], [`sinks`];
 //! - [`config`]: the user's TOML mapped onto the kinds, validated with precise diagnostics;
 //! - [`topology`]: a config built, wired and spawned as one pipeline;
-//! - [`api`], [`fleet`], [`broker`], [`agent`] and the [`supervisor`] that starts,
-//!   replaces and drains pipelines.
+//! - [`broker`] and [`fleet`], then [`api`], then the [`supervisor`] that starts,
+//!   replaces and drains pipelines with their services, and the device's [`agent`].
 
 #[cfg(feature = "fleet")]
 pub mod agent;

@@ -2,7 +2,6 @@
 //! [`Event`] borrows one event's bytes out of them.
 
 use crate::__bindings::sluice::plugin::types as wit;
-use crate::output::NewEvent;
 
 /// A batch as the host hands it in: one byte buffer, a header table and the events.
 pub struct Batch {
@@ -12,38 +11,6 @@ pub struct Batch {
 impl Batch {
     #[cfg(feature = "processor")]
     pub(crate) fn from_wit(inner: wit::Batch) -> Self {
-        Batch { inner }
-    }
-
-    /// Build a batch in memory, as the host would send it (for tests and benchmarks).
-    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> Self {
-        let mut inner = wit::Batch {
-            data: Vec::new(),
-            headers: Vec::new(),
-            events: Vec::new(),
-        };
-        for event in events {
-            let key = event.key.as_deref().map(|key| push(&mut inner.data, key));
-            let payload = push(&mut inner.data, &event.payload);
-            let first = inner.headers.len() as u32;
-            for (name, value) in &event.headers {
-                let name = push(&mut inner.data, name.as_bytes());
-                let value = push(&mut inner.data, value);
-                inner.headers.push(wit::Header { name, value });
-            }
-            let headers = wit::HeaderRange {
-                first,
-                count: event.headers.len() as u32,
-            };
-            let origin = push(&mut inner.data, event.origin.as_bytes());
-            inner.events.push(wit::Event {
-                key,
-                payload,
-                headers,
-                timestamp_ms: event.timestamp_ms,
-                origin,
-            });
-        }
         Batch { inner }
     }
 

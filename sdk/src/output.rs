@@ -1,7 +1,7 @@
 //! Write side of the flat batch layout: what a plugin emits, routes and rejects.
 
 use crate::__bindings::sluice::plugin::types as wit;
-use crate::batch::{Event, push};
+use crate::batch::{Batch, Event, push};
 
 /// A new event, built by a collector or a test.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -184,6 +184,41 @@ impl Output {
             .rejected
             .iter()
             .map(|reject| (reject.input as usize, reject.reason.as_str()))
+    }
+}
+
+/// Building input beside building output: both lay events out the same way.
+impl Batch {
+    /// Build a batch in memory, as the host would send it (for tests and benchmarks).
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> Self {
+        let mut inner = wit::Batch {
+            data: Vec::new(),
+            headers: Vec::new(),
+            events: Vec::new(),
+        };
+        for event in events {
+            let key = event.key.as_deref().map(|key| push(&mut inner.data, key));
+            let payload = push(&mut inner.data, &event.payload);
+            let first = inner.headers.len() as u32;
+            for (name, value) in &event.headers {
+                let name = push(&mut inner.data, name.as_bytes());
+                let value = push(&mut inner.data, value);
+                inner.headers.push(wit::Header { name, value });
+            }
+            let headers = wit::HeaderRange {
+                first,
+                count: event.headers.len() as u32,
+            };
+            let origin = push(&mut inner.data, event.origin.as_bytes());
+            inner.events.push(wit::Event {
+                key,
+                payload,
+                headers,
+                timestamp_ms: event.timestamp_ms,
+                origin,
+            });
+        }
+        Batch { inner }
     }
 }
 

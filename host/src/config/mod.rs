@@ -7,6 +7,7 @@
 //! keys (`type`, `inputs`) and hands the rest of a stage's table to that struct.
 
 mod diagnostics;
+pub mod fleet;
 mod graph;
 mod interpolate;
 mod resources;
@@ -48,7 +49,7 @@ pub struct Config {
     pub transforms: BTreeMap<String, Stage<dyn TransformConfig>>,
     pub sinks: BTreeMap<String, Stage<dyn SinkConfig>>,
     /// Devices managed from this config (`[fleet]`), served on the API port.
-    pub fleet: Option<crate::fleet::FleetConfig>,
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 /// The HTTP endpoint for `/metrics`, `/health` and `/ready`.

@@ -1,0 +1,57 @@
+//! The `[fleet]` table: device groups, devices and where their heartbeats arrive. What
+//! the central host does with it is the `fleet` module's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// How often agents should ask for a new version.
+    #[serde(default = "default_poll_secs")]
+    pub poll_secs: u64,
+    /// Bearer token that may list the devices (`GET /fleet/v1/devices`).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    pub groups: BTreeMap<String, GroupConfig>,
+    pub devices: BTreeMap<String, DeviceConfig>,
+    /// The broker the devices' uplinks send heartbeats to: the central host subscribes
+    /// and shows each device's last one.
+    #[serde(default)]
+    pub heartbeats: Option<HeartbeatsConfig>,
+}
+
+crate::connect::mqtt::connection_config! {
+    /// The broker the devices' uplinks publish heartbeats to.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HeartbeatsConfig {
+        /// One `+` level names the device, as the uplinks' `heartbeat_topic`.
+        #[serde(default = "default_heartbeat_topic")]
+        pub topic: String,
+    }
+}
+
+fn default_heartbeat_topic() -> String {
+    "sluice/devices/+/heartbeat".to_owned()
+}
+
+fn default_poll_secs() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// The agent pipeline of this group (relative to the central config).
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub group: String,
+    pub token: String,
+}
