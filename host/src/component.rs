@@ -46,6 +46,8 @@ pub enum BuildError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Model(#[from] crate::inference::InferenceError),
+    #[error(transparent)]
+    Settings(#[from] crate::connect::SettingsError),
     #[error("stage `{stage}`: {message}")]
     Invalid { stage: String, message: String },
     #[error("stage `{stage}`: cannot {what}")]

@@ -64,6 +64,8 @@ fn main() -> std::process::ExitCode {
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, never into a file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(log_writer());
     match cli.log_format {
         LogFormat::Human => subscriber.init(),

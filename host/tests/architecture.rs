@@ -19,7 +19,8 @@ use std::path::Path;
 /// The host's top-level modules, bottom layer first. A module may use the layers below
 /// its own, never its own layer's siblings nor the layers above.
 const LAYERS: &[&[&str]] = &[
-    &["event", "pipeline", "counters", "template", "tls", "buffer", "state", "tables", "storage"],
+    &["event", "counters", "tls", "buffer", "state", "storage"],
+    &["pipeline", "template", "tables"],
     &["inference"],
     &["runtime"],
     &["connect"],
@@ -27,8 +28,10 @@ const LAYERS: &[&[&str]] = &[
     &["sources", "transforms", "sinks"],
     &["config"],
     &["topology"],
-    &["broker", "fleet", "api"],
-    &["agent", "supervisor"],
+    &["broker", "fleet"],
+    &["api"],
+    &["supervisor"],
+    &["agent"],
 ];
 
 /// A module path relative to the crate root (`[]` is the root).
@@ -44,7 +47,9 @@ fn layers_point_down() {
     let mut violations = Vec::new();
     for file in &host.files {
         // The crate root only declares the modules: it is exempt.
-        let Some(own) = file.module.first() else { continue };
+        let Some(own) = file.module.first() else {
+            continue;
+        };
         let Some(own_layer) = layer(own) else {
             if file.module.len() == 1 {
                 violations.push(format!(
@@ -59,7 +64,9 @@ fn layers_point_down() {
         for (line, target) in &file.uses {
             let Some(used) = target.first() else { continue };
             // A module in no layer is reported once, above, for its own file.
-            let Some(used_layer) = layer(used) else { continue };
+            let Some(used_layer) = layer(used) else {
+                continue;
+            };
             if used != own && used_layer >= own_layer && reported.insert((line, used)) {
                 violations.push(format!(
                     "{}:{line}: {own} (layer {own_layer}) uses {used} (layer {used_layer}): \
@@ -74,13 +81,19 @@ fn layers_point_down() {
 
 #[test]
 fn host_has_no_import_cycles() {
-    assert_none("import cycle(s)", &import_cycles(&Crate::load(&host_src(), "host/src")));
+    assert_none(
+        "import cycle(s)",
+        &import_cycles(&Crate::load(&host_src(), "host/src")),
+    );
 }
 
 #[test]
 fn sdk_has_no_import_cycles() {
     let sdk_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/src");
-    assert_none("import cycle(s)", &import_cycles(&Crate::load(&sdk_src, "sdk/src")));
+    assert_none(
+        "import cycle(s)",
+        &import_cycles(&Crate::load(&sdk_src, "sdk/src")),
+    );
 }
 
 fn host_src() -> std::path::PathBuf {
@@ -89,11 +102,19 @@ fn host_src() -> std::path::PathBuf {
 
 /// The layer (1 = bottom) of a host top-level module.
 fn layer(module: &str) -> Option<usize> {
-    LAYERS.iter().position(|layer| layer.contains(&module)).map(|index| index + 1)
+    LAYERS
+        .iter()
+        .position(|layer| layer.contains(&module))
+        .map(|index| index + 1)
 }
 
 fn assert_none(what: &str, violations: &[String]) {
-    assert!(violations.is_empty(), "{} {what}:\n\n{}\n", violations.len(), violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "{} {what}:\n\n{}\n",
+        violations.len(),
+        violations.join("\n")
+    );
 }
 
 /// Every strongly connected component of more than one file in the crate's file graph,
@@ -106,21 +127,32 @@ fn import_cycles(krate: &Crate) -> Vec<String> {
             continue;
         }
         component.sort_unstable();
-        let names: Vec<&str> = component.iter().map(|&f| krate.files[f].display.as_str()).collect();
-        let mut text = format!("import cycle between {} files: {}", names.len(), names.join(", "));
+        let names: Vec<&str> = component
+            .iter()
+            .map(|&f| krate.files[f].display.as_str())
+            .collect();
+        let mut text = format!(
+            "import cycle between {} files: {}",
+            names.len(),
+            names.join(", ")
+        );
         for &from in &component {
+            let mut edges: Vec<(usize, usize)> = graph[from]
+                .iter()
+                .filter(|(to, _)| component.contains(to))
+                .flat_map(|(&to, lines)| lines.iter().map(move |&line| (line, to)))
+                .collect();
+            edges.sort_unstable();
             let source = &krate.files[from];
-            for (to, lines) in graph[from].iter().filter(|(to, _)| component.contains(to)) {
-                let target = &krate.files[*to];
-                for line in lines {
-                    text += &format!(
-                        "\n    {}:{line}: {} uses {} ({})",
-                        source.display,
-                        module_name(&source.module),
-                        module_name(&target.module),
-                        target.display
-                    );
-                }
+            for (line, to) in edges {
+                let target = &krate.files[to];
+                text += &format!(
+                    "\n    {}:{line}: {} uses {} ({})",
+                    source.display,
+                    module_name(&source.module),
+                    module_name(&target.module),
+                    target.display
+                );
             }
         }
         cycles.push(text);
@@ -129,7 +161,11 @@ fn import_cycles(krate: &Crate) -> Vec<String> {
 }
 
 fn module_name(module: &[String]) -> String {
-    if module.is_empty() { "crate".to_string() } else { module.join("::") }
+    if module.is_empty() {
+        "crate".to_string()
+    } else {
+        module.join("::")
+    }
 }
 
 /// Tarjan's algorithm: the strongly connected components of `graph` (node → successors).
@@ -157,7 +193,9 @@ fn strongly_connected<E>(graph: &[BTreeMap<usize, E>]) -> Vec<Vec<usize>> {
                         self.visit(next);
                         self.low[node] = self.low[node].min(self.low[next]);
                     }
-                    Some(index) if self.on_stack[next] => self.low[node] = self.low[node].min(index),
+                    Some(index) if self.on_stack[next] => {
+                        self.low[node] = self.low[node].min(index)
+                    }
                     Some(_) => {}
                 }
             }
@@ -216,23 +254,38 @@ impl Crate {
         rust_files(src, &mut Vec::new(), &mut relative_paths);
         let mut files = Vec::new();
         let mut references = Vec::new();
-        for relative in relative_paths.iter().filter(|relative| is_library_file(relative)) {
-            let path = relative.iter().fold(src.to_path_buf(), |path, part| path.join(part));
+        for relative in relative_paths
+            .iter()
+            .filter(|relative| is_library_file(relative))
+        {
+            let path = relative
+                .iter()
+                .fold(src.to_path_buf(), |path, part| path.join(part));
             let source = fs::read_to_string(&path)
                 .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
             let module = module_path(relative);
             references.push(scan(&source, &module));
             let display = format!("{label}/{}", relative.join("/"));
-            files.push(SourceFile { display, module, uses: Vec::new() });
+            files.push(SourceFile {
+                display,
+                module,
+                uses: Vec::new(),
+            });
         }
-        let modules = files.iter().enumerate().map(|(i, file)| (file.module.clone(), i)).collect();
+        let modules = files
+            .iter()
+            .enumerate()
+            .map(|(i, file)| (file.module.clone(), i))
+            .collect();
         let mut krate = Crate { files, modules };
 
         // `pub use child::Name` in a module: `module::Name` names `module::child`.
         let mut reexports: BTreeMap<ModulePath, BTreeMap<String, ModulePath>> = BTreeMap::new();
         for (file, references) in krate.files.iter().zip(&references) {
             for reference in references {
-                let Some(name) = &reference.reexport else { continue };
+                let Some(name) = &reference.reexport else {
+                    continue;
+                };
                 let target = Crate::longest_prefix(&krate.modules, &reference.path);
                 if target.len() > file.module.len() && target.starts_with(&file.module) {
                     let names = reexports.entry(file.module.clone()).or_default();
@@ -254,8 +307,13 @@ impl Crate {
     }
 
     /// The longest prefix of `path` that is a file-backed module (at worst the root).
-    fn longest_prefix<'p>(modules: &BTreeMap<ModulePath, usize>, path: &'p [String]) -> &'p [String] {
-        let known = (0..=path.len()).rev().find(|&len| modules.contains_key(&path[..len]));
+    fn longest_prefix<'p>(
+        modules: &BTreeMap<ModulePath, usize>,
+        path: &'p [String],
+    ) -> &'p [String] {
+        let known = (0..=path.len())
+            .rev()
+            .find(|&len| modules.contains_key(&path[..len]));
         &path[..known.unwrap_or(0)]
     }
 
@@ -265,9 +323,14 @@ impl Crate {
         let mut graph = vec![BTreeMap::new(); self.files.len()];
         for (from, file) in self.files.iter().enumerate() {
             for (line, target) in &file.uses {
-                let Some(&to) = self.modules.get(target) else { continue };
+                let Some(&to) = self.modules.get(target) else {
+                    continue;
+                };
                 if !target.starts_with(&file.module) {
-                    graph[from].entry(to).or_insert_with(BTreeSet::new).insert(*line);
+                    graph[from]
+                        .entry(to)
+                        .or_insert_with(BTreeSet::new)
+                        .insert(*line);
                 }
             }
         }
@@ -277,11 +340,18 @@ impl Crate {
 
 /// Every `.rs` file under `dir`, as path components relative to the walk's start, sorted.
 fn rust_files(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
-    let mut entries: Vec<_> = entries.map(|entry| entry.expect("directory entry").path()).collect();
+    let entries =
+        fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let mut entries: Vec<_> = entries
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned();
         prefix.push(name.clone());
         if path.is_dir() {
             rust_files(&path, prefix, out);
@@ -303,7 +373,10 @@ fn is_library_file(relative: &[String]) -> bool {
 
 /// `lib.rs` → root, `a/mod.rs` → `a`, `a/b.rs` → `a::b`.
 fn module_path(relative: &[String]) -> ModulePath {
-    let mut module: ModulePath = relative.iter().map(|part| part.trim_end_matches(".rs").to_string()).collect();
+    let mut module: ModulePath = relative
+        .iter()
+        .map(|part| part.trim_end_matches(".rs").to_string())
+        .collect();
     if module == ["lib"] || module.last().is_some_and(|last| last == "mod") {
         module.pop();
     }
@@ -343,11 +416,12 @@ fn scan(source: &str, module: &[String]) -> Vec<Reference> {
 fn strip_comments_and_literals(source: &str) -> String {
     let chars: Vec<char> = source.chars().collect();
     let mut out = String::with_capacity(source.len());
+    let blank = |&c: &char| if c == '\n' { '\n' } else { ' ' };
     let mut i = 0;
     while i < chars.len() {
         match comment_or_literal_end(&chars, i) {
             Some(end) => {
-                out.extend(chars[i..end].iter().map(|&c| if c == '\n' { '\n' } else { ' ' }));
+                out.extend(chars[i..end].iter().map(blank));
                 i = end;
             }
             None => {
@@ -364,7 +438,11 @@ fn comment_or_literal_end(chars: &[char], i: usize) -> Option<usize> {
     let at = |k: usize| chars.get(k).copied().unwrap_or('\0');
     let after_ident = |k: usize| k > 0 && is_ident_char(chars[k - 1]);
     match (at(i), at(i + 1)) {
-        ('/', '/') => Some((i..chars.len()).find(|&k| chars[k] == '\n').unwrap_or(chars.len())),
+        ('/', '/') => Some(
+            (i..chars.len())
+                .find(|&k| chars[k] == '\n')
+                .unwrap_or(chars.len()),
+        ),
         ('/', '*') => {
             let (mut k, mut depth) = (i + 2, 1);
             while k < chars.len() && depth > 0 {
@@ -384,12 +462,18 @@ fn comment_or_literal_end(chars: &[char], i: usize) -> Option<usize> {
             Some((k + 1).min(chars.len()))
         }
         // Raw strings `r"…"`, `r#"…"#`, `br#"…"#`, `cr"…"`; not raw identifiers `r#type`.
-        ('r', '"' | '#') if !after_ident(i) || (matches!(at(i - 1), 'b' | 'c') && !after_ident(i - 1)) => {
-            let hashes = (i + 1..chars.len()).take_while(|&k| chars[k] == '#').count();
+        ('r', '"' | '#')
+            if !after_ident(i) || (matches!(at(i - 1), 'b' | 'c') && !after_ident(i - 1)) =>
+        {
+            let hashes = (i + 1..chars.len())
+                .take_while(|&k| chars[k] == '#')
+                .count();
             if at(i + 1 + hashes) != '"' {
                 return None;
             }
-            let closing: Vec<char> = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+            let closing: Vec<char> = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
             let body = i + 2 + hashes;
             let end = (body..chars.len()).find(|&k| chars[k..].starts_with(&closing));
             Some(end.map_or(chars.len(), |k| k + closing.len()))
@@ -408,7 +492,6 @@ fn is_ident_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-#[derive(Debug)]
 struct Token {
     text: String,
     line: usize,
@@ -428,7 +511,9 @@ fn tokenize(stripped: &str) -> Vec<Token> {
         } else if chars[i].is_whitespace() {
             i += 1;
             continue;
-        } else if (at(i) == '$' && is_ident_char(at(i + 1))) || (at(i) == 'r' && at(i + 1) == '#' && is_ident_char(at(i + 2))) {
+        } else if (at(i) == '$' && is_ident_char(at(i + 1)))
+            || (at(i) == 'r' && at(i + 1) == '#' && is_ident_char(at(i + 2)))
+        {
             i += if at(i) == '$' { 1 } else { 2 };
             while is_ident_char(at(i)) {
                 i += 1;
@@ -442,7 +527,10 @@ fn tokenize(stripped: &str) -> Vec<Token> {
         } else {
             i += 1;
         }
-        tokens.push(Token { text: chars[start..i].iter().collect(), line });
+        tokens.push(Token {
+            text: chars[start..i].iter().collect(),
+            line,
+        });
     }
     tokens
 }
@@ -466,8 +554,14 @@ struct Scanner<'m> {
 }
 
 impl Scanner<'_> {
+    fn text(&self, index: usize) -> &str {
+        self.tokens
+            .get(index)
+            .map_or("", |token| token.text.as_str())
+    }
+
     fn peek(&self, ahead: usize) -> &str {
-        self.tokens.get(self.pos + ahead).map_or("", |token| token.text.as_str())
+        self.text(self.pos + ahead)
     }
 
     fn run(&mut self) {
@@ -490,7 +584,8 @@ impl Scanner<'_> {
                     self.pos += 3;
                 }
                 "mod" if is_ident(self.peek(1)) && self.peek(2) == "{" => {
-                    self.inline_modules.push((self.peek(1).to_string(), self.depth));
+                    self.inline_modules
+                        .push((self.peek(1).to_string(), self.depth));
                     self.pos += 2;
                 }
                 "{" => {
@@ -499,7 +594,11 @@ impl Scanner<'_> {
                 }
                 "}" => {
                     self.depth = self.depth.saturating_sub(1);
-                    if self.inline_modules.last().is_some_and(|(_, depth)| *depth == self.depth) {
+                    if self
+                        .inline_modules
+                        .last()
+                        .is_some_and(|(_, depth)| *depth == self.depth)
+                    {
                         self.inline_modules.pop();
                     }
                     self.pos += 1;
@@ -512,48 +611,44 @@ impl Scanner<'_> {
 
     /// The index of the bracket closing the one at `open` (or the last token).
     fn matching(&self, open: usize) -> usize {
-        let Some(open_text) = self.tokens.get(open).map(|token| token.text.as_str()) else {
-            return self.tokens.len();
-        };
-        let close = match open_text {
-            "(" => ")",
-            "[" => "]",
-            "{" => "}",
+        let (opening, closing) = match self.text(open) {
+            "(" => ("(", ")"),
+            "[" => ("[", "]"),
+            "{" => ("{", "}"),
             _ => return open,
         };
         let mut depth = 0;
-        for (index, token) in self.tokens.iter().enumerate().skip(open) {
-            if token.text == open_text {
-                depth += 1;
-            } else if token.text == close {
-                depth -= 1;
-                if depth == 0 {
-                    return index;
-                }
+        for index in open..self.tokens.len() {
+            match self.text(index) {
+                text if text == opening => depth += 1,
+                text if text == closing && depth == 1 => return index,
+                text if text == closing => depth -= 1,
+                _ => {}
             }
         }
         self.tokens.len()
     }
 
     fn at_cfg_test(&self) -> bool {
-        (0..7).map(|k| self.peek(k)).eq(["#", "[", "cfg", "(", "test", ")", "]"])
+        (0..7)
+            .map(|k| self.peek(k))
+            .eq(["#", "[", "cfg", "(", "test", ")", "]"])
     }
 
     /// Past `#[cfg(test)]`, and past the whole item if it is an inline `mod name { … }`.
     fn skip_cfg_test(&mut self) {
         self.pos += 7;
         let mut k = self.pos;
-        let text = |k: usize| self.tokens.get(k).map_or("", |token| token.text.as_str());
-        while text(k) == "#" && text(k + 1) == "[" {
+        while self.text(k) == "#" && self.text(k + 1) == "[" {
             k = self.matching(k + 1) + 1;
         }
-        if text(k) == "pub" {
+        if self.text(k) == "pub" {
             k += 1;
-            if text(k) == "(" {
+            if self.text(k) == "(" {
                 k = self.matching(k) + 1;
             }
         }
-        if text(k) == "mod" && is_ident(text(k + 1)) && text(k + 2) == "{" {
+        if self.text(k) == "mod" && is_ident(self.text(k + 1)) && self.text(k + 2) == "{" {
             self.pos = self.matching(k + 2) + 1;
         }
     }
@@ -567,14 +662,14 @@ impl Scanner<'_> {
     /// `path` made absolute, if it names something in the crate. A path that starts with
     /// a plain name is relative to the current module only in a `use` (`relative`).
     fn absolute(&self, path: &[String], relative: bool) -> Option<ModulePath> {
-        let first = path.first()?.as_str();
         let in_macro = self.pos < self.macro_end;
+        let first = path.first()?.as_str();
         let (mut base, mut rest) = match first {
             "crate" | "$crate" => (Vec::new(), &path[1..]),
-            "self" | "super" if !in_macro => (self.current_module(), path),
-            _ if relative && !in_macro && first != "::" && first != "self" && first != "super" => {
-                (self.current_module(), path)
-            }
+            _ if in_macro => return None,
+            "self" | "super" => (self.current_module(), path),
+            "::" => return None, // an extern crate's path
+            _ if relative => (self.current_module(), path),
             _ => return None,
         };
         while let Some(first) = rest.first() {
@@ -601,7 +696,11 @@ impl Scanner<'_> {
             self.pos += 2;
         }
         if let Some(path) = self.absolute(&path, false) {
-            self.references.push(Reference { line, path, reexport: None });
+            self.references.push(Reference {
+                line,
+                path,
+                reexport: None,
+            });
         }
     }
 
@@ -616,15 +715,28 @@ impl Scanner<'_> {
         self.use_tree(Vec::new(), &mut leaves);
         for (path, name, line) in leaves {
             if let Some(path) = self.absolute(&path, true) {
-                let reexport = if public { name } else { None };
-                self.references.push(Reference { line, path, reexport });
+                // A re-export from an inline module is not the file's: left out.
+                let reexport = if public && self.inline_modules.is_empty() {
+                    name
+                } else {
+                    None
+                };
+                self.references.push(Reference {
+                    line,
+                    path,
+                    reexport,
+                });
             }
         }
     }
 
     /// One use tree after `prefix`: `a::b`, `a::b as c`, `a::*`, `a::{tree, …}`. Each leaf
     /// is pushed as (path, name it brings into scope, line of its last segment).
-    fn use_tree(&mut self, mut path: Vec<String>, leaves: &mut Vec<(Vec<String>, Option<String>, usize)>) {
+    fn use_tree(
+        &mut self,
+        mut path: Vec<String>,
+        leaves: &mut Vec<(Vec<String>, Option<String>, usize)>,
+    ) {
         if path.is_empty() && self.peek(0) == "::" {
             path.push("::".to_string());
             self.pos += 1;
@@ -682,7 +794,13 @@ impl Scanner<'_> {
 /// The absolute paths `source` references, as `a::b@line` (`@line` only if `lines`).
 fn scanned(source: &str, module: &[&str], lines: bool) -> Vec<String> {
     let module: ModulePath = module.iter().map(|part| part.to_string()).collect();
-    let shown = |r: &Reference| if lines { format!("{}@{}", r.path.join("::"), r.line) } else { r.path.join("::") };
+    let shown = |r: &Reference| {
+        if lines {
+            format!("{}@{}", r.path.join("::"), r.line)
+        } else {
+            r.path.join("::")
+        }
+    };
     scan(source, &module).iter().map(shown).collect()
 }
 
@@ -708,13 +826,19 @@ fn scanner_does_not_take_lifetimes_for_char_literals() {
     let source = "fn f<'a>(x: &'a str) -> &'a str { crate::one::f(x) }\n\
                   fn g<'b>() -> impl Sized + use<'b> { 'outer: loop { break 'outer crate::two::g(); } }\n\
                   fn h(r#type: u8) -> char { let _ = r#type; crate::three::h(); 'x' }";
-    assert_eq!(scanned(source, &["m"], true), ["one::f@1", "two::g@2", "three::h@3"]);
+    assert_eq!(
+        scanned(source, &["m"], true),
+        ["one::f@1", "two::g@2", "three::h@3"]
+    );
 }
 
 #[test]
 fn scanner_expands_use_brace_groups() {
     let source = "use crate::a::{b, c::{d, e as f}, self, g::*};\nuse ::std::fmt;\nuse std::io;";
-    assert_eq!(scanned(source, &["m"], false), ["a::b", "a::c::d", "a::c::e", "a", "a::g", "m::std::io"]);
+    assert_eq!(
+        scanned(source, &["m"], false),
+        ["a::b", "a::c::d", "a::c::e", "a", "a::g", "m::std::io"]
+    );
     let references = scan("pub use child::{Name, Other as Alias};", &["m".to_string()]);
     let names: Vec<_> = references.iter().map(|r| r.reexport.as_deref()).collect();
     assert_eq!(names, [Some("Name"), Some("Alias")]);
@@ -725,12 +849,28 @@ fn scanner_resolves_super_and_self() {
     let file = "use super::cache::Cache;\nuse super::{x, y::Z};\nfn f() { super::super::event::Event::new(); self::helper(); }";
     assert_eq!(
         scanned(file, &["runtime", "engine"], false),
-        ["runtime::cache::Cache", "runtime::x", "runtime::y::Z", "event::Event::new", "runtime::engine::helper"]
+        [
+            "runtime::cache::Cache",
+            "runtime::x",
+            "runtime::y::Z",
+            "event::Event::new",
+            "runtime::engine::helper"
+        ]
     );
     // In `runtime/mod.rs`, the module is `runtime`: `super` is the crate root.
-    assert_eq!(scanned("use super::event::Event;", &["runtime"], false), ["event::Event"]);
+    assert_eq!(
+        scanned("use super::event::Event;", &["runtime"], false),
+        ["event::Event"]
+    );
     // Inside an inline module, `super` is the file's own module.
-    assert_eq!(scanned("mod inner { use super::X; }\nuse super::Y;", &["a", "b"], false), ["a::b::X", "a::Y"]);
+    assert_eq!(
+        scanned(
+            "mod inner { use super::X; }\nuse super::Y;",
+            &["a", "b"],
+            false
+        ),
+        ["a::b::X", "a::Y"]
+    );
     // `self::`/`super::` in a macro body are relative to the invocation: skipped.
     let source = "macro_rules! m { () => { super::a::B; $crate::c::D; } }\nsuper::e::F;";
     assert_eq!(scanned(source, &["x", "y"], false), ["c::D", "x::e::F"]);
@@ -748,7 +888,13 @@ fn scanner_ignores_visibilities() {
                   extern crate self as me;\npub(crate) use crate::a::B;";
     let references = scan(source, &["m".to_string()]);
     assert_eq!(references.len(), 1, "{references:?}");
-    assert_eq!((references[0].path.join("::"), references[0].reexport.as_deref()), ("a::B".to_string(), Some("B")));
+    assert_eq!(
+        (
+            references[0].path.join("::"),
+            references[0].reexport.as_deref()
+        ),
+        ("a::B".to_string(), Some("B"))
+    );
 }
 
 #[test]
@@ -760,12 +906,26 @@ fn references_resolve_through_one_reexport() {
         fs::write(path, text).unwrap();
     };
     write("lib.rs", "pub mod a;\npub mod b;");
-    write("a/mod.rs", "mod inner;\npub use inner::Thing;\npub use self::inner::{Other};");
+    write(
+        "a/mod.rs",
+        "mod inner;\npub use inner::Thing;\npub use self::inner::{Other};",
+    );
     write("a/inner.rs", "pub struct Thing; pub struct Other;");
-    write("b.rs", "use crate::a::Thing;\nfn f() { crate::a::Other; crate::a::Missing; crate::a::inner::Thing; }");
+    write(
+        "b.rs",
+        "use crate::a::Thing;\nfn f() { crate::a::Other; crate::a::Missing; crate::a::inner::Thing; }",
+    );
     let krate = Crate::load(&src, "src");
     fs::remove_dir_all(&src).unwrap();
-    let b = krate.files.iter().find(|file| file.display == "src/b.rs").unwrap();
-    let uses: Vec<String> = b.uses.iter().map(|(line, target)| format!("{}@{line}", target.join("::"))).collect();
+    let b = krate
+        .files
+        .iter()
+        .find(|file| file.display == "src/b.rs")
+        .unwrap();
+    let uses: Vec<String> = b
+        .uses
+        .iter()
+        .map(|(line, target)| format!("{}@{line}", target.join("::")))
+        .collect();
     assert_eq!(uses, ["a::inner@1", "a::inner@2", "a@2", "a::inner@2"]);
 }

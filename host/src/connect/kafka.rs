@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
-use crate::component::BuildError;
+use super::SettingsError;
 
 /// A librdkafka client config: `required` settings, then the user's `options`, which may
 /// not touch a required key (that would void at-least-once).
@@ -15,16 +15,16 @@ pub fn client_config(
     bootstrap_servers: &str,
     options: &BTreeMap<String, String>,
     required: &[(&str, &str)],
-) -> Result<ClientConfig, BuildError> {
+) -> Result<ClientConfig, SettingsError> {
     if bootstrap_servers.trim().is_empty() {
-        return Err(BuildError::stage(stage, "`bootstrap_servers` is empty"));
+        return Err(SettingsError::new(stage, "`bootstrap_servers` is empty"));
     }
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap_servers);
     config.set("client.id", format!("sluice-{stage}"));
     for (key, value) in options {
         if let Some((_, fixed)) = required.iter().find(|(name, _)| name == key) {
-            return Err(BuildError::stage(
+            return Err(SettingsError::new(
                 stage,
                 format!(
                     "option `{key}` is set by Sluice to `{fixed}`: offsets and deliveries are \
@@ -33,7 +33,7 @@ pub fn client_config(
             ));
         }
         if key == "bootstrap.servers" {
-            return Err(BuildError::stage(
+            return Err(SettingsError::new(
                 stage,
                 "set the brokers with `bootstrap_servers`, not in `options`",
             ));

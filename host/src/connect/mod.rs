@@ -7,3 +7,20 @@ pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod token;
+
+/// Connection settings that cannot work, named by the stage (or service) they are for.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}`: {problem}")]
+pub struct SettingsError {
+    pub stage: String,
+    pub problem: String,
+}
+
+impl SettingsError {
+    pub fn new(stage: &str, problem: impl std::fmt::Display) -> SettingsError {
+        SettingsError {
+            stage: stage.to_owned(),
+            problem: problem.to_string(),
+        }
+    }
+}

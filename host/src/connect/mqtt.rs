@@ -7,7 +7,7 @@ use std::time::Duration;
 use rumqttc::{MqttOptions, QoS, Transport};
 use tokio_util::sync::CancellationToken;
 
-use crate::component::BuildError;
+use super::SettingsError;
 
 /// Declares a config struct whose table holds the MQTT connection's keys (`url`,
 /// `client_id`, `username`, `password`, `ca_file`) beside its own, and its
@@ -66,9 +66,9 @@ pub struct Endpoint<'a> {
 
 impl Endpoint<'_> {
     /// Connection options, or an error naming the stage.
-    pub fn options(&self) -> Result<MqttOptions, BuildError> {
+    pub fn options(&self) -> Result<MqttOptions, SettingsError> {
         self.parse()
-            .map_err(|error| BuildError::stage(self.stage, error))
+            .map_err(|error| SettingsError::new(self.stage, error))
     }
 
     fn parse(&self) -> Result<MqttOptions, String> {
@@ -154,11 +154,11 @@ impl Broker {
 }
 
 /// The QoS a config's `qos` names: 0 or 1.
-pub fn qos(stage: &str, value: u8) -> Result<QoS, BuildError> {
+pub fn qos(stage: &str, value: u8) -> Result<QoS, SettingsError> {
     match value {
         0 => Ok(QoS::AtMostOnce),
         1 => Ok(QoS::AtLeastOnce),
-        other => Err(BuildError::stage(
+        other => Err(SettingsError::new(
             stage,
             format!("`qos` must be 0 or 1, not {other}"),
         )),

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use sha2::Digest as _;
 
 #[cfg(not(feature = "inference"))]
 use absent::Sessions;
@@ -166,7 +167,8 @@ impl Model {
             path: def.path.clone(),
             source,
         })?;
-        let sha256 = crate::runtime::sha256_hex(&bytes);
+        // The runtime pins plugins the same way; models sit below it, so spelt out here.
+        let sha256 = format!("{:x}", sha2::Sha256::digest(&bytes));
         if let Some(pin) = &def.sha256
             && !pin.eq_ignore_ascii_case(&sha256)
         {

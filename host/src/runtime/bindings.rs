@@ -48,10 +48,16 @@ pub mod timed {
 pub mod scorer {
     reusing_processor!(
         "scorer",
-        "sluice:plugin/inference.model": crate::runtime::capabilities::inference::ModelHandle,
+        "sluice:plugin/inference.model": super::ModelHandle,
     );
 }
 
 pub use processor::sluice::plugin::types as wit;
 pub use processor::sluice::plugin::{limits, log, metrics, state, types};
 pub use scorer::sluice::plugin::inference;
+
+/// What a plugin's `model` handle refers to: declared here, with the bindings that name
+/// it, so that the bindings import nothing of the capabilities that use them.
+pub struct ModelHandle {
+    pub(crate) model: std::sync::Arc<crate::inference::Model>,
+}

@@ -46,7 +46,7 @@ impl InstancePool {
     ) -> Result<Self, PluginError> {
         plugin.expect_world(runtime, &spec.stage, world)?;
         let pre = StagePre::new(runtime, &plugin, &spec)?;
-        let shared = StageShared::new(&spec);
+        let shared = StageShared::new(&spec.context());
         let mut pool = InstancePool {
             plugin,
             pre,

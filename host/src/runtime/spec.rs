@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::capabilities::StageContext;
 use super::grants::Grants;
 use super::limits::Limits;
 use crate::inference::StageModels;
@@ -19,4 +20,16 @@ pub struct StageSpec {
     pub state: Arc<StateStore>,
     /// The models the stage is granted (`grants.models`), loaded.
     pub models: StageModels,
+}
+
+impl StageSpec {
+    /// What the capabilities' host states are built from.
+    pub(crate) fn context(&self) -> StageContext<'_> {
+        StageContext {
+            stage: &self.stage,
+            limits: &self.limits,
+            state: &self.state,
+            models: &self.models,
+        }
+    }
 }

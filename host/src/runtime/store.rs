@@ -28,7 +28,7 @@ impl StoreData {
                 limit: spec.limits.memory_bytes,
             },
             stderr,
-            capabilities: HostStates::new(spec, shared),
+            capabilities: HostStates::new(&spec.context(), shared),
         }
     }
 }

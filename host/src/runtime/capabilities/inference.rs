@@ -14,20 +14,16 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::inference::{self as models, Model, RunError, StageModels};
+use crate::runtime::bindings::ModelHandle;
 use crate::runtime::bindings::inference::{
     self, ElementType, Error, ErrorCode, Tensor, TensorSpec,
 };
 use crate::runtime::error::{LimitExceeded, Refused};
 use crate::runtime::limits::Limits;
-use crate::runtime::spec::StageSpec;
+use super::StageContext;
 
 /// Model handles one instance may hold open at once.
 pub const MAX_OPEN_MODELS: usize = 16;
-
-/// What a plugin's `model` handle refers to.
-pub struct ModelHandle {
-    model: Arc<Model>,
-}
 
 /// One instance's side of the `inference` capability.
 pub struct InferenceCtx {
@@ -96,8 +92,8 @@ fn tensor_bytes(tensors: &[Tensor]) -> u64 {
 
 impl super::HostState for InferenceCtx {
     type Shared = ();
-    fn shared(_: &StageSpec) {}
-    fn new(spec: &StageSpec, (): &()) -> Self {
+    fn shared(_: &StageContext<'_>) {}
+    fn new(spec: &StageContext<'_>, (): &()) -> Self {
         InferenceCtx::new(spec.stage.clone(), spec.models.clone(), &spec.limits)
     }
 }

@@ -6,7 +6,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::bindings::limits::{self, StageLimits};
 use crate::runtime::limits::Limits;
-use crate::runtime::spec::StageSpec;
+use super::StageContext;
 
 /// One instance's side of the `limits` capability: the stage's quotas, as the WIT
 /// record, built once per instance.
@@ -36,8 +36,8 @@ impl LimitsCtx {
 
 impl super::HostState for LimitsCtx {
     type Shared = ();
-    fn shared(_: &StageSpec) {}
-    fn new(spec: &StageSpec, (): &()) -> Self {
+    fn shared(_: &StageContext<'_>) {}
+    fn new(spec: &StageContext<'_>, (): &()) -> Self {
         LimitsCtx::new(&spec.limits)
     }
 }

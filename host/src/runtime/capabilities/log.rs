@@ -11,7 +11,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::bindings::log::{self, Level};
 use crate::runtime::limits::Limits;
-use crate::runtime::spec::StageSpec;
+use super::StageContext;
 
 /// Counts the lines dropped by the rate limit, per stage.
 pub const DROPPED_METRIC: &str = "sluice_plugin_log_dropped_total";
@@ -38,10 +38,10 @@ impl LogCtx {
 
 impl super::HostState for LogCtx {
     type Shared = Arc<LogBudget>;
-    fn shared(spec: &StageSpec) -> Self::Shared {
+    fn shared(spec: &StageContext<'_>) -> Self::Shared {
         Arc::new(LogBudget::new(spec.stage.clone(), &spec.limits))
     }
-    fn new(spec: &StageSpec, budget: &Self::Shared) -> Self {
+    fn new(spec: &StageContext<'_>, budget: &Self::Shared) -> Self {
         LogCtx::new(spec.stage.clone(), &spec.limits, budget.clone())
     }
 }

@@ -15,7 +15,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::runtime::bindings::metrics;
 use crate::runtime::error::{LimitExceeded, Refused};
 use crate::runtime::limits::Limits;
-use crate::runtime::spec::StageSpec;
+use super::StageContext;
 
 /// Longest plugin metric name, in bytes (before the `sluice_plugin_` prefix).
 pub const MAX_NAME_BYTES: usize = 128;
@@ -144,10 +144,10 @@ fn wrong_kind(name: &str, series: &Series) -> wasmtime::Error {
 
 impl super::HostState for MetricsCtx {
     type Shared = Arc<StageSeries>;
-    fn shared(spec: &StageSpec) -> Self::Shared {
+    fn shared(spec: &StageContext<'_>) -> Self::Shared {
         Arc::new(StageSeries::new(&spec.limits))
     }
-    fn new(spec: &StageSpec, series: &Self::Shared) -> Self {
+    fn new(spec: &StageContext<'_>, series: &Self::Shared) -> Self {
         MetricsCtx::new(spec.stage.clone(), series.clone())
     }
 }

@@ -7,21 +7,33 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::types;
-use super::spec::StageSpec;
+use super::limits::Limits;
+use crate::inference::StageModels;
+use crate::state::StateStore;
 
-/// A capability's host state: one per instance, built from the stage's spec and from
+/// What a capability's host state is built from: the stage's side of its spec.
+pub struct StageContext<'a> {
+    pub stage: &'a Arc<str>,
+    pub limits: &'a Limits,
+    pub state: &'a Arc<StateStore>,
+    /// The models the stage is granted.
+    pub models: &'a StageModels,
+}
+
+/// A capability's host state: one per instance, built from the stage's context and from
 /// what the stage's instances share.
 pub trait HostState {
     /// Shared by the instances of one stage, so that per-stage quotas (the log rate,
     /// the metric series) hold whatever the stage's parallelism.
     type Shared: Clone;
-    fn shared(spec: &StageSpec) -> Self::Shared;
-    fn new(spec: &StageSpec, shared: &Self::Shared) -> Self;
+    fn shared(spec: &StageContext<'_>) -> Self::Shared;
+    fn new(spec: &StageContext<'_>, shared: &Self::Shared) -> Self;
 }
 
 /// Gives every capability its own state out of the store's data: the capabilities' view
@@ -65,7 +77,7 @@ macro_rules! capabilities {
         }
 
         impl StageShared {
-            pub fn new(spec: &StageSpec) -> Self {
+            pub fn new(spec: &StageContext<'_>) -> Self {
                 StageShared {
                     $( $module: <$module::$state as HostState>::shared(spec), )*
                 }
@@ -78,7 +90,7 @@ macro_rules! capabilities {
         }
 
         impl HostStates {
-            pub fn new(spec: &StageSpec, shared: &StageShared) -> Self {
+            pub fn new(spec: &StageContext<'_>, shared: &StageShared) -> Self {
                 HostStates {
                     $( $module: HostState::new(spec, &shared.$module), )*
                 }

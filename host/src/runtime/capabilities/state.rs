@@ -14,7 +14,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::runtime::bindings::state;
 use crate::runtime::error::{CallFailure, LimitExceeded};
 use crate::runtime::limits::Limits;
-use crate::runtime::spec::StageSpec;
+use super::StageContext;
 use crate::state::{StateError, StateStore, Transaction};
 
 /// One instance's side of the `state` capability.
@@ -116,8 +116,8 @@ fn store_error(error: StateError) -> wasmtime::Error {
 
 impl super::HostState for StateCtx {
     type Shared = ();
-    fn shared(_: &StageSpec) {}
-    fn new(spec: &StageSpec, (): &()) -> Self {
+    fn shared(_: &StageContext<'_>) {}
+    fn new(spec: &StageContext<'_>, (): &()) -> Self {
         StateCtx::new(spec.state.clone(), spec.stage.clone(), &spec.limits)
     }
 }
