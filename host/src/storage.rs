@@ -18,6 +18,35 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use url::Url;
 
+/// Why a `url` (with its `options`) leads to no store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("`url` `{url}`: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("`options` do not apply to {scheme}:// URLs")]
+    NoOptions { scheme: &'static str },
+    #[error("`url` `{url}` is not an absolute file path")]
+    NotAbsolute { url: String },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown option `{key}` (see object_store's config keys)")]
+    UnknownOption { key: String },
+    #[error("{scheme}:// needs sluice built with the `object-store-cloud` feature")]
+    NotBuilt { scheme: String },
+    #[error("unsupported URL scheme `{scheme}`; use file://, memory://, s3://, gs:// or az://")]
+    Unsupported { scheme: String },
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
 /// A store and the prefix (possibly empty) every object name starts with.
 #[derive(Debug)]
 pub struct Target {
@@ -25,14 +54,17 @@ pub struct Target {
     pub prefix: Path,
 }
 
-pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Target, String> {
-    let parsed = Url::parse(url).map_err(|error| format!("`url` `{url}`: {error}"))?;
+pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Target, StorageError> {
+    let parsed = Url::parse(url).map_err(|source| StorageError::Url {
+        url: url.to_owned(),
+        source,
+    })?;
     let prefix = || Path::from(parsed.path().trim_matches('/'));
-    let no_options = |scheme: &str| {
+    let no_options = |scheme: &'static str| {
         if options.is_empty() {
             Ok(())
         } else {
-            Err(format!("`options` do not apply to {scheme}:// URLs"))
+            Err(StorageError::NoOptions { scheme })
         }
     };
     match parsed.scheme() {
@@ -40,11 +72,14 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Target, Str
             no_options("file")?;
             let dir = parsed
                 .to_file_path()
-                .map_err(|()| format!("`url` `{url}` is not an absolute file path"))?;
-            std::fs::create_dir_all(&dir)
-                .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-            let store = LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|error| error.to_string())?
+                .map_err(|()| StorageError::NotAbsolute {
+                    url: url.to_owned(),
+                })?;
+            std::fs::create_dir_all(&dir).map_err(|source| StorageError::CreateDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            let store = LocalFileSystem::new_with_prefix(&dir)?
                 // A failed upload leaves no partial file behind.
                 .with_automatic_cleanup(true);
             Ok(Target {
@@ -71,7 +106,7 @@ fn cloud(
     scheme: &str,
     url: &str,
     options: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ObjectStore>, String> {
+) -> Result<Arc<dyn ObjectStore>, StorageError> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
@@ -80,11 +115,11 @@ fn cloud(
         mut builder: B,
         options: &BTreeMap<String, String>,
         with: fn(B, K, String) -> B,
-    ) -> Result<B, String> {
+    ) -> Result<B, StorageError> {
         for (key, value) in options {
             let key = key
                 .parse::<K>()
-                .map_err(|_| format!("unknown option `{key}` (see object_store's config keys)"))?;
+                .map_err(|_| StorageError::UnknownOption { key: key.clone() })?;
             builder = with(builder, key, value.clone());
         }
         Ok(builder)
@@ -96,8 +131,7 @@ fn cloud(
                 options,
                 |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
             )?
-            .build()
-            .map_err(|error| error.to_string())?,
+            .build()?,
         ),
         "gs" => Arc::new(
             configure(
@@ -105,8 +139,7 @@ fn cloud(
                 options,
                 |b, k: GoogleConfigKey, v| b.with_config(k, v),
             )?
-            .build()
-            .map_err(|error| error.to_string())?,
+            .build()?,
         ),
         "az" | "abfs" | "abfss" => Arc::new(
             configure(
@@ -114,8 +147,7 @@ fn cloud(
                 options,
                 |b, k: AzureConfigKey, v| b.with_config(k, v),
             )?
-            .build()
-            .map_err(|error| error.to_string())?,
+            .build()?,
         ),
         other => return Err(unsupported(other)),
     };
@@ -127,11 +159,11 @@ fn cloud(
     scheme: &str,
     _url: &str,
     _options: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ObjectStore>, String> {
+) -> Result<Arc<dyn ObjectStore>, StorageError> {
     match scheme {
-        "s3" | "gs" | "az" | "abfs" | "abfss" => Err(format!(
-            "{scheme}:// needs sluice built with the `object-store-cloud` feature"
-        )),
+        "s3" | "gs" | "az" | "abfs" | "abfss" => Err(StorageError::NotBuilt {
+            scheme: scheme.to_owned(),
+        }),
         other => Err(unsupported(other)),
     }
 }
@@ -147,8 +179,10 @@ pub fn time_ms(value: &serde_json::Value) -> Option<i64> {
     }
 }
 
-fn unsupported(scheme: &str) -> String {
-    format!("unsupported URL scheme `{scheme}`; use file://, memory://, s3://, gs:// or az://")
+fn unsupported(scheme: &str) -> StorageError {
+    StorageError::Unsupported {
+        scheme: scheme.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -163,11 +197,13 @@ mod tests {
         assert!(
             open("memory://", &options)
                 .unwrap_err()
+                .to_string()
                 .contains("do not apply")
         );
         assert!(
             open("ftp://host/x", &BTreeMap::new())
                 .unwrap_err()
+                .to_string()
                 .contains("ftp")
         );
     }
@@ -176,7 +212,7 @@ mod tests {
     #[test]
     fn unknown_cloud_options_are_named() {
         let options = BTreeMap::from([("endpiont".to_owned(), "http://x".to_owned())]);
-        let error = open("s3://bucket/p", &options).err().unwrap();
+        let error = open("s3://bucket/p", &options).err().unwrap().to_string();
         assert!(error.contains("`endpiont`"), "{error}");
     }
 }

@@ -328,7 +328,7 @@ pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<D
 
     if dangling {
         // Outputs may look unread only because a reader's input did not resolve.
-        return check_plugins(config, diagnostics);
+        return check_plugin_references(config, diagnostics);
     }
     for (name, stage) in &config.transforms {
         for route in stage.config.declare().routes {
@@ -368,10 +368,10 @@ pub fn check(config: &Config, broken: &BTreeSet<String>, diagnostics: &mut Vec<D
         }
     }
 
-    check_plugins(config, diagnostics);
+    check_plugin_references(config, diagnostics);
 }
 
-fn check_plugins(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
+fn check_plugin_references(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
     let plugins: Vec<&str> = config.plugins.keys().map(String::as_str).collect();
     for (stage, _, declaration) in config.declarations() {
         let Some(plugin) = declaration.plugin.map(|plugin| plugin.name) else {

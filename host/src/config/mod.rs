@@ -389,7 +389,7 @@ impl Loader {
         }
         graph::check(&config, &self.broken, &mut self.diagnostics);
         resources::check(&config, &mut self.diagnostics);
-        self.check_plugins(&config);
+        self.check_plugin_grants(&config);
         config
     }
 
@@ -521,7 +521,7 @@ impl Loader {
         }
     }
 
-    fn check_plugins(&mut self, config: &Config) {
+    fn check_plugin_grants(&mut self, config: &Config) {
         for (name, plugin) in &config.plugins {
             for model in &plugin.grants.models {
                 if !config.models.contains_key(model) {

@@ -64,7 +64,7 @@ pub enum ReplaceError {
 /// plugins load and initialise, its `[fleet]` is complete and served, its `[broker]` is
 /// built in.
 pub fn check(config: &Config) -> Result<(), Refused> {
-    let mut problems = topology::check_plugins(config);
+    let mut problems = topology::try_start_plugins(config);
     problems.extend(check_services(config));
     if problems.is_empty() {
         Ok(())

@@ -9,7 +9,7 @@ use crate::inference::Models;
 use crate::state::StateStore;
 
 /// Every problem found, one message each (naming the plugin and the stage).
-pub fn check_plugins(config: &Config) -> Vec<String> {
+pub fn try_start_plugins(config: &Config) -> Vec<String> {
     let runtime = match prepare::runtime(config) {
         Ok(runtime) => runtime,
         Err(error) => return vec![error.to_string()],

@@ -21,7 +21,7 @@ use crate::runtime::PluginError;
 use crate::state::StateError;
 
 pub use build::DEFAULT_DEAD_LETTER_SINK;
-pub use check::check_plugins;
+pub use check::try_start_plugins;
 pub use wire::CHANNEL_BATCHES;
 
 /// How often the pipeline logs its progress.

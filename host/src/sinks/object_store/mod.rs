@@ -140,7 +140,8 @@ impl ObjectStoreSinkConfig {
         let partitioner =
             Partitioner::parse(&self.partition, self.time_field.clone()).map_err(invalid)?;
         // Builds a client; nothing connects until the first upload.
-        let target = crate::storage::open(&self.url, &self.options).map_err(invalid)?;
+        let target = crate::storage::open(&self.url, &self.options)
+            .map_err(|error| invalid(error.to_string()))?;
         tracing::info!(stage, url = %self.url, format = ?self.format, "object store sink writes here");
         Ok(ObjectStoreSink {
             stage: Arc::from(stage),

@@ -84,7 +84,8 @@ impl ReplaySourceConfig {
         {
             return Err(invalid(format!("`url`: no directory {}", dir.display())));
         }
-        let target = crate::storage::open(&self.url, &self.options).map_err(invalid)?;
+        let target = crate::storage::open(&self.url, &self.options)
+            .map_err(|error| invalid(error.to_string()))?;
         let prefix = join(&target.prefix, &self.prefix);
         let progress = Arc::new(Progress::default());
         watched().lock().unwrap().insert(stage.to_owned(), progress.clone());
