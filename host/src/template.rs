@@ -3,6 +3,15 @@
 
 use crate::event::Event;
 
+/// Why a template's text does not parse; `what` names the setting (e.g. "topic").
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TemplateError {
+    #[error("{what} `{text}` has an unclosed `{{`")]
+    Unclosed { what: String, text: String },
+    #[error("{what} `{text}` has an empty `{{}}`")]
+    EmptyField { what: String, text: String },
+}
+
 /// A text with `{field}` placeholders.
 #[derive(Debug)]
 pub struct Template {
@@ -19,20 +28,22 @@ enum Part {
 
 impl Template {
     /// Parse `text`; `what` names it in the error (e.g. "topic").
-    pub fn parse(text: &str, what: &str) -> Result<Template, String> {
+    pub fn parse(text: &str, what: &str) -> Result<Template, TemplateError> {
+        let named = || (what.to_owned(), text.to_owned());
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("{what} `{text}` has an unclosed `{{`"))?
-                + open;
+            let close = rest[open..].find('}').ok_or_else(|| {
+                let (what, text) = named();
+                TemplateError::Unclosed { what, text }
+            })? + open;
             if open > 0 {
                 parts.push(Part::Text(rest[..open].to_owned()));
             }
             let field = &rest[open + 1..close];
             if field.is_empty() {
-                return Err(format!("{what} `{text}` has an empty `{{}}`"));
+                let (what, text) = named();
+                return Err(TemplateError::EmptyField { what, text });
             }
             parts.push(Part::Field(field.to_owned()));
             rest = &rest[close + 1..];
@@ -254,15 +265,9 @@ mod tests {
 
     #[test]
     fn rejects_unclosed_and_empty_placeholders() {
-        assert!(
-            Template::parse("a/{b", "topic")
-                .unwrap_err()
-                .contains("unclosed")
-        );
-        assert!(
-            Template::parse("a/{}", "topic")
-                .unwrap_err()
-                .contains("empty")
-        );
+        let unclosed = Template::parse("a/{b", "topic").unwrap_err();
+        assert_eq!(unclosed.to_string(), "topic `a/{b` has an unclosed `{`");
+        let empty = Template::parse("a/{}", "topic").unwrap_err();
+        assert_eq!(empty.to_string(), "topic `a/{}` has an empty `{}`");
     }
 }

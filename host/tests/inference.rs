@@ -322,7 +322,7 @@ fn tensor_bytes_per_call_are_bounded() {
     // for the call's runs, inputs and outputs together.
     let config = json!({"model": "anomaly", "behaviour": "bytes", "count": 100_000});
     let mut spec = granted("flood", config, &models);
-    spec.limits.inference_bytes_per_call = 1 << 20;
+    spec.limits.inference.bytes_per_call = 1 << 20;
     let pool = start("fixture-inference-flood", spec).unwrap();
     let (failure, message) = failure(&pool);
     assert!(

@@ -8,6 +8,7 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -121,7 +122,7 @@ fn a_full_stage_gets_an_error_and_the_disk_stays_bounded() {
     let path = dir.path().join("state.redb");
     let mut spec = flood_spec("state-flood", MIB, 3);
     spec.state = StateStore::open(&path).unwrap();
-    spec.limits.state_total_bytes = 8 << 20;
+    spec.limits.state.total_bytes = 8 << 20;
     let runtime = runtime();
     let pool = start(&runtime, spec);
     // Each call stores 3 MiB under new keys: two fit in 8 MiB, the third does not.
@@ -268,8 +269,8 @@ fn three_events_cannot_become_three_hundred_thousand() {
 fn a_plugin_reads_its_stage_limits() {
     let runtime = runtime();
     let mut spec = flood_spec("limits", 0, 0);
-    spec.limits.state_value_bytes = 4096;
-    spec.limits.metric_series = 7;
+    spec.limits.state.value_bytes = 4096;
+    spec.limits.metrics.series = 7;
     let pool = start(&runtime, spec);
     let processed = pool.process(&events(&[POISON])).unwrap();
     let reported: serde_json::Value = serde_json::from_str(&payloads(&processed)[0]).unwrap();
@@ -337,7 +338,25 @@ fn grants_default_to_every_capability_and_refuse_unknown_ones() {
         "{error}"
     );
     let limits: Limits = toml::from_str("state_value_bytes = 10\noutputs_per_call = 5").unwrap();
-    assert_eq!((limits.state_value_bytes, limits.outputs_per_call), (10, 5));
-    assert_eq!(limits.metric_series, Limits::default().metric_series);
-    assert!(toml::from_str::<Limits>("state_bytes = 1").is_err());
+    assert_eq!((limits.state.value_bytes, limits.outputs_per_call), (10, 5));
+    assert_eq!(limits.metrics.series, Limits::default().metrics.series);
+    let unknown = toml::from_str::<Limits>("state_bytes = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("unknown limit `state_bytes`, expected one of `memory_bytes`")
+            && unknown.contains("`state_total_bytes`")
+            && unknown.contains("`inference_runs_per_call`"),
+        "{unknown}"
+    );
+    let limits: Limits =
+        toml::from_str("timeout_ms = 250\nfuel = 7\nlog_lines_per_second = 3").unwrap();
+    assert_eq!(
+        (limits.timeout, limits.fuel, limits.log.lines_per_second),
+        (Duration::from_millis(250), Some(7), 3)
+    );
+    let wrong_type = toml::from_str::<Limits>("metric_series = \"many\"")
+        .unwrap_err()
+        .to_string();
+    assert!(wrong_type.contains("invalid type"), "{wrong_type}");
 }

@@ -22,6 +22,7 @@ use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::runtime::Limits;
 use crate::supervisor::{ReplaceError, Supervisor};
 
 /// The variable a group's config names this device by.
@@ -187,7 +188,7 @@ impl Agent {
             .map_err(|error: toml::de::Error| invalid(error.message().to_owned()))?;
         let plugins_dir = self.options.dir.join("plugins");
         create_dir(&plugins_dir)?;
-        let fuel = uses_fuel(&table);
+        let fuel = uses_fuel(&table).map_err(invalid)?;
         if let Some(plugins) = table.get_mut("plugins").and_then(toml::Value::as_table_mut) {
             for (name, plugin) in plugins.iter_mut() {
                 let plugin = plugin
@@ -338,20 +339,25 @@ fn create_dir(dir: &Path) -> Result<(), AgentError> {
     })
 }
 
-/// Whether a stage sets a fuel limit: the runtime then meters fuel, which the machine
-/// code must be compiled for.
-fn uses_fuel(config: &toml::Table) -> bool {
-    config
-        .get("plugins")
-        .and_then(toml::Value::as_table)
-        .into_iter()
-        .flat_map(|plugins| plugins.values())
-        .any(|plugin| {
-            plugin
-                .get("limits")
-                .and_then(|limits| limits.get("fuel"))
-                .is_some()
-        })
+/// Whether a plugin sets a fuel limit, read as the config reads its `limits` (the
+/// config cannot load yet: its plugin paths are what this fetches): the runtime then
+/// meters fuel, which the machine code must be compiled for.
+fn uses_fuel(config: &toml::Table) -> Result<bool, String> {
+    let plugins = config.get("plugins").and_then(toml::Value::as_table);
+    for (name, plugin) in plugins.into_iter().flatten() {
+        if let Some(limits) = plugin.get("limits") {
+            let limits: Limits = limits
+                .clone()
+                .try_into()
+                .map_err(|error: toml::de::Error| {
+                    format!("`plugins.{name}.limits`: {}", error.message())
+                })?;
+            if limits.fuel.is_some() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Entries the device's uplinks hold, from its own metrics.

@@ -163,7 +163,7 @@ impl FleetState {
             })
             .await
             .map_err(|panic| error(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()))?
-            .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+            .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why.to_string()))?;
             tracing::info!(
                 plugin = key.0,
                 target = key.1,

@@ -5,9 +5,14 @@
 /// `ModelProto` field 8: `repeated OperatorSetIdProto opset_import`.
 const OPSET_IMPORT: u64 = 8;
 
+/// The bytes are not a protobuf message, so not an ONNX model.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("not an ONNX model (malformed protobuf)")]
+pub struct MalformedModel;
+
 /// `(domain, version)` of every imported operator set; the default domain is shown as
 /// `ai.onnx`. Duplicates (skl2onnx writes some) are removed.
-pub fn opsets(model: &[u8]) -> Result<Vec<(String, i64)>, String> {
+pub fn opsets(model: &[u8]) -> Result<Vec<(String, i64)>, MalformedModel> {
     let mut found = Vec::new();
     for (field, value) in Fields(model) {
         if let (OPSET_IMPORT, Value::Bytes(entry)) = (field?, value) {
@@ -42,18 +47,13 @@ enum Value<'a> {
 struct Fields<'a>(&'a [u8]);
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = (Result<u64, String>, Value<'a>);
+    type Item = (Result<u64, MalformedModel>, Value<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.is_empty() {
             return None;
         }
-        let malformed = || {
-            Some((
-                Err("not an ONNX model (malformed protobuf)".to_owned()),
-                Value::Fixed,
-            ))
-        };
+        let malformed = || Some((Err(MalformedModel), Value::Fixed));
         let Some(key) = varint(&mut self.0) else {
             self.0 = &[];
             return malformed();
@@ -113,9 +113,6 @@ mod tests {
             opsets(&model).unwrap(),
             [("ai.onnx.ml".to_owned(), 1), ("ai.onnx".to_owned(), 17)]
         );
-        assert_eq!(
-            opsets(b"\x0a\xff").unwrap_err(),
-            "not an ONNX model (malformed protobuf)"
-        );
+        assert_eq!(opsets(b"\x0a\xff").unwrap_err(), MalformedModel);
     }
 }

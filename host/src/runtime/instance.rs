@@ -91,7 +91,7 @@ impl Instance {
         let stderr = StderrTail::new(
             spec.stage.clone(),
             shared.log.clone(),
-            spec.limits.log_message_bytes as usize,
+            spec.limits.log.message_bytes as usize,
         );
         let mut wasi = spec
             .grants

@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+
+use super::capabilities::inference::quotas::InferenceQuotas;
+use super::capabilities::log::quotas::LogQuotas;
+use super::capabilities::metrics::quotas::MetricQuotas;
+use super::capabilities::state::quotas::StateQuotas;
+use super::quota::Quotas as _;
 
 /// What one stage's plugin instances may use, and what they may make the host do on
 /// their behalf. Every call has a deadline; memory is capped per instance; fuel
@@ -11,136 +17,116 @@ use serde::Deserialize;
 ///
 /// The memory cap bounds the guest, not the host: a plugin could otherwise make the host
 /// store gigabytes of state, log gigabytes, register millions of metric series or emit
-/// millions of events from a handful. The `state_*`, `log_*`, `metric_series` and
-/// `output*` quotas bound that; the defaults suit every first-party plugin.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// millions of events from a handful. Each capability's quotas (in its `quotas.rs`) and
+/// the `output*` quotas bound that; the defaults suit every first-party plugin.
+///
+/// The user writes one flat table (`memory_bytes`, `state_key_bytes`, ...); each key is
+/// read by the struct that declares it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Linear memory cap per instance, in bytes.
-    #[serde(default = "default_memory")]
+    /// Linear memory cap per instance, in bytes (`memory_bytes`).
     pub memory_bytes: u64,
-    /// Deadline of one call (init, process or collect).
-    #[serde(
-        default = "default_timeout",
-        rename = "timeout_ms",
-        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
-    )]
+    /// Deadline of one call: init, process or collect (`timeout_ms`).
     pub timeout: Duration,
-    /// Fuel per call, if the stage uses fuel metering.
-    #[serde(default)]
+    /// Fuel per call, if the stage uses fuel metering (`fuel`).
     pub fuel: Option<u64>,
-    /// Longest state key, in bytes.
-    #[serde(default = "default_state_key_bytes")]
-    pub state_key_bytes: u32,
-    /// Largest state value, in bytes.
-    #[serde(default = "default_state_value_bytes")]
-    pub state_value_bytes: u32,
-    /// Keys and values one call may have pending before its commit: the host holds
-    /// them in memory until the call ends.
-    #[serde(default = "default_state_write_bytes_per_call")]
-    pub state_write_bytes_per_call: u64,
-    /// Keys and values the stage may keep in the state store, so that a plugin fills
-    /// its quota, never the disk.
-    #[serde(default = "default_state_total_bytes")]
-    pub state_total_bytes: u64,
-    /// Longest log message (and longest rendering of its fields); more is truncated.
-    #[serde(default = "default_log_message_bytes")]
-    pub log_message_bytes: u32,
-    /// Log lines per second for the whole stage, with bursts of as many; the excess is
-    /// dropped and counted in `sluice_plugin_log_dropped_total`.
-    #[serde(default = "default_log_lines_per_second")]
-    pub log_lines_per_second: u32,
-    /// Distinct plugin metric names per stage: each is a Prometheus series forever.
-    #[serde(default = "default_metric_series")]
-    pub metric_series: u32,
-    /// Events one call may emit. A batch larger than this may still emit one event per
-    /// input, so a map never trips it whatever the batch size.
-    #[serde(default = "default_outputs_per_call")]
+    /// Events one call may emit (`outputs_per_call`). A batch larger than this may still
+    /// emit one event per input, so a map never trips it whatever the batch size.
     pub outputs_per_call: u32,
-    /// Size of the `data` buffer of one call's output.
-    #[serde(default = "default_output_bytes_per_call")]
+    /// Size of the `data` buffer of one call's output (`output_bytes_per_call`).
     pub output_bytes_per_call: u64,
-    /// Bytes of tensors (inputs and outputs) one call may exchange with the host's
-    /// models: the host holds them while the model runs.
-    #[serde(default = "default_inference_bytes_per_call")]
-    pub inference_bytes_per_call: u64,
-    /// Model runs one call may make: each costs host CPU outside the call's fuel.
-    #[serde(default = "default_inference_runs_per_call")]
-    pub inference_runs_per_call: u32,
+    pub state: StateQuotas,
+    pub log: LogQuotas,
+    pub metrics: MetricQuotas,
+    pub inference: InferenceQuotas,
 }
 
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 
-fn default_memory() -> u64 {
-    DEFAULT_MEMORY_BYTES
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-
-fn default_state_key_bytes() -> u32 {
-    1 << 10
-}
-
-fn default_state_value_bytes() -> u32 {
-    1 << 20
-}
-
-fn default_state_write_bytes_per_call() -> u64 {
-    16 << 20
-}
-
-fn default_state_total_bytes() -> u64 {
-    256 << 20
-}
-
-fn default_log_message_bytes() -> u32 {
-    4 << 10
-}
-
-fn default_log_lines_per_second() -> u32 {
-    100
-}
-
-fn default_metric_series() -> u32 {
-    100
-}
-
-fn default_outputs_per_call() -> u32 {
-    10_000
-}
-
-fn default_output_bytes_per_call() -> u64 {
-    16 << 20
-}
-
-fn default_inference_bytes_per_call() -> u64 {
-    64 << 20
-}
-
-fn default_inference_runs_per_call() -> u32 {
-    16
-}
+/// The keys this module reads itself; the capabilities' follow.
+const CALL_KEYS: &[&str] = &[
+    "memory_bytes",
+    "timeout_ms",
+    "fuel",
+    "outputs_per_call",
+    "output_bytes_per_call",
+];
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            memory_bytes: default_memory(),
-            timeout: default_timeout(),
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            timeout: Duration::from_secs(1),
             fuel: None,
-            state_key_bytes: default_state_key_bytes(),
-            state_value_bytes: default_state_value_bytes(),
-            state_write_bytes_per_call: default_state_write_bytes_per_call(),
-            state_total_bytes: default_state_total_bytes(),
-            log_message_bytes: default_log_message_bytes(),
-            log_lines_per_second: default_log_lines_per_second(),
-            metric_series: default_metric_series(),
-            outputs_per_call: default_outputs_per_call(),
-            output_bytes_per_call: default_output_bytes_per_call(),
-            inference_bytes_per_call: default_inference_bytes_per_call(),
-            inference_runs_per_call: default_inference_runs_per_call(),
+            outputs_per_call: 10_000,
+            output_bytes_per_call: 16 << 20,
+            state: StateQuotas::default(),
+            log: LogQuotas::default(),
+            metrics: MetricQuotas::default(),
+            inference: InferenceQuotas::default(),
         }
+    }
+}
+
+impl Limits {
+    /// Every key of the `limits` table, in the order the docs list them.
+    pub fn keys() -> impl Iterator<Item = &'static str> {
+        CALL_KEYS
+            .iter()
+            .chain(StateQuotas::KEYS)
+            .chain(LogQuotas::KEYS)
+            .chain(MetricQuotas::KEYS)
+            .chain(InferenceQuotas::KEYS)
+            .copied()
+    }
+
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "memory_bytes" => self.memory_bytes = map.next_value()?,
+            "timeout_ms" => self.timeout = Duration::from_millis(map.next_value()?),
+            "fuel" => self.fuel = Some(map.next_value()?),
+            "outputs_per_call" => self.outputs_per_call = map.next_value()?,
+            "output_bytes_per_call" => self.output_bytes_per_call = map.next_value()?,
+            _ => {
+                let read = self.state.read(key, map)?
+                    || self.log.read(key, map)?
+                    || self.metrics.read(key, map)?
+                    || self.inference.read(key, map)?;
+                if !read {
+                    let expected: Vec<String> =
+                        Limits::keys().map(|key| format!("`{key}`")).collect();
+                    return Err(de::Error::custom(format!(
+                        "unknown limit `{key}`, expected one of {}",
+                        expected.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Limits {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Table;
+
+        impl<'de> Visitor<'de> for Table {
+            type Value = Limits;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a table of limits")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Limits, A::Error> {
+                let mut limits = Limits::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    limits.read(&key, &mut map)?;
+                }
+                Ok(limits)
+            }
+        }
+
+        deserializer.deserialize_map(Table)
     }
 }
 

@@ -15,6 +15,7 @@ mod limits;
 mod plugin;
 mod pool;
 pub mod precompiled;
+mod quota;
 mod spec;
 mod stderr;
 mod store;

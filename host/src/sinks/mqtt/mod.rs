@@ -211,7 +211,7 @@ fn topic_template(topic: &str) -> Result<Template, String> {
             "topic `{topic}` contains a wildcard; publish topics cannot"
         ));
     }
-    Template::parse(topic, "topic")
+    Template::parse(topic, "topic").map_err(|error| error.to_string())
 }
 
 /// A field's text inside a topic: no `/` (a new level) and no wildcard.

@@ -50,7 +50,7 @@ pub enum Stream {
 
 impl Partitioner {
     pub fn parse(template: &str, time_field: Option<String>) -> Result<Self, String> {
-        let template = Template::parse(template, "partition")?;
+        let template = Template::parse(template, "partition").map_err(|error| error.to_string())?;
         let fields = template::top_level_names(
             template
                 .placeholders()

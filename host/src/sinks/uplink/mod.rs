@@ -108,7 +108,7 @@ impl super::SinkConfig for UplinkSinkConfig {
         if self.buffer.max_bytes == 0 || self.buffer.segment_bytes == 0 {
             return Err(invalid("`buffer.max_bytes` and `buffer.segment_bytes` must be at least 1".into()));
         }
-        let topic = Template::parse(&self.topic, "topic").map_err(invalid)?;
+        let topic = Template::parse(&self.topic, "topic").map_err(|error| invalid(error.to_string()))?;
         let client_id = self
             .client_id
             .clone()

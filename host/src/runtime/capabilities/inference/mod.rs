@@ -9,6 +9,8 @@
 //! at [`MAX_OPEN_MODELS`] per instance. A tensor that does not fit the model is not a
 //! quota: it is the plugin's error to handle, returned as `invalid-input`.
 
+pub mod quotas;
+
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -19,7 +21,7 @@ use crate::runtime::bindings::inference::{
     self, ElementType, Error, ErrorCode, Tensor, TensorSpec,
 };
 use crate::runtime::error::{LimitExceeded, Refused};
-use crate::runtime::limits::Limits;
+use quotas::InferenceQuotas;
 use super::StageContext;
 
 /// Model handles one instance may hold open at once.
@@ -39,14 +41,14 @@ pub struct InferenceCtx {
 }
 
 impl InferenceCtx {
-    pub fn new(stage: Arc<str>, models: StageModels, limits: &Limits) -> Self {
+    pub fn new(stage: Arc<str>, models: StageModels, quotas: &InferenceQuotas) -> Self {
         InferenceCtx {
             stage,
             models,
             handles: ResourceTable::new(),
             open: 0,
-            bytes_per_call: limits.inference_bytes_per_call,
-            runs_per_call: limits.inference_runs_per_call,
+            bytes_per_call: quotas.bytes_per_call,
+            runs_per_call: quotas.runs_per_call,
             bytes: 0,
             runs: 0,
         }
@@ -94,7 +96,7 @@ impl super::HostState for InferenceCtx {
     type Shared = ();
     fn shared(_: &StageContext<'_>) {}
     fn new(spec: &StageContext<'_>, (): &()) -> Self {
-        InferenceCtx::new(spec.stage.clone(), spec.models.clone(), &spec.limits)
+        InferenceCtx::new(spec.stage.clone(), spec.models.clone(), &spec.limits.inference)
     }
 }
 

@@ -7,13 +7,15 @@
 //! past the instance's memory cap (the guest could not take the answer anyway). The
 //! stage's total (`state_total_bytes`) is enforced at commit, in the store.
 
+pub mod quotas;
+
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::bindings::state;
 use crate::runtime::error::{CallFailure, LimitExceeded};
-use crate::runtime::limits::Limits;
+use quotas::StateQuotas;
 use super::StageContext;
 use crate::state::{StateError, StateStore, Transaction};
 
@@ -28,14 +30,15 @@ pub struct StateCtx {
 }
 
 impl StateCtx {
-    pub fn new(store: Arc<StateStore>, stage: Arc<str>, limits: &Limits) -> Self {
+    /// `scan_bytes`: where a scan stops (the instance's memory cap).
+    pub fn new(store: Arc<StateStore>, stage: Arc<str>, quotas: &StateQuotas, scan_bytes: u64) -> Self {
         StateCtx {
             txn: Transaction::new(store, stage),
-            key_bytes: limits.state_key_bytes,
-            value_bytes: limits.state_value_bytes,
-            write_bytes_per_call: limits.state_write_bytes_per_call,
-            total_bytes: limits.state_total_bytes,
-            scan_bytes: limits.memory_bytes,
+            key_bytes: quotas.key_bytes,
+            value_bytes: quotas.value_bytes,
+            write_bytes_per_call: quotas.write_bytes_per_call,
+            total_bytes: quotas.total_bytes,
+            scan_bytes,
         }
     }
 
@@ -118,7 +121,12 @@ impl super::HostState for StateCtx {
     type Shared = ();
     fn shared(_: &StageContext<'_>) {}
     fn new(spec: &StageContext<'_>, (): &()) -> Self {
-        StateCtx::new(spec.state.clone(), spec.stage.clone(), &spec.limits)
+        StateCtx::new(
+            spec.state.clone(),
+            spec.stage.clone(),
+            &spec.limits.state,
+            spec.limits.memory_bytes,
+        )
     }
 }
 

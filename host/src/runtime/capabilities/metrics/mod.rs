@@ -7,6 +7,8 @@
 //! instance caches them, so a call costs a hash lookup, not a recorder lookup and a
 //! label allocation.
 
+pub mod quotas;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +16,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::bindings::metrics;
 use crate::runtime::error::{LimitExceeded, Refused};
-use crate::runtime::limits::Limits;
+use quotas::MetricQuotas;
 use super::StageContext;
 
 /// Longest plugin metric name, in bytes (before the `sluice_plugin_` prefix).
@@ -66,9 +68,9 @@ pub struct StageSeries {
 }
 
 impl StageSeries {
-    pub fn new(limits: &Limits) -> Self {
+    pub fn new(quotas: &MetricQuotas) -> Self {
         StageSeries {
-            limit: limits.metric_series,
+            limit: quotas.series,
             series: Mutex::default(),
         }
     }
@@ -145,7 +147,7 @@ fn wrong_kind(name: &str, series: &Series) -> wasmtime::Error {
 impl super::HostState for MetricsCtx {
     type Shared = Arc<StageSeries>;
     fn shared(spec: &StageContext<'_>) -> Self::Shared {
-        Arc::new(StageSeries::new(&spec.limits))
+        Arc::new(StageSeries::new(&spec.limits.metrics))
     }
     fn new(spec: &StageContext<'_>, series: &Self::Shared) -> Self {
         MetricsCtx::new(spec.stage.clone(), series.clone())

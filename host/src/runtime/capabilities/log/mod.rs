@@ -3,6 +3,8 @@
 //! marker) and in rate (`log_lines_per_second` per stage; the excess is dropped and
 //! counted, never an error: a chatty plugin should not lose its events).
 
+pub mod quotas;
+
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::bindings::log::{self, Level};
-use crate::runtime::limits::Limits;
+use quotas::LogQuotas;
 use super::StageContext;
 
 /// Counts the lines dropped by the rate limit, per stage.
@@ -27,10 +29,10 @@ pub struct LogCtx {
 }
 
 impl LogCtx {
-    pub fn new(stage: Arc<str>, limits: &Limits, budget: Arc<LogBudget>) -> Self {
+    pub fn new(stage: Arc<str>, quotas: &LogQuotas, budget: Arc<LogBudget>) -> Self {
         LogCtx {
             stage,
-            message_bytes: limits.log_message_bytes as usize,
+            message_bytes: quotas.message_bytes as usize,
             budget,
         }
     }
@@ -39,10 +41,10 @@ impl LogCtx {
 impl super::HostState for LogCtx {
     type Shared = Arc<LogBudget>;
     fn shared(spec: &StageContext<'_>) -> Self::Shared {
-        Arc::new(LogBudget::new(spec.stage.clone(), &spec.limits))
+        Arc::new(LogBudget::new(spec.stage.clone(), &spec.limits.log))
     }
     fn new(spec: &StageContext<'_>, budget: &Self::Shared) -> Self {
-        LogCtx::new(spec.stage.clone(), &spec.limits, budget.clone())
+        LogCtx::new(spec.stage.clone(), &spec.limits.log, budget.clone())
     }
 }
 
@@ -134,8 +136,8 @@ struct Bucket {
 }
 
 impl LogBudget {
-    pub fn new(stage: Arc<str>, limits: &Limits) -> Self {
-        let per_second = limits.log_lines_per_second;
+    pub fn new(stage: Arc<str>, quotas: &LogQuotas) -> Self {
+        let per_second = quotas.lines_per_second;
         LogBudget {
             dropped: metrics::counter!(DROPPED_METRIC, "stage" => stage.to_string()),
             stage,
@@ -204,11 +206,11 @@ mod tests {
 
     #[test]
     fn the_rate_allows_a_burst_then_drops() {
-        let limits = Limits {
-            log_lines_per_second: 5,
-            ..Limits::default()
+        let quotas = LogQuotas {
+            lines_per_second: 5,
+            ..LogQuotas::default()
         };
-        let budget = LogBudget::new(Arc::from("s"), &limits);
+        let budget = LogBudget::new(Arc::from("s"), &quotas);
         let admitted = (0..100).filter(|_| budget.admit()).count();
         assert_eq!(admitted, 5);
     }
