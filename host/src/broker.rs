@@ -80,7 +80,7 @@ pub async fn start(config: &BrokerConfig) -> Result<EmbeddedBroker, BrokerError>
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
             connection_timeout_ms: 60_000,
-            max_payload_size: 1 << 20,
+            max_payload_size: crate::connect::mqtt::DEFAULT_MAX_PACKET_BYTES,
             max_inflight_count: config.max_inflight,
             auth: None,
             external_auth: None,

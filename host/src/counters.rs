@@ -51,6 +51,10 @@ pub const EVENTS_OUT: Series = Series::counter("sluice_events_out_total");
 pub const DEAD_LETTERED: Series = Series::counter("sluice_events_dead_lettered_total");
 /// Failed batches (plugin calls, writes).
 pub const ERRORS: Series = Series::counter("sluice_errors_total");
+/// Event tokens released without a verdict (see `pipeline::Ack`): each made its event
+/// fail rather than count as delivered. Recorded under the stage `pipeline`, since a
+/// token does not know who held it last; anything above zero names a path to look at.
+pub const UNSETTLED: Series = Series::counter("sluice_acks_unsettled_total");
 /// Batches waiting in a stage's input channel.
 pub const QUEUE_DEPTH: Series = Series::gauge("sluice_queue_depth");
 /// Entries, bytes and dropped entries of an uplink's disk buffer.

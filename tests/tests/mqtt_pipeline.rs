@@ -178,6 +178,11 @@ fn a_hundred_thousand_events_arrive_exactly_once() {
         metric(&metrics, "sluice_events_in_total", "out"),
         Some(100_000.0)
     );
+    assert_eq!(
+        metric(&metrics, "sluice_acks_unsettled_total", "pipeline"),
+        Some(0.0),
+        "every event's token ended with a verdict"
+    );
     assert!(host.stop().success());
 }
 

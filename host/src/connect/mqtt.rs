@@ -9,8 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::SettingsError;
 
+/// The largest MQTT packet a connection sends or takes by default: what the embedded
+/// broker accepts. rumqttc's own default (10 KiB) would stall a source on the first
+/// larger message.
+pub const DEFAULT_MAX_PACKET_BYTES: usize = 1 << 20;
+
 /// Declares a config struct whose table holds the MQTT connection's keys (`url`,
-/// `client_id`, `username`, `password`, `ca_file`) beside its own, and its
+/// `client_id`, `username`, `password`, `ca_file`, `max_packet_bytes`) beside its own, and its
 /// `endpoint(stage)`. A macro rather than `#[serde(flatten)]`, which serde cannot
 /// combine with `deny_unknown_fields`: a misspelt key must stay an error at its line.
 macro_rules! connection_config {
@@ -29,6 +34,9 @@ macro_rules! connection_config {
             /// PEM file of the CA that signed the broker's certificate (for `mqtts://`).
             #[serde(default)]
             pub ca_file: Option<std::path::PathBuf>,
+            /// The largest packet (topic, payload and header) sent or taken.
+            #[serde(default = "crate::connect::mqtt::default_max_packet_bytes")]
+            pub max_packet_bytes: usize,
             $($fields)*
         }
 
@@ -42,12 +50,17 @@ macro_rules! connection_config {
                     username: self.username.as_deref(),
                     password: self.password.as_deref(),
                     ca_file: self.ca_file.as_ref(),
+                    max_packet_bytes: self.max_packet_bytes,
                 }
             }
         }
     };
 }
 pub(crate) use connection_config;
+
+pub fn default_max_packet_bytes() -> usize {
+    DEFAULT_MAX_PACKET_BYTES
+}
 
 /// Where and how to connect, as a [`connection_config`] struct declares it.
 pub struct Endpoint<'a> {
@@ -62,6 +75,8 @@ pub struct Endpoint<'a> {
     pub password: Option<&'a str>,
     /// PEM file of the CA that signed the broker's certificate (for `mqtts://`).
     pub ca_file: Option<&'a PathBuf>,
+    /// The largest packet sent or taken, as MQTT counts it (all but the fixed header).
+    pub max_packet_bytes: usize,
 }
 
 impl Endpoint<'_> {
@@ -76,8 +91,15 @@ impl Endpoint<'_> {
         let client_id = self
             .client_id
             .map_or_else(|| format!("sluice-{}", self.stage), str::to_owned);
+        if self.max_packet_bytes < MIN_PACKET_BYTES {
+            return Err(format!(
+                "`max_packet_bytes` must be at least {MIN_PACKET_BYTES}, not {}",
+                self.max_packet_bytes
+            ));
+        }
         let mut options = MqttOptions::new(client_id, broker.host, broker.port);
         options.set_keep_alive(Duration::from_secs(15));
+        options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
         if let Some(username) = self.username {
             options.set_credentials(username, self.password.unwrap_or_default());
         }
@@ -95,6 +117,25 @@ impl Endpoint<'_> {
             options.set_transport(transport);
         }
         Ok(options)
+    }
+}
+
+/// Below this, not even a CONNECT with a long client id and credentials fits.
+const MIN_PACKET_BYTES: usize = 1 << 10;
+
+/// The size (MQTT's remaining length: topic, packet id, payload) of a QoS 1 PUBLISH.
+pub fn publish_size(topic: &str, payload: usize) -> usize {
+    2 + topic.len() + 2 + payload
+}
+
+/// The size of the packet a connection refused for being over its limit, if `error`
+/// is that.
+pub fn oversized(error: &rumqttc::ConnectionError) -> Option<usize> {
+    match error {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
     }
 }
 
@@ -213,6 +254,7 @@ mod tests {
             username: None,
             password: None,
             ca_file: None,
+            max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
         }
     }
 

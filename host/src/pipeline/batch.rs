@@ -32,8 +32,13 @@ impl Batch {
         self.events.is_empty()
     }
 
+    /// Every event is durably held by the sink that calls this (see [`Ack::delivered`]).
+    pub fn delivered(self) {
+        self.acks.into_iter().for_each(Ack::delivered);
+    }
+
     /// Mark every event as not delivered (see [`Ack::fail`]).
-    pub fn fail(&self) {
-        self.acks.iter().for_each(Ack::fail);
+    pub fn fail(self) {
+        self.acks.into_iter().for_each(Ack::fail);
     }
 }

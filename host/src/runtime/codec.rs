@@ -128,8 +128,35 @@ pub fn check_size(
             limits.output_bytes_per_call,
         ));
     }
+    let mut header_bytes = 0u64;
+    for (n, event) in output.events.iter().enumerate() {
+        if event.headers.count > limits.headers_per_event {
+            return Err(LimitExceeded::new(
+                "headers_per_event",
+                format!("output event {n} with {} headers", event.headers.count),
+                u64::from(limits.headers_per_event),
+            ));
+        }
+        // Out-of-range tables are the decoder's error; only what exists costs here.
+        let first = event.headers.first as usize;
+        let last = first.saturating_add(event.headers.count as usize);
+        for header in output.headers.get(first..last).unwrap_or_default() {
+            header_bytes += u64::from(header.name.len) + u64::from(header.value.len);
+        }
+        if header_bytes > limits.header_bytes_per_call {
+            return Err(LimitExceeded::new(
+                "header_bytes_per_call",
+                format!("headers of {header_bytes} bytes by output event {n}"),
+                limits.header_bytes_per_call,
+            ));
+        }
+    }
     Ok(())
 }
+
+/// Longest rejection reason kept; a longer one is cut with a marker (each becomes a
+/// dead-letter record).
+const MAX_REASON_BYTES: usize = 4 << 10;
 
 /// Decode a plugin's output, checking every span and index. `inputs` is the size of
 /// the batch it answers (0 for collectors, whose `input` fields are ignored).
@@ -205,20 +232,39 @@ pub fn decode_output(output: wit::Output, inputs: usize) -> Result<Processed, St
             event,
         });
     }
-    let mut rejected = Vec::with_capacity(output.rejected.len());
+    // Each rejection becomes a dead letter with a copy of its input: one per input.
+    let mut rejected: Vec<Rejection> = Vec::with_capacity(output.rejected.len().min(inputs));
+    let mut seen = vec![false; inputs];
     for reject in output.rejected {
-        if inputs == 0 || reject.input as usize >= inputs {
+        let input = reject.input as usize;
+        if input >= inputs {
             return Err(format!(
-                "a rejection names input {} of a {inputs}-event batch",
-                reject.input
+                "a rejection names input {input} of a {inputs}-event batch"
             ));
         }
+        if std::mem::replace(&mut seen[input], true) {
+            return Err(format!("input {input} is rejected twice"));
+        }
         rejected.push(Rejection {
-            input: reject.input as usize,
-            reason: reject.reason,
+            input,
+            reason: cut(reject.reason),
         });
     }
     Ok(Processed { emitted, rejected })
+}
+
+/// `reason`, cut at a character boundary to [`MAX_REASON_BYTES`].
+fn cut(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let total = reason.len();
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str(&format!("… [cut from {total} bytes]"));
+    }
+    reason
 }
 
 #[cfg(test)]
@@ -286,5 +332,73 @@ mod tests {
         let mut output = echo(encode_batch(&[event("x")]));
         output.events[0].route = Some(3);
         assert!(decode_output(output, 1).unwrap_err().contains("route #3"));
+    }
+
+    fn with_headers(headers: &[(&str, &str)]) -> Event {
+        Event {
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), Bytes::copy_from_slice(value.as_bytes())))
+                .collect(),
+            ..event("x")
+        }
+    }
+
+    #[test]
+    fn headers_are_bounded_per_event_and_per_call_however_often_they_are_named() {
+        let limits = Limits {
+            headers_per_event: 1,
+            ..Limits::default()
+        };
+        let output = echo(encode_batch(&[with_headers(&[("a", "1"), ("b", "2")])]));
+        let exceeded = check_size(&output, 1, &limits).unwrap_err();
+        assert_eq!(exceeded.limit, "headers_per_event");
+        assert_eq!(
+            exceeded.to_string(),
+            "output event 0 with 2 headers exceeds limits.headers_per_event = 1"
+        );
+
+        // Five events naming one 31-byte header: 155 bytes for the host to copy.
+        let limits = Limits {
+            header_bytes_per_call: 100,
+            ..Limits::default()
+        };
+        let mut output = echo(encode_batch(&[with_headers(&[("h", &"v".repeat(30))])]));
+        output.events = std::iter::repeat_n(output.events[0].clone(), 5).collect();
+        let exceeded = check_size(&output, 5, &limits).unwrap_err();
+        assert_eq!(exceeded.limit, "header_bytes_per_call");
+        assert!(
+            exceeded
+                .to_string()
+                .starts_with("headers of 124 bytes by output event 3"),
+            "{exceeded}"
+        );
+        assert!(check_size(&output, 5, &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn an_input_is_rejected_at_most_once_with_a_bounded_reason() {
+        let rejection = |reason: &str| wit::Rejected {
+            input: 0,
+            reason: reason.to_owned(),
+        };
+        let mut output = echo(encode_batch(&[event("x")]));
+        output.rejected = vec![rejection("bad"), rejection("bad")];
+        assert_eq!(
+            decode_output(output, 1).unwrap_err(),
+            "input 0 is rejected twice"
+        );
+        let mut output = echo(encode_batch(&[event("x")]));
+        output.rejected = vec![rejection(&"é".repeat(10_000))];
+        let reason = &decode_output(output, 1).unwrap().rejected[0].reason;
+        assert!(reason.len() < MAX_REASON_BYTES + 40, "{}", reason.len());
+        assert!(reason.ends_with("… [cut from 20000 bytes]"), "{reason}");
+        let mut output = echo(encode_batch(&[]));
+        output.rejected = vec![rejection("a collector has no inputs")];
+        assert!(
+            decode_output(output, 0)
+                .unwrap_err()
+                .contains("names input 0 of a 0-event batch")
+        );
     }
 }

@@ -35,6 +35,12 @@ pub struct Limits {
     pub outputs_per_call: u32,
     /// Size of the `data` buffer of one call's output (`output_bytes_per_call`).
     pub output_bytes_per_call: u64,
+    /// Headers one output event may carry (`headers_per_event`).
+    pub headers_per_event: u32,
+    /// Header names and values of one call's output events, summed over the events
+    /// (`header_bytes_per_call`): every event may name the same spans of `data`, and
+    /// the host copies each event's.
+    pub header_bytes_per_call: u64,
     pub state: StateQuotas,
     pub log: LogQuotas,
     pub metrics: MetricQuotas,
@@ -50,6 +56,8 @@ const CALL_KEYS: &[&str] = &[
     "fuel",
     "outputs_per_call",
     "output_bytes_per_call",
+    "headers_per_event",
+    "header_bytes_per_call",
 ];
 
 impl Default for Limits {
@@ -60,6 +68,8 @@ impl Default for Limits {
             fuel: None,
             outputs_per_call: 10_000,
             output_bytes_per_call: 16 << 20,
+            headers_per_event: 64,
+            header_bytes_per_call: 16 << 20,
             state: StateQuotas::default(),
             log: LogQuotas::default(),
             metrics: MetricQuotas::default(),
@@ -87,6 +97,8 @@ impl Limits {
             "fuel" => self.fuel = Some(map.next_value()?),
             "outputs_per_call" => self.outputs_per_call = map.next_value()?,
             "output_bytes_per_call" => self.output_bytes_per_call = map.next_value()?,
+            "headers_per_event" => self.headers_per_event = map.next_value()?,
+            "header_bytes_per_call" => self.header_bytes_per_call = map.next_value()?,
             _ => {
                 let read = self.state.read(key, map)?
                     || self.log.read(key, map)?
@@ -139,29 +151,48 @@ pub struct MemoryLimitExceeded {
     pub limit: u64,
 }
 
-/// Enforces [`Limits::memory_bytes`] on every linear memory and table of an instance.
+/// Enforces [`Limits::memory_bytes`] on the linear memories of an instance together
+/// (a component of many memories gets no more than one), bounds the core instances,
+/// memories and tables a component may create, and caps tables so that a table bomb is
+/// a memory bomb too.
 pub struct MemoryLimiter {
-    pub limit: u64,
+    limit: u64,
+    /// Bytes of every memory of the instance, as last grown.
+    used: u64,
 }
 
-/// Tables hold one pointer per element; cap them so a table bomb is a memory bomb too.
+impl MemoryLimiter {
+    pub fn new(limit: u64) -> Self {
+        MemoryLimiter { limit, used: 0 }
+    }
+}
+
+/// Tables hold one pointer per element.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Core instances, memories and tables one component instance may create. The SDKs'
+/// components (Rust, C, Python, JavaScript) need a handful of each; wasmtime's own
+/// defaults are 10,000.
+const MAX_CORE_INSTANCES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLES: usize = 64;
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.limit {
+        let total = self.used + (desired - current) as u64;
+        if total > self.limit {
             // Trapping (rather than returning false) stops the guest at the growth site:
             // a guest allocator that ignores failed growth cannot limp on.
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
-                desired: desired as u64,
+                desired: total,
                 limit: self.limit,
             }));
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -172,5 +203,17 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }

@@ -24,9 +24,7 @@ impl StoreData {
         StoreData {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limit: spec.limits.memory_bytes,
-            },
+            limiter: MemoryLimiter::new(spec.limits.memory_bytes),
             stderr,
             capabilities: HostStates::new(&spec.context(), shared),
         }

@@ -1,5 +1,5 @@
-//! Sinks: where events leave a pipeline. A sink acknowledges a batch by dropping its
-//! tokens only once the batch is durable (fsynced, or acknowledged by a broker). A
+//! Sinks: where events leave a pipeline. A sink gives a batch's tokens their
+//! `delivered` verdict only once the batch is durable (fsynced, or acknowledged by a broker). A
 //! failed write is retried with backoff, never dropped; while it retries, the bounded
 //! channels fill and the sources slow down.
 
@@ -35,8 +35,9 @@ pub trait SinkConfig: std::any::Any + std::fmt::Debug + Send + Sync {
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError>;
 }
 
-/// A destination. `write` makes a batch durable and then drops it (which
-/// acknowledges it), or hands it back with the error so that it can be retried.
+/// A destination. `write` makes a batch durable and then settles it as delivered, or
+/// hands it back with the error so that it can be retried. A token it drops unsettled
+/// fails its event (see `pipeline::Ack`).
 pub trait Sink: Send {
     /// Begin background work (connections, pollers). Called once, in the pipeline's
     /// task, after every stage is built.
@@ -79,8 +80,9 @@ pub async fn run(
                     tokio::select! {
                         _ = abort.cancelled() => {
                             // Shutting down for good: leave these for redelivery.
+                            let events = batch.len();
                             batch.fail();
-                            return Err(StageError::new(&stage, StageFailure::GaveUp { events: batch.len(), source: error }));
+                            return Err(StageError::new(&stage, StageFailure::GaveUp { events, source: error }));
                         }
                         _ = tokio::time::sleep(backoff) => {}
                     }

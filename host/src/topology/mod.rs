@@ -54,6 +54,8 @@ impl Pipeline {
     pub fn start(config: &Config) -> Result<Pipeline, StartError> {
         // Metric handles made before the recorder exists would record nothing.
         crate::counters::recorder();
+        // Shown from the start, so that a scrape tells zero from missing.
+        crate::counters::counter(crate::counters::UNSETTLED, "pipeline");
         let built = build::build(config)?;
         let wired = wire::wire(config, built);
         Ok(Pipeline::spawn(config, wired))

@@ -508,6 +508,8 @@ pub fn publish(
         options.set_clean_session(false);
         options.set_inflight(200);
         options.set_keep_alive(Duration::from_secs(5));
+        // Whatever size a test publishes; the host's limits are what is tested.
+        options.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
         let total = seqs.end - seqs.start;
         let topic = topic.to_owned();

@@ -42,7 +42,10 @@ impl super::Sink for ConsoleSink {
                     writeln!(out, "{prefix}{}", String::from_utf8_lossy(&event.payload))
                 });
                 match written.and_then(|()| out.flush()) {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        batch.delivered();
+                        Ok(())
+                    }
                     Err(error) => Err((batch, error.into())),
                 }
             })

@@ -146,8 +146,14 @@ impl Writer {
             .current
             .as_mut()
             .expect("a file is open after rotation");
-        open.file.write_all(&lines)?;
-        open.file.sync_data()?;
+        if let Err(error) = open.file.write_all(&lines).and_then(|()| open.file.sync_data()) {
+            // Cut back what part of the batch reached the file (a full disk), so that the
+            // retry leaves no torn line; a file that cannot be cut is left for a new one.
+            if open.file.set_len(open.bytes).is_err() {
+                self.current = None;
+            }
+            return Err(error);
+        }
         open.bytes += lines.len() as u64;
         Ok(())
     }
@@ -213,7 +219,10 @@ impl super::Sink for FileSink {
             tokio::task::spawn_blocking(move || {
                 let result = writer.lock().unwrap().write(&batch.events);
                 match result {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        batch.delivered();
+                        Ok(())
+                    }
                     Err(error) => Err((batch, error.into())),
                 }
             })

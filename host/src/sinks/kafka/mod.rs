@@ -166,13 +166,16 @@ impl super::Sink for KafkaSink {
                 }
             });
             let results = join_all(deliveries).await;
-            // Delivered events are acknowledged (their tokens dropped); the rest go back.
+            // Delivered events are settled as such; the rest go back.
             let mut failed = Batch::default();
             let mut first_error = None;
             for ((event, ack), result) in events.into_iter().zip(acks).zip(results) {
-                if let Err(error) = result {
-                    first_error.get_or_insert(error);
-                    failed.push(event, ack);
+                match result {
+                    Ok(()) => ack.delivered(),
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        failed.push(event, ack);
+                    }
                 }
             }
             match first_error {

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::template::Template;
-use crate::connect::mqtt::Backoff;
-use crate::pipeline::{Ack, Batch, SinkError};
-use crate::component::{BuildContext, BuildError};
+use crate::connect::mqtt::{Backoff, publish_size};
+use crate::pipeline::{Ack, Batch, DeadLetter, SinkError};
+use crate::component::{BuildContext, BuildError, Declaration};
 
 crate::connect::mqtt::connection_config! {
     #[derive(Debug, Deserialize)]
@@ -35,6 +35,14 @@ fn default_qos() -> u8 {
 }
 
 impl super::SinkConfig for MqttSinkConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            // A message over `max_packet_bytes` can never be published.
+            rejects: true,
+            ..Declaration::default()
+        }
+    }
+
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
         let name = context.stage;
         let qos = crate::connect::mqtt::qos(name, self.qos)?;
@@ -51,6 +59,8 @@ impl super::SinkConfig for MqttSinkConfig {
             template,
             qos,
             retain: self.retain,
+            max_packet_bytes: self.max_packet_bytes,
+            rejected: Vec::new(),
             tracker,
             stop: CancellationToken::new(),
             eventloop: Some(Box::new(eventloop)),
@@ -80,6 +90,8 @@ pub struct MqttSink {
     template: Template,
     qos: QoS,
     retain: bool,
+    max_packet_bytes: usize,
+    rejected: Vec<DeadLetter>,
     tracker: Arc<Mutex<Tracker>>,
     stop: CancellationToken,
     /// The client's event loop: made when the sink is built, polled (which connects)
@@ -106,14 +118,24 @@ impl super::Sink for MqttSink {
             let mut rest = events.into_iter().zip(acks);
             while let Some((event, ack)) = rest.next() {
                 let topic = self.template.render(&event, topic_level);
-                self.tracker.lock().unwrap().queued.push_back(ack.clone());
+                let size = publish_size(&topic, event.payload.len());
+                if size > self.max_packet_bytes {
+                    let reason = format!(
+                        "an MQTT message of {size} bytes exceeds max_packet_bytes = {}",
+                        self.max_packet_bytes
+                    );
+                    self.rejected.push(DeadLetter { event, ack, reason });
+                    continue;
+                }
+                self.tracker.lock().unwrap().queued.push_back(ack);
                 if let Err(error) = self
                     .client
                     .publish(topic, self.qos, self.retain, event.payload.clone())
                     .await
                 {
                     // Not handed to the client: take it back and return the unsent rest.
-                    self.tracker.lock().unwrap().queued.pop_back();
+                    let ack = (self.tracker.lock().unwrap().queued.pop_back())
+                        .expect("the token just queued");
                     let mut unsent = Batch::default();
                     unsent.push(event, ack);
                     for (event, ack) in rest {
@@ -127,6 +149,10 @@ impl super::Sink for MqttSink {
         .boxed()
     }
 
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.rejected)
+    }
+
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
         async move {
             let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -135,8 +161,8 @@ impl super::Sink for MqttSink {
                     let tracker = std::mem::take(&mut *self.tracker.lock().unwrap());
                     tracker
                         .queued
-                        .iter()
-                        .chain(tracker.in_flight.values())
+                        .into_iter()
+                        .chain(tracker.in_flight.into_values())
                         .for_each(Ack::fail);
                     self.stop.cancel();
                     return Err(
@@ -176,17 +202,21 @@ async fn poll(
                 let retransmission = pkid != 0 && tracker.in_flight.contains_key(&pkid);
                 if !retransmission {
                     let ack = tracker.queued.pop_front();
-                    // QoS 0 (packet id 0) has no PUBACK: once sent, dropping the token
-                    // acknowledges it.
-                    if let Some(ack) = ack
-                        && pkid != 0
-                    {
-                        tracker.in_flight.insert(pkid, ack);
+                    // QoS 0 (packet id 0) has no PUBACK: once sent, it is delivered as
+                    // far as it ever will be.
+                    match ack {
+                        Some(ack) if pkid != 0 => {
+                            tracker.in_flight.insert(pkid, ack);
+                        }
+                        Some(ack) => ack.delivered(),
+                        None => {}
                     }
                 }
             }
             Ok(MqttEvent::Incoming(Packet::PubAck(puback))) => {
-                tracker.lock().unwrap().in_flight.remove(&puback.pkid);
+                if let Some(ack) = tracker.lock().unwrap().in_flight.remove(&puback.pkid) {
+                    ack.delivered();
+                }
             }
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();

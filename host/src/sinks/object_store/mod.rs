@@ -171,21 +171,27 @@ pub struct ObjectStoreSink {
     flusher: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
-/// The acknowledgement tokens of an object's events. Released (acknowledged) only once
-/// the object is stored; dropped any other way (a stop before the upload), they fail,
-/// so that the source redelivers.
+/// The acknowledgement tokens of an object's events. Delivered only once the object is
+/// stored; dropped any other way (a stop before the upload), they fail, so that the
+/// source redelivers.
 #[derive(Default)]
 struct Held(Vec<Ack>);
 
 impl Held {
-    fn release(mut self) {
-        self.0.clear();
+    /// The object is stored.
+    fn delivered(mut self) {
+        self.0.drain(..).for_each(Ack::delivered);
+    }
+
+    /// These were a guard's copies, and the events went on in the objects' own.
+    fn handed_on(mut self) {
+        self.0.drain(..).for_each(Ack::handed_on);
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.iter().for_each(Ack::fail);
+        self.0.drain(..).for_each(Ack::fail);
     }
 }
 
@@ -292,7 +298,7 @@ impl Writer {
                 self.seal(&key)?;
             }
         }
-        guard.release();
+        guard.handed_on();
         Ok(rejected)
     }
 
@@ -371,7 +377,7 @@ async fn upload(
                     ::metrics::counter!("sluice_object_store_objects_total", "stage" => stage.to_owned()).increment(1);
                     ::metrics::counter!("sluice_object_store_bytes_total", "stage" => stage.to_owned())
                         .increment(object.data.len() as u64);
-                    object.held.release();
+                    object.held.delivered();
                     Ok(())
                 }
                 Err(error) => Err((object, error)),

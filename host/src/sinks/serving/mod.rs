@@ -130,12 +130,14 @@ impl super::Sink for ServingSink {
         async move {
             let mut values = Vec::with_capacity(batch.len());
             let mut refused = Vec::new();
-            for (event, ack) in batch.events.iter().zip(&batch.acks) {
+            let mut stored = vec![true; batch.len()];
+            for (index, (event, ack)) in batch.events.iter().zip(&batch.acks).enumerate() {
                 // One parse: the key comes from the value stored.
                 let value = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
                     serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
                 });
                 let Some(key) = key_of(&value, &self.key) else {
+                    stored[index] = false;
                     refused.push(DeadLetter {
                         event: event.clone(),
                         ack: ack.clone(),
@@ -154,10 +156,18 @@ impl super::Sink for ServingSink {
             }
             match self.table.put(values).await {
                 Ok(()) => {
+                    // A refused event's copy is with its dead letter.
                     self.rejected.extend(refused);
+                    for (ack, stored) in batch.acks.into_iter().zip(stored) {
+                        if stored { ack.delivered() } else { ack.handed_on() }
+                    }
                     Ok(())
                 }
-                Err(error) => Err((batch, error.into())),
+                Err(error) => {
+                    // The retry refuses them again.
+                    refused.into_iter().for_each(|letter| letter.ack.handed_on());
+                    Err((batch, error.into()))
+                }
             }
         }
         .boxed()

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, Entry, WhenFull};
-use crate::connect::mqtt::Endpoint;
+use crate::connect::mqtt::{Endpoint, publish_size};
 use crate::pipeline::{Batch, DeadLetter, SinkError};
 use crate::component::{BuildContext, BuildError, Declaration};
 use crate::template::Template;
@@ -132,6 +132,7 @@ impl super::SinkConfig for UplinkSinkConfig {
             topic,
             buffer,
             chunk_bytes: (self.buffer.max_bytes / 4).max(1),
+            max_packet_bytes: self.max_packet_bytes,
             rejected: Vec::new(),
             forwarder: Some(forward::Forwarder {
                 stage: Arc::from(stage),
@@ -155,6 +156,8 @@ pub struct UplinkSink {
     buffer: Arc<Buffer>,
     /// Appends are at most this large, so that a big batch fits a small buffer in parts.
     chunk_bytes: u64,
+    /// What the connection can publish: a larger entry would block the buffer's head.
+    max_packet_bytes: usize,
     rejected: Vec<DeadLetter>,
     /// Taken when the sink starts.
     forwarder: Option<forward::Forwarder>,
@@ -175,7 +178,11 @@ impl UplinkSink {
         tracing::error!(stage = %self.stage, "cannot buffer events: {error}");
         let mut rest = Batch::default();
         for (index, (event, ack)) in events.into_iter().zip(acks).enumerate() {
-            if index >= from && !refused.contains(&index) {
+            if refused.contains(&index) {
+                ack.handed_on();
+            } else if index < from {
+                ack.delivered();
+            } else {
                 rest.push(event, ack);
             }
         }
@@ -212,14 +219,25 @@ impl super::Sink for UplinkSink {
                     payload: event.payload.clone(),
                 };
                 let size = entry.stored_len();
-                if size > self.buffer.max_bytes() {
+                let packet = publish_size(&entry.topic, entry.payload.len());
+                let refusal = if size > self.buffer.max_bytes() {
+                    Some(format!(
+                        "an event of {size} bytes cannot fit the uplink buffer of {} bytes",
+                        self.buffer.max_bytes()
+                    ))
+                } else if packet > self.max_packet_bytes {
+                    Some(format!(
+                        "an MQTT message of {packet} bytes exceeds max_packet_bytes = {}",
+                        self.max_packet_bytes
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
                     self.rejected.push(DeadLetter {
                         event: event.clone(),
                         ack: acks[index].clone(),
-                        reason: format!(
-                            "an event of {size} bytes cannot fit the uplink buffer of {} bytes",
-                            self.buffer.max_bytes()
-                        ),
+                        reason,
                     });
                     refused.push(index);
                     continue;
@@ -239,8 +257,14 @@ impl super::Sink for UplinkSink {
             {
                 return Err(self.failed(events, acks, written, &refused, error));
             }
-            // On disk: the events are safe, their tokens go.
-            drop(acks);
+            // On disk: the events are safe. A refused one's copy is with its dead letter.
+            for (index, ack) in acks.into_iter().enumerate() {
+                if refused.contains(&index) {
+                    ack.handed_on();
+                } else {
+                    ack.delivered();
+                }
+            }
             Ok(())
         }
         .boxed()
@@ -273,7 +297,7 @@ mod tests {
     use crate::sinks::Sink;
 
     #[tokio::test]
-    async fn a_big_batch_goes_in_parts_and_an_event_larger_than_the_buffer_is_refused() {
+    async fn a_big_batch_goes_in_parts_and_an_event_larger_than_the_buffer_or_a_packet_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let buffer = Buffer::open(dir.path(), 2000, 400, WhenFull::DropOldest).unwrap();
         let mut sink = UplinkSink {
@@ -281,6 +305,7 @@ mod tests {
             topic: Template::parse("sensors/{device_id}", "topic").unwrap(),
             buffer: buffer.clone(),
             chunk_bytes: 500,
+            max_packet_bytes: 1200,
             rejected: Vec::new(),
             forwarder: None,
             stop: CancellationToken::new(),
@@ -292,13 +317,20 @@ mod tests {
             batch.push(Event::new(payload, "sim"), Ack::none());
         }
         batch.push(Event::new("y".repeat(3000), "sim"), Ack::none());
+        // Fits the buffer, but the connection could never publish it: refused at write
+        // time rather than left at the buffer's head.
+        batch.push(Event::new("z".repeat(1500), "sim"), Ack::none());
         sink.write(batch).await.map_err(|(_, error)| error).unwrap();
         let stored = buffer.read(0, 100).unwrap();
         assert_eq!(stored.len(), 10, "every event that fits, in parts of at most 500 bytes");
         assert_eq!(stored[3].1.topic, "sensors/d_3", "a field cannot add a topic level");
         assert_eq!(buffer.depth().dropped, 0, "parts smaller than the buffer drop nothing");
         let refused = sink.take_rejected();
-        assert_eq!(refused.len(), 1);
+        assert_eq!(refused.len(), 2);
         assert!(refused[0].reason.contains("cannot fit the uplink buffer of 2000 bytes"));
+        assert_eq!(
+            refused[1].reason,
+            "an MQTT message of 1513 bytes exceeds max_packet_bytes = 1200"
+        );
     }
 }

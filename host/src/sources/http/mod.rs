@@ -173,7 +173,7 @@ async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             ack.clone(),
         );
     }
-    drop(ack);
+    ack.handed_on();
     if let Err(refused) = shared.outputs.try_send(batch) {
         // Not accepted: the client retries; these events must not acknowledge anything.
         refused.fail();

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use self::acks::Acks;
 use self::poll::{Received, Subscription};
 use crate::event::{Event, now_ms};
-use crate::pipeline::{Ack, Batch, BatchLimits, Batcher, Outputs, StageError};
+use crate::connect::mqtt::publish_size;
+use crate::pipeline::{Ack, Batch, BatchLimits, Batcher, DeadLetter, Outputs, StageError};
 use crate::component::{BuildContext, BuildError};
 
 crate::connect::mqtt::connection_config! {
@@ -95,6 +96,7 @@ impl super::SourceConfig for MqttSourceConfig {
             options,
             topics,
             qos,
+            max_packet_bytes: self.max_packet_bytes,
             limits: BatchLimits::new(self.batch_size, self.batch_timeout),
         }))
     }
@@ -105,6 +107,7 @@ pub struct MqttSource {
     options: rumqttc::MqttOptions,
     topics: Vec<String>,
     qos: QoS,
+    max_packet_bytes: usize,
     limits: BatchLimits,
 }
 
@@ -130,6 +133,7 @@ impl super::Source for MqttSource {
                     topics: self.topics.clone(),
                     qos: self.qos,
                     acks: acks.clone(),
+                    max_packet_bytes: self.max_packet_bytes,
                 },
                 eventloop,
                 client.clone(),
@@ -174,6 +178,7 @@ impl super::Source for MqttSource {
                 if *origin != *publish.topic {
                     origin = Arc::from(publish.topic.as_str());
                 }
+                let size = publish_size(&publish.topic, publish.payload.len());
                 let event = Event {
                     key: None,
                     payload: publish.payload,
@@ -181,6 +186,18 @@ impl super::Source for MqttSource {
                     timestamp_ms: now_ms(),
                     origin: origin.clone(),
                 };
+                if size > self.max_packet_bytes {
+                    // Taken only once, on a connection whose limit was raised for it.
+                    let reason = format!(
+                        "an MQTT message of {size} bytes exceeds max_packet_bytes = {}",
+                        self.max_packet_bytes
+                    );
+                    outputs
+                        .dead_letter(vec![DeadLetter { event, ack, reason }])
+                        .await
+                        .map_err(|error| StageError::new(&self.stage, error))?;
+                    continue;
+                }
                 batcher.add().push(event, ack);
                 if batcher.full() {
                     flush(&outputs, batcher.take(), &self.stage).await?;

@@ -25,6 +25,8 @@ pub(super) struct Subscription {
     pub(super) topics: Vec<String>,
     pub(super) qos: QoS,
     pub(super) acks: Arc<Acks>,
+    /// The configured `max_packet_bytes`.
+    pub(super) max_packet_bytes: usize,
 }
 
 /// Drive the MQTT connection and pass publishes on through `messages`. After
@@ -51,7 +53,10 @@ pub(super) async fn poll(
         topics,
         qos,
         acks,
+        max_packet_bytes,
     } = subscription;
+    let oversized =
+        ::metrics::counter!("sluice_mqtt_oversized_total", "stage" => stage.to_string());
     let mut backoff = Backoff::default();
     let mut messages = Some(messages);
     // Messages waiting for room in the pipeline. The event loop must keep turning
@@ -95,6 +100,9 @@ pub(super) async fn poll(
         match event {
             Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
                 backoff.reset();
+                // A limit raised to take an oversized message applies to this connection
+                // only; the next one is back at the configured limit.
+                eventloop.mqtt_options.set_max_packet_size(max_packet_bytes, max_packet_bytes);
                 tracing::info!(%stage, session_present = connack.session_present, "connected to the MQTT broker");
                 if !connack.session_present {
                     for topic in &topics {
@@ -123,6 +131,15 @@ pub(super) async fn poll(
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(error) => {
+                if let Some(size) = crate::connect::mqtt::oversized(&error) {
+                    // The broker would send it again on every connection, stalling the
+                    // stream for good: take it once, on the next connection, so that the
+                    // source dead-letters it and the stream goes on.
+                    oversized.increment(1);
+                    tracing::error!(%stage, bytes = size, max_packet_bytes,
+                        "a message over max_packet_bytes: taking it once to dead-letter it");
+                    eventloop.mqtt_options.set_max_packet_size(size, max_packet_bytes);
+                }
                 // The broker redelivers what this connection left unacknowledged,
                 // including the QoS 1 messages still waiting here. The event loop
                 // dropped the PUBACKs in its channel already; drop ours, then those

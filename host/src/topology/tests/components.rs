@@ -165,8 +165,7 @@ impl Sink for MemorySink {
             let Batch { events, acks } = batch;
             let _ = open.wait_for(|open| *open).await;
             self.record.events.lock().unwrap().extend(events);
-            // Dropping the acks acknowledges the batch.
-            drop(acks);
+            acks.into_iter().for_each(Ack::delivered);
             Ok(())
         }
         .boxed()

@@ -212,10 +212,15 @@ async fn work(
                 continue;
             }
         };
+        // An input that no output or rejection derives from was consumed on purpose.
+        let mut passed_on = vec![false; acks.len()];
         let routed = processed
             .emitted
             .into_iter()
-            .map(|emitted| (emitted.route, emitted.event, acks[emitted.input].clone()))
+            .map(|emitted| {
+                passed_on[emitted.input] = true;
+                (emitted.route, emitted.event, acks[emitted.input].clone())
+            })
             .collect();
         outputs
             .send_routed(routed)
@@ -224,15 +229,21 @@ async fn work(
         let dead = processed
             .rejected
             .into_iter()
-            .map(|rejection| DeadLetter {
-                event: events[rejection.input].clone(),
-                ack: acks[rejection.input].clone(),
-                reason: rejection.reason,
+            .map(|rejection| {
+                passed_on[rejection.input] = true;
+                DeadLetter {
+                    event: events[rejection.input].clone(),
+                    ack: acks[rejection.input].clone(),
+                    reason: rejection.reason,
+                }
             })
             .collect();
         outputs
             .dead_letter(dead)
             .await
             .map_err(|error| StageError::new(&stage, error))?;
+        for (ack, passed_on) in acks.into_iter().zip(passed_on) {
+            if passed_on { ack.handed_on() } else { ack.dropped() }
+        }
     }
 }

@@ -88,7 +88,7 @@ async fn tick(
         .into_iter()
         .map(|emitted| (emitted.route, emitted.event, ack.clone()))
         .collect();
-    drop(ack);
+    ack.handed_on();
     outputs
         .send_routed(routed)
         .await
