@@ -42,6 +42,13 @@ impl Event {
     }
 }
 
+/// Header names the host derives (`kafka.partition`, `kafka.offset`, the dead-letter
+/// reason under `sluice.`): a producer's record or a plugin's output cannot set them,
+/// since the object store names objects after the Kafka ones.
+pub fn is_reserved_header(name: &str) -> bool {
+    name.starts_with("kafka.") || name.starts_with("sluice.")
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -209,3 +209,51 @@ fn records_a_plugin_cannot_take_go_to_a_dead_letter_topic_with_the_reason() {
         );
     }
 }
+
+/// A producer's `kafka.partition` / `kafka.offset` headers would choose the object
+/// store's object names (and what `delete_superseded` deletes): the source drops them
+/// and sets its own; the producer's other headers pass.
+#[test]
+fn a_producer_cannot_spoof_the_headers_the_host_derives() {
+    let tansu = Tansu::start();
+    tansu.create_topic("spoofed", 1);
+    tansu.produce_with_headers(
+        "spoofed",
+        records(0..20),
+        &[
+            ("kafka.partition", "7"),
+            ("kafka.offset", "0"),
+            ("sluice.dead_letter.reason", "no"),
+            ("team", "ops"),
+        ],
+    );
+    let pipeline = Pipeline::start(&format!(
+        "{}
+[sinks.out]
+type = \"file\"\ninputs = [\"in\"]\npath = \"out\"\nformat = \"envelope\"\n",
+        kafka_source(&tansu, "spoofed", "spoof-check")
+    ));
+    wait_until(Duration::from_secs(60), "the 20 records", || {
+        read_lines(&pipeline.data("out")).len() >= 20
+    });
+    let mut offsets = Vec::new();
+    for line in read_lines(&pipeline.data("out")) {
+        let headers = line["headers"].as_object().unwrap();
+        assert_eq!(headers["kafka.partition"], "0", "{line}");
+        assert_eq!(headers["team"], "ops", "{line}");
+        assert!(headers.get("sluice.dead_letter.reason").is_none(), "{line}");
+        offsets.push(
+            headers["kafka.offset"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    offsets.sort_unstable();
+    assert_eq!(
+        offsets,
+        (0..20).collect::<Vec<_>>(),
+        "the broker's offsets, each once"
+    );
+}

@@ -55,7 +55,7 @@ impl Pipeline {
         // Metric handles made before the recorder exists would record nothing.
         crate::counters::recorder();
         // Shown from the start, so that a scrape tells zero from missing.
-        crate::counters::counter(crate::counters::UNSETTLED, "pipeline");
+        let _ = crate::counters::counter(crate::counters::UNSETTLED, "pipeline");
         let built = build::build(config)?;
         let wired = wire::wire(config, built);
         Ok(Pipeline::spawn(config, wired))

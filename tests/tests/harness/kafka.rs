@@ -104,6 +104,25 @@ impl Tansu {
 
     /// Produce `(key, payload)` records to `topic` and wait for every delivery.
     pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = (String, Vec<u8>)>) {
+        self.produce_with_headers(topic, records, &[]);
+    }
+
+    /// As [`Tansu::produce`], every record with `headers`.
+    pub fn produce_with_headers(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (String, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) {
+        let owned = headers.iter().fold(
+            rdkafka::message::OwnedHeaders::new(),
+            |all, (key, value)| {
+                all.insert(rdkafka::message::Header {
+                    key,
+                    value: Some(*value),
+                })
+            },
+        );
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("enable.idempotence", "true")
@@ -111,7 +130,10 @@ impl Tansu {
             .create()
             .unwrap();
         for (key, payload) in records {
-            let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
+            let mut record = BaseRecord::to(topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(owned.clone());
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

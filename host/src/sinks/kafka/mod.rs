@@ -14,8 +14,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 
 use crate::event::Event;
-use crate::pipeline::{Batch, SinkError};
-use crate::component::{BuildContext, BuildError};
+use crate::pipeline::{Batch, DeadLetter, SinkError};
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::template::{self, Template};
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +66,14 @@ const REQUIRED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "al
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl super::SinkConfig for KafkaSinkConfig {
+    fn declare(&self) -> Declaration<'_> {
+        Declaration {
+            // A topic rendered from an event may name one of Kafka's internal topics.
+            rejects: true,
+            ..Declaration::default()
+        }
+    }
+
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
         let stage = context.stage;
         let topic =
@@ -95,6 +103,7 @@ impl super::SinkConfig for KafkaSinkConfig {
             topic,
             key,
             fields,
+            rejected: Vec::new(),
         }))
     }
 }
@@ -105,6 +114,7 @@ pub struct KafkaSink {
     key: Option<Template>,
     /// The payload fields the templates read.
     fields: Vec<String>,
+    rejected: Vec<DeadLetter>,
 }
 
 /// A topic name may hold only ASCII letters, digits, `.`, `_` and `-`.
@@ -147,9 +157,23 @@ impl super::Sink for KafkaSink {
     fn write(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), (Batch, SinkError)>> {
         async move {
             let Batch { events, acks } = batch;
+            let mut records = Vec::with_capacity(events.len());
+            let (mut kept, mut kept_acks) = (Vec::with_capacity(events.len()), Vec::new());
+            for (event, ack) in events.into_iter().zip(acks) {
+                let parts = self.record_parts(&event);
+                // `__consumer_offsets`, `__transaction_state`: Kafka's own.
+                if parts.0.starts_with("__") {
+                    let reason = format!("topic `{}` is internal to Kafka", parts.0);
+                    self.rejected.push(DeadLetter { event, ack, reason });
+                    continue;
+                }
+                records.push(parts);
+                kept.push(event);
+                kept_acks.push(ack);
+            }
+            let (events, acks) = (kept, kept_acks);
             let sink = &*self;
-            let deliveries = events.iter().map(|event| {
-                let (topic, key, headers) = sink.record_parts(event);
+            let deliveries = events.iter().zip(records).map(|(event, (topic, key, headers))| {
                 async move {
                     let mut record = FutureRecord::to(&topic)
                         .payload(event.payload.as_ref())
@@ -184,6 +208,10 @@ impl super::Sink for KafkaSink {
             }
         }
         .boxed()
+    }
+
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.rejected)
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {

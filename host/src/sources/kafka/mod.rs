@@ -303,6 +303,7 @@ impl KafkaSource {
             .map(|headers| {
                 headers
                     .iter()
+                    .filter(|header| !crate::event::is_reserved_header(header.key))
                     .map(|header| {
                         let value = header.value.map(Bytes::copy_from_slice).unwrap_or_default();
                         (header.key.to_owned(), value)

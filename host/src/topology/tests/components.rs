@@ -107,6 +107,8 @@ impl Source for MemorySource {
 pub struct SinkRecord {
     pub events: Mutex<Vec<Event>>,
     open: watch::Sender<bool>,
+    /// A payload prefix that makes the sink panic while it holds the batch.
+    panic_on: Mutex<Option<&'static str>>,
 }
 
 impl SinkRecord {
@@ -120,6 +122,11 @@ impl SinkRecord {
             .iter()
             .map(|event| String::from_utf8_lossy(&event.payload).into_owned())
             .collect()
+    }
+
+    /// Panic, holding the batch, on a payload that starts with `prefix`.
+    pub fn panic_on(&self, prefix: &'static str) {
+        *self.panic_on.lock().unwrap() = Some(prefix);
     }
 
     /// Hold (false) or let through (true) the sink's writes.
@@ -139,6 +146,7 @@ impl MemorySinkConfig {
             record: Arc::new(SinkRecord {
                 events: Mutex::default(),
                 open: watch::channel(true).0,
+                panic_on: Mutex::default(),
             }),
         }
     }
@@ -164,6 +172,14 @@ impl Sink for MemorySink {
             // (and acknowledged) before the gate opens.
             let Batch { events, acks } = batch;
             let _ = open.wait_for(|open| *open).await;
+            let panic_on = *self.record.panic_on.lock().unwrap();
+            if let Some(prefix) = panic_on
+                && events
+                    .iter()
+                    .any(|event| event.payload.starts_with(prefix.as_bytes()))
+            {
+                panic!("the memory sink panics on `{prefix}` on purpose");
+            }
             self.record.events.lock().unwrap().extend(events);
             acks.into_iter().for_each(Ack::delivered);
             Ok(())

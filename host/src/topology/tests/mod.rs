@@ -329,3 +329,32 @@ async fn a_stage_that_cannot_be_built_starts_nothing() {
     );
     assert_eq!(source.ran.load(Ordering::SeqCst), 0, "no stage ran");
 }
+
+#[tokio::test]
+async fn an_event_held_by_a_sink_that_panics_is_never_acknowledged() {
+    use crate::counters::{UNSETTLED, sum};
+    let mut topology = Topology::new();
+    let (counters, feed) = topology.source("in");
+    let record = topology.sink("out", &["in"]);
+    record.panic_on("boom");
+    let pipeline = Pipeline::start(&topology.config).unwrap();
+    feed.send(events("fine", 3)).unwrap();
+    until("three events delivered", || {
+        counters.acked.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    let before = sum(UNSETTLED);
+    feed.send(events("boom", 2)).unwrap();
+    until("the panicked sink's copies to be released", || {
+        sum(UNSETTLED) >= before + 2
+    })
+    .await;
+    assert_eq!(
+        counters.acked.load(Ordering::SeqCst),
+        3,
+        "a copy dropped by a panic is a failure, not a delivery"
+    );
+    assert_eq!(record.count(), 3);
+    pipeline.stopper().cancel();
+    assert!(pipeline.wait().await.is_err(), "the panic is reported");
+}

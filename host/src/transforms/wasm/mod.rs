@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock, mpsc};
 use toml::Spanned;
 
+use crate::event::{Event, is_reserved_header};
 use crate::pipeline::{Batch, DeadLetter, Outputs, StageError};
 use crate::runtime::{InstancePool, World};
 use super::Transform;
@@ -217,8 +218,9 @@ async fn work(
         let routed = processed
             .emitted
             .into_iter()
-            .map(|emitted| {
+            .map(|mut emitted| {
                 passed_on[emitted.input] = true;
+                keep_reserved_headers(&mut emitted.event, &events[emitted.input]);
                 (emitted.route, emitted.event, acks[emitted.input].clone())
             })
             .collect();
@@ -245,5 +247,52 @@ async fn work(
         for (ack, passed_on) in acks.into_iter().zip(passed_on) {
             if passed_on { ack.handed_on() } else { ack.dropped() }
         }
+    }
+}
+
+/// The host's own headers of an output are its input's, whatever the plugin wrote: a
+/// plugin cannot name another partition's objects.
+fn keep_reserved_headers(output: &mut Event, input: &Event) {
+    let reserved = |(name, _): &(String, bytes::Bytes)| is_reserved_header(name);
+    if !output.headers.iter().any(reserved) && !input.headers.iter().any(reserved) {
+        return;
+    }
+    output.headers.retain(|header| !reserved(header));
+    output
+        .headers
+        .extend(input.headers.iter().filter(|header| reserved(header)).cloned());
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn with(headers: &[(&str, &str)]) -> Event {
+        Event {
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), Bytes::copy_from_slice(value.as_bytes())))
+                .collect(),
+            ..Event::new(&b"{}"[..], "t")
+        }
+    }
+
+    #[test]
+    fn an_output_keeps_its_inputs_host_headers_whatever_the_plugin_wrote() {
+        let input = with(&[("kafka.partition", "2"), ("kafka.offset", "41"), ("team", "ops")]);
+        let mut output = with(&[("kafka.partition", "9"), ("sluice.dead_letter.reason", "x"), ("team", "dev")]);
+        keep_reserved_headers(&mut output, &input);
+        let names: Vec<(&str, &[u8])> =
+            output.headers.iter().map(|(name, value)| (name.as_str(), value.as_ref())).collect();
+        assert_eq!(
+            names,
+            [("team", &b"dev"[..]), ("kafka.partition", b"2"), ("kafka.offset", b"41")]
+        );
+        // Without host headers on either side, the plugin's headers stay untouched.
+        let mut plain = with(&[("team", "dev")]);
+        keep_reserved_headers(&mut plain, &with(&[]));
+        assert_eq!(plain.headers.len(), 1);
     }
 }
