@@ -24,6 +24,7 @@ pub mod component;
 pub mod config;
 pub mod connect;
 pub mod counters;
+pub mod emit;
 pub mod event;
 pub mod fleet;
 pub mod inference;

@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["inference"],
     &["runtime"],
     &["connect"],
-    &["component"],
+    &["component", "emit"],
     &["sources", "transforms", "sinks"],
     &["config"],
     &["topology"],

@@ -184,8 +184,11 @@ fn sensor_sim_emits_keyed_telemetry_with_sequence_numbers() {
             json!({"devices": 2, "anomaly_rate": 1.0, "seed": 7}),
         ),
     );
-    let first = pool.collect().unwrap();
-    let second = pool.collect().unwrap();
+    // Each tick's state (the seqs) holds once its readings are taken.
+    let (first, writes) = pool.collect().unwrap();
+    writes.commit().unwrap();
+    let (second, writes) = pool.collect().unwrap();
+    writes.commit().unwrap();
     assert_eq!(first.emitted.len(), 2);
     let reading: Value = serde_json::from_slice(&second.emitted[1].event.payload).unwrap();
     assert_eq!(reading["device_id"], "sensor-001");
@@ -217,10 +220,10 @@ fn sysstat_reads_proc_only_when_granted() {
         writable: false,
     });
     let pool = pool(&runtime, "sysstat", World::Collector, granted);
-    pool.collect().unwrap();
+    pool.collect().unwrap().1.commit().unwrap();
     // CPU time advances in jiffies (10 ms): give the second tick some to compare.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let processed = pool.collect().unwrap();
+    let (processed, _) = pool.collect().unwrap();
     let stats: Value = serde_json::from_slice(&processed.emitted[0].event.payload).unwrap();
     assert_eq!(stats["host"], "test-box");
     assert!(stats["mem_total_kb"].as_u64().unwrap() > 0);

@@ -236,8 +236,25 @@ fn a_sigkilled_agent_delivers_its_buffer_after_a_restart() {
                 .all(|(device, seq)| arrived.get(device).is_some_and(|seqs| seqs.contains(seq)))
         },
     );
-    let (_, _, in_order) = audit(&arrivals(&central));
+    // Readings made after the restart, so that a seq skipped at the kill would show.
+    let highest = buffered.iter().map(|(_, seq)| *seq).max().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "readings after the restart",
+        || {
+            let arrived = arrivals(&central);
+            arrived.len() == 3
+                && arrived
+                    .values()
+                    .all(|seqs| seqs.iter().any(|seq| *seq > highest + 5))
+        },
+    );
+    let (missing, _, in_order) = audit(&arrivals(&central));
     assert!(in_order, "each device's readings arrive in order");
+    assert_eq!(
+        missing, 0,
+        "a collector's seq holds only once its reading is in the buffer: none skipped at the kill"
+    );
     // The heartbeats tell the central host what the device holds. The restarted agent's
     // first heartbeat (QoS 0, after its backlog) may reach the central file after the
     // last reading does, so it is waited for.
@@ -291,6 +308,35 @@ fn a_full_buffer_drops_exactly_what_it_reports_under_drop_oldest() {
         "disk use back to near zero",
         || segment_bytes(&agent.data("buffer")) <= 2048 + 512,
     );
+}
+
+/// The collectors' readings wait behind a full buffer when the agent is killed: a
+/// sensor's seq (plugin state) must not have moved past what the buffer holds.
+#[test]
+fn an_agent_killed_behind_a_full_buffer_skips_no_reading() {
+    let broker = Mosquitto::start();
+    let central = central(&broker);
+    broker.pause();
+    let mut agent = agent(
+        &broker,
+        20,
+        r#"max_bytes = 16384, segment_bytes = 2048, when_full = "block""#,
+    );
+    wait_until(Duration::from_secs(30), "the buffer to fill", || {
+        uplink_metric(&agent, "sluice_uplink_buffered_bytes") > 12_000
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    agent.kill_9();
+    broker.resume();
+    agent.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "readings after the restart",
+        || arrived_count(&central) > 400,
+    );
+    let (missing, _, in_order) = audit(&arrivals(&central));
+    assert_eq!(missing, 0, "no seq skipped at the kill");
+    assert!(in_order);
 }
 
 #[test]

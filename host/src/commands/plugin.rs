@@ -276,9 +276,11 @@ fn test(mut args: TestArgs) -> anyhow::Result<()> {
         }
         World::Collector => {
             for _ in 0..args.ticks {
-                let processed = pool.collect()?;
+                let (processed, writes) = pool.collect()?;
                 outputs += processed.emitted.len();
                 print_processed(&mut out, &processed, &[])?;
+                // Printed is taken: the tick's state holds for the next one.
+                writes.commit()?;
             }
         }
     }

@@ -168,6 +168,29 @@ impl Outputs {
         self.dead_letter(dead).await
     }
 
+    /// Send events that derive from no input (a collector's, a tick's) under one fresh
+    /// token, and wait for its verdict: whether every copy downstream was delivered or
+    /// dropped on purpose. A caller whose state made these events commits that state
+    /// only then, so that what it emitted and what it remembers stay together.
+    pub async fn send_and_settle(
+        &self,
+        routed: Vec<(Option<Arc<str>>, Event)>,
+    ) -> Result<bool, Closed> {
+        let (taken, settled) = tokio::sync::oneshot::channel::<()>();
+        // Runs once the last copy is settled; dropped unrun (closing `settled`) if any
+        // copy failed.
+        let ack = Ack::new(move || {
+            let _ = taken.send(());
+        });
+        let routed = routed
+            .into_iter()
+            .map(|(route, event)| (route, event, ack.clone()))
+            .collect();
+        ack.handed_on();
+        self.send_routed(routed).await?;
+        Ok(settled.await.is_ok())
+    }
+
     /// Wrap each event in a dead-letter record and send it to the dead-letter route.
     pub async fn dead_letter(&self, dead: Vec<DeadLetter>) -> Result<(), Closed> {
         if dead.is_empty() {

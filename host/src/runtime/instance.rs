@@ -186,8 +186,8 @@ impl Instance {
         .map(|(processed, deferred)| (processed, deferred.expect("deferred writes were asked for")))
     }
 
-    /// Collect one tick's events.
-    pub fn collect(&mut self) -> Result<Processed, CallFailure> {
+    /// Collect one tick's events. Its state writes come back uncommitted, like a tick's.
+    pub fn collect(&mut self) -> Result<(Processed, DeferredWrites), CallFailure> {
         let limits = self.limits.clone();
         self.call(
             |store, exports| match exports {
@@ -200,9 +200,9 @@ impl Instance {
                 check_size(&output, 0, &limits)?;
                 decode_output(output, 0).map_err(CallFailure::MalformedOutput)
             },
-            Commit::Now,
+            Commit::Deferred,
         )
-        .map(|(processed, _)| processed)
+        .map(|(processed, deferred)| (processed, deferred.expect("deferred writes were asked for")))
     }
 
     /// Run one export under the limits, check what it returned with `accept`, and keep

@@ -188,8 +188,9 @@ impl InstancePool {
         result
     }
 
-    /// One collector tick.
-    pub fn collect(&self) -> Result<Processed, PluginError> {
+    /// One collector tick; its state writes come back to be committed once its output
+    /// is taken.
+    pub fn collect(&self) -> Result<(Processed, DeferredWrites), PluginError> {
         let mut instance = self.checkout()?;
         let result = instance
             .collect()

@@ -1,4 +1,7 @@
-//! `type = "wasm"` source: a collector plugin called every `interval_ms`.
+//! `type = "wasm"` source: a collector plugin called every `interval_ms`. A collect's
+//! state writes (a sensor's sequence number) hold only once its readings are settled
+//! downstream (see `emit`), so a kill between the two repeats a reading, never skips
+//! one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +12,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use toml::Spanned;
 
-use crate::pipeline::{Ack, Batch, Outputs, StageError};
+use crate::emit::emit_then_commit;
+use crate::pipeline::{Outputs, StageError};
 use crate::runtime::{InstancePool, World};
 use crate::component::{BuildContext, BuildError, Declaration, PluginUse};
 
@@ -90,28 +94,10 @@ impl super::Source for WasmSource {
                     .batch_seconds
                     .record(started.elapsed().as_secs_f64());
                 match collected {
-                    Ok(processed) => {
-                        let mut batch = Batch::with_capacity(processed.emitted.len());
-                        let mut routed = Vec::new();
-                        for emitted in processed.emitted {
-                            match emitted.route {
-                                None => batch.push(emitted.event, Ack::none()),
-                                Some(route) => {
-                                    routed.push((Some(route), emitted.event, Ack::none()))
-                                }
-                            }
-                        }
-                        outputs.metrics().events_in.increment(batch.len() as u64);
-                        outputs
-                            .send(batch)
-                            .await
-                            .map_err(|error| StageError::new(&stage, error))?;
-                        if !routed.is_empty() {
-                            outputs
-                                .send_routed(routed)
-                                .await
-                                .map_err(|error| StageError::new(&stage, error))?;
-                        }
+                    Ok((processed, writes)) => {
+                        let taken = processed.emitted.iter().filter(|e| e.route.is_none()).count();
+                        outputs.metrics().events_in.increment(taken as u64);
+                        emit_then_commit(&stage, &outputs, processed, writes, "a collect").await?;
                     }
                     Err(error) => {
                         outputs.metrics().errors.increment(1);

@@ -2,20 +2,19 @@
 //! more when the stage's input has ended.
 //!
 //! A tick's results carry no input's acknowledgement, so the tick's own state writes
-//! stand in for one: they are committed only when every event the tick emitted has been
-//! taken by every sink. Until then the stage is not ticked again; if the events are
-//! failed (a sink gave up), the writes are dropped and the next tick (after a restart,
-//! the first one) emits the same results again.
+//! stand in for one (see `emit`): committed only when every event the tick emitted is
+//! settled downstream; until then the stage is not ticked again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{RwLock, oneshot};
+use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::now_ms;
-use crate::pipeline::{Ack, Outputs, StageError};
-use crate::runtime::{DeferredWrites, InstancePool};
+use crate::emit::emit_then_commit;
+use crate::pipeline::{Outputs, StageError};
+use crate::runtime::InstancePool;
 
 pub(super) async fn run(
     pool: Arc<InstancePool>,
@@ -73,43 +72,5 @@ async fn tick(
             return Ok(());
         }
     };
-    if processed.emitted.is_empty() {
-        return commit(&stage, writes).await;
-    }
-    let (taken, delivered) = oneshot::channel::<()>();
-    // Runs once the last copy of every emitted event is taken; dropped unrun (closing
-    // `delivered`) if any copy is failed.
-    let ack = Ack::new(move || {
-        let _ = taken.send(());
-    });
-    let emitted = processed.emitted.len();
-    let routed = processed
-        .emitted
-        .into_iter()
-        .map(|emitted| (emitted.route, emitted.event, ack.clone()))
-        .collect();
-    ack.handed_on();
-    outputs
-        .send_routed(routed)
-        .await
-        .map_err(|error| StageError::new(&stage, error))?;
-    match delivered.await {
-        Ok(()) => commit(&stage, writes).await,
-        Err(_) => {
-            tracing::warn!(stage, emitted, "a tick's results were not taken by every sink; the next tick emits them again");
-            Ok(())
-        }
-    }
-}
-
-/// Commit a tick's writes. If that fails (the stage's state is full), the tick's
-/// results are out but its state is as before: the next tick emits them again.
-async fn commit(stage: &str, writes: DeferredWrites) -> Result<(), StageError> {
-    let committed = tokio::task::spawn_blocking(move || writes.commit())
-        .await
-        .map_err(|error| StageError::new(stage, error))?;
-    if let Err(error) = committed {
-        tracing::error!(stage, "cannot commit a tick's state, its results will come again: {error}");
-    }
-    Ok(())
+    emit_then_commit(&stage, outputs, processed, writes, "a tick").await
 }
