@@ -43,14 +43,25 @@ pub async fn emit_then_commit(
             return Ok(());
         }
     }
+    commit(stage, writes, call).await?;
+    Ok(())
+}
+
+/// Commit a call's state writes off the async workers (the store syncs to disk).
+/// `Ok(false)` when the store refused them (the stage's state is full): logged, and the
+/// call's work will come again.
+pub async fn commit(stage: &str, writes: DeferredWrites, call: &str) -> Result<bool, StageError> {
     let committed = tokio::task::spawn_blocking(move || writes.commit())
         .await
         .map_err(|error| StageError::new(stage, error))?;
-    if let Err(error) = committed {
-        tracing::error!(
-            stage,
-            "cannot commit {call}'s state, its events will come again: {error}"
-        );
+    match committed {
+        Ok(()) => Ok(true),
+        Err(error) => {
+            tracing::error!(
+                stage,
+                "cannot commit {call}'s state, its events will come again: {error}"
+            );
+            Ok(false)
+        }
     }
-    Ok(())
 }

@@ -350,7 +350,7 @@ fn open_model_handles_are_bounded() {
 fn a_run_the_model_refuses_dead_letters_the_batch_with_the_reason() {
     let models = models();
     let pool = flood("wrong-shape", 0, &models);
-    let processed = pool.process_isolating(&events(&["{}"])).unwrap();
+    let (processed, _) = pool.process_isolating(&events(&["{}"])).unwrap();
     assert_eq!(
         processed.rejected[0].reason,
         "stage `flood` (plugin `fixture-inference-flood`): returned an error: stage `flood`, model `anomaly`: input `features` has shape [1, 4], but the model takes f32 [-1, 3] (-1: any size)"

@@ -253,7 +253,7 @@ fn three_events_cannot_become_three_hundred_thousand() {
     );
     assert_eq!(exceeded.limit, "outputs_per_call");
     // Isolation hands back each culprit, and the rest of the batch goes on.
-    let processed = pool
+    let (processed, _) = pool
         .process_isolating(&events(&[GOOD, POISON, GOOD]))
         .unwrap();
     assert_eq!(payloads(&processed), [GOOD, GOOD]);

@@ -223,7 +223,7 @@ fn a_failing_batch_gives_up_only_its_bad_events() {
     input[3] = r#"{"n":3,"poison":1}"#.into();
     input[8] = r#"{"n":8,"poison":1}"#.into();
     let refs: Vec<&str> = input.iter().map(String::as_str).collect();
-    let processed = pool.process_isolating(&events(&refs)).unwrap();
+    let (processed, _) = pool.process_isolating(&events(&refs)).unwrap();
     let inputs: Vec<usize> = processed.emitted.iter().map(|e| e.input).collect();
     assert_eq!(inputs, [0, 1, 2, 4, 5, 6, 7, 9]);
     let rejected: Vec<usize> = processed.rejected.iter().map(|r| r.input).collect();
@@ -405,7 +405,7 @@ fn a_plugin_that_fails_on_everything_is_not_bisected_forever() {
     let runtime = runtime();
     let pool = hostile(&runtime, "panic", "", Limits::default());
     let poisoned: Vec<&str> = vec![POISON; 256];
-    let processed = pool.process_isolating(&events(&poisoned)).unwrap();
+    let (processed, _) = pool.process_isolating(&events(&poisoned)).unwrap();
     assert!(processed.emitted.is_empty());
     assert_eq!(
         processed.rejected.len(),

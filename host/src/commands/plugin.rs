@@ -267,7 +267,10 @@ fn test(mut args: TestArgs) -> anyhow::Result<()> {
                 .context("a processor needs --input FILE (JSON lines, or - for stdin)")?;
             let events = read_input(input)?;
             for chunk in events.chunks(args.batch.max(1)) {
-                let processed = pool.process_isolating(chunk)?;
+                let (processed, writes) = pool.process_isolating(chunk)?;
+                if let Some(writes) = writes {
+                    writes.commit()?;
+                }
                 inputs += chunk.len();
                 outputs += processed.emitted.len();
                 dead += processed.rejected.len();

@@ -140,8 +140,29 @@ impl Instance {
         Ok(instance)
     }
 
-    /// Process one batch.
+    /// Process one batch, committing its state writes at once.
     pub fn process(&mut self, events: &[Event]) -> Result<Processed, CallFailure> {
+        self.process_with(events, Commit::Now)
+            .map(|(processed, _)| processed)
+    }
+
+    /// Process one batch; its state writes come back uncommitted, to be committed once
+    /// what it emitted is taken downstream.
+    pub fn process_deferred(
+        &mut self,
+        events: &[Event],
+    ) -> Result<(Processed, DeferredWrites), CallFailure> {
+        self.process_with(events, Commit::Deferred)
+            .map(|(processed, deferred)| {
+                (processed, deferred.expect("deferred writes were asked for"))
+            })
+    }
+
+    fn process_with(
+        &mut self,
+        events: &[Event],
+        commit: Commit,
+    ) -> Result<(Processed, Option<DeferredWrites>), CallFailure> {
         let batch = encode_batch(events);
         let limits = self.limits.clone();
         self.call(
@@ -154,9 +175,8 @@ impl Instance {
                 check_size(&output, events.len(), &limits)?;
                 decode_output(output, events.len()).map_err(CallFailure::MalformedOutput)
             },
-            Commit::Now,
+            commit,
         )
-        .map(|(processed, _)| processed)
     }
 
     /// One tick of a `timed-processor`. Its state writes come back uncommitted, to be

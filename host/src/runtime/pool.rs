@@ -133,17 +133,41 @@ impl InstancePool {
     /// cost ~`2n` calls — with timeouts, minutes — so a batch gets the calls to isolate
     /// [`ISOLATED_PER_BATCH`] bad events; past that, a failing part is rejected whole,
     /// its reason saying so. Errs only when no instance can run.
-    pub fn process_isolating(&self, events: &[Event]) -> Result<Processed, PluginError> {
+    ///
+    /// When the whole batch succeeds in one call, its state writes come back with it,
+    /// to be committed once its outputs are taken downstream; the calls that isolate a
+    /// failure commit their parts' writes as each part succeeds.
+    pub fn process_isolating(
+        &self,
+        events: &[Event],
+    ) -> Result<(Processed, Option<DeferredWrites>), PluginError> {
+        let mut instance = self.checkout()?;
+        let whole = instance.process_deferred(events);
+        self.checkin(instance);
+        let error = match whole {
+            Ok((processed, writes)) => return Ok((processed, Some(writes))),
+            Err(failure) => self.call_error(failure),
+        };
         let depth = usize::BITS - events.len().leading_zeros();
         let mut budget = 2 * ISOLATED_PER_BATCH * depth as usize;
-        self.isolate(events, &mut budget)
+        self.split(events, error, &mut budget)
+            .map(|processed| (processed, None))
     }
 
     fn isolate(&self, events: &[Event], budget: &mut usize) -> Result<Processed, PluginError> {
-        let error = match self.try_process(events)? {
-            Ok(processed) => return Ok(processed),
-            Err(error) => error,
-        };
+        match self.try_process(events)? {
+            Ok(processed) => Ok(processed),
+            Err(error) => self.split(events, error, budget),
+        }
+    }
+
+    /// `events` failed with `error`: reject them, or split them and isolate each half.
+    fn split(
+        &self,
+        events: &[Event],
+        error: PluginError,
+        budget: &mut usize,
+    ) -> Result<Processed, PluginError> {
         if events.len() == 1 || *budget < 2 {
             let reason = if events.len() == 1 {
                 error.to_string()

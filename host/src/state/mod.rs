@@ -303,6 +303,11 @@ impl Transaction {
         }
     }
 
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
     /// Forget this call's writes.
     pub fn rollback(&mut self) {
         self.snapshot = None;

@@ -11,11 +11,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
-use tokio::sync::{Mutex, RwLock, mpsc};
+use tokio::sync::{Mutex, RwLock, mpsc, oneshot};
 use toml::Spanned;
 
+use crate::emit::commit;
 use crate::event::{Event, is_reserved_header};
-use crate::pipeline::{Batch, DeadLetter, Outputs, StageError};
+use crate::pipeline::{Ack, Batch, DeadLetter, Outputs, StageError};
 use crate::runtime::{InstancePool, World};
 use super::Transform;
 use crate::component::{BuildContext, BuildError, Declaration, PluginUse};
@@ -179,10 +180,11 @@ async fn work(
         let started = std::time::Instant::now();
         let Batch { events, acks } = batch;
         let worker_pool = pool.clone();
+        // Held until the call's state writes are committed, so that a tick never reads
+        // the state between a batch and its commit.
         let calling = calls.clone().read_owned().await;
         let (events, processed) = tokio::task::spawn_blocking(move || {
             let processed = worker_pool.process_isolating(&events);
-            drop(calling);
             (events, processed)
         })
         .await
@@ -191,7 +193,7 @@ async fn work(
             .metrics()
             .batch_seconds
             .record(started.elapsed().as_secs_f64());
-        let processed = match processed {
+        let (processed, writes) = match processed {
             Ok(processed) => processed,
             Err(error) => {
                 // No instance could run at all: every event is a dead letter.
@@ -213,6 +215,26 @@ async fn work(
                 continue;
             }
         };
+        // A call that wrote state gives its outputs one token of its own instead of their
+        // inputs': the writes commit once that token is settled downstream, and only then
+        // are the inputs settled, so that no source acknowledges an event whose effect
+        // on the state (a dedup's memory, a window's count) is not stored.
+        let writes = writes.filter(|writes| !writes.is_empty());
+        let calling = writes.is_some().then_some(calling);
+        let (call_token, settled) = match writes {
+            Some(_) => {
+                let (taken, settled) = oneshot::channel::<()>();
+                let token = Ack::new(move || {
+                    let _ = taken.send(());
+                });
+                (Some(token), Some(settled))
+            }
+            None => (None, None),
+        };
+        let token = |input: usize| match &call_token {
+            Some(token) => token.clone(),
+            None => acks[input].clone(),
+        };
         // An input that no output or rejection derives from was consumed on purpose.
         let mut passed_on = vec![false; acks.len()];
         let routed = processed
@@ -221,7 +243,7 @@ async fn work(
             .map(|mut emitted| {
                 passed_on[emitted.input] = true;
                 keep_reserved_headers(&mut emitted.event, &events[emitted.input]);
-                (emitted.route, emitted.event, acks[emitted.input].clone())
+                (emitted.route, emitted.event, token(emitted.input))
             })
             .collect();
         outputs
@@ -235,7 +257,7 @@ async fn work(
                 passed_on[rejection.input] = true;
                 DeadLetter {
                     event: events[rejection.input].clone(),
-                    ack: acks[rejection.input].clone(),
+                    ack: token(rejection.input),
                     reason: rejection.reason,
                 }
             })
@@ -244,6 +266,18 @@ async fn work(
             .dead_letter(dead)
             .await
             .map_err(|error| StageError::new(&stage, error))?;
+        if let (Some(call_token), Some(settled), Some(writes)) = (call_token, settled, writes) {
+            call_token.handed_on();
+            let stored = settled.await.is_ok() && commit(&stage, writes, "a batch").await?;
+            drop(calling);
+            if !stored {
+                // The writes are dropped and the inputs failed: the source delivers them
+                // again, to a state that never saw them.
+                tracing::warn!(stage, events = acks.len(), "a batch's outputs or state were not stored; its inputs come again");
+                acks.into_iter().for_each(Ack::fail);
+                continue;
+            }
+        }
         for (ack, passed_on) in acks.into_iter().zip(passed_on) {
             if passed_on { ack.handed_on() } else { ack.dropped() }
         }

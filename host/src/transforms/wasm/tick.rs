@@ -52,11 +52,8 @@ async fn tick(
     let ticking = pool.clone();
     let started = std::time::Instant::now();
     let alone = calls.clone().write_owned().await;
-    let ticked = tokio::task::spawn_blocking(move || {
-        let ticked = ticking.tick(now_ms(), stopping);
-        drop(alone);
-        ticked
-    })
+    // Held until the tick's writes are committed: no batch reads the state between.
+    let ticked = tokio::task::spawn_blocking(move || ticking.tick(now_ms(), stopping))
     .await
     .map_err(|error| StageError::new(&stage, error))?;
     outputs
@@ -72,5 +69,7 @@ async fn tick(
             return Ok(());
         }
     };
-    emit_then_commit(&stage, outputs, processed, writes, "a tick").await
+    let emitted = emit_then_commit(&stage, outputs, processed, writes, "a tick").await;
+    drop(alone);
+    emitted
 }

@@ -102,6 +102,11 @@ pub struct DeferredWrites {
 }
 
 impl DeferredWrites {
+    /// Whether the call wrote nothing.
+    pub fn is_empty(&self) -> bool {
+        self.txn.is_empty()
+    }
+
     /// Make the writes durable, within the stage's total.
     pub fn commit(mut self) -> Result<(), StateError> {
         self.txn.commit(self.total_bytes)
