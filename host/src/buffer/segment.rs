@@ -20,6 +20,9 @@ const HEADER: usize = 8;
 
 impl Entry {
     /// Bytes this entry takes on disk.
+    /// The longest topic an entry holds (its length is 16 bits on disk; MQTT's limit too).
+    pub const MAX_TOPIC_BYTES: usize = u16::MAX as usize;
+
     pub fn stored_len(&self) -> u64 {
         (HEADER + 2 + self.topic.len() + self.payload.len()) as u64
     }
@@ -53,6 +56,9 @@ impl Segment {
     pub fn create(dir: &Path, first_seq: u64) -> std::io::Result<Segment> {
         let path = dir.join(Self::file_name(first_seq));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // The new name must survive a crash too: a segment whose entry in the directory
+        // is lost takes its entries with it.
+        File::open(dir)?.sync_all()?;
         Ok(Segment {
             first_seq,
             path,
@@ -80,7 +86,10 @@ impl Segment {
         })
     }
 
-    /// Append `entries` and make them durable.
+    /// Append `entries` and make them durable. A failed append (a full disk, an I/O
+    /// error on sync) leaves nothing behind: the file is cut back to what it held, now or
+    /// before the next append, so that no torn or unsynced entry is ever read with a
+    /// later entry's sequence number.
     pub fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
         let mut out = Vec::new();
         entries.iter().for_each(|entry| entry.encode(&mut out));
@@ -88,8 +97,13 @@ impl Segment {
             Some(file) => file,
             none => none.insert(OpenOptions::new().append(true).open(&self.path)?),
         };
-        file.write_all(&out)?;
-        file.sync_data()?;
+        if file.metadata()?.len() != self.bytes {
+            file.set_len(self.bytes)?;
+        }
+        if let Err(error) = file.write_all(&out).and_then(|()| file.sync_data()) {
+            let _ = file.set_len(self.bytes);
+            return Err(error);
+        }
         self.entries += entries.len() as u64;
         self.bytes += out.len() as u64;
         Ok(())

@@ -173,3 +173,83 @@ async fn entries_in_flight_are_never_dropped_and_a_gap_is_skipped() {
     assert_eq!(reopened.first_unacked(), 10);
     assert_eq!(reopened.depth().dropped, 5);
 }
+
+/// A 64 KiB tmpfs mounted at `dir` for the test's life: a real full disk.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a small tmpfs needs root, as the test suite runs"
+        );
+        SmallDisk(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_leaves_no_torn_entry_and_numbering_goes_on_once_space_returns() {
+    let disk = SmallDisk::mount();
+    let dir = disk.path().join("buffer");
+    let buffer = Buffer::open(&dir, 1 << 30, 1 << 30, WhenFull::Block).unwrap();
+    buffer.push((0..10).map(entry).collect()).await.unwrap();
+    // Fill the disk, leaving less than the next append needs.
+    let filler = disk.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let mut filled = 0;
+    while std::io::Write::write_all(&mut file, &[0u8; 1024]).is_ok() {
+        filled += 1;
+    }
+    let _ = file.sync_all();
+    drop(file);
+    assert!(filled > 10, "the filler took the space");
+    let big: Vec<Entry> = (10..200).map(entry).collect();
+    let error = buffer.push(big.clone()).await.unwrap_err();
+    assert!(
+        error.to_string().contains("No space left on device"),
+        "{error}"
+    );
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let kept: u64 = (0..10).map(|n| entry(n).stored_len()).sum();
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        kept,
+        "the torn append was cut back"
+    );
+    assert_eq!(buffer.depth().entries, 10);
+    // Space again: the retry lands right after the ten, with the next numbers.
+    std::fs::remove_file(&filler).unwrap();
+    buffer.push(big).await.unwrap();
+    let read = buffer.read(0, 1000).unwrap();
+    assert_eq!(seqs(&read), (0..200).collect::<Vec<_>>());
+    assert_eq!(read[150].1, entry(150), "every entry reads back as written");
+    // And a restart reads the same.
+    drop(buffer);
+    let reopened = Buffer::open(&dir, 1 << 30, 1 << 30, WhenFull::Block).unwrap();
+    assert_eq!(
+        seqs(&reopened.read(0, 1000).unwrap()),
+        (0..200).collect::<Vec<_>>()
+    );
+}

@@ -220,7 +220,13 @@ impl super::Sink for UplinkSink {
                 };
                 let size = entry.stored_len();
                 let packet = publish_size(&entry.topic, entry.payload.len());
-                let refusal = if size > self.buffer.max_bytes() {
+                let refusal = if entry.topic.len() > Entry::MAX_TOPIC_BYTES {
+                    Some(format!(
+                        "a topic of {} bytes is longer than MQTT allows ({})",
+                        entry.topic.len(),
+                        Entry::MAX_TOPIC_BYTES
+                    ))
+                } else if size > self.buffer.max_bytes() {
                     Some(format!(
                         "an event of {size} bytes cannot fit the uplink buffer of {} bytes",
                         self.buffer.max_bytes()
