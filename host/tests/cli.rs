@@ -352,3 +352,55 @@ fn model_inspect_shows_inputs_outputs_opsets_and_the_pin() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_refuses_a_postgresql_table_name_that_postgresql_would_cut_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let long = "t".repeat(49);
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+data_dir = "{data}"
+[sources.in]
+type = "http"
+listen = "127.0.0.1:0"
+[sinks.latest]
+type = "serving"
+inputs = ["in"]
+table = "{long}"
+key = "id"
+postgres = "host=127.0.0.1 user=nobody"
+"#,
+            data = dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", &config.to_string_lossy()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the pipeline started with a table name PostgreSQL would cut");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!(
+            "`table` `{long}` is 49 bytes; PostgreSQL keeps 48 of a table name after `sluice_serving_`"
+        )),
+        "{stderr}"
+    );
+}

@@ -202,7 +202,10 @@ impl Table {
             for (key, value) in values {
                 let mut list: Vec<Value> =
                     match table.get(key.as_str()).map_err(|e| self.error(e))? {
-                        Some(stored) => serde_json::from_slice(stored.value()).unwrap_or_default(),
+                        // An undecodable history is an error, never silently reset.
+                        Some(stored) => serde_json::from_slice(stored.value()).map_err(|e| {
+                            self.error(format!("the stored values of key `{key}`: {e}"))
+                        })?,
                         None => Vec::new(),
                     };
                 insert_by_time(&mut list, value, self.keep);
@@ -247,10 +250,10 @@ impl Table {
             if !key.value().starts_with(prefix) || found.len() == limit {
                 break;
             }
-            found.push((
-                key.value().to_owned(),
-                serde_json::from_slice(stored.value()).unwrap_or_default(),
-            ));
+            let values = serde_json::from_slice(stored.value()).map_err(|e| {
+                self.error(format!("the stored values of key `{}`: {e}", key.value()))
+            })?;
+            found.push((key.value().to_owned(), values));
         }
         Ok(found)
     }
@@ -272,4 +275,39 @@ fn insert_by_time(list: &mut Vec<Value>, value: Value, keep: usize) {
 pub fn tables() -> &'static Mutex<BTreeMap<String, Arc<Table>>> {
     static TABLES: OnceLock<Mutex<BTreeMap<String, Arc<Table>>>> = OnceLock::new();
     TABLES.get_or_init(Default::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_undecodable_stored_history_is_an_error_not_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Table::open("t", &dir.path().join("t.redb"), 3, Access::default()).unwrap();
+        let value = |n: i64| Value {
+            value: serde_json::json!(n),
+            timestamp_ms: n,
+            expires_ms: None,
+        };
+        table.put(vec![("k".into(), value(1))]).await.unwrap();
+        // Flipped bytes where the key's history is stored.
+        let txn = table.db().begin_write().unwrap();
+        txn.open_table(LATEST)
+            .unwrap()
+            .insert("k", &b"\xff not json"[..])
+            .unwrap();
+        txn.commit().unwrap();
+        let error = table
+            .put(vec![("k".into(), value(2))])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("the stored values of key `k`"), "{error}");
+        assert!(
+            table.get("k", 0).await.is_err(),
+            "nor is it served as empty"
+        );
+        assert!(table.scan("k", 10, 0).await.is_err());
+    }
 }

@@ -46,6 +46,9 @@ pub struct ServingSinkConfig {
     pub postgres: Option<String>,
 }
 
+/// PostgreSQL's identifier limit (63 bytes) less the `sluice_serving_` prefix.
+const MAX_POSTGRES_TABLE_BYTES: usize = 63 - "sluice_serving_".len();
+
 fn one() -> usize {
     1
 }
@@ -68,6 +71,14 @@ impl super::SinkConfig for ServingSinkConfig {
         if !valid_name {
             return Err(BuildError::stage(stage, format!(
                 "`table` `{}` must be letters, digits, `_` and `-`", self.table
+            )));
+        }
+        // PostgreSQL cuts names at 63 bytes: two longer tables would share one.
+        if self.postgres.is_some() && self.table.len() > MAX_POSTGRES_TABLE_BYTES {
+            return Err(BuildError::stage(stage, format!(
+                "`table` `{}` is {} bytes; PostgreSQL keeps {MAX_POSTGRES_TABLE_BYTES} of a table name after `sluice_serving_`",
+                self.table,
+                self.table.len()
             )));
         }
         // A table of this name left by a pipeline that ran before (a reload) holds its
