@@ -130,6 +130,21 @@ pub struct Declaration<'a> {
     /// A sink that may refuse events it cannot store as they are (e.g. outside a
     /// declared schema): it gets a `dead_letter` route, as every other stage has.
     pub rejects: bool,
+    /// A persistent QoS 1 MQTT subscription the stage reads through: an embedded broker
+    /// it points at keeps the session from the broker's own start.
+    pub subscription: Option<DurableSubscription>,
+}
+
+/// What a stage subscribes to over MQTT and keeps across restarts (`clean_session =
+/// false`, QoS 1), so that an embedded broker can hold its messages before it connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableSubscription {
+    /// The broker's host as the stage's `url` names it, and its port.
+    pub host: String,
+    pub port: u16,
+    /// `None`: the stage's default client id.
+    pub client_id: Option<String>,
+    pub filters: Vec<String>,
 }
 
 /// A plugin a stage runs: which, as what world, with which `init` config.

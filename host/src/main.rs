@@ -58,10 +58,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The embedded broker (rumqttd) logs every client disconnect as an error: quiet it
-    // unless SLUICE_LOG asks for it.
-    let filter = EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour codes only for a person at a terminal, never into a file or a journal.

@@ -99,36 +99,14 @@ fn uplink_metric(agent: &Pipeline, name: &str) -> u64 {
 
 /// Per device, the seqs that arrived, in arrival order.
 fn arrivals(central: &Pipeline) -> HashMap<String, Vec<u64>> {
-    let mut by_device: HashMap<String, Vec<u64>> = HashMap::new();
-    for value in read_lines(&central.data("out")) {
-        let device = value["device_id"].as_str().unwrap().to_owned();
-        by_device
-            .entry(device)
-            .or_default()
-            .push(value["seq"].as_u64().unwrap());
-    }
-    by_device
+    readings::arrivals(&central.data("out"))
 }
 
 /// Per device: seqs missing below the highest that arrived (sensor-sim counts from 1),
 /// duplicates, and whether first arrivals came in order.
 fn audit(arrived: &HashMap<String, Vec<u64>>) -> (u64, u64, bool) {
-    let (mut missing, mut duplicates, mut in_order) = (0, 0, true);
-    for seqs in arrived.values() {
-        let mut seen = std::collections::HashSet::new();
-        let mut last_first = None;
-        for &seq in seqs {
-            if seen.insert(seq) {
-                in_order &= last_first.is_none_or(|last| seq > last);
-                last_first = Some(seq);
-            } else {
-                duplicates += 1;
-            }
-        }
-        let max = seqs.iter().copied().max().unwrap_or(0);
-        missing += (1..=max).filter(|seq| !seen.contains(seq)).count() as u64;
-    }
-    (missing, duplicates, in_order)
+    let audit = readings::audit(arrived);
+    (audit.missing, audit.duplicates, audit.in_order)
 }
 
 fn arrived_count(central: &Pipeline) -> usize {

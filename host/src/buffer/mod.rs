@@ -267,10 +267,20 @@ impl Inner {
             .segments
             .back_mut()
             .expect("a segment was just ensured");
+        let segment_first = last.first_seq;
         last.append(entries).map_err(|source| BufferError::Io {
             dir: self.dir.clone(),
             source,
         })?;
+        // A reader that keeps up (the broker's subscribers, a connected uplink) then
+        // takes what was just appended from memory instead of reading the growing
+        // segment again.
+        if let Some((first, cached)) = &mut self.read_cache
+            && *first == segment_first
+            && *first + cached.len() as u64 == self.next_seq
+        {
+            Arc::make_mut(cached).extend_from_slice(entries);
+        }
         self.next_seq += entries.len() as u64;
         Ok(true)
     }

@@ -67,10 +67,26 @@ pub struct BrokerConfig {
     /// Unacknowledged QoS 1 messages the broker sends one client ahead.
     #[serde(default = "default_broker_inflight")]
     pub max_inflight: usize,
+    /// The largest packet a client may send; by default the MQTT clients' own limit,
+    /// so that what one side sends the other takes.
+    #[serde(default = "default_broker_packet_bytes")]
+    pub max_packet_bytes: usize,
+    /// Disk a persistent session's queue may take; past it, publishers to that session
+    /// wait for their PUBACK (their own buffers hold what they send meanwhile).
+    #[serde(default = "default_broker_session_bytes")]
+    pub max_session_bytes: u64,
 }
 
 fn default_broker_inflight() -> usize {
     1000
+}
+
+fn default_broker_packet_bytes() -> usize {
+    crate::connect::mqtt::DEFAULT_MAX_PACKET_BYTES
+}
+
+fn default_broker_session_bytes() -> u64 {
+    256 << 20
 }
 
 /// `[plugins.NAME]`: a Wasm component and what stages using it may do.

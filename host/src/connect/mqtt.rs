@@ -62,6 +62,12 @@ pub fn default_max_packet_bytes() -> usize {
     DEFAULT_MAX_PACKET_BYTES
 }
 
+/// The client id of a stage that names none: stable, so that the broker finds its
+/// session again.
+pub fn default_client_id(stage: &str) -> String {
+    format!("sluice-{stage}")
+}
+
 /// Where and how to connect, as a [`connection_config`] struct declares it.
 pub struct Endpoint<'a> {
     /// The stage connecting: names errors and the default client id.
@@ -86,11 +92,24 @@ impl Endpoint<'_> {
             .map_err(|error| SettingsError::new(self.stage, error))
     }
 
+    /// The client id the connection presents.
+    pub fn client_id(&self) -> String {
+        self.client_id
+            .map_or_else(|| default_client_id(self.stage), str::to_owned)
+    }
+
+    /// The broker's host (as written, IPv6 literals in brackets) and port, if `url` is
+    /// a plain `mqtt://` one.
+    pub fn plain_address(&self) -> Option<(String, u16)> {
+        Broker::parse(self.url)
+            .ok()
+            .filter(|broker| !broker.tls)
+            .map(|broker| (broker.host, broker.port))
+    }
+
     fn parse(&self) -> Result<MqttOptions, String> {
         let broker = Broker::parse(self.url)?;
-        let client_id = self
-            .client_id
-            .map_or_else(|| format!("sluice-{}", self.stage), str::to_owned);
+        let client_id = self.client_id();
         if self.max_packet_bytes < MIN_PACKET_BYTES {
             return Err(format!(
                 "`max_packet_bytes` must be at least {MIN_PACKET_BYTES}, not {}",

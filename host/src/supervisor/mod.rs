@@ -103,7 +103,10 @@ fn base_dir(config: &Config) -> &Path {
 pub struct Supervisor {
     api: Option<ApiServer>,
     #[cfg(feature = "broker")]
-    broker: Option<(crate::config::BrokerConfig, crate::broker::EmbeddedBroker)>,
+    broker: Option<(
+        (crate::config::BrokerConfig, std::path::PathBuf),
+        crate::broker::EmbeddedBroker,
+    )>,
     running: Option<Generation>,
 }
 
@@ -260,14 +263,23 @@ impl Supervisor {
     /// (clients keep their sessions and queued messages).
     #[cfg(feature = "broker")]
     async fn place_broker(&mut self, config: &Config) -> Result<(), crate::broker::BrokerError> {
-        if self.broker.as_ref().map(|(settings, _)| settings) == config.broker.as_ref() {
-            return Ok(());
+        let wanted = config
+            .broker
+            .clone()
+            .map(|settings| (settings, config.data_dir.clone()));
+        let local = crate::broker::local_sessions(config);
+        if self.broker.as_ref().map(|(placed, _)| placed) == wanted.as_ref() {
+            return match &self.broker {
+                Some((_, broker)) => broker.declare(&local),
+                None => Ok(()),
+            };
         }
         if let Some((_, broker)) = self.broker.take() {
             broker.stop().await;
         }
-        if let Some(settings) = &config.broker {
-            self.broker = Some((settings.clone(), crate::broker::start(settings).await?));
+        if let Some((settings, data_dir)) = wanted {
+            let broker = crate::broker::start(&settings, &data_dir, &local).await?;
+            self.broker = Some(((settings, data_dir), broker));
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod postgres;
+pub mod readings;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -285,25 +286,56 @@ impl Drop for Host {
 pub struct Agent {
     pub child: Child,
     pub dir: tempfile::TempDir,
+    api: u16,
+    device: String,
 }
 
 impl Agent {
-    pub fn start(mut program: Command, api: u16, device: &str, token: &str) -> Agent {
+    pub fn start(program: Command, api: u16, device: &str, token: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, format!("{token}\n")).unwrap();
-        let child = program
+        std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+        let child = Self::spawn(program, dir.path(), api, device);
+        Agent {
+            child,
+            dir,
+            api,
+            device: device.to_owned(),
+        }
+    }
+
+    fn spawn(mut program: Command, dir: &Path, api: u16, device: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .unwrap();
+        program
             .args(["agent", "--central", &format!("http://127.0.0.1:{api}")])
             .args(["--device-id", device, "--poll-secs", "1"])
             .arg("--token-file")
-            .arg(&token_file)
+            .arg(dir.join("token"))
             .arg("--dir")
-            .arg(dir.path().join("agent"))
+            .arg(dir.join("agent"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .stderr(log)
             .spawn()
-            .unwrap();
-        Agent { child, dir }
+            .unwrap()
+    }
+
+    /// SIGKILL the agent, as a power cut or a crash would.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Start the agent again on its directory (after [`Agent::kill_9`]).
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(
+            Command::new(sluice_binary()),
+            self.dir.path(),
+            self.api,
+            &self.device,
+        );
     }
 
     /// Lines the agent's pipeline wrote to `path` (inside its data directory).
@@ -550,9 +582,11 @@ pub fn read_lines(dir: &Path) -> Vec<serde_json::Value> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    // In the order written: a file's name holds its process's start time and a count.
+    let mut paths: Vec<PathBuf> = entries.map(|entry| entry.unwrap().path()).collect();
+    paths.sort();
     let mut values = Vec::new();
-    for entry in entries {
-        let path = entry.unwrap().path();
+    for path in paths {
         if path.extension().is_some_and(|e| e == "jsonl") {
             let text = std::fs::read_to_string(&path).unwrap();
             values.extend(

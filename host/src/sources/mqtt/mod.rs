@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::acks::Acks;
 use self::poll::{Received, Subscription};
-use crate::event::{Event, now_ms};
+use crate::component::{BuildContext, BuildError, Declaration, DurableSubscription};
 use crate::connect::mqtt::publish_size;
+use crate::event::{Event, now_ms};
 use crate::pipeline::{Ack, Batch, BatchLimits, Batcher, DeadLetter, Outputs, StageError};
-use crate::component::{BuildContext, BuildError};
 
 crate::connect::mqtt::connection_config! {
     #[derive(Debug, Deserialize)]
@@ -59,6 +59,25 @@ fn default_batch_timeout() -> Duration {
 }
 
 impl super::SourceConfig for MqttSourceConfig {
+    fn declare(&self) -> Declaration<'_> {
+        let endpoint = self.endpoint("");
+        let durable = !self.clean_session && self.qos >= 1 && self.shared_group.is_none();
+        let subscription =
+            durable
+                .then(|| endpoint.plain_address())
+                .flatten()
+                .map(|(host, port)| DurableSubscription {
+                    host,
+                    port,
+                    client_id: self.client_id.clone(),
+                    filters: self.topics.clone(),
+                });
+        Declaration {
+            subscription,
+            ..Declaration::default()
+        }
+    }
+
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Source>, BuildError> {
         let name = context.stage;
         let qos = crate::connect::mqtt::qos(name, self.qos)?;
@@ -71,7 +90,9 @@ impl super::SourceConfig for MqttSourceConfig {
                 if group.is_empty() || group.contains(['/', '+', '#']) {
                     return Err(BuildError::stage(
                         name,
-                        format!("`shared_group` `{group}` must be a non-empty name without `/`, `+` or `#`"),
+                        format!(
+                            "`shared_group` `{group}` must be a non-empty name without `/`, `+` or `#`"
+                        ),
                     ));
                 }
                 if self.client_id.is_none() {
