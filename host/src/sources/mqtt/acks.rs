@@ -24,6 +24,10 @@ pub(super) struct Acks {
     ready: Notify,
     /// Messages taken but not yet acknowledged or given up on.
     in_flight: AtomicUsize,
+    /// Signalled when the pipeline gives up on a message of the current connection: it
+    /// holds back every PUBACK after it, and only a new connection makes the broker
+    /// deliver it again.
+    pub(super) gave_up: Notify,
 }
 
 impl Acks {
@@ -47,6 +51,7 @@ impl Acks {
         Pending {
             acks: self.clone(),
             ticket,
+            done: false,
         }
     }
 
@@ -69,21 +74,28 @@ impl Acks {
 }
 
 /// A message in the pipeline. Dropped without `done` (the pipeline gave up on it), it
-/// holds back the PUBACKs after it, and the broker redelivers it on the next connection.
+/// holds back the PUBACKs after it and signals [`Acks::gave_up`], so that the source
+/// reconnects and the broker delivers it again.
 pub(super) struct Pending {
     acks: Arc<Acks>,
     ticket: Ticket,
+    done: bool,
 }
 
 impl Pending {
-    pub(super) fn done(self) {
+    pub(super) fn done(mut self) {
         self.acks.complete(self.ticket);
+        self.done = true;
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
         self.acks.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let current = self.acks.sequencer.lock().unwrap().connection == self.ticket.connection;
+        if !self.done && current {
+            self.acks.gave_up.notify_one();
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -45,6 +46,7 @@ pub(super) async fn poll(
     enum Step {
         Stop,
         Shutdown,
+        Redeliver,
         Room(mpsc::OwnedPermit<Received>),
         Event(Result<MqttEvent, rumqttc::ConnectionError>),
     }
@@ -57,6 +59,9 @@ pub(super) async fn poll(
     } = subscription;
     let oversized =
         ::metrics::counter!("sluice_mqtt_oversized_total", "stage" => stage.to_string());
+    let redeliveries =
+        ::metrics::counter!("sluice_mqtt_redeliveries_total", "stage" => stage.to_string());
+    let mut redelivery_pause = RedeliveryPause::default();
     let mut backoff = Backoff::default();
     let mut messages = Some(messages);
     // Messages waiting for room in the pipeline. The event loop must keep turning
@@ -73,6 +78,7 @@ pub(super) async fn poll(
         let step = tokio::select! {
             _ = disconnected.cancelled() => Step::Stop,
             _ = shutdown.cancelled(), if messages.is_some() => Step::Shutdown,
+            _ = acks.gave_up.notified(), if messages.is_some() => Step::Redeliver,
             permit = async { room.expect("guarded").await }, if room.is_some() => match permit {
                 Ok(permit) => Step::Room(permit),
                 Err(_) => Step::Shutdown,
@@ -85,6 +91,22 @@ pub(super) async fn poll(
                 // From now on, new messages stay unacknowledged with the broker.
                 messages = None;
                 waiting.clear();
+                continue;
+            }
+            Step::Redeliver => {
+                // The broker delivers a message again only on a new connection; until
+                // then the PUBACKs behind it are held and its in-flight window fills.
+                // Paced, so that a message that fails every time cannot spin.
+                redeliveries.increment(1);
+                tracing::warn!(%stage, "a message failed downstream: reconnecting so that the broker delivers it again");
+                acks.connection_lost();
+                eventloop.clean();
+                waiting.retain(|received| received.ticket.is_none());
+                let pause = redelivery_pause.next();
+                tokio::select! {
+                    _ = disconnected.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
                 continue;
             }
             Step::Room(permit) => {
@@ -102,7 +124,9 @@ pub(super) async fn poll(
                 backoff.reset();
                 // A limit raised to take an oversized message applies to this connection
                 // only; the next one is back at the configured limit.
-                eventloop.mqtt_options.set_max_packet_size(max_packet_bytes, max_packet_bytes);
+                eventloop
+                    .mqtt_options
+                    .set_max_packet_size(max_packet_bytes, max_packet_bytes);
                 tracing::info!(%stage, session_present = connack.session_present, "connected to the MQTT broker");
                 if !connack.session_present {
                     for topic in &topics {
@@ -138,7 +162,9 @@ pub(super) async fn poll(
                     oversized.increment(1);
                     tracing::error!(%stage, bytes = size, max_packet_bytes,
                         "a message over max_packet_bytes: taking it once to dead-letter it");
-                    eventloop.mqtt_options.set_max_packet_size(size, max_packet_bytes);
+                    eventloop
+                        .mqtt_options
+                        .set_max_packet_size(size, max_packet_bytes);
                 }
                 // The broker redelivers what this connection left unacknowledged,
                 // including the QoS 1 messages still waiting here. The event loop
@@ -158,6 +184,31 @@ pub(super) async fn poll(
 
 /// QoS 0 messages held while the pipeline is full, beyond which they are dropped.
 const MAX_WAITING_QOS0: usize = 10_000;
+
+/// The wait before a reconnect that asks for a redelivery: none for a failure after a
+/// quiet minute, then doubling from 100 ms up to 5 s while failures keep coming.
+#[derive(Default)]
+struct RedeliveryPause {
+    last: Option<(tokio::time::Instant, Duration)>,
+}
+
+impl RedeliveryPause {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+    const QUIET: Duration = Duration::from_secs(60);
+
+    fn next(&mut self) -> Duration {
+        let now = tokio::time::Instant::now();
+        let pause = match self.last {
+            Some((at, pause)) if now.duration_since(at) < Self::QUIET => {
+                (pause * 2).clamp(Self::FIRST, Self::MAX)
+            }
+            _ => Duration::ZERO,
+        };
+        self.last = Some((now, pause));
+        pause
+    }
+}
 
 #[cfg(test)]
 mod tests {
