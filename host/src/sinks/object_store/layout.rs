@@ -80,13 +80,19 @@ impl Partitioner {
             .and_then(crate::storage::time_ms)
             .unwrap_or(event.timestamp_ms);
         let minute = millis.div_euclid(60_000);
-        if self.minute.as_ref().is_none_or(|(cached, _)| *cached != minute) {
+        if self
+            .minute
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != minute)
+        {
             self.minute = Some((minute, time_parts(millis)));
         }
         let parts = &self.minute.as_ref().expect("filled above").1;
-        let out = self.template.render_with(|name| match TIME_PARTS.iter().position(|part| *part == name) {
-            Some(index) => parts[index].clone(),
-            None => template::field_text(payload.as_ref(), name, clean),
+        let out = self.template.render_with(|name| {
+            match TIME_PARTS.iter().position(|part| *part == name) {
+                Some(index) => parts[index].clone(),
+                None => template::field_text(payload.as_ref(), name, clean),
+            }
         });
         (out.trim_matches('/').to_owned(), millis)
     }
@@ -186,20 +192,27 @@ mod tests {
 
     #[test]
     fn partitions_render_event_time_and_cleaned_fields() {
-        let mut hive = Partitioner::parse("dt={date}/hour={hour}/device={device_id}", None).unwrap();
+        let mut hive =
+            Partitioner::parse("dt={date}/hour={hour}/device={device_id}", None).unwrap();
         // 2026-11-29T10:42:00Z
         let at = 1_795_948_920_000;
         assert_eq!(
             hive.render(&event(r#"{"device_id":"a/b c"}"#, at)),
             ("dt=2026-11-29/hour=10/device=a_b_c".to_owned(), at)
         );
-        assert_eq!(hive.render(&event("not json", at)).0, "dt=2026-11-29/hour=10/device=_");
+        assert_eq!(
+            hive.render(&event("not json", at)).0,
+            "dt=2026-11-29/hour=10/device=_"
+        );
         let mut by_field = Partitioner::parse("{year}/{month}/{day}", Some("ts".into())).unwrap();
         assert_eq!(
             by_field.render(&event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)),
             ("2024/02/03".to_owned(), 1_706_933_106_000)
         );
-        assert_eq!(by_field.render(&event(r#"{"ts":0}"#, at)), ("1970/01/01".to_owned(), 0));
+        assert_eq!(
+            by_field.render(&event(r#"{"ts":0}"#, at)),
+            ("1970/01/01".to_owned(), 0)
+        );
     }
 
     #[test]
@@ -219,10 +232,19 @@ mod tests {
             kafka_first_offset("sensors-3-00000000000000001234.parquet", "sensors", 3),
             Some(1234)
         );
-        assert_eq!(kafka_first_offset("sensors-3-00000000000000001234.parquet", "sensors", 30), None);
-        assert_eq!(kafka_first_offset("sensors-3-1234.parquet", "sensors", 3), None);
+        assert_eq!(
+            kafka_first_offset("sensors-3-00000000000000001234.parquet", "sensors", 30),
+            None
+        );
+        assert_eq!(
+            kafka_first_offset("sensors-3-1234.parquet", "sensors", 3),
+            None
+        );
         let (other, none) = stream_of(&event("{}", 5));
         assert_eq!(other, Stream::Other);
-        assert_eq!(object_stem(&other, none, 5, &[0xab; 32]), "5-abababababababab");
+        assert_eq!(
+            object_stem(&other, none, 5, &[0xab; 32]),
+            "5-abababababababab"
+        );
     }
 }

@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use self::encode::{Body, Column, Compression, Encoder, Format};
 use self::layout::{Partitioner, Stream};
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, DeadLetter, SinkError};
-use crate::component::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,8 +276,11 @@ impl Writer {
                 }),
             };
             let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
-            let mut refused: HashMap<usize, String> =
-                self.encoder.append(&mut open.body, &events)?.into_iter().collect();
+            let mut refused: HashMap<usize, String> = self
+                .encoder
+                .append(&mut open.body, &events)?
+                .into_iter()
+                .collect();
             for (index, (event, ack, offset, time_ms)) in entries.into_iter().enumerate() {
                 if let Some(reason) = refused.remove(&index) {
                     rejected.push(DeadLetter { event, ack, reason });
@@ -290,7 +293,8 @@ impl Writer {
                 open.last_offset = offset;
                 open.events += 1;
                 open.bytes += event.payload.len() as u64;
-                open.digest.update((event.payload.len() as u64).to_le_bytes());
+                open.digest
+                    .update((event.payload.len() as u64).to_le_bytes());
                 open.digest.update(&event.payload);
                 open.held.0.push(ack);
             }
@@ -405,7 +409,8 @@ async fn put(store: &Arc<dyn ObjectStore>, path: &Path, data: Bytes) -> object_s
         store.put(path, data.into()).await?;
         return Ok(());
     }
-    let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
+    let mut upload =
+        WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
     upload.put(data);
     upload.finish().await?;
     Ok(())
@@ -425,7 +430,9 @@ async fn delete_superseded(
         let superseded = meta
             .location
             .filename()
-            .and_then(|name| layout::kafka_first_offset(name, &supersedes.topic, supersedes.partition))
+            .and_then(|name| {
+                layout::kafka_first_offset(name, &supersedes.topic, supersedes.partition)
+            })
             .is_some_and(|offset| offset > supersedes.first && offset <= supersedes.last);
         if superseded {
             tracing::info!(path = %meta.location, "deleting an object a replay stored again");
@@ -475,10 +482,12 @@ async fn store_or_keep(
     if sealed.is_empty() {
         return Ok(());
     }
-    upload(stage, store, sealed).await.map_err(|(failed, error)| {
-        writer.lock().unwrap().sealed.extend(failed);
-        error
-    })
+    upload(stage, store, sealed)
+        .await
+        .map_err(|(failed, error)| {
+            writer.lock().unwrap().sealed.extend(failed);
+            error
+        })
 }
 
 impl super::Sink for ObjectStoreSink {

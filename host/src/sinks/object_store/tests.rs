@@ -59,7 +59,13 @@ async fn objects(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, Bytes> {
     let mut out = BTreeMap::new();
     for meta in listed {
         let meta = meta.unwrap();
-        let data = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let data = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         out.insert(meta.location.to_string(), data);
     }
     out
@@ -100,21 +106,38 @@ async fn parquet_objects_are_partitioned_and_acknowledged_only_once_stored() {
         3,
         "the full object of `a` is stored and acknowledged, nothing else"
     );
-    lake.write(batch(&[r#"{"device_id":"a","t":4.5}"#], &acked)).await.unwrap();
+    lake.write(batch(&[r#"{"device_id":"a","t":4.5}"#], &acked))
+        .await
+        .unwrap();
     let stored = objects(&store).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     let (name, data) = stored.iter().next().unwrap();
-    assert!(name.starts_with(&format!("dt=2026-11-29/device=a/{AT}-")), "{name}");
+    assert!(
+        name.starts_with(&format!("dt=2026-11-29/device=a/{AT}-")),
+        "{name}"
+    );
     assert!(name.ends_with(".parquet"), "{name}");
     let rows = table(data);
-    let t = rows.column_by_name("t").unwrap().as_primitive::<Float64Type>();
+    let t = rows
+        .column_by_name("t")
+        .unwrap()
+        .as_primitive::<Float64Type>();
     assert_eq!(t.values().to_vec(), vec![1.5, 2.5, 3.5]);
 
     Box::new(lake).close().await.unwrap();
-    assert_eq!(acked.load(Ordering::SeqCst), 5, "closing stores and acknowledges the rest");
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        5,
+        "closing stores and acknowledges the rest"
+    );
     let names: Vec<_> = objects(&store).await.into_keys().collect();
     assert_eq!(names.len(), 3, "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("dt=2026-11-29/device=b/")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("dt=2026-11-29/device=b/")),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
@@ -144,20 +167,39 @@ async fn events_outside_the_declared_schema_are_refused_with_the_reason() {
         .collect();
     assert_eq!(refused.len(), 5, "{reasons:#?}");
     let reason_of = |payload: &str| &reasons.iter().find(|(p, _)| p == payload).unwrap().1;
-    assert!(reason_of(r#"{"n":"many"}"#).contains("many"), "{reasons:#?}");
+    assert!(
+        reason_of(r#"{"n":"many"}"#).contains("many"),
+        "{reasons:#?}"
+    );
     assert!(reason_of(r#"{"m":2}"#).contains("n"), "{reasons:#?}");
-    assert!(reason_of(r#"{"n":2}{"n":3}"#).contains("one JSON object"), "{reasons:#?}");
-    assert!(reason_of(r#"{"n":4,"extra":true}"#).contains("extra"), "{reasons:#?}");
+    assert!(
+        reason_of(r#"{"n":2}{"n":3}"#).contains("one JSON object"),
+        "{reasons:#?}"
+    );
+    assert!(
+        reason_of(r#"{"n":4,"extra":true}"#).contains("extra"),
+        "{reasons:#?}"
+    );
     // As the dead-letter sink does once it holds them.
-    refused.into_iter().for_each(|letter| letter.ack.delivered());
-    assert_eq!(acked.load(Ordering::SeqCst), 5, "dead letters carry their tokens");
+    refused
+        .into_iter()
+        .for_each(|letter| letter.ack.delivered());
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        5,
+        "dead letters carry their tokens"
+    );
 
     let store = lake.store.clone();
     Box::new(lake).close().await.unwrap();
     let stored = objects(&store).await;
     let rows = table(stored.values().next().unwrap());
     let n = rows.column(0).as_primitive::<Int64Type>();
-    assert_eq!(n.values().to_vec(), vec![1, 5], "a number in a string fits an integer column");
+    assert_eq!(
+        n.values().to_vec(),
+        vec![1, 5],
+        "a number in a string fits an integer column"
+    );
     assert_eq!(acked.load(Ordering::SeqCst), 7);
 }
 
@@ -206,7 +248,9 @@ async fn json_lines_can_be_gzipped() {
         "#,
     );
     let acked = Arc::new(AtomicUsize::new(0));
-    lake.write(batch(&[r#"{"a":1}"#, "text"], &acked)).await.unwrap();
+    lake.write(batch(&[r#"{"a":1}"#, "text"], &acked))
+        .await
+        .unwrap();
     let store = lake.store.clone();
     Box::new(lake).close().await.unwrap();
     let stored = objects(&store).await;
@@ -225,12 +269,18 @@ async fn a_replay_from_kafka_rewrites_the_same_object() {
         dir.path().display()
     );
     let mut first = sink(&text);
-    first.write(kafka_batch("sensors", 100..=104)).await.unwrap();
+    first
+        .write(kafka_batch("sensors", 100..=104))
+        .await
+        .unwrap();
     Box::new(first).close().await.unwrap();
     // After a crash the source resumes at the committed offset (100) and reads further
     // before the object rolls.
     let mut replay = sink(&text);
-    replay.write(kafka_batch("sensors", 100..=107)).await.unwrap();
+    replay
+        .write(kafka_batch("sensors", 100..=107))
+        .await
+        .unwrap();
     let store = replay.store.clone();
     Box::new(replay).close().await.unwrap();
     let stored = objects(&store).await;
@@ -253,14 +303,29 @@ async fn a_replay_that_rolls_elsewhere_replaces_the_objects_it_overlaps() {
     };
     // Before the crash: objects at 100 and 105 stored, the offsets never committed.
     let mut first = sink(&text(5));
-    first.write(kafka_batch("sensors", 100..=104)).await.unwrap();
-    first.write(kafka_batch("sensors", 105..=109)).await.unwrap();
-    first.write(kafka_batch("sensors", 110..=111)).await.unwrap();
+    first
+        .write(kafka_batch("sensors", 100..=104))
+        .await
+        .unwrap();
+    first
+        .write(kafka_batch("sensors", 105..=109))
+        .await
+        .unwrap();
+    first
+        .write(kafka_batch("sensors", 110..=111))
+        .await
+        .unwrap();
     Box::new(first).close().await.unwrap();
     // The replay from 100 takes bigger batches: one object 100..=107, then 108..=111.
     let mut replay = sink(&text(5));
-    replay.write(kafka_batch("sensors", 100..=107)).await.unwrap();
-    replay.write(kafka_batch("sensors", 108..=111)).await.unwrap();
+    replay
+        .write(kafka_batch("sensors", 100..=107))
+        .await
+        .unwrap();
+    replay
+        .write(kafka_batch("sensors", 108..=111))
+        .await
+        .unwrap();
     let store = replay.store.clone();
     Box::new(replay).close().await.unwrap();
     let stored = objects(&store).await;
@@ -296,7 +361,11 @@ async fn an_object_that_cannot_be_stored_is_never_acknowledged() {
     // The batch handed back still holds live tokens: settled (as a retry that stores it
     // would), it releases its one event; the stuck object's events stay held.
     returned.delivered();
-    assert_eq!(acked.load(Ordering::SeqCst), 1, "only the batch handed back was released");
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        1,
+        "only the batch handed back was released"
+    );
     drop(lake);
     assert_eq!(
         acked.load(Ordering::SeqCst),
