@@ -210,9 +210,9 @@ fn records_a_plugin_cannot_take_go_to_a_dead_letter_topic_with_the_reason() {
     }
 }
 
-/// A producer's `kafka.partition` / `kafka.offset` headers would choose the object
-/// store's object names (and what `delete_superseded` deletes): the source drops them
-/// and sets its own; the producer's other headers pass.
+/// A producer's `kafka.partition` / `kafka.offset` / `kafka.assignment` headers would
+/// choose the object store's object names (and what a stored object deletes): the
+/// source drops them and sets its own; the producer's other headers pass.
 #[test]
 fn a_producer_cannot_spoof_the_headers_the_host_derives() {
     let tansu = Tansu::start();
@@ -223,6 +223,7 @@ fn a_producer_cannot_spoof_the_headers_the_host_derives() {
         &[
             ("kafka.partition", "7"),
             ("kafka.offset", "0"),
+            ("kafka.assignment", "999999-9999999999999-ffffffff"),
             ("sluice.dead_letter.reason", "no"),
             ("team", "ops"),
         ],
@@ -241,6 +242,8 @@ type = \"file\"\ninputs = [\"in\"]\npath = \"out\"\nformat = \"envelope\"\n",
         let headers = line["headers"].as_object().unwrap();
         assert_eq!(headers["kafka.partition"], "0", "{line}");
         assert_eq!(headers["team"], "ops", "{line}");
+        let assignment = headers["kafka.assignment"].as_str().unwrap();
+        assert!(assignment.starts_with("0-"), "read from offset 0: {line}");
         assert!(headers.get("sluice.dead_letter.reason").is_none(), "{line}");
         offsets.push(
             headers["kafka.offset"]

@@ -316,7 +316,7 @@ impl KafkaSource {
             }
         };
         let key = (origin.clone(), message.partition());
-        let generation = self.offsets.generation(&key)?;
+        let (generation, assignment) = self.offsets.reading(&key, message.offset())?;
         let mut headers: Vec<(String, Bytes)> = message
             .headers()
             .map(|headers| {
@@ -338,6 +338,7 @@ impl KafkaSource {
             "kafka.offset".to_owned(),
             Bytes::from(message.offset().to_string()),
         ));
+        headers.push(("kafka.assignment".to_owned(), assignment));
         let event = Event {
             key: message.key().map(Bytes::copy_from_slice),
             payload: message
