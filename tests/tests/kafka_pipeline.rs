@@ -1,6 +1,7 @@
 //! Kafka in and out, against a real Kafka-protocol broker (tansu): delivery counts
 //! through two pipelines, consumer groups sharing and taking over partitions, restarts
-//! that resume from committed offsets, a broker outage, and dead-letter topics.
+//! that resume from committed offsets, a broker outage, dead-letter topics, and a topic
+//! rendered into one of Kafka's internal ones dead-lettered.
 
 mod harness;
 
@@ -258,5 +259,56 @@ type = \"file\"\ninputs = [\"in\"]\npath = \"out\"\nformat = \"envelope\"\n",
         offsets,
         (0..20).collect::<Vec<_>>(),
         "the broker's offsets, each once"
+    );
+}
+
+/// A topic rendered from an event could name one of Kafka's internal topics and write
+/// into the broker's own bookkeeping: that event is dead-lettered with the reason, and
+/// the others of its batch are delivered.
+#[test]
+fn an_event_whose_topic_renders_to_an_internal_topic_is_dead_lettered() {
+    let tansu = Tansu::start();
+    tansu.create_topic("orders", 1);
+    let ingest = HttpPipeline::start(
+        "",
+        &format!(
+            "[sinks.out]\ntype = \"kafka\"\ninputs = [\"ingest\"]\nbootstrap_servers = \"{}\"\n\
+             topic = \"{{topic}}\"\n\
+             [sinks.refused]\ntype = \"file\"\ninputs = [\"out.dead_letter\"]\npath = \"refused\"\n",
+            tansu.bootstrap()
+        ),
+        std::process::Stdio::null(),
+    );
+    let events = [
+        r#"{"topic":"orders","seq":1}"#,
+        r#"{"topic":"__consumer_offsets","seq":2}"#,
+        r#"{"topic":"orders","seq":3}"#,
+    ];
+    let (status, answer) = ingest.post("/ingest", &[], events.join("\n").as_bytes());
+    assert_eq!(status, 200, "{answer}\n{}", ingest.host.log_text());
+
+    wait_until(Duration::from_secs(30), "the dead letter", || {
+        !read_lines(&ingest.data("refused")).is_empty()
+    });
+    let letters = read_lines(&ingest.data("refused"));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["payload"], events[1]);
+    assert_eq!(
+        letters[0]["reason"], "topic `__consumer_offsets` is internal to Kafka",
+        "{letters:?}"
+    );
+    let delivered: Vec<serde_json::Value> = tansu
+        .read("orders", 2, Duration::from_secs(60))
+        .iter()
+        .map(|record| serde_json::from_slice(&record.payload).unwrap())
+        .collect();
+    let seqs: Vec<&serde_json::Value> = delivered.iter().map(|event| &event["seq"]).collect();
+    assert_eq!(seqs, [1, 3], "the others are delivered");
+    let internal = tansu.read("__consumer_offsets", 1, Duration::from_secs(5));
+    assert!(
+        internal
+            .iter()
+            .all(|record| !String::from_utf8_lossy(&record.payload).contains(r#""seq":2"#)),
+        "nothing of the event reached the internal topic"
     );
 }
