@@ -1,6 +1,7 @@
 //! Kafka in and out, against a real Kafka-protocol broker (tansu): delivery counts
 //! through two pipelines, consumer groups sharing and taking over partitions, restarts
-//! that resume from committed offsets, a broker outage, and dead-letter topics.
+//! that resume from committed offsets, a broker outage, dead-letter topics, and a topic
+//! rendered into one of Kafka's internal ones dead-lettered.
 
 mod harness;
 
@@ -210,9 +211,9 @@ fn records_a_plugin_cannot_take_go_to_a_dead_letter_topic_with_the_reason() {
     }
 }
 
-/// A producer's `kafka.partition` / `kafka.offset` headers would choose the object
-/// store's object names (and what `delete_superseded` deletes): the source drops them
-/// and sets its own; the producer's other headers pass.
+/// A producer's `kafka.partition` / `kafka.offset` / `kafka.assignment` headers would
+/// choose the object store's object names (and what a stored object deletes): the
+/// source drops them and sets its own; the producer's other headers pass.
 #[test]
 fn a_producer_cannot_spoof_the_headers_the_host_derives() {
     let tansu = Tansu::start();
@@ -223,6 +224,7 @@ fn a_producer_cannot_spoof_the_headers_the_host_derives() {
         &[
             ("kafka.partition", "7"),
             ("kafka.offset", "0"),
+            ("kafka.assignment", "999999-9999999999999-ffffffff"),
             ("sluice.dead_letter.reason", "no"),
             ("team", "ops"),
         ],
@@ -241,6 +243,8 @@ type = \"file\"\ninputs = [\"in\"]\npath = \"out\"\nformat = \"envelope\"\n",
         let headers = line["headers"].as_object().unwrap();
         assert_eq!(headers["kafka.partition"], "0", "{line}");
         assert_eq!(headers["team"], "ops", "{line}");
+        let assignment = headers["kafka.assignment"].as_str().unwrap();
+        assert!(assignment.starts_with("0-"), "read from offset 0: {line}");
         assert!(headers.get("sluice.dead_letter.reason").is_none(), "{line}");
         offsets.push(
             headers["kafka.offset"]
@@ -255,5 +259,56 @@ type = \"file\"\ninputs = [\"in\"]\npath = \"out\"\nformat = \"envelope\"\n",
         offsets,
         (0..20).collect::<Vec<_>>(),
         "the broker's offsets, each once"
+    );
+}
+
+/// A topic rendered from an event could name one of Kafka's internal topics and write
+/// into the broker's own bookkeeping: that event is dead-lettered with the reason, and
+/// the others of its batch are delivered.
+#[test]
+fn an_event_whose_topic_renders_to_an_internal_topic_is_dead_lettered() {
+    let tansu = Tansu::start();
+    tansu.create_topic("orders", 1);
+    let ingest = HttpPipeline::start(
+        "",
+        &format!(
+            "[sinks.out]\ntype = \"kafka\"\ninputs = [\"ingest\"]\nbootstrap_servers = \"{}\"\n\
+             topic = \"{{topic}}\"\n\
+             [sinks.refused]\ntype = \"file\"\ninputs = [\"out.dead_letter\"]\npath = \"refused\"\n",
+            tansu.bootstrap()
+        ),
+        std::process::Stdio::null(),
+    );
+    let events = [
+        r#"{"topic":"orders","seq":1}"#,
+        r#"{"topic":"__consumer_offsets","seq":2}"#,
+        r#"{"topic":"orders","seq":3}"#,
+    ];
+    let (status, answer) = ingest.post("/ingest", &[], events.join("\n").as_bytes());
+    assert_eq!(status, 200, "{answer}\n{}", ingest.host.log_text());
+
+    wait_until(Duration::from_secs(30), "the dead letter", || {
+        !read_lines(&ingest.data("refused")).is_empty()
+    });
+    let letters = read_lines(&ingest.data("refused"));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["payload"], events[1]);
+    assert_eq!(
+        letters[0]["reason"], "topic `__consumer_offsets` is internal to Kafka",
+        "{letters:?}"
+    );
+    let delivered: Vec<serde_json::Value> = tansu
+        .read("orders", 2, Duration::from_secs(60))
+        .iter()
+        .map(|record| serde_json::from_slice(&record.payload).unwrap())
+        .collect();
+    let seqs: Vec<&serde_json::Value> = delivered.iter().map(|event| &event["seq"]).collect();
+    assert_eq!(seqs, [1, 3], "the others are delivered");
+    let internal = tansu.read("__consumer_offsets", 1, Duration::from_secs(5));
+    assert!(
+        internal
+            .iter()
+            .all(|record| !String::from_utf8_lossy(&record.payload).contains(r#""seq":2"#)),
+        "nothing of the event reached the internal topic"
     );
 }

@@ -1,12 +1,16 @@
 //! Serving tables from a running host: 10,000 keys written through the pipeline are
 //! each readable with their latest value, and still after a restart; the last N per
 //! key; keys under a prefix; tokens per table (401 without, 403 with another); unknown
-//! tables and keys as 404 with a JSON error; an event without its key dead-lettered.
+//! tables and keys as 404 with a JSON error; an event without its key dead-lettered;
+//! PostgreSQL: two hosts on one table, the embedded backend's history for events out of
+//! order, an unreadable row as a 500 naming its key.
 
 mod harness;
 
 use std::time::Duration;
 
+use harness::kafka::{GROUP_OPTIONS, Tansu};
+use harness::postgres::Postgres;
 use harness::*;
 
 const KEYS: u64 = 10_000;
@@ -285,7 +289,7 @@ fn updates_stream_as_server_sent_events_and_no_generated_request_gets_a_5xx() {
 
 #[test]
 fn two_hosts_writing_one_postgresql_table_serve_one_consistent_table() {
-    let postgres = harness::postgres::Postgres::start();
+    let postgres = Postgres::start();
     let host = |ingest: u16| {
         Pipeline::start(&format!(
             r#"
@@ -342,4 +346,139 @@ postgres = "{}"
         let (_, listed) = get(api, "/v1/tables/shared/keys?prefix=dev-0099&limit=20", None);
         assert_eq!(listed["keys"].as_array().unwrap().len(), 10);
     }
+}
+
+/// `[sinks.NAME]` writing table NAME, keyed on `device_id`, in PostgreSQL when
+/// `postgres` is a connection string.
+fn serving_sink(name: &str, keep: usize, postgres: Option<&str>) -> String {
+    let backend = postgres.map_or(String::new(), |pg| format!("postgres = \"{pg}\"\n"));
+    format!(
+        "[sinks.{name}]\ntype = \"serving\"\ninputs = [\"in\"]\ntable = \"{name}\"\n\
+         key = \"device_id\"\nkeep = {keep}\n{backend}"
+    )
+}
+
+/// The (n, timestamp_ms) of each value of `key` in `table`, as served.
+fn history(api: u16, table: &str, key: &str) -> Vec<(u64, i64)> {
+    let (status, body) = get(api, &format!("/v1/tables/{table}/keys/{key}"), None);
+    assert_eq!(status, 200, "{table}/{key}: {body}");
+    body["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let n = v["value"]["n"].as_u64().unwrap();
+            (n, v["timestamp_ms"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn events_out_of_order_keep_the_same_history_in_postgresql_as_in_the_embedded_table() {
+    let postgres = Postgres::start();
+    let tansu = Tansu::start();
+    tansu.create_topic("readings", 1);
+    let pg = postgres.connection();
+    let host = Pipeline::start(&format!(
+        "[sources.in]\ntype = \"kafka\"\nbootstrap_servers = \"{}\"\ngroup_id = \"serving\"\n\
+         topics = [\"readings\"]\n{GROUP_OPTIONS}\n{}{}{}{}",
+        tansu.bootstrap(),
+        serving_sink("embedded_last", 1, None),
+        serving_sink("embedded_three", 3, None),
+        serving_sink("postgres_last", 1, Some(&pg)),
+        serving_sink("postgres_three", 3, Some(&pg)),
+    ));
+    // Record times in seconds after `T`, in the order produced: `a` comes out of order
+    // (and twice at 4 s), `b` in order but for a late oldest one; `done` comes last.
+    const T: i64 = 1_795_948_920_000;
+    let produced = [
+        ("a", 5),
+        ("a", 1),
+        ("b", 1),
+        ("a", 3),
+        ("b", 2),
+        ("a", 4),
+        ("b", 3),
+        ("a", 2),
+        ("a", 4),
+        ("b", 0),
+        ("done", 9),
+    ];
+    tansu.produce_at(
+        "readings",
+        produced.iter().enumerate().map(|(n, (device, secs))| {
+            let payload = format!(r#"{{"device_id":"{device}","n":{n}}}"#);
+            (device.to_string(), payload.into_bytes(), T + secs * 1000)
+        }),
+    );
+    let api = host.host.api_port;
+    let tables = [
+        "embedded_last",
+        "embedded_three",
+        "postgres_last",
+        "postgres_three",
+    ];
+    wait_until(
+        Duration::from_secs(60),
+        "every table to hold `done`",
+        || {
+            tables
+                .iter()
+                .all(|table| get(api, &format!("/v1/tables/{table}/keys/done"), None).0 == 200)
+        },
+    );
+    let at = |secs: i64| T + secs * 1000;
+    let expected: [(&str, Vec<(u64, i64)>); 2] = [
+        // Newest first; of the two at 4 s, the later write (n = 8) first.
+        ("a", vec![(0, at(5)), (8, at(4)), (5, at(4))]),
+        ("b", vec![(6, at(3)), (4, at(2)), (2, at(1))]),
+    ];
+    for (key, last_three) in expected {
+        assert_eq!(history(api, "embedded_three", key), last_three, "{key}");
+        assert_eq!(
+            history(api, "postgres_three", key),
+            last_three,
+            "PostgreSQL keeps what the embedded table keeps: {key}"
+        );
+        assert_eq!(history(api, "embedded_last", key), last_three[..1], "{key}");
+        assert_eq!(history(api, "postgres_last", key), last_three[..1], "{key}");
+    }
+}
+
+#[test]
+fn a_postgresql_row_that_cannot_be_read_is_a_server_error_naming_its_key() {
+    let postgres = Postgres::start();
+    let ingest = free_port();
+    let host = Pipeline::start(&format!(
+        "[sources.in]\ntype = \"http\"\nlisten = \"127.0.0.1:{ingest}\"\n{}",
+        serving_sink("stored", 2, Some(&postgres.connection()))
+    ));
+    let body = "{\"device_id\":\"dev-1\",\"n\":1}\n{\"device_id\":\"dev-2\",\"n\":2}";
+    let (status, answer) = http_post(ingest, "/ingest", &[], body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let api = host.host.api_port;
+    assert_eq!(history(api, "stored", "dev-1").len(), 1);
+    // A row damaged outside the host: JSON, but not a list of values.
+    postgres.query(
+        r#"UPDATE sluice_serving_stored SET vals = '{"not": "a list"}' WHERE key = 'dev-1'"#,
+    );
+
+    let (status, body) = get(api, "/v1/tables/stored/keys/dev-1", None);
+    assert_eq!(status, 500, "not an absent or empty key: {body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the stored values of key `dev-1`"), "{body}");
+    let (status, body) = get(api, "/v1/tables/stored/keys?prefix=dev-", None);
+    assert_eq!(status, 500, "a listing does not skip it: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`dev-1`"),
+        "{body}"
+    );
+    let others: Vec<u64> = history(api, "stored", "dev-2")
+        .iter()
+        .map(|v| v.0)
+        .collect();
+    assert_eq!(others, [2], "the other keys are served");
 }

@@ -4,8 +4,9 @@
 //!
 //! Two backends: embedded (redb, one database file per table: crash-safe, a restart
 //! serves what was written before it) and PostgreSQL ([`postgres`], so that several
-//! hosts write and serve one table). Either way a key holds its values newest first
-//! by event time: an event older than the key's newest does not replace it.
+//! hosts write and serve one table). Either way a key holds its newest `keep` values by
+//! event time, newest first: an event that comes late takes its place by time (kept if
+//! it is among the newest `keep`), and of two with one time the later write goes first.
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -195,6 +196,12 @@ impl Table {
         }
     }
 
+    /// A key's stored values; undecodable, an error naming the key.
+    fn decode(&self, key: &str, stored: &[u8]) -> Result<Vec<Value>, ServingError> {
+        serde_json::from_slice(stored)
+            .map_err(|e| self.error(format!("the stored values of key `{key}`: {e}")))
+    }
+
     fn put_embedded(&self, values: Vec<(String, Value)>) -> Result<(), ServingError> {
         let txn = self.db().begin_write().map_err(|e| self.error(e))?;
         {
@@ -203,9 +210,7 @@ impl Table {
                 let mut list: Vec<Value> =
                     match table.get(key.as_str()).map_err(|e| self.error(e))? {
                         // An undecodable history is an error, never silently reset.
-                        Some(stored) => serde_json::from_slice(stored.value()).map_err(|e| {
-                            self.error(format!("the stored values of key `{key}`: {e}"))
-                        })?,
+                        Some(stored) => self.decode(&key, stored.value())?,
                         None => Vec::new(),
                     };
                 insert_by_time(&mut list, value, self.keep);
@@ -228,9 +233,7 @@ impl Table {
         let Some(stored) = table.get(key).map_err(|e| self.error(e))? else {
             return Ok(None);
         };
-        serde_json::from_slice(stored.value())
-            .map(Some)
-            .map_err(|e| self.error(e))
+        self.decode(key, stored.value()).map(Some)
     }
 
     fn scan_embedded(
@@ -250,9 +253,7 @@ impl Table {
             if !key.value().starts_with(prefix) || found.len() == limit {
                 break;
             }
-            let values = serde_json::from_slice(stored.value()).map_err(|e| {
-                self.error(format!("the stored values of key `{}`: {e}", key.value()))
-            })?;
+            let values = self.decode(key.value(), stored.value())?;
             found.push((key.value().to_owned(), values));
         }
         Ok(found)
@@ -304,10 +305,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("the stored values of key `k`"), "{error}");
+        let error = table
+            .get("k", 0)
+            .await
+            .expect_err("nor is it served as empty");
         assert!(
-            table.get("k", 0).await.is_err(),
-            "nor is it served as empty"
+            error.to_string().contains("the stored values of key `k`"),
+            "{error}"
         );
-        assert!(table.scan("k", 10, 0).await.is_err());
+        let error = table.scan("k", 10, 0).await.unwrap_err();
+        assert!(
+            error.to_string().contains("the stored values of key `k`"),
+            "{error}"
+        );
     }
 }

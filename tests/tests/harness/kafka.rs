@@ -114,6 +114,31 @@ impl Tansu {
         records: impl IntoIterator<Item = (String, Vec<u8>)>,
         headers: &[(&str, &str)],
     ) {
+        let untimed = records
+            .into_iter()
+            .map(|(key, payload)| (key, payload, None));
+        self.send(topic, untimed, headers);
+    }
+
+    /// Produce `(key, payload, timestamp ms)` records: the record times the source
+    /// gives its events, in any order.
+    pub fn produce_at(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (String, Vec<u8>, i64)>,
+    ) {
+        let timed = records
+            .into_iter()
+            .map(|(key, payload, at)| (key, payload, Some(at)));
+        self.send(topic, timed, &[]);
+    }
+
+    fn send(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (String, Vec<u8>, Option<i64>)>,
+        headers: &[(&str, &str)],
+    ) {
         let owned = headers.iter().fold(
             rdkafka::message::OwnedHeaders::new(),
             |all, (key, value)| {
@@ -129,11 +154,14 @@ impl Tansu {
             .set("linger.ms", "5")
             .create()
             .unwrap();
-        for (key, payload) in records {
+        for (key, payload, at) in records {
             let mut record = BaseRecord::to(topic)
                 .key(&key)
                 .payload(&payload)
                 .headers(owned.clone());
+            if let Some(at) = at {
+                record = record.timestamp(at);
+            }
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

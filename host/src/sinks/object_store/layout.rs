@@ -2,14 +2,15 @@
 //! and the stream of objects inside it, and what those objects are called.
 //!
 //! Names are deterministic from what an object holds, so that a replay after a crash
-//! rewrites an object instead of adding a second copy:
-//! - events that carry `kafka.partition` and `kafka.offset` headers (the Kafka source)
-//!   form one stream per topic-partition, and an object is named after that partition and
-//!   its first offset, `{topic}-{partition}-{first offset, 20 digits}`. Replaying from
-//!   the committed offset starts the first object again at the same offset, with the same
-//!   name, and overwrites it; since the replay may roll at other offsets (by age, or a
-//!   batch boundary), a stored object also deletes the objects of its stream in its
-//!   directory that start inside its offset range: their events come again after it;
+//! rewrites or replaces an object instead of adding a second copy:
+//! - events that carry `kafka.partition`, `kafka.offset` and `kafka.assignment` headers
+//!   (the Kafka source) form one stream per topic-partition and assignment, and an
+//!   object is named after that partition, its first and last offsets and the
+//!   assignment that read it, `{topic}-{partition}-{first, 20 digits}-{last}-{assignment}`.
+//!   Two owners of a partition (one whose assignment was revoked, still uploading, and
+//!   the next) never write one name, and a stored object replaces only objects of
+//!   earlier assignments whose offsets lie inside what its own assignment has stored
+//!   (see the sink's `delete_covered`);
 //! - other events (MQTT, HTTP, collectors) have no position a redelivery repeats, so an
 //!   object is named after its first event's time (the `time_field`, else the event's
 //!   timestamp) and a hash of its contents,
@@ -42,10 +43,59 @@ const TIME_PARTS: [&str; 6] = ["date", "year", "month", "day", "hour", "minute"]
 /// Which stream of objects an event belongs to inside its partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stream {
-    /// A Kafka topic-partition, with the offset of this event.
-    Kafka { topic: String, partition: i32 },
+    /// A Kafka topic-partition as one assignment reads it: offsets in order, none skipped.
+    Kafka {
+        topic: String,
+        partition: i32,
+        assignment: Assignment,
+    },
     /// Anything else.
     Other,
+}
+
+/// One assignment of a Kafka partition to a consumer, as the source names it in the
+/// `kafka.assignment` header: `{first offset read}-{assigned at, epoch ms}-{tag, 8 hex}`.
+/// Ordered so that a later owner of the partition sorts after an earlier one: it
+/// begins at or past the offsets committed before it; two that begin at one offset
+/// are ordered by time, and the random tag tells apart two of one millisecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Assignment {
+    first_offset: i64,
+    assigned_ms: i64,
+    tag: u32,
+}
+
+impl Assignment {
+    pub fn parse(text: &str) -> Option<Assignment> {
+        let mut parts = text.splitn(3, '-');
+        let first_offset = parts.next()?.parse().ok()?;
+        let assigned_ms = parts.next()?.parse().ok()?;
+        let tag = parts.next().filter(|tag| tag.len() == 8)?;
+        let tag = u32::from_str_radix(tag, 16).ok()?;
+        Some(Assignment {
+            first_offset,
+            assigned_ms,
+            tag,
+        })
+    }
+}
+
+impl std::fmt::Display for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-{}-{:08x}",
+            self.first_offset, self.assigned_ms, self.tag
+        )
+    }
+}
+
+/// What the name of a Kafka object tells: its offsets and the assignment that read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaObject {
+    pub first: i64,
+    pub last: i64,
+    pub assignment: Assignment,
 }
 
 impl Partitioner {
@@ -80,13 +130,19 @@ impl Partitioner {
             .and_then(crate::storage::time_ms)
             .unwrap_or(event.timestamp_ms);
         let minute = millis.div_euclid(60_000);
-        if self.minute.as_ref().is_none_or(|(cached, _)| *cached != minute) {
+        if self
+            .minute
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != minute)
+        {
             self.minute = Some((minute, time_parts(millis)));
         }
         let parts = &self.minute.as_ref().expect("filled above").1;
-        let out = self.template.render_with(|name| match TIME_PARTS.iter().position(|part| *part == name) {
-            Some(index) => parts[index].clone(),
-            None => template::field_text(payload.as_ref(), name, clean),
+        let out = self.template.render_with(|name| {
+            match TIME_PARTS.iter().position(|part| *part == name) {
+                Some(index) => parts[index].clone(),
+                None => template::field_text(payload.as_ref(), name, clean),
+            }
         });
         (out.trim_matches('/').to_owned(), millis)
     }
@@ -136,11 +192,13 @@ pub fn stream_of(event: &Event) -> (Stream, Option<i64>) {
     match (
         header("kafka.partition").and_then(|p| p.parse().ok()),
         header("kafka.offset").and_then(|o| o.parse().ok()),
+        header("kafka.assignment").and_then(Assignment::parse),
     ) {
-        (Some(partition), Some(offset)) => (
+        (Some(partition), Some(offset), Some(assignment)) => (
             Stream::Kafka {
                 topic: event.origin.to_string(),
                 partition,
+                assignment,
             },
             Some(offset),
         ),
@@ -148,26 +206,47 @@ pub fn stream_of(event: &Event) -> (Stream, Option<i64>) {
     }
 }
 
-/// The first offset of an object of `topic`-`partition` called `name` (a file name with
-/// its extension), if it is one.
-pub fn kafka_first_offset(name: &str, topic: &str, partition: i32) -> Option<i64> {
+/// The offsets and assignment of an object of `topic`-`partition` called `name` (a
+/// file name with its extension), if it is one.
+pub fn kafka_object(name: &str, topic: &str, partition: i32) -> Option<KafkaObject> {
     let rest = name.strip_prefix(&format!("{}-{partition}-", clean(topic)))?;
-    let digits = rest.split('.').next()?;
-    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+    let stem = rest.split('.').next()?;
+    let mut parts = stem.splitn(3, '-');
+    let first = parts
+        .next()
+        .filter(|digits| digits.len() == 20)?
+        .parse()
+        .ok()?;
+    let last = parts.next()?.parse().ok()?;
+    let assignment = Assignment::parse(parts.next()?)?;
+    Some(KafkaObject {
+        first,
+        last,
+        assignment,
+    })
 }
 
-/// The file name (without extension) of an object of `stream` whose first event had
-/// `first_offset` (Kafka) or `first_timestamp_ms` and whose contents hash to `digest`.
+/// The file name (without extension) of an object of `stream` holding offsets
+/// `offsets` (Kafka), else whose first event had `first_timestamp_ms` and whose
+/// contents hash to `digest`.
 pub fn object_stem(
     stream: &Stream,
-    first_offset: Option<i64>,
+    offsets: Option<(i64, i64)>,
     first_timestamp_ms: i64,
     digest: &[u8],
 ) -> String {
-    match (stream, first_offset) {
-        (Stream::Kafka { topic, partition }, Some(offset)) => {
-            format!("{}-{partition}-{offset:020}", clean(topic))
-        }
+    match (stream, offsets) {
+        (
+            Stream::Kafka {
+                topic,
+                partition,
+                assignment,
+            },
+            Some((first, last)),
+        ) => format!(
+            "{}-{partition}-{first:020}-{last}-{assignment}",
+            clean(topic)
+        ),
         _ => format!("{first_timestamp_ms}-{}", hex::encode(&digest[..8])),
     }
 }
@@ -186,43 +265,98 @@ mod tests {
 
     #[test]
     fn partitions_render_event_time_and_cleaned_fields() {
-        let mut hive = Partitioner::parse("dt={date}/hour={hour}/device={device_id}", None).unwrap();
+        let mut hive =
+            Partitioner::parse("dt={date}/hour={hour}/device={device_id}", None).unwrap();
         // 2026-11-29T10:42:00Z
         let at = 1_795_948_920_000;
         assert_eq!(
             hive.render(&event(r#"{"device_id":"a/b c"}"#, at)),
             ("dt=2026-11-29/hour=10/device=a_b_c".to_owned(), at)
         );
-        assert_eq!(hive.render(&event("not json", at)).0, "dt=2026-11-29/hour=10/device=_");
+        assert_eq!(
+            hive.render(&event("not json", at)).0,
+            "dt=2026-11-29/hour=10/device=_"
+        );
         let mut by_field = Partitioner::parse("{year}/{month}/{day}", Some("ts".into())).unwrap();
         assert_eq!(
             by_field.render(&event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)),
             ("2024/02/03".to_owned(), 1_706_933_106_000)
         );
-        assert_eq!(by_field.render(&event(r#"{"ts":0}"#, at)), ("1970/01/01".to_owned(), 0));
+        assert_eq!(
+            by_field.render(&event(r#"{"ts":0}"#, at)),
+            ("1970/01/01".to_owned(), 0)
+        );
     }
 
-    #[test]
-    fn kafka_events_name_objects_by_partition_and_offset() {
+    fn record(offset: i64, assignment: &str) -> Event {
         let mut record = event("{}", 5);
         record.origin = "sensors".into();
         record.headers = vec![
             ("kafka.partition".into(), Bytes::from("3")),
-            ("kafka.offset".into(), Bytes::from("1234")),
+            ("kafka.offset".into(), Bytes::from(offset.to_string())),
+            (
+                "kafka.assignment".into(),
+                Bytes::from(assignment.to_owned()),
+            ),
         ];
-        let (stream, offset) = stream_of(&record);
+        record
+    }
+
+    #[test]
+    fn kafka_events_name_objects_by_partition_offsets_and_assignment() {
+        let (stream, offset) = stream_of(&record(1234, "1200-1795948920000-0000beef"));
+        assert_eq!(offset, Some(1234));
+        let stem = object_stem(&stream, Some((1234, 1300)), 5, &[0; 32]);
         assert_eq!(
-            object_stem(&stream, offset, 5, &[0; 32]),
-            "sensors-3-00000000000000001234"
+            stem,
+            "sensors-3-00000000000000001234-1300-1200-1795948920000-0000beef"
+        );
+        let named = kafka_object(&format!("{stem}.jsonl.gz"), "sensors", 3).unwrap();
+        assert_eq!((named.first, named.last), (1234, 1300));
+        let Stream::Kafka { assignment, .. } = stream else {
+            panic!("{stream:?}")
+        };
+        assert_eq!(named.assignment, assignment);
+        assert_eq!(
+            kafka_object(&format!("{stem}.parquet"), "sensors", 30),
+            None
         );
         assert_eq!(
-            kafka_first_offset("sensors-3-00000000000000001234.parquet", "sensors", 3),
-            Some(1234)
+            kafka_object("sensors-3-1234-1300-1200-1-0000beef.parquet", "sensors", 3),
+            None
         );
-        assert_eq!(kafka_first_offset("sensors-3-00000000000000001234.parquet", "sensors", 30), None);
-        assert_eq!(kafka_first_offset("sensors-3-1234.parquet", "sensors", 3), None);
+        assert_eq!(
+            kafka_object("sensors-3-00000000000000001234.parquet", "sensors", 3),
+            None,
+            "a name without an assignment"
+        );
+
+        // Another assignment of the partition is another stream, and sorts after the
+        // earlier one if it begins further on or later.
+        let (reassigned, _) = stream_of(&record(1234, "1200-1795948990000-00000001"));
+        assert_ne!(
+            reassigned,
+            stream_of(&record(1234, "1200-1795948920000-0000beef")).0
+        );
+        let order = |a: &str, b: &str| {
+            let parse = |text: &str| Assignment::parse(text).unwrap();
+            parse(a).cmp(&parse(b))
+        };
+        assert!(order("1200-1795948990000-00000001", "1200-1795948920000-ffffffff").is_gt());
+        assert!(order("1300-1795948920000-00000000", "1200-1795948990000-ffffffff").is_gt());
+
         let (other, none) = stream_of(&event("{}", 5));
         assert_eq!(other, Stream::Other);
-        assert_eq!(object_stem(&other, none, 5, &[0xab; 32]), "5-abababababababab");
+        assert_eq!(
+            object_stem(&other, none.map(|o| (o, o)), 5, &[0xab; 32]),
+            "5-abababababababab"
+        );
+        let mut unassigned = record(1234, "");
+        unassigned.headers.pop();
+        assert_eq!(
+            stream_of(&unassigned),
+            (Stream::Other, None),
+            "no assignment, no position"
+        );
     }
 }

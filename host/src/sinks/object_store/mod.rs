@@ -9,13 +9,16 @@
 //! a completed multipart upload): an event is never acknowledged before its object is
 //! complete. An object that could not be stored is kept and retried, and new batches
 //! wait for it (backpressure); if the process stops before, its events are failed and
-//! the source redelivers them. Object names are deterministic ([`layout`]).
+//! the source redelivers them. Object names are deterministic ([`layout`]); a stored
+//! Kafka object deletes the objects of earlier assignments its assignment has stored
+//! again ([`superseded`]).
 //!
 //! Sources that bound what is in flight without an acknowledgement (MQTT's receive
 //! window) wait for the oldest object to be rolled: keep `max_age_secs` short for them.
 
 mod encode;
 mod layout;
+mod superseded;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -32,9 +35,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::encode::{Body, Column, Compression, Encoder, Format};
 use self::layout::{Partitioner, Stream};
+use self::superseded::{KafkaPlace, delete_covered};
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, DeadLetter, SinkError};
-use crate::component::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +159,7 @@ impl ObjectStoreSinkConfig {
                 max_age: self.max_age,
                 open: HashMap::new(),
                 sealed: Vec::new(),
+                unstored: Vec::new(),
             })),
             rejected: Vec::new(),
             flusher: None,
@@ -213,19 +218,7 @@ struct Sealed {
     data: Bytes,
     events: usize,
     held: Held,
-    supersedes: Option<Supersedes>,
-}
-
-/// The objects a stored Kafka object replaces: those of its topic-partition in its
-/// directory whose first offset is in `(first, last]`. They were stored before a crash
-/// whose offsets were never committed, and rolled at other offsets than the replay
-/// does; every event in them is at or past the committed offset, so it comes again.
-struct Supersedes {
-    dir: Path,
-    topic: String,
-    partition: i32,
-    first: i64,
-    last: i64,
+    kafka: Option<KafkaPlace>,
 }
 
 /// An open object: its partition path and stream.
@@ -242,9 +235,24 @@ struct Writer {
     max_age: Duration,
     open: HashMap<ObjectKey, Open>,
     sealed: Vec<Sealed>,
+    /// Kafka objects sealed and not stored yet: gaps in what their assignment has stored.
+    unstored: Vec<KafkaPlace>,
 }
 
 impl Writer {
+    /// The object at `place` is stored: it is no gap any more. Returns the objects of its
+    /// stream still not stored.
+    fn stored(&mut self, place: &KafkaPlace) -> Vec<KafkaPlace> {
+        if let Some(at) = self.unstored.iter().position(|gap| gap == place) {
+            self.unstored.swap_remove(at);
+        }
+        self.unstored
+            .iter()
+            .filter(|gap| gap.same_stream(place))
+            .cloned()
+            .collect()
+    }
+
     /// Put `batch` into open objects and seal those that are full. Returns the events
     /// that cannot be stored, with why.
     fn add(&mut self, batch: Batch) -> Result<Vec<DeadLetter>, encode::EncodeError> {
@@ -276,8 +284,11 @@ impl Writer {
                 }),
             };
             let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
-            let mut refused: HashMap<usize, String> =
-                self.encoder.append(&mut open.body, &events)?.into_iter().collect();
+            let mut refused: HashMap<usize, String> = self
+                .encoder
+                .append(&mut open.body, &events)?
+                .into_iter()
+                .collect();
             for (index, (event, ack, offset, time_ms)) in entries.into_iter().enumerate() {
                 if let Some(reason) = refused.remove(&index) {
                     rejected.push(DeadLetter { event, ack, reason });
@@ -290,7 +301,8 @@ impl Writer {
                 open.last_offset = offset;
                 open.events += 1;
                 open.bytes += event.payload.len() as u64;
-                open.digest.update((event.payload.len() as u64).to_le_bytes());
+                open.digest
+                    .update((event.payload.len() as u64).to_le_bytes());
                 open.digest.update(&event.payload);
                 open.held.0.push(ack);
             }
@@ -320,31 +332,40 @@ impl Writer {
         if open.events == 0 {
             return Ok(());
         }
+        let offsets = open.first_offset.zip(open.last_offset);
         let stem = layout::object_stem(
             &key.1,
-            open.first_offset,
+            offsets,
             open.first_timestamp_ms,
             &open.digest.finalize(),
         );
         let dir = join(self.prefix.as_ref(), &key.0);
-        let supersedes = match (&key.1, open.first_offset, open.last_offset) {
-            (Stream::Kafka { topic, partition }, Some(first), Some(last)) if last > first => {
-                Some(Supersedes {
-                    dir: Path::from(dir.as_str()),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    first,
-                    last,
-                })
-            }
+        let kafka = match (&key.1, offsets) {
+            (
+                Stream::Kafka {
+                    topic,
+                    partition,
+                    assignment,
+                },
+                Some((first, last)),
+            ) => Some(KafkaPlace {
+                dir: Path::from(dir.as_str()),
+                topic: topic.clone(),
+                partition: *partition,
+                assignment: *assignment,
+                first,
+                last,
+            }),
             _ => None,
         };
+        let data = self.encoder.finish(open.body)?;
+        self.unstored.extend(kafka.clone());
         self.sealed.push(Sealed {
             path: Path::from(join(&dir, &format!("{stem}.{}", self.encoder.extension()))),
-            data: self.encoder.finish(open.body)?,
+            data,
             events: open.events,
             held: open.held,
-            supersedes,
+            kafka,
         });
         Ok(())
     }
@@ -363,13 +384,18 @@ fn join(base: &str, part: &str) -> String {
 async fn upload(
     stage: &str,
     store: &Arc<dyn ObjectStore>,
+    writer: &Arc<Mutex<Writer>>,
     sealed: Vec<Sealed>,
 ) -> Result<(), (Vec<Sealed>, SinkError)> {
     let results: Vec<_> = futures::stream::iter(sealed)
         .map(|object| async move {
-            let stored = match put(store, &object.path, object.data.clone()).await {
-                Ok(()) => delete_superseded(store, object.supersedes.as_ref()).await,
-                Err(error) => Err(error),
+            let stored = match (put(store, &object.path, object.data.clone()).await, &object.kafka) {
+                (Ok(()), Some(place)) => {
+                    let unstored = writer.lock().unwrap().stored(place);
+                    delete_covered(store, place, &unstored).await
+                }
+                (Ok(()), None) => Ok(()),
+                (Err(error), _) => Err(error),
             };
             match stored {
                 Ok(()) => {
@@ -405,36 +431,10 @@ async fn put(store: &Arc<dyn ObjectStore>, path: &Path, data: Bytes) -> object_s
         store.put(path, data.into()).await?;
         return Ok(());
     }
-    let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
+    let mut upload =
+        WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
     upload.put(data);
     upload.finish().await?;
-    Ok(())
-}
-
-/// Delete the objects `supersedes` names (see [`Supersedes`]). Before that, the events
-/// are stored twice, so the object's events are acknowledged only after it.
-async fn delete_superseded(
-    store: &Arc<dyn ObjectStore>,
-    supersedes: Option<&Supersedes>,
-) -> object_store::Result<()> {
-    let Some(supersedes) = supersedes else {
-        return Ok(());
-    };
-    let listed = store.list_with_delimiter(Some(&supersedes.dir)).await?;
-    for meta in listed.objects {
-        let superseded = meta
-            .location
-            .filename()
-            .and_then(|name| layout::kafka_first_offset(name, &supersedes.topic, supersedes.partition))
-            .is_some_and(|offset| offset > supersedes.first && offset <= supersedes.last);
-        if superseded {
-            tracing::info!(path = %meta.location, "deleting an object a replay stored again");
-            match store.delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(error) => return Err(error),
-            }
-        }
-    }
     Ok(())
 }
 
@@ -475,10 +475,12 @@ async fn store_or_keep(
     if sealed.is_empty() {
         return Ok(());
     }
-    upload(stage, store, sealed).await.map_err(|(failed, error)| {
-        writer.lock().unwrap().sealed.extend(failed);
-        error
-    })
+    upload(stage, store, writer, sealed)
+        .await
+        .map_err(|(failed, error)| {
+            writer.lock().unwrap().sealed.extend(failed);
+            error
+        })
 }
 
 impl super::Sink for ObjectStoreSink {

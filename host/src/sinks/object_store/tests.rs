@@ -38,8 +38,14 @@ fn batch(payloads: &[&str], acked: &Arc<AtomicUsize>) -> Batch {
     batch
 }
 
-/// Records of partition 0 of `topic` at `offsets`, as the Kafka source makes them.
-fn kafka_batch(topic: &str, offsets: std::ops::RangeInclusive<i64>) -> Batch {
+/// Assignments of a partition as the Kafka source names them: both begin at offset 100,
+/// the first assigned at 10:42:00, the next a minute later.
+const FIRST_OWNER: &str = "100-1795948920000-0000000a";
+const NEXT_OWNER: &str = "100-1795948980000-0000000b";
+
+/// Records of partition 0 of `topic` at `offsets`, as the Kafka source makes them
+/// under `assignment`.
+fn kafka_batch(topic: &str, offsets: std::ops::RangeInclusive<i64>, assignment: &str) -> Batch {
     let mut batch = Batch::default();
     for offset in offsets {
         let mut event = Event::new(format!(r#"{{"n":{offset}}}"#), topic);
@@ -47,6 +53,10 @@ fn kafka_batch(topic: &str, offsets: std::ops::RangeInclusive<i64>) -> Batch {
         event.headers = vec![
             ("kafka.partition".into(), Bytes::from("0")),
             ("kafka.offset".into(), Bytes::from(offset.to_string())),
+            (
+                "kafka.assignment".into(),
+                Bytes::from(assignment.to_owned()),
+            ),
         ];
         batch.push(event, Ack::none());
     }
@@ -59,7 +69,13 @@ async fn objects(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, Bytes> {
     let mut out = BTreeMap::new();
     for meta in listed {
         let meta = meta.unwrap();
-        let data = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let data = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         out.insert(meta.location.to_string(), data);
     }
     out
@@ -100,21 +116,38 @@ async fn parquet_objects_are_partitioned_and_acknowledged_only_once_stored() {
         3,
         "the full object of `a` is stored and acknowledged, nothing else"
     );
-    lake.write(batch(&[r#"{"device_id":"a","t":4.5}"#], &acked)).await.unwrap();
+    lake.write(batch(&[r#"{"device_id":"a","t":4.5}"#], &acked))
+        .await
+        .unwrap();
     let stored = objects(&store).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     let (name, data) = stored.iter().next().unwrap();
-    assert!(name.starts_with(&format!("dt=2026-11-29/device=a/{AT}-")), "{name}");
+    assert!(
+        name.starts_with(&format!("dt=2026-11-29/device=a/{AT}-")),
+        "{name}"
+    );
     assert!(name.ends_with(".parquet"), "{name}");
     let rows = table(data);
-    let t = rows.column_by_name("t").unwrap().as_primitive::<Float64Type>();
+    let t = rows
+        .column_by_name("t")
+        .unwrap()
+        .as_primitive::<Float64Type>();
     assert_eq!(t.values().to_vec(), vec![1.5, 2.5, 3.5]);
 
     Box::new(lake).close().await.unwrap();
-    assert_eq!(acked.load(Ordering::SeqCst), 5, "closing stores and acknowledges the rest");
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        5,
+        "closing stores and acknowledges the rest"
+    );
     let names: Vec<_> = objects(&store).await.into_keys().collect();
     assert_eq!(names.len(), 3, "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("dt=2026-11-29/device=b/")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("dt=2026-11-29/device=b/")),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
@@ -144,20 +177,39 @@ async fn events_outside_the_declared_schema_are_refused_with_the_reason() {
         .collect();
     assert_eq!(refused.len(), 5, "{reasons:#?}");
     let reason_of = |payload: &str| &reasons.iter().find(|(p, _)| p == payload).unwrap().1;
-    assert!(reason_of(r#"{"n":"many"}"#).contains("many"), "{reasons:#?}");
+    assert!(
+        reason_of(r#"{"n":"many"}"#).contains("many"),
+        "{reasons:#?}"
+    );
     assert!(reason_of(r#"{"m":2}"#).contains("n"), "{reasons:#?}");
-    assert!(reason_of(r#"{"n":2}{"n":3}"#).contains("one JSON object"), "{reasons:#?}");
-    assert!(reason_of(r#"{"n":4,"extra":true}"#).contains("extra"), "{reasons:#?}");
+    assert!(
+        reason_of(r#"{"n":2}{"n":3}"#).contains("one JSON object"),
+        "{reasons:#?}"
+    );
+    assert!(
+        reason_of(r#"{"n":4,"extra":true}"#).contains("extra"),
+        "{reasons:#?}"
+    );
     // As the dead-letter sink does once it holds them.
-    refused.into_iter().for_each(|letter| letter.ack.delivered());
-    assert_eq!(acked.load(Ordering::SeqCst), 5, "dead letters carry their tokens");
+    refused
+        .into_iter()
+        .for_each(|letter| letter.ack.delivered());
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        5,
+        "dead letters carry their tokens"
+    );
 
     let store = lake.store.clone();
     Box::new(lake).close().await.unwrap();
     let stored = objects(&store).await;
     let rows = table(stored.values().next().unwrap());
     let n = rows.column(0).as_primitive::<Int64Type>();
-    assert_eq!(n.values().to_vec(), vec![1, 5], "a number in a string fits an integer column");
+    assert_eq!(
+        n.values().to_vec(),
+        vec![1, 5],
+        "a number in a string fits an integer column"
+    );
     assert_eq!(acked.load(Ordering::SeqCst), 7);
 }
 
@@ -206,7 +258,9 @@ async fn json_lines_can_be_gzipped() {
         "#,
     );
     let acked = Arc::new(AtomicUsize::new(0));
-    lake.write(batch(&[r#"{"a":1}"#, "text"], &acked)).await.unwrap();
+    lake.write(batch(&[r#"{"a":1}"#, "text"], &acked))
+        .await
+        .unwrap();
     let store = lake.store.clone();
     Box::new(lake).close().await.unwrap();
     let stored = objects(&store).await;
@@ -217,64 +271,159 @@ async fn json_lines_can_be_gzipped() {
     assert_eq!(text, "{\"a\":1}\n\"text\"\n");
 }
 
-#[tokio::test]
-async fn a_replay_from_kafka_rewrites_the_same_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "url = \"file://{}\"\npartition = \"dt={{date}}\"\nmax_events = 100",
+/// The offsets (`n`) stored in each object, by name without the directory.
+async fn offsets_by_object(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, Vec<i64>> {
+    let mut stored = BTreeMap::new();
+    for (name, data) in objects(store).await {
+        let rows = table(&data);
+        let n = rows
+            .column_by_name("n")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let name = name.rsplit('/').next().unwrap().to_owned();
+        stored.insert(name, n.values().to_vec());
+    }
+    stored
+}
+
+fn lake_dir(dir: &tempfile::TempDir, max_events: usize) -> String {
+    format!(
+        "url = \"file://{}\"\npartition = \"dt={{date}}\"\nmax_events = {max_events}",
         dir.path().display()
-    );
-    let mut first = sink(&text);
-    first.write(kafka_batch("sensors", 100..=104)).await.unwrap();
-    Box::new(first).close().await.unwrap();
-    // After a crash the source resumes at the committed offset (100) and reads further
-    // before the object rolls.
-    let mut replay = sink(&text);
-    replay.write(kafka_batch("sensors", 100..=107)).await.unwrap();
-    let store = replay.store.clone();
-    Box::new(replay).close().await.unwrap();
-    let stored = objects(&store).await;
-    let names: Vec<_> = stored.keys().cloned().collect();
-    assert_eq!(
-        names,
-        vec!["dt=2026-11-29/sensors-0-00000000000000000100.parquet".to_owned()]
-    );
-    assert_eq!(table(&stored[&names[0]]).num_rows(), 8);
+    )
 }
 
 #[tokio::test]
-async fn a_replay_that_rolls_elsewhere_replaces_the_objects_it_overlaps() {
+async fn a_replay_from_kafka_replaces_the_object_stored_before_the_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let text = |max_events: usize| {
-        format!(
-            "url = \"file://{}\"\npartition = \"dt={{date}}\"\nmax_events = {max_events}",
-            dir.path().display()
-        )
-    };
-    // Before the crash: objects at 100 and 105 stored, the offsets never committed.
-    let mut first = sink(&text(5));
-    first.write(kafka_batch("sensors", 100..=104)).await.unwrap();
-    first.write(kafka_batch("sensors", 105..=109)).await.unwrap();
-    first.write(kafka_batch("sensors", 110..=111)).await.unwrap();
+    let mut first = sink(&lake_dir(&dir, 100));
+    first
+        .write(kafka_batch("sensors", 100..=104, FIRST_OWNER))
+        .await
+        .unwrap();
     Box::new(first).close().await.unwrap();
-    // The replay from 100 takes bigger batches: one object 100..=107, then 108..=111.
-    let mut replay = sink(&text(5));
-    replay.write(kafka_batch("sensors", 100..=107)).await.unwrap();
-    replay.write(kafka_batch("sensors", 108..=111)).await.unwrap();
+    // After a crash the source resumes at the committed offset (100) and reads further
+    // before the object rolls.
+    let mut replay = sink(&lake_dir(&dir, 100));
+    replay
+        .write(kafka_batch("sensors", 100..=107, NEXT_OWNER))
+        .await
+        .unwrap();
     let store = replay.store.clone();
     Box::new(replay).close().await.unwrap();
-    let stored = objects(&store).await;
-    let names: Vec<_> = stored.keys().cloned().collect();
+    let stored = offsets_by_object(&store).await;
     assert_eq!(
-        names,
-        vec![
-            "dt=2026-11-29/sensors-0-00000000000000000100.parquet".to_owned(),
-            "dt=2026-11-29/sensors-0-00000000000000000108.parquet".to_owned(),
-        ],
-        "the objects at 105 and 110 are replaced"
+        stored.into_iter().collect::<Vec<_>>(),
+        [(
+            format!("sensors-0-00000000000000000100-107-{NEXT_OWNER}.parquet"),
+            (100..=107).collect()
+        )]
     );
-    let rows: usize = stored.values().map(|data| table(data).num_rows()).sum();
-    assert_eq!(rows, 12, "every offset once");
+}
+
+#[tokio::test]
+async fn a_replay_that_rolls_elsewhere_replaces_the_objects_once_it_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Before the crash: objects 100..=104, 105..=109 and 110..=111 stored, the offsets
+    // never committed.
+    let mut first = sink(&lake_dir(&dir, 5));
+    first
+        .write(kafka_batch("sensors", 100..=104, FIRST_OWNER))
+        .await
+        .unwrap();
+    first
+        .write(kafka_batch("sensors", 105..=109, FIRST_OWNER))
+        .await
+        .unwrap();
+    first
+        .write(kafka_batch("sensors", 110..=111, FIRST_OWNER))
+        .await
+        .unwrap();
+    Box::new(first).close().await.unwrap();
+    // The replay from 100 takes bigger batches: one object 100..=107, which holds all
+    // of the first and part of the second...
+    let mut replay = sink(&lake_dir(&dir, 5));
+    let store = replay.store.clone();
+    replay
+        .write(kafka_batch("sensors", 100..=107, NEXT_OWNER))
+        .await
+        .unwrap();
+    let stored = offsets_by_object(&store).await;
+    assert_eq!(
+        stored.keys().map(|name| &name[..35]).collect::<Vec<_>>(),
+        [
+            "sensors-0-00000000000000000100-107-",
+            "sensors-0-00000000000000000105-109-",
+            "sensors-0-00000000000000000110-111-"
+        ],
+        "105..=109 stays until the replay has stored all of it"
+    );
+    // ...then 108..=111, and the rest of what was stored before goes.
+    replay
+        .write(kafka_batch("sensors", 108..=111, NEXT_OWNER))
+        .await
+        .unwrap();
+    Box::new(replay).close().await.unwrap();
+    let stored = offsets_by_object(&store).await;
+    assert_eq!(
+        stored.keys().cloned().collect::<Vec<_>>(),
+        [
+            format!("sensors-0-00000000000000000100-107-{NEXT_OWNER}.parquet"),
+            format!("sensors-0-00000000000000000108-111-{NEXT_OWNER}.parquet"),
+        ]
+    );
+    let offsets: Vec<i64> = stored.into_values().flatten().collect();
+    assert_eq!(
+        offsets,
+        (100..=111).collect::<Vec<_>>(),
+        "every offset once"
+    );
+}
+
+#[tokio::test]
+async fn an_old_owners_late_upload_neither_overwrites_nor_deletes_the_new_owners_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first owner read 100..=104 into an object still open when a rebalance gave
+    // the partition to the next owner, which reads from the committed offset (100).
+    let mut old_owner = sink(&lake_dir(&dir, 100));
+    old_owner
+        .write(kafka_batch("sensors", 100..=104, FIRST_OWNER))
+        .await
+        .unwrap();
+    let mut new_owner = sink(&lake_dir(&dir, 4));
+    let store = new_owner.store.clone();
+    new_owner
+        .write(kafka_batch("sensors", 100..=103, NEXT_OWNER))
+        .await
+        .unwrap();
+    new_owner
+        .write(kafka_batch("sensors", 104..=107, NEXT_OWNER))
+        .await
+        .unwrap();
+    let new_owners = objects(&store).await;
+    assert_eq!(new_owners.len(), 2);
+    // The new owner's offsets are committed; then the old owner's object goes up.
+    Box::new(old_owner).close().await.unwrap();
+    let after = objects(&store).await;
+    for (name, data) in &new_owners {
+        assert_eq!(
+            after.get(name),
+            Some(data),
+            "{name} is as the new owner stored it"
+        );
+    }
+    let stored = offsets_by_object(&store).await;
+    assert_eq!(
+        stored.get(&format!(
+            "sensors-0-00000000000000000100-104-{FIRST_OWNER}.parquet"
+        )),
+        Some(&(100..=104).collect()),
+        "the late object is a duplicate beside them: {stored:?}"
+    );
+    let mut offsets: Vec<i64> = stored.into_values().flatten().collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets, (100..=107).collect::<Vec<_>>(), "no offset lost");
 }
 
 #[tokio::test]
@@ -296,7 +445,11 @@ async fn an_object_that_cannot_be_stored_is_never_acknowledged() {
     // The batch handed back still holds live tokens: settled (as a retry that stores it
     // would), it releases its one event; the stuck object's events stay held.
     returned.delivered();
-    assert_eq!(acked.load(Ordering::SeqCst), 1, "only the batch handed back was released");
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        1,
+        "only the batch handed back was released"
+    );
     drop(lake);
     assert_eq!(
         acked.load(Ordering::SeqCst),

@@ -18,7 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -26,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use offsets::{Offsets, PartitionKey};
 
+use crate::component::{BuildContext, BuildError};
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, BatchLimits, Batcher, Outputs, StageError};
-use crate::component::{BuildContext, BuildError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,8 +113,12 @@ impl super::SourceConfig for KafkaSourceConfig {
                 ),
             ));
         }
-        let mut config =
-            crate::connect::kafka::client_config(stage, &self.bootstrap_servers, &self.options, REQUIRED)?;
+        let mut config = crate::connect::kafka::client_config(
+            stage,
+            &self.bootstrap_servers,
+            &self.options,
+            REQUIRED,
+        )?;
         config.set("group.id", &self.group_id);
         if !self.options.contains_key("auto.offset.reset") {
             config.set("auto.offset.reset", &self.auto_offset_reset);
@@ -173,14 +179,23 @@ impl ConsumerContext for GroupContext {
         let stage = &*self.stage;
         match rebalance {
             Rebalance::Assign(partitions) => {
-                tracing::info!(stage, partitions = partitions.count(), "partitions assigned");
+                tracing::info!(
+                    stage,
+                    partitions = partitions.count(),
+                    "partitions assigned"
+                );
                 self.offsets.assign(keys(partitions));
             }
             Rebalance::Revoke(partitions) => {
                 let revoked = keys(partitions);
                 let which = |key: &PartitionKey| revoked.contains(key);
                 let left = self.offsets.wait_drained(which, self.revoke_timeout);
-                commit(stage, consumer, self.offsets.take_commits(which), CommitMode::Sync);
+                commit(
+                    stage,
+                    consumer,
+                    self.offsets.take_commits(which),
+                    CommitMode::Sync,
+                );
                 self.offsets.revoke(which);
                 tracing::info!(
                     stage,
@@ -286,7 +301,11 @@ impl super::Source for KafkaSource {
 }
 
 impl KafkaSource {
-    fn read(&self, message: &BorrowedMessage<'_>, origins: &mut HashMap<String, Arc<str>>) -> Option<Read> {
+    fn read(
+        &self,
+        message: &BorrowedMessage<'_>,
+        origins: &mut HashMap<String, Arc<str>>,
+    ) -> Option<Read> {
         let topic = message.topic();
         let origin = match origins.get(topic) {
             Some(origin) => origin.clone(),
@@ -297,7 +316,7 @@ impl KafkaSource {
             }
         };
         let key = (origin.clone(), message.partition());
-        let generation = self.offsets.generation(&key)?;
+        let (generation, assignment) = self.offsets.reading(&key, message.offset())?;
         let mut headers: Vec<(String, Bytes)> = message
             .headers()
             .map(|headers| {
@@ -311,13 +330,26 @@ impl KafkaSource {
                     .collect()
             })
             .unwrap_or_default();
-        headers.push(("kafka.partition".to_owned(), Bytes::from(message.partition().to_string())));
-        headers.push(("kafka.offset".to_owned(), Bytes::from(message.offset().to_string())));
+        headers.push((
+            "kafka.partition".to_owned(),
+            Bytes::from(message.partition().to_string()),
+        ));
+        headers.push((
+            "kafka.offset".to_owned(),
+            Bytes::from(message.offset().to_string()),
+        ));
+        headers.push(("kafka.assignment".to_owned(), assignment));
         let event = Event {
             key: message.key().map(Bytes::copy_from_slice),
-            payload: message.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            payload: message
+                .payload()
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default(),
             headers,
-            timestamp_ms: message.timestamp().to_millis().unwrap_or_else(crate::event::now_ms),
+            timestamp_ms: message
+                .timestamp()
+                .to_millis()
+                .unwrap_or_else(crate::event::now_ms),
             origin,
         };
         Some(Read {
@@ -339,7 +371,12 @@ impl KafkaSource {
                 continue;
             }
             let offsets = self.offsets.clone();
-            let Read { event, key, generation, offset } = read;
+            let Read {
+                event,
+                key,
+                generation,
+                offset,
+            } = read;
             batch.push(
                 event,
                 Ack::new(move || offsets.acknowledge(&key, generation, offset)),
@@ -364,8 +401,17 @@ impl KafkaSource {
         })
         .await
         .unwrap_or_default();
-        commit(&self.stage, &*self.consumer, self.offsets.take_commits(|_| true), CommitMode::Sync);
+        commit(
+            &self.stage,
+            &*self.consumer,
+            self.offsets.take_commits(|_| true),
+            CommitMode::Sync,
+        );
         self.consumer.unsubscribe();
-        tracing::info!(stage = &*self.stage, unacknowledged = left, "offsets committed; left the group");
+        tracing::info!(
+            stage = &*self.stage,
+            unacknowledged = left,
+            "offsets committed; left the group"
+        );
     }
 }

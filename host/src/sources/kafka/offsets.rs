@@ -5,11 +5,16 @@
 //!
 //! Partitions come and go with rebalances. Each assignment gets a new generation, and an
 //! acknowledgement from an older generation (an event of a partition that was revoked
-//! and came back) is ignored: the partition's new owner has already re-read it.
+//! and came back) is ignored: the partition's new owner has already re-read it. Each
+//! assignment also has a name its events carry (`kafka.assignment`, see
+//! [`Offsets::reading`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 /// A partition of a topic.
 pub type PartitionKey = (Arc<str>, i32);
@@ -35,6 +40,11 @@ struct Partition {
     acknowledged: Option<i64>,
     /// What the last commit stored.
     committed: Option<i64>,
+    /// When the partition was assigned (epoch ms), and a random tag: with the first
+    /// offset read they name the assignment.
+    assigned_ms: i64,
+    tag: u32,
+    name: Option<Bytes>,
 }
 
 impl Offsets {
@@ -51,15 +61,30 @@ impl Offsets {
                     in_flight: VecDeque::new(),
                     acknowledged: None,
                     committed: None,
+                    assigned_ms: crate::event::now_ms(),
+                    // Random per process and call (std's hasher keys).
+                    tag: std::collections::hash_map::RandomState::new().hash_one(generation) as u32,
+                    name: None,
                 },
             );
         }
     }
 
-    /// The current generation of a partition, if it is assigned.
-    pub fn generation(&self, key: &PartitionKey) -> Option<u64> {
-        let state = self.state.lock().unwrap();
-        state.partitions.get(key).map(|p| p.generation)
+    /// `offset` of a partition is read: the partition's current generation, if it is
+    /// assigned, and the name of this assignment, `{first offset read}-{assigned at,
+    /// epoch ms}-{random tag, 8 hex}`. The object store sink orders a partition's
+    /// owners by it: a later owner begins reading at or past the offsets committed
+    /// before it, so it sorts after an earlier one.
+    pub fn reading(&self, key: &PartitionKey, offset: i64) -> Option<(u64, Bytes)> {
+        let mut state = self.state.lock().unwrap();
+        let partition = state.partitions.get_mut(key)?;
+        let name = partition.name.get_or_insert_with(|| {
+            Bytes::from(format!(
+                "{offset}-{}-{:08x}",
+                partition.assigned_ms, partition.tag
+            ))
+        });
+        Some((partition.generation, name.clone()))
     }
 
     /// Record that `offset` of a partition enters the pipeline. False when the partition
@@ -156,7 +181,7 @@ mod tests {
     fn commits_only_past_a_contiguous_acknowledged_run() {
         let offsets = Offsets::default();
         offsets.assign([key(0)]);
-        let generation = offsets.generation(&key(0)).unwrap();
+        let generation = offsets.reading(&key(0), 1).unwrap().0;
         for offset in 10..15 {
             assert!(offsets.track(&key(0), generation, offset));
         }
@@ -177,13 +202,22 @@ mod tests {
     fn a_revoked_partition_ignores_late_acknowledgements_and_refuses_new_events() {
         let offsets = Offsets::default();
         offsets.assign([key(0), key(1)]);
-        let old = offsets.generation(&key(0)).unwrap();
+        let (old, old_name) = offsets.reading(&key(0), 5).unwrap();
         assert!(offsets.track(&key(0), old, 5));
         offsets.revoke(|key| key.1 == 0);
         assert!(!offsets.track(&key(0), old, 6), "revoked: not sent");
         offsets.assign([key(0)]);
-        let new = offsets.generation(&key(0)).unwrap();
+        let (new, new_name) = offsets.reading(&key(0), 9).unwrap();
         assert_ne!(old, new);
+        assert!(
+            old_name.starts_with(b"5-") && new_name.starts_with(b"9-"),
+            "{new_name:?}"
+        );
+        assert_eq!(
+            offsets.reading(&key(0), 10).unwrap().1,
+            new_name,
+            "named once"
+        );
         offsets.acknowledge(&key(0), old, 5);
         assert!(offsets.take_commits(|_| true).is_empty());
     }
@@ -192,7 +226,7 @@ mod tests {
     fn waiting_for_a_drain_ends_when_the_last_event_is_acknowledged() {
         let offsets = Arc::new(Offsets::default());
         offsets.assign([key(0)]);
-        let generation = offsets.generation(&key(0)).unwrap();
+        let generation = offsets.reading(&key(0), 1).unwrap().0;
         offsets.track(&key(0), generation, 1);
         let acknowledger = {
             let offsets = offsets.clone();
