@@ -57,10 +57,12 @@ pub const ERRORS: Series = Series::counter("sluice_errors_total");
 pub const UNSETTLED: Series = Series::counter("sluice_acks_unsettled_total");
 /// Batches waiting in a stage's input channel.
 pub const QUEUE_DEPTH: Series = Series::gauge("sluice_queue_depth");
-/// Entries, bytes and dropped entries of an uplink's disk buffer.
+/// Entries, bytes, dropped entries and entries lost to corruption of an uplink's disk
+/// buffer (dropped and lost are kept across restarts in the buffer's cursor).
 pub const UPLINK_BUFFERED_ENTRIES: Series = Series::gauge("sluice_uplink_buffered_entries");
 pub const UPLINK_BUFFERED_BYTES: Series = Series::gauge("sluice_uplink_buffered_bytes");
 pub const UPLINK_DROPPED_ENTRIES: Series = Series::gauge("sluice_uplink_dropped_entries");
+pub const UPLINK_LOST_ENTRIES: Series = Series::gauge("sluice_uplink_lost_entries");
 
 type Registry = Mutex<BTreeMap<(Series, Arc<str>), Arc<AtomicU64>>>;
 

@@ -47,6 +47,9 @@ enum Command {
     /// its changes.
     #[cfg(feature = "fleet")]
     Agent(commands::agent::AgentArgs),
+    /// Check an uplink's disk buffer for damage, and repair it.
+    #[command(subcommand)]
+    Buffer(commands::buffer::BufferCommand),
     /// Build, test and look inside plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
@@ -76,17 +79,20 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => commands::replay::run(args),
         #[cfg(feature = "fleet")]
         Command::Agent(args) => commands::agent::run(args),
+        Command::Buffer(command) => return exit(commands::buffer::run(command)),
         Command::Plugin(command) => commands::plugin::run(command),
         #[cfg(feature = "inference")]
         Command::Model(command) => commands::model::run(command),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit(result.map(|()| std::process::ExitCode::SUCCESS))
+}
+
+/// The exit status, with the error on stderr.
+fn exit(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        std::process::ExitCode::FAILURE
+    })
 }
 
 #[cfg(feature = "object-store")]

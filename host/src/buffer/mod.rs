@@ -9,23 +9,44 @@
 //! what was not taken (at least once: what was taken after the last cursor write comes
 //! again).
 //!
+//! Damage on disk is healed, never skipped silently ([`heal`]): a torn last append (a
+//! crash) is cut; corrupt records are moved to `quarantine/` and the entries lost are
+//! counted, while the entries after them are still delivered. `sluice buffer check` and
+//! `repair` do the same from the command line; a running buffer holds an advisory lock
+//! on its `lock` file so that `repair` never races it.
+//!
 //! The bytes on disk are bounded by `max_bytes`. When an append would pass it, the
 //! policy decides: `block` makes the writer wait for deliveries to free space (the
 //! collectors upstream pause); `drop_oldest` deletes the oldest segment that the
 //! forwarder has not started sending, counting every entry in it as dropped (entries
 //! in flight are never dropped: they are delivered or resent, so the count is exact).
 
+mod cursor;
+mod error;
+mod heal;
 mod segment;
+#[cfg(test)]
+pub(crate) mod small_disk;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use self::cursor::Cursor;
+pub use self::error::BufferError;
+use self::heal::Delivered;
+pub use self::heal::{Diagnosis, QUARANTINE, Survey};
 pub use self::segment::Entry;
 use self::segment::Segment;
+
+/// How long opening waits for another holder of the buffer's lock: a pipeline being
+/// replaced may still be closing it.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// What happens when the buffer is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -38,18 +59,6 @@ pub enum WhenFull {
     DropOldest,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BufferError {
-    #[error("buffer {dir}: {source}")]
-    Io {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("an entry of {size} bytes cannot fit a buffer of {max} bytes")]
-    TooLarge { size: u64, max: u64 },
-}
-
 /// How much the buffer holds, for heartbeats and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
@@ -59,6 +68,8 @@ pub struct Depth {
     pub bytes: u64,
     /// Entries dropped to make room, ever (kept across restarts).
     pub dropped: u64,
+    /// Entries lost to corruption on disk, ever (kept across restarts).
+    pub lost: u64,
 }
 
 pub struct Buffer {
@@ -67,6 +78,8 @@ pub struct Buffer {
     pub appended: Notify,
     /// Signalled when space is freed.
     freed: Notify,
+    /// Held while the buffer is open, so that `sluice buffer repair` never races it.
+    _lock: File,
 }
 
 struct Inner {
@@ -85,6 +98,7 @@ struct Inner {
     /// connection (in flight or delivered).
     sent_upto: u64,
     dropped: u64,
+    lost: u64,
     /// The parsed entries of the segment last read.
     read_cache: Option<(u64, Arc<Vec<Entry>>)>,
 }
@@ -97,28 +111,25 @@ impl Buffer {
         segment_bytes: u64,
         when_full: WhenFull,
     ) -> Result<Arc<Buffer>, BufferError> {
-        let io = |source| BufferError::Io {
-            dir: dir.to_owned(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let (acked, dropped) = read_cursor(dir);
-        let mut firsts: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .filter_map(|entry| {
-                let name = entry.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse().ok()
-            })
-            .collect();
-        firsts.sort_unstable();
+        let io = BufferError::io(dir);
+        std::fs::create_dir_all(dir).map_err(&io)?;
+        let lock = heal::lock(dir, LOCK_WAIT)?;
+        let survey = Survey::heal(dir)?;
+        let Cursor {
+            acked,
+            dropped,
+            lost,
+        } = survey.cursor;
         let mut segments = VecDeque::new();
-        for first in firsts {
-            let path = dir.join(Segment::file_name(first));
-            let segment = Segment::open(&path, first).map_err(io)?;
-            if segment.first_seq + segment.entries <= acked {
-                std::fs::remove_file(&path).map_err(io)?;
-            } else {
-                segments.push_back(segment);
+        for diagnosis in &survey.segments {
+            for (first, run) in diagnosis.pieces() {
+                let path = dir.join(Segment::file_name(first));
+                let entries = run.entries.len() as u64;
+                if first + entries <= acked {
+                    std::fs::remove_file(&path).map_err(&io)?;
+                } else {
+                    segments.push_back(Segment::existing(path, first, entries, run.bytes));
+                }
             }
         }
         // Without a cursor (lost with a crash), delivery resumes at the oldest segment.
@@ -141,10 +152,12 @@ impl Buffer {
                 acked_ahead: BTreeSet::new(),
                 sent_upto: acked,
                 dropped,
+                lost,
                 read_cache: None,
             }),
             appended: Notify::new(),
             freed: Notify::new(),
+            _lock: lock,
         });
         // Gaps that dropped segments left count as delivered.
         buffer.inner.lock().unwrap().advance();
@@ -214,11 +227,35 @@ impl Buffer {
     pub fn depth(&self) -> Depth {
         let inner = self.inner.lock().unwrap();
         Depth {
-            entries: inner.next_seq - inner.acked,
-            bytes: inner.segments.iter().map(|s| s.bytes).sum(),
+            entries: inner.undelivered(),
+            bytes: inner.bytes(),
             dropped: inner.dropped,
+            lost: inner.lost,
         }
     }
+}
+
+/// `sluice buffer check`: every segment of the buffer in `dir`, diagnosed; nothing
+/// changes.
+pub fn check(dir: &Path) -> Result<Survey, BufferError> {
+    if !heal::is_buffer(dir) {
+        return Err(BufferError::NotABuffer {
+            dir: dir.to_owned(),
+        });
+    }
+    Survey::check(dir)
+}
+
+/// `sluice buffer repair`: heal what [`check`] finds, as opening does, and count what
+/// was lost. Refused while a running buffer holds the lock.
+pub fn repair(dir: &Path) -> Result<Survey, BufferError> {
+    if !heal::is_buffer(dir) {
+        return Err(BufferError::NotABuffer {
+            dir: dir.to_owned(),
+        });
+    }
+    let _lock = heal::lock(dir, Duration::ZERO)?;
+    Survey::heal(dir)
 }
 
 impl Inner {
@@ -231,6 +268,18 @@ impl Inner {
 
     fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Entries held and not yet acknowledged (the numbers of gaps are none).
+    fn undelivered(&self) -> u64 {
+        let delivered = Delivered {
+            acked: self.acked,
+            ahead: &self.acked_ahead,
+        };
+        self.segments
+            .iter()
+            .map(|s| delivered.missing(s.first_seq, s.first_seq + s.entries))
+            .sum()
     }
 
     /// Append if there is room (making room under `drop_oldest`); `Ok(false)` when full
@@ -340,12 +389,16 @@ impl Inner {
         let mut seq = from.max(self.acked);
         let mut out = Vec::new();
         while out.len() < max && seq < self.next_seq {
-            // A dropped segment leaves a gap: go on at the next one.
-            let Some(segment) = self.segments.iter().find(|s| seq < s.first_seq + s.entries) else {
+            // A dropped segment, or lost entries, leave a gap: go on at the next one.
+            let Some(index) = self
+                .segments
+                .iter()
+                .position(|s| seq < s.first_seq + s.entries)
+            else {
                 break;
             };
-            seq = seq.max(segment.first_seq);
-            let first = segment.first_seq;
+            let first = self.segments[index].first_seq;
+            seq = seq.max(first);
             // The open segment grows: read it again when the cache is short.
             let cached = match &self.read_cache {
                 Some((cached_first, entries))
@@ -353,11 +406,11 @@ impl Inner {
                 {
                     entries.clone()
                 }
-                _ => {
-                    let entries = Arc::new(segment.read().map_err(|e| self.io(e))?);
-                    self.read_cache = Some((first, entries.clone()));
-                    entries
-                }
+                _ => match self.read_segment(index)? {
+                    Some(entries) => entries,
+                    // It was damaged and is healed: look again.
+                    None => continue,
+                },
             };
             let mut index = (seq - first) as usize;
             while out.len() < max && index < cached.len() {
@@ -370,6 +423,67 @@ impl Inner {
             self.sent_upto = self.sent_upto.max(last + 1);
         }
         Ok(out)
+    }
+
+    /// The entries of segment `index` (no more than it counts: what a failed append
+    /// left past them has no number), or `None` when they were damaged since they were
+    /// written and the segment has just been healed.
+    fn read_segment(&mut self, index: usize) -> Result<Option<Arc<Vec<Entry>>>, BufferError> {
+        let segment = &self.segments[index];
+        let (first, end) = (segment.first_seq, segment.first_seq + segment.entries);
+        let data = segment.contents().map_err(|e| self.io(e))?;
+        let delivered = Delivered {
+            acked: self.acked,
+            ahead: &self.acked_ahead,
+        };
+        let diagnosis = heal::diagnose(
+            Segment::file_name(first),
+            first,
+            &data,
+            Some(end),
+            &delivered,
+        );
+        if diagnosis.needs_healing() {
+            heal::heal_segment(&self.dir, &diagnosis, &data).map_err(|e| self.io(e))?;
+            let pieces = diagnosis.pieces().map(|(first, run)| {
+                let path = self.dir.join(Segment::file_name(first));
+                Segment::existing(path, first, run.entries.len() as u64, run.bytes)
+            });
+            let after: Vec<Segment> = self.segments.drain(index..).skip(1).collect();
+            self.segments.extend(pieces);
+            self.segments.extend(after);
+            self.count_lost(diagnosis.lost())?;
+            return Ok(None);
+        }
+        let held = first + diagnosis.scan.entries();
+        if held < end {
+            // Cut short at a record boundary (by hand, or by the file system).
+            let lost = delivered.missing(held, end);
+            tracing::warn!(segment = %self.segments[index].path.display(), "buffer segment cut short: {} entries from sequence {held} lost, {lost} of them undelivered", end - held);
+            let segment = &mut self.segments[index];
+            segment.entries = held - first;
+            segment.bytes = data.len() as u64;
+            self.count_lost(lost)?;
+            return Ok(None);
+        }
+        let entries = diagnosis
+            .scan
+            .runs
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .entries;
+        let entries = Arc::new(entries);
+        self.read_cache = Some((first, entries.clone()));
+        Ok(Some(entries))
+    }
+
+    /// Count entries lost to damage found while running, and step over their numbers.
+    fn count_lost(&mut self, lost: u64) -> Result<(), BufferError> {
+        self.lost += lost;
+        self.read_cache = None;
+        self.advance();
+        self.write_cursor()
     }
 
     /// Whether a segment holds entry `seq`.
@@ -431,21 +545,15 @@ impl Inner {
         Ok(freed)
     }
 
-    /// Persist where delivery stands. Not fsynced: losing the latest write only makes
-    /// a restart resend some delivered entries (at least once).
+    /// Persist where delivery stands ([`Cursor`]).
     fn write_cursor(&self) -> Result<(), BufferError> {
-        let temporary = self.dir.join("cursor.tmp");
-        let text = format!("{} {}\n", self.acked, self.dropped);
-        std::fs::write(&temporary, text).map_err(|e| self.io(e))?;
-        std::fs::rename(&temporary, self.dir.join("cursor")).map_err(|e| self.io(e))
+        let cursor = Cursor {
+            acked: self.acked,
+            dropped: self.dropped,
+            lost: self.lost,
+        };
+        cursor.write(&self.dir).map_err(|e| self.io(e))
     }
-}
-
-/// The acknowledged cursor and the dropped count, as last written.
-fn read_cursor(dir: &Path) -> (u64, u64) {
-    let text = std::fs::read_to_string(dir.join("cursor")).unwrap_or_default();
-    let mut numbers = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
-    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
 }
 
 #[cfg(test)]

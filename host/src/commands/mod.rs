@@ -1,5 +1,6 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
+pub mod buffer;
 #[cfg(feature = "inference")]
 pub mod model;
 pub mod pipeline;

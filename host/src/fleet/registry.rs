@@ -108,6 +108,10 @@ pub struct Heartbeat {
     pub buffered_entries: u64,
     pub buffered_bytes: u64,
     pub dropped: u64,
+    /// Entries the device's buffer lost to corruption on disk (absent from older
+    /// devices).
+    #[serde(default)]
+    pub lost: u64,
     /// Plugin calls that failed on the device (`sluice_errors_total`).
     #[serde(default)]
     pub plugin_errors: u64,

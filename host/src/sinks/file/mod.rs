@@ -14,9 +14,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::event::{Event, now_ms};
 use crate::pipeline::{Batch, SinkError};
-use crate::component::{BuildContext, BuildError, Declaration};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,7 +146,11 @@ impl Writer {
             .current
             .as_mut()
             .expect("a file is open after rotation");
-        if let Err(error) = open.file.write_all(&lines).and_then(|()| open.file.sync_data()) {
+        if let Err(error) = open
+            .file
+            .write_all(&lines)
+            .and_then(|()| open.file.sync_data())
+        {
             // Cut back what part of the batch reached the file (a full disk), so that the
             // retry leaves no torn line; a file that cannot be cut is left for a new one.
             if open.file.set_len(open.bytes).is_err() {
@@ -283,5 +287,61 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_full_disk_and_the_retry_leave_no_torn_line() {
+        let Some(disk) = crate::buffer::small_disk::SmallDisk::mount() else {
+            return;
+        };
+        let config = FileSinkConfig {
+            path: "out".into(),
+            prefix: "t".into(),
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(3600),
+            format: Format::Payload,
+        };
+        let sink = config.open("files", disk.path()).unwrap();
+        let mut writer = sink.writer.lock().unwrap();
+        let batch = |from: u32, to: u32| -> Vec<Event> {
+            (from..to)
+                .map(|n| Event::new(format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(80)), "t"))
+                .collect()
+        };
+        writer.write(&batch(0, 10)).unwrap();
+        // Fill the disk, leaving less than the next batch needs.
+        let filler = disk.path().join("filler");
+        let mut file = File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 1024]).is_ok() {}
+        drop(file);
+        let error = writer.write(&batch(10, 200)).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(28), "ENOSPC: {error}");
+        std::fs::remove_file(&filler).unwrap();
+        writer.write(&batch(10, 200)).unwrap();
+        drop(writer);
+        let mut lines = Vec::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(disk.path().join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(file).unwrap();
+            assert!(text.is_empty() || text.ends_with('\n'), "a torn last line");
+            lines.extend(text.lines().map(str::to_owned));
+        }
+        let numbers: Vec<u64> = lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["n"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            numbers,
+            (0..200).collect::<Vec<_>>(),
+            "every line whole, once, in order"
+        );
     }
 }

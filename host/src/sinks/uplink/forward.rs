@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-use crate::counters;
 use crate::buffer::{Buffer, Depth};
+use crate::counters;
 
 /// Messages in flight (published, PUBACK not yet in).
 const WINDOW: usize = 100;
@@ -41,6 +41,7 @@ impl Heartbeat {
             "buffered_entries": depth.entries,
             "buffered_bytes": depth.bytes,
             "dropped": depth.dropped,
+            "lost": depth.lost,
             "plugin_errors": counters::sum(counters::ERRORS),
             "uptime_secs": started.elapsed().as_secs(),
             "connected_secs": connected_for.as_secs(),
@@ -79,7 +80,12 @@ impl Forwarder {
     }
 
     /// One connection, from connect to loss (or stop).
-    async fn connection(&self, buffer: &Arc<Buffer>, stop: &CancellationToken, started: Instant) -> Ended {
+    async fn connection(
+        &self,
+        buffer: &Arc<Buffer>,
+        stop: &CancellationToken,
+        started: Instant,
+    ) -> Ended {
         let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 2 * WINDOW);
         let mut next = buffer.restart_sending();
         // Sequence numbers published, in order, waiting for their packet id.
@@ -161,11 +167,16 @@ enum Ended {
     Lost { was_connected: bool },
 }
 
-fn report(stage: &str, depth: Depth) {
-    use crate::counters::{UPLINK_BUFFERED_BYTES, UPLINK_BUFFERED_ENTRIES, UPLINK_DROPPED_ENTRIES};
+/// The buffer's gauges; first called when the sink is built, so that each reads from
+/// the start (a lost count of 0 is there, not absent).
+pub fn report(stage: &str, depth: Depth) {
+    use crate::counters::{
+        UPLINK_BUFFERED_BYTES, UPLINK_BUFFERED_ENTRIES, UPLINK_DROPPED_ENTRIES, UPLINK_LOST_ENTRIES,
+    };
     counters::gauge(UPLINK_BUFFERED_ENTRIES, stage).set(depth.entries);
     counters::gauge(UPLINK_BUFFERED_BYTES, stage).set(depth.bytes);
     counters::gauge(UPLINK_DROPPED_ENTRIES, stage).set(depth.dropped);
+    counters::gauge(UPLINK_LOST_ENTRIES, stage).set(depth.lost);
 }
 
 /// `backoff` plus up to half of it again, so that a fleet does not reconnect in step.

@@ -3,7 +3,8 @@
 //! they are on disk; a forwarder publishes them in order with MQTT QoS 1 and deletes
 //! each only after the broker's PUBACK, reconnecting with backoff and jitter. Broker
 //! outages, network loss and reboots cost nothing but time (and, under
-//! `when_full = "drop_oldest"`, the oldest entries once the buffer is full, counted).
+//! `when_full = "drop_oldest"`, the oldest entries once the buffer is full, counted;
+//! corruption on disk costs the damaged entries, counted, and no others).
 //! A heartbeat reports the device's state to the central host.
 
 mod forward;
@@ -18,9 +19,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, Entry, WhenFull};
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::connect::mqtt::{Endpoint, publish_size};
 use crate::pipeline::{Batch, DeadLetter, SinkError};
-use crate::component::{BuildContext, BuildError, Declaration};
 use crate::template::Template;
 
 crate::connect::mqtt::connection_config! {
@@ -106,9 +107,12 @@ impl super::SinkConfig for UplinkSinkConfig {
             return Err(invalid("`heartbeat_secs` must be at least 1".into()));
         }
         if self.buffer.max_bytes == 0 || self.buffer.segment_bytes == 0 {
-            return Err(invalid("`buffer.max_bytes` and `buffer.segment_bytes` must be at least 1".into()));
+            return Err(invalid(
+                "`buffer.max_bytes` and `buffer.segment_bytes` must be at least 1".into(),
+            ));
         }
-        let topic = Template::parse(&self.topic, "topic").map_err(|error| invalid(error.to_string()))?;
+        let topic =
+            Template::parse(&self.topic, "topic").map_err(|error| invalid(error.to_string()))?;
         let client_id = self
             .client_id
             .clone()
@@ -126,6 +130,7 @@ impl super::SinkConfig for UplinkSinkConfig {
             self.buffer.when_full,
         )
         .map_err(|error| invalid(error.to_string()))?;
+        forward::report(stage, buffer.depth());
         let heartbeat_topic = self.heartbeat_topic.replace("{device_id}", &self.device_id);
         Ok(Box::new(UplinkSink {
             stage: Arc::from(stage),
@@ -190,19 +195,39 @@ impl UplinkSink {
     }
 }
 
+/// A sink dropped without `close` (its writes given up at shutdown) stops its
+/// forwarder too, which lets go of the buffer and its lock for the next pipeline.
+impl Drop for UplinkSink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// A topic level may not be empty or hold MQTT wildcards.
 fn topic_level(text: &str) -> String {
     let cleaned: String = text
         .chars()
-        .map(|c| if matches!(c, '/' | '+' | '#') || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '/' | '+' | '#') || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
-    if cleaned.is_empty() { "_".to_owned() } else { cleaned }
+    if cleaned.is_empty() {
+        "_".to_owned()
+    } else {
+        cleaned
+    }
 }
 
 impl super::Sink for UplinkSink {
     fn start(&mut self) {
         if let Some(forwarder) = self.forwarder.take() {
-            self.task = Some(tokio::spawn(forwarder.run(self.buffer.clone(), self.stop.clone())));
+            self.task = Some(tokio::spawn(
+                forwarder.run(self.buffer.clone(), self.stop.clone()),
+            ));
         }
     }
 
@@ -303,7 +328,8 @@ mod tests {
     use crate::sinks::Sink;
 
     #[tokio::test]
-    async fn a_big_batch_goes_in_parts_and_an_event_larger_than_the_buffer_or_a_packet_is_refused() {
+    async fn a_big_batch_goes_in_parts_and_an_event_larger_than_the_buffer_or_a_packet_is_refused()
+    {
         let dir = tempfile::tempdir().unwrap();
         let buffer = Buffer::open(dir.path(), 2000, 400, WhenFull::DropOldest).unwrap();
         let mut sink = UplinkSink {
@@ -328,12 +354,27 @@ mod tests {
         batch.push(Event::new("z".repeat(1500), "sim"), Ack::none());
         sink.write(batch).await.map_err(|(_, error)| error).unwrap();
         let stored = buffer.read(0, 100).unwrap();
-        assert_eq!(stored.len(), 10, "every event that fits, in parts of at most 500 bytes");
-        assert_eq!(stored[3].1.topic, "sensors/d_3", "a field cannot add a topic level");
-        assert_eq!(buffer.depth().dropped, 0, "parts smaller than the buffer drop nothing");
+        assert_eq!(
+            stored.len(),
+            10,
+            "every event that fits, in parts of at most 500 bytes"
+        );
+        assert_eq!(
+            stored[3].1.topic, "sensors/d_3",
+            "a field cannot add a topic level"
+        );
+        assert_eq!(
+            buffer.depth().dropped,
+            0,
+            "parts smaller than the buffer drop nothing"
+        );
         let refused = sink.take_rejected();
         assert_eq!(refused.len(), 2);
-        assert!(refused[0].reason.contains("cannot fit the uplink buffer of 2000 bytes"));
+        assert!(
+            refused[0]
+                .reason
+                .contains("cannot fit the uplink buffer of 2000 bytes")
+        );
         assert_eq!(
             refused[1].reason,
             "an MQTT message of 1513 bytes exceeds max_packet_bytes = 1200"

