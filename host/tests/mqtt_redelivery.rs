@@ -103,6 +103,7 @@ inputs = ["in"]
         config.broker.as_ref().unwrap(),
         &config.data_dir,
         &sluice::broker::local_sessions(&config),
+        sluice::broker::Access::default(),
     )
     .await
     .unwrap();

@@ -7,7 +7,9 @@
 //! reported and not retried until the central host offers another.
 //!
 //! A group's config is one file for many devices: `${SLUICE_DEVICE_ID}` in its strings
-//! is this device's id (the uplink's `device_id`, a collector's naming).
+//! is this device's id (the uplink's `device_id`, a collector's naming), and
+//! `${SLUICE_DEVICE_TOKEN}` its fleet token (what the central host's embedded broker
+//! takes as the device's MQTT password).
 //!
 //! Plugins come as Wasm (checked against their sha256) and as machine code the central
 //! host compiled for this device's target (`runtime::precompiled`): a build without a
@@ -27,6 +29,8 @@ use crate::supervisor::{ReplaceError, Supervisor};
 
 /// The variable a group's config names this device by.
 pub const DEVICE_ID_VAR: &str = "SLUICE_DEVICE_ID";
+/// The variable that holds this device's fleet token in a group's config.
+pub const DEVICE_TOKEN_VAR: &str = "SLUICE_DEVICE_TOKEN";
 
 pub struct AgentOptions {
     /// The central host's API, `http://central:9598`.
@@ -239,10 +243,12 @@ impl Agent {
         outcome.map_err(|error| invalid(error.to_string()))
     }
 
-    /// A version's config, with `${SLUICE_DEVICE_ID}` this device.
+    /// A version's config, with `${SLUICE_DEVICE_ID}` this device and
+    /// `${SLUICE_DEVICE_TOKEN}` its token.
     fn load(&self, path: &Path) -> Result<Config, crate::config::ConfigErrors> {
         Config::load_with(path, |name| match name {
             DEVICE_ID_VAR => Some(self.options.device_id.clone()),
+            DEVICE_TOKEN_VAR => Some(self.options.token.clone()),
             _ => std::env::var(name).ok(),
         })
     }

@@ -10,13 +10,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::{Error as ProtocolError, QoS, valid_filter, valid_topic};
 use rumqttc::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::access::{Access, Grant};
 use super::sessions::{Attached, Session, SessionError, Sessions};
 
 /// How long a new connection may take to send its CONNECT.
@@ -24,6 +26,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every connection shares.
 pub struct Shared {
+    /// Who is admitted; replaced on a reload.
+    pub access: watch::Sender<Arc<Access>>,
     pub sessions: Sessions,
     pub max_inflight: usize,
     pub max_packet_bytes: usize,
@@ -44,6 +48,8 @@ enum Ended {
     Session(#[from] SessionError),
     #[error("the connection closed")]
     Closed,
+    #[error("no longer admitted after a config change")]
+    Revoked,
 }
 
 pub async fn serve(mut stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
@@ -91,6 +97,19 @@ pub async fn serve(mut stream: TcpStream, shared: Arc<Shared>, stop: Cancellatio
             return;
         }
     };
+    let admitted = shared.access.borrow().admit(peer, connect.login.as_ref());
+    let grant = match admitted {
+        Ok(grant) => grant,
+        Err(code) => {
+            ::metrics::counter!("sluice_broker_refused_total", "reason" => "not_admitted")
+                .increment(1);
+            let user = connect.login.as_ref().map(|login| login.username.as_str());
+            tracing::warn!(?peer, client = %connect.client_id, ?user, "embedded broker: refused a connection: {code:?}");
+            let _ = write(&mut stream, &refuse(code), &shared).await;
+            return;
+        }
+    };
+    tracing::debug!(?peer, client = %connect.client_id, who = %grant.who, "embedded broker: admitted");
     let attached = match shared
         .sessions
         .attach(&client_id, connect.clean_session, &stop)
@@ -110,6 +129,10 @@ pub async fn serve(mut stream: TcpStream, shared: Arc<Shared>, stop: Cancellatio
     let session = attached.session.clone();
     let generation = attached.generation;
     let mut connection = Connection {
+        peer,
+        login: connect.login.clone(),
+        grant,
+        access: shared.access.subscribe(),
         stream,
         input,
         output: BytesMut::new(),
@@ -170,6 +193,11 @@ async fn write(stream: &mut TcpStream, packet: &Packet, shared: &Shared) -> Resu
 }
 
 struct Connection {
+    peer: Option<std::net::SocketAddr>,
+    login: Option<Login>,
+    /// What the client may do, checked again whenever the access changes.
+    grant: Grant,
+    access: watch::Receiver<Arc<Access>>,
     stream: TcpStream,
     input: BytesMut,
     output: BytesMut,
@@ -223,6 +251,13 @@ impl Connection {
                     }
                 }
                 Some(message) = live.recv() => self.queue(&Packet::Publish(message))?,
+                Ok(()) = self.access.changed() => {
+                    let admitted = self.access.borrow_and_update().admit(self.peer, self.login.as_ref());
+                    match admitted {
+                        Ok(grant) => self.grant = grant,
+                        Err(_) => return Err(Ended::Revoked),
+                    }
+                }
                 _ = appended, if room => {}
                 _ = keep_alive => return Err(Ended::KeepAlive),
             }
@@ -334,6 +369,24 @@ impl Connection {
             .filter(|m| !(m.qos == QoS::ExactlyOnce && self.received_qos2.contains(&m.pkid)))
             .cloned()
             .collect();
+        let offered = fresh.len();
+        let fresh: Vec<Publish> = fresh
+            .into_iter()
+            .filter(|message| self.grant.may_publish(&message.topic))
+            .collect();
+        if fresh.len() < offered {
+            // MQTT 3.1.1 has no negative PUBACK: as other brokers do, a refused message
+            // is acknowledged and not routed; the refusal is counted and logged here.
+            let refused = (offered - fresh.len()) as u64;
+            ::metrics::counter!("sluice_broker_refused_total", "reason" => "publish_not_allowed")
+                .increment(refused);
+            tracing::warn!(
+                client = %session.client_id,
+                who = %self.grant.who,
+                refused,
+                "embedded broker: refused publishes outside the client's topics"
+            );
+        }
         if let Err(error) = self.shared.sessions.route(&fresh, None).await {
             tracing::error!(client = %session.client_id, "embedded broker: cannot hold a message; closing the connection unacknowledged: {error}");
             return Err(error.into());
@@ -372,6 +425,16 @@ impl Connection {
                             client = %session.client_id,
                             filter = %filter.path,
                             "embedded broker: shared subscriptions are not supported; use an external broker (e.g. Mosquitto) for `shared_group`"
+                        );
+                        codes.push(SubscribeReasonCode::Failure);
+                    } else if !self.grant.may_subscribe(&filter.path) {
+                        ::metrics::counter!("sluice_broker_refused_total", "reason" => "subscribe_not_allowed")
+                            .increment(1);
+                        tracing::warn!(
+                            client = %session.client_id,
+                            who = %self.grant.who,
+                            filter = %filter.path,
+                            "embedded broker: refused a subscription outside the client's topics"
                         );
                         codes.push(SubscribeReasonCode::Failure);
                     } else if valid_filter(&filter.path) {

@@ -10,9 +10,11 @@
 //! again. Messages that no persistent session subscribes to are, as MQTT has it, gone
 //! with the sessions that could have taken them.
 //!
-//! What it does not do (yet): authentication, TLS, MQTT 5, persistence of retained
-//! messages, and QoS 2 towards subscribers (granted as QoS 1).
+//! Clients are admitted and confined to their topics by [`Access`]. What it does not do
+//! (yet): TLS, MQTT 5, persistence of retained messages, and QoS 2 towards subscribers
+//! (granted as QoS 1).
 
+mod access;
 mod connection;
 mod queue;
 mod sessions;
@@ -23,9 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use self::access::Access;
 use self::connection::Shared;
 use self::sessions::Sessions;
 use crate::config::{BrokerConfig, Config};
@@ -48,6 +52,12 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
+    /// Admit clients by `access` from now on: a connected client it no longer admits
+    /// is disconnected (a reload keeps the broker).
+    pub fn set_access(&self, access: Access) {
+        self.shared.access.send_replace(Arc::new(access));
+    }
+
     /// Hold the sessions of a new config's local sources (a reload keeps the broker).
     pub fn declare(&self, local: &[LocalSession]) -> Result<(), BrokerError> {
         local.iter().try_for_each(|session| {
@@ -126,6 +136,7 @@ pub async fn start(
     config: &BrokerConfig,
     data_dir: &Path,
     local: &[LocalSession],
+    access: Access,
 ) -> Result<EmbeddedBroker, BrokerError> {
     let listen = config.listen;
     let error = |message: String| BrokerError { listen, message };
@@ -158,6 +169,7 @@ pub async fn start(
             })?;
     }
     let shared = Arc::new(Shared {
+        access: watch::channel(Arc::new(access)).0,
         sessions,
         max_inflight: config.max_inflight.clamp(1, u16::MAX as usize - 1),
         max_packet_bytes: config.max_packet_bytes,

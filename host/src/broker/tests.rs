@@ -16,6 +16,10 @@ fn config(listen: SocketAddr) -> BrokerConfig {
         max_inflight: 100,
         max_packet_bytes: crate::connect::mqtt::DEFAULT_MAX_PACKET_BYTES,
         max_session_bytes: 64 << 20,
+        users: Default::default(),
+        device_publish: vec!["sensors/{device}/#".to_owned()],
+        device_subscribe: Vec::new(),
+        insecure: false,
     }
 }
 
@@ -93,7 +97,9 @@ async fn receive(
 async fn what_it_acknowledged_survives_a_crash_for_a_persistent_subscriber() {
     let listen = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(&config(listen), dir.path(), &[]).await.unwrap();
+    let broker = start(&config(listen), dir.path(), &[], Access::default())
+        .await
+        .unwrap();
     let ((subscriber, mut inbox), _) = persistent(listen, "central").await;
     subscriber
         .subscribe("sensors/#", QoS::AtLeastOnce)
@@ -112,7 +118,9 @@ async fn what_it_acknowledged_survives_a_crash_for_a_persistent_subscriber() {
     drop(broker);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let _broker = start(&config(listen), dir.path(), &[]).await.unwrap();
+    let _broker = start(&config(listen), dir.path(), &[], Access::default())
+        .await
+        .unwrap();
     let ((subscriber, mut inbox), session_present) = persistent(listen, "central").await;
     assert!(
         session_present,
@@ -128,7 +136,9 @@ async fn what_it_acknowledged_survives_a_crash_for_a_persistent_subscriber() {
 async fn acknowledged_messages_leave_the_disk() {
     let listen = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let _broker = start(&config(listen), dir.path(), &[]).await.unwrap();
+    let _broker = start(&config(listen), dir.path(), &[], Access::default())
+        .await
+        .unwrap();
     let ((subscriber, mut inbox), _) = persistent(listen, "central").await;
     subscriber.subscribe("t", QoS::AtLeastOnce).await.unwrap();
     while !matches!(
@@ -178,7 +188,9 @@ async fn a_declared_session_holds_messages_published_before_its_client_first_con
         client_id: "sluice-telemetry".to_owned(),
         filters: vec!["sensors/+/telemetry".to_owned()],
     }];
-    let _broker = start(&config(listen), dir.path(), &local).await.unwrap();
+    let _broker = start(&config(listen), dir.path(), &local, Access::default())
+        .await
+        .unwrap();
     publish_acknowledged(listen, "sensors/a/telemetry", 10).await;
     let ((_subscriber, mut inbox), session_present) = persistent(listen, "sluice-telemetry").await;
     assert!(session_present);
@@ -189,7 +201,9 @@ async fn a_declared_session_holds_messages_published_before_its_client_first_con
 async fn a_shared_subscription_is_refused_not_silently_empty() {
     let listen = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let _broker = start(&config(listen), dir.path(), &[]).await.unwrap();
+    let _broker = start(&config(listen), dir.path(), &[], Access::default())
+        .await
+        .unwrap();
     let (client, mut events) = connect(listen, "member").await;
     client
         .subscribe("$share/central/sensors/#", QoS::AtLeastOnce)
@@ -217,7 +231,9 @@ fn local_sources_are_those_that_name_the_brokers_address() {
 async fn once_started_it_relays_messages_and_once_stopped_it_lets_go_of_its_port() {
     let listen = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(&config(listen), dir.path(), &[]).await.unwrap();
+    let broker = start(&config(listen), dir.path(), &[], Access::default())
+        .await
+        .unwrap();
 
     let (subscriber, mut inbox) = connect(listen, "sub").await;
     subscriber.subscribe("t", QoS::AtLeastOnce).await.unwrap();
@@ -263,7 +279,11 @@ async fn once_started_it_relays_messages_and_once_stopped_it_lets_go_of_its_port
 async fn dropping_it_stops_it() {
     let listen = free_port();
     let dir = tempfile::tempdir().unwrap();
-    drop(start(&config(listen), dir.path(), &[]).await.unwrap());
+    drop(
+        start(&config(listen), dir.path(), &[], Access::default())
+            .await
+            .unwrap(),
+    );
     let released = tokio::time::timeout(Duration::from_secs(5), async {
         while accepts(listen).await {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -281,7 +301,10 @@ async fn an_address_in_use_is_refused() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listen = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let error = start(&config(listen), dir.path(), &[]).await.err().unwrap();
+    let error = start(&config(listen), dir.path(), &[], Access::default())
+        .await
+        .err()
+        .unwrap();
     assert_eq!(
         error.to_string(),
         format!("embedded broker on {listen}: the address is already in use")
@@ -291,10 +314,15 @@ async fn an_address_in_use_is_refused() {
 #[tokio::test]
 async fn port_zero_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let error = start(&config("127.0.0.1:0".parse().unwrap()), dir.path(), &[])
-        .await
-        .err()
-        .unwrap();
+    let error = start(
+        &config("127.0.0.1:0".parse().unwrap()),
+        dir.path(),
+        &[],
+        Access::default(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(error.to_string().contains("give a fixed port"), "{error}");
 }
 
@@ -308,4 +336,73 @@ async fn accepts(address: SocketAddr) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+#[tokio::test]
+async fn a_device_cannot_publish_under_another_devices_topics() {
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet: crate::config::fleet::FleetConfig =
+        toml::from_str("groups = {}\n[devices.gw1]\ngroup = \"g\"\ntoken = \"t1\"\n").unwrap();
+    let access = Access::new(&config(listen), Some(&fleet));
+    let _broker = start(&config(listen), dir.path(), &[], access)
+        .await
+        .unwrap();
+    let ((subscriber, mut inbox), _) = persistent(listen, "central").await;
+    subscriber
+        .subscribe("sensors/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    while !matches!(
+        inbox.poll().await.unwrap(),
+        Event::Incoming(Packet::SubAck(_))
+    ) {}
+
+    let mut options = MqttOptions::new("gw1", listen.ip().to_string(), listen.port());
+    options.set_credentials("gw1", "t1");
+    let ((device, mut outbox), _) = connect_with(options).await;
+    for topic in ["sensors/gw2/telemetry", "sensors/gw1/telemetry"] {
+        device
+            .publish(topic, QoS::AtLeastOnce, false, topic)
+            .await
+            .unwrap();
+    }
+    let mut acknowledged = 0;
+    while acknowledged < 2 {
+        if let Event::Incoming(Packet::PubAck(_)) = outbox.poll().await.unwrap() {
+            acknowledged += 1;
+        }
+    }
+    assert_eq!(
+        receive(&mut inbox, 1, Some(&subscriber)).await,
+        ["sensors/gw1/telemetry"],
+        "only its own topic went through"
+    );
+    let nothing_else = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let Event::Incoming(Packet::Publish(message)) = inbox.poll().await.unwrap() {
+                return message.topic;
+            }
+        }
+    })
+    .await;
+    assert!(
+        nothing_else.is_err(),
+        "the spoofed message was routed: {nothing_else:?}"
+    );
+
+    let mut options = MqttOptions::new("gw1-guess", listen.ip().to_string(), listen.port());
+    options.set_credentials("gw1", "guess");
+    let (_, mut refused) = AsyncClient::new(options, 10);
+    let answer = loop {
+        match refused.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => break Ok(ack.code),
+            Ok(_) => {}
+            Err(error) => break Err(error.to_string()),
+        }
+    };
+    assert!(
+        format!("{answer:?}").contains("BadUserNamePassword"),
+        "a wrong token is refused at CONNECT: {answer:?}"
+    );
 }

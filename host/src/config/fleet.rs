@@ -54,4 +54,7 @@ pub struct GroupConfig {
 pub struct DeviceConfig {
     pub group: String,
     pub token: String,
+    /// Refused everywhere: by the fleet's routes and by the embedded broker.
+    #[serde(default)]
+    pub revoked: bool,
 }

@@ -75,6 +75,38 @@ pub struct BrokerConfig {
     /// wait for their PUBACK (their own buffers hold what they send meanwhile).
     #[serde(default = "default_broker_session_bytes")]
     pub max_session_bytes: u64,
+    /// Who may connect with a username and password, and where each may publish and
+    /// subscribe (`{user}` is the name). Fleet devices connect with their id and token.
+    #[serde(default)]
+    pub users: BTreeMap<String, BrokerUser>,
+    /// Where a fleet device may publish; `{device}` is its id.
+    #[serde(default = "default_device_publish")]
+    pub device_publish: Vec<String>,
+    /// Where a fleet device may subscribe; `{device}` is its id.
+    #[serde(default)]
+    pub device_subscribe: Vec<String>,
+    /// Admit clients without credentials from anywhere when there are no users and no
+    /// devices to check (never needed on loopback).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `[broker.users.NAME]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUser {
+    pub password: String,
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+fn default_device_publish() -> Vec<String> {
+    vec![
+        "sensors/{device}/#".to_owned(),
+        "sluice/devices/{device}/#".to_owned(),
+    ]
 }
 
 fn default_broker_inflight() -> usize {

@@ -56,9 +56,11 @@ impl FleetState {
                 (id.clone(), status)
             })
             .collect();
+        // A revoked device's token opens nothing.
         let tokens = config
             .devices
             .iter()
+            .filter(|(_, device)| !device.revoked)
             .map(|(id, device)| (id.clone(), BearerToken::new(&device.token)))
             .collect();
         Arc::new(FleetState {

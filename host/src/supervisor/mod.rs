@@ -268,17 +268,27 @@ impl Supervisor {
             .clone()
             .map(|settings| (settings, config.data_dir.clone()));
         let local = crate::broker::local_sessions(config);
+        let access = || {
+            config
+                .broker
+                .as_ref()
+                .map(|broker| crate::broker::Access::new(broker, config.fleet.as_ref()))
+        };
         if self.broker.as_ref().map(|(placed, _)| placed) == wanted.as_ref() {
-            return match &self.broker {
-                Some((_, broker)) => broker.declare(&local),
-                None => Ok(()),
+            return match (&self.broker, access()) {
+                (Some((_, broker)), Some(access)) => {
+                    broker.set_access(access);
+                    broker.declare(&local)
+                }
+                _ => Ok(()),
             };
         }
         if let Some((_, broker)) = self.broker.take() {
             broker.stop().await;
         }
         if let Some((settings, data_dir)) = wanted {
-            let broker = crate::broker::start(&settings, &data_dir, &local).await?;
+            let access = access().unwrap_or_default();
+            let broker = crate::broker::start(&settings, &data_dir, &local, access).await?;
             self.broker = Some(((settings, data_dir), broker));
         }
         Ok(())
