@@ -44,27 +44,12 @@ impl Drop for SmallDisk {
 /// A group's pipeline: three simulated sensors every 20 ms into the uplink, whose
 /// buffer is `buffer` (an inline table's body).
 fn group(broker: u16, buffer: &str) -> String {
-    format!(
-        r#"
-[plugins.sensor-sim]
-path = "{}"
-
-[sources.sensors]
-type = "wasm"
-plugin = "sensor-sim"
-interval_ms = 20
-config = {{ devices = 3, device_prefix = "${{SLUICE_DEVICE_ID}}-sensor-" }}
-
-[sinks.uplink]
-type = "uplink"
-inputs = ["sensors"]
-url = "mqtt://127.0.0.1:{broker}"
-topic = "sensors/{{device_id}}/telemetry"
-device_id = "${{SLUICE_DEVICE_ID}}"
-heartbeat_secs = 1
-buffer = {{ {buffer} }}
-"#,
-        plugin("sensor-sim")
+    sensors_to_uplink(
+        &format!("mqtt://127.0.0.1:{broker}"),
+        "${SLUICE_DEVICE_ID}",
+        3,
+        20,
+        buffer,
     )
 }
 

@@ -48,28 +48,12 @@ fn an_aarch64_agent_without_a_compiler_runs_plugins_precompiled_by_the_central_h
     let dir = central_dir.path();
     std::fs::write(
         dir.join("arm.toml"),
-        format!(
-            r#"
-[plugins.sensor-sim]
-path = "{}"
-
-[sources.sensors]
-type = "wasm"
-plugin = "sensor-sim"
-interval_ms = 100
-config = {{ devices = 2, device_prefix = "${{SLUICE_DEVICE_ID}}-sensor-" }}
-
-[sinks.uplink]
-type = "uplink"
-inputs = ["sensors"]
-url = "{url}"
-topic = "sensors/{{device_id}}/telemetry"
-device_id = "${{SLUICE_DEVICE_ID}}"
-heartbeat_secs = 1
-buffer = {{ path = "buffer" }}
-"#,
-            plugin("sensor-sim"),
-            url = broker.url()
+        sensors_to_uplink(
+            &broker.url(),
+            "${SLUICE_DEVICE_ID}",
+            2,
+            100,
+            "path = \"buffer\"",
         ),
     )
     .unwrap();

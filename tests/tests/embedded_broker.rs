@@ -36,26 +36,12 @@ path = "out"
 
 /// A device: five simulated sensors every 10 ms through its durable uplink.
 fn device(broker_port: u16) -> Pipeline {
-    Pipeline::start(&format!(
-        r#"
-[plugins.sensor-sim]
-path = "{}"
-
-[sources.devices]
-type = "wasm"
-plugin = "sensor-sim"
-interval_ms = 10
-config = {{ devices = 5 }}
-
-[sinks.uplink]
-type = "uplink"
-inputs = ["devices"]
-url = "mqtt://127.0.0.1:{broker_port}"
-topic = "sensors/{{device_id}}/telemetry"
-device_id = "gateway-1"
-buffer = {{ path = "buffer", max_bytes = 67108864 }}
-"#,
-        plugin("sensor-sim"),
+    Pipeline::start(&sensors_to_uplink(
+        &format!("mqtt://127.0.0.1:{broker_port}"),
+        "gateway-1",
+        5,
+        10,
+        "path = \"buffer\", max_bytes = 67108864",
     ))
 }
 

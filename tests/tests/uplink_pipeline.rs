@@ -59,28 +59,12 @@ path = "heartbeats"
 /// A device: simulated sensors every `interval_ms` into the uplink, whose buffer is
 /// configured by `buffer` (an inline table's body).
 fn agent(broker: &Mosquitto, interval_ms: u64, buffer: &str) -> Pipeline {
-    Pipeline::start(&format!(
-        r#"
-[plugins.sensor-sim]
-path = "{}"
-
-[sources.devices]
-type = "wasm"
-plugin = "sensor-sim"
-interval_ms = {interval_ms}
-config = {{ devices = 3 }}
-
-[sinks.uplink]
-type = "uplink"
-inputs = ["devices"]
-url = "{}"
-topic = "sensors/{{device_id}}/telemetry"
-device_id = "gateway-1"
-heartbeat_secs = 1
-buffer = {{ path = "buffer", {buffer} }}
-"#,
-        plugin("sensor-sim"),
-        broker.url()
+    Pipeline::start(&sensors_to_uplink(
+        &broker.url(),
+        "gateway-1",
+        3,
+        interval_ms,
+        &format!("path = \"buffer\", {buffer}"),
     ))
 }
 

@@ -165,6 +165,41 @@ pub fn plugin(name: &str) -> String {
     path.canonicalize().unwrap().display().to_string()
 }
 
+/// A device's pipeline: `sensors` simulated sensors named `DEVICE-sensor-N`, each
+/// reading every `interval_ms`, into an uplink to `url` as `device_id` (a name, or
+/// `${SLUICE_DEVICE_ID}` in a fleet group's config), its buffer `buffer` (an inline
+/// table's body).
+pub fn sensors_to_uplink(
+    url: &str,
+    device_id: &str,
+    sensors: u32,
+    interval_ms: u64,
+    buffer: &str,
+) -> String {
+    format!(
+        r#"
+[plugins.sensor-sim]
+path = "{plugin}"
+
+[sources.sensors]
+type = "wasm"
+plugin = "sensor-sim"
+interval_ms = {interval_ms}
+config = {{ devices = {sensors}, device_prefix = "{device_id}-sensor-" }}
+
+[sinks.uplink]
+type = "uplink"
+inputs = ["sensors"]
+url = "{url}"
+topic = "sensors/{{device_id}}/telemetry"
+device_id = "{device_id}"
+heartbeat_secs = 1
+buffer = {{ {buffer} }}
+"#,
+        plugin = plugin("sensor-sim")
+    )
+}
+
 /// A `sluice run` process.
 pub struct Host {
     pub child: Child,
