@@ -31,6 +31,7 @@ inputs = ["ingest"]
 table = "history"
 key = "device_id"
 keep = 3
+public = true
 write_tokens = ["writer-secret"]
 
 [sinks.fleeting]
@@ -39,6 +40,7 @@ inputs = ["ingest"]
 table = "fleeting"
 key = "device_id"
 ttl_secs = 1
+public = true
 
 [sinks.refused]
 type = "file"
@@ -299,6 +301,7 @@ inputs = ["ingest"]
 table = "shared"
 key = "device_id"
 keep = 2
+public = true
 postgres = "{}"
 "#,
             postgres.connection()

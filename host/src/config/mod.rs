@@ -25,6 +25,7 @@ pub use diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 pub use graph::{Graph, Node, NodeKind};
 
 use crate::component::{Declaration, Kind};
+use crate::connect::token::BearerToken;
 use crate::inference::{InferenceConfig, ModelDef};
 use crate::runtime::{Grants, Limits};
 use crate::sinks::SinkConfig;
@@ -52,11 +53,20 @@ pub struct Config {
     pub fleet: Option<fleet::FleetConfig>,
 }
 
-/// The HTTP endpoint for `/metrics`, `/health` and `/ready`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    pub listen: std::net::SocketAddr,
+crate::connect::listener::listener_config! {
+    /// `[api]`: the HTTP endpoint for `/metrics`, `/health`, `/ready`, the tables, the
+    /// admin page and the fleet, with the keys of every listener (`tls`, `insecure`, ...).
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiConfig {
+        /// Guards `/admin`, `/v1/admin/overview`, `/fleet/v1/devices` and `/metrics`.
+        /// Without it those are open: allowed on a loopback address only (or `insecure`).
+        #[serde(default)]
+        pub admin_token: Option<BearerToken>,
+        /// May read `/metrics` besides the admin token (Prometheus's scrape token).
+        #[serde(default)]
+        pub metrics_token: Option<BearerToken>,
+    }
 }
 
 /// An embedded MQTT broker started with the pipeline, for setups without one.
@@ -387,6 +397,8 @@ impl Loader {
                 }
             }
         }
+        self.admin_token_alias(&mut config);
+        self.stage_problems(&config);
         graph::check(&config, &self.broken, &mut self.diagnostics);
         resources::check(&config, &mut self.diagnostics);
         self.check_plugin_grants(&config);
@@ -517,6 +529,32 @@ impl Loader {
                 let at = error.span().unwrap_or(span);
                 self.error(at, format!("stage `{name}`: {}", error.message().trim()));
                 None
+            }
+        }
+    }
+
+    /// `[fleet] admin_token`, from before the API had one, stands for `[api] admin_token`.
+    fn admin_token_alias(&mut self, config: &mut Config) {
+        let Some(token) = config.fleet.as_mut().and_then(|fleet| fleet.admin_token.take()) else {
+            return;
+        };
+        match &mut config.api {
+            Some(api) if api.admin_token.is_some() => {
+                self.error(token.span(), "`[fleet] admin_token` and `[api] admin_token` are both set")
+                    .hint = Some("the API's admin token guards `/fleet/v1/devices` too: remove `admin_token` from `[fleet]`".into());
+            }
+            Some(api) => api.admin_token = Some(token.into_inner()),
+            // Refused by the supervisor's check: a fleet needs the API.
+            None => {}
+        }
+    }
+
+    /// What each stage's config declares wrong, at the stage's table.
+    fn stage_problems(&mut self, config: &Config) {
+        for (stage, span, declaration) in config.declarations() {
+            for problem in declaration.problems {
+                self.error(span.clone(), format!("stage `{stage}`: {}", problem.message))
+                    .hint = Some(problem.hint);
             }
         }
     }

@@ -59,7 +59,7 @@ impl FleetState {
         let tokens = config
             .devices
             .iter()
-            .map(|(id, device)| (id.clone(), BearerToken::new(&device.token)))
+            .map(|(id, device)| (id.clone(), device.token.clone()))
             .collect();
         Arc::new(FleetState {
             tokens,
