@@ -279,14 +279,14 @@ async fn a_listener_other_machines_reach_needs_tls_and_a_token_or_says_insecure(
     );
     let report = refused(dir.path(), &plain);
     for expected in [
-        format!("refused.toml:2:10\n"),
+        "refused.toml:2:10\n".to_owned(),
         format!(
             "the API (`[api]`) listens on 0.0.0.0:{api}, which other machines reach, without TLS"
         ),
         format!(
             "the API (`[api]`) listens on 0.0.0.0:{api}, which other machines reach, without `admin_token`"
         ),
-        format!("refused.toml:6:10\n"),
+        "refused.toml:6:10\n".to_owned(),
         format!("stage `in` listens on 0.0.0.0:{ingest}, which other machines reach, without TLS"),
         format!(
             "stage `in` listens on 0.0.0.0:{ingest}, which other machines reach, without `token`"
