@@ -7,7 +7,6 @@
 //! in that family's [`registry!`]. The topology and `validate` know only the traits.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -123,13 +122,16 @@ pub struct Declaration<'a> {
     pub plugin: Option<PluginUse<'a>>,
     /// Named routes besides the default output and `dead_letter`.
     pub routes: &'a [Spanned<String>],
-    /// Addresses the stage listens on.
-    pub listens: Vec<SocketAddr>,
+    /// Where the stage listens, and how.
+    pub listens: Vec<Listening>,
     /// Directories the stage writes (relative ones are inside `data_dir`).
     pub writes: Vec<PathBuf>,
     /// A sink that may refuse events it cannot store as they are (e.g. outside a
     /// declared schema): it gets a `dead_letter` route, as every other stage has.
     pub rejects: bool,
+    /// What the stage's config gets wrong that its types cannot say (reported by
+    /// `validate` at the stage's table, with the hint).
+    pub problems: Vec<Problem>,
     /// A persistent QoS 1 MQTT subscription the stage reads through: an embedded broker
     /// it points at keeps the session from the broker's own start.
     pub subscription: Option<DurableSubscription>,
@@ -145,6 +147,26 @@ pub struct DurableSubscription {
     /// `None`: the stage's default client id.
     pub client_id: Option<String>,
     pub filters: Vec<String>,
+}
+
+/// A listener a stage serves, for the config's checks: one address per listener, and
+/// none open to the network without TLS and authentication unless it says `insecure`.
+#[derive(Debug)]
+pub struct Listening {
+    pub settings: crate::connect::listener::ListenerSettings,
+    /// Where its `listen` is written.
+    pub span: std::ops::Range<usize>,
+    /// Whether it checks a token.
+    pub authenticated: bool,
+    /// The key that would add authentication, for the hint: `token`.
+    pub auth_key: &'static str,
+}
+
+/// A problem in a stage's config, and how to fix it.
+#[derive(Debug)]
+pub struct Problem {
+    pub message: String,
+    pub hint: String,
 }
 
 /// A plugin a stage runs: which, as what world, with which `init` config.

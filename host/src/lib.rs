@@ -38,7 +38,6 @@ pub mod storage;
 pub mod supervisor;
 pub mod tables;
 pub mod template;
-#[cfg(any(feature = "mqtt", feature = "fleet"))]
 pub mod tls;
 pub mod topology;
 pub mod transforms;

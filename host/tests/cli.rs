@@ -371,6 +371,7 @@ type = "serving"
 inputs = ["in"]
 table = "{long}"
 key = "id"
+public = true
 postgres = "host=127.0.0.1 user=nobody"
 "#,
             data = dir.path().join("data").display()

@@ -454,7 +454,7 @@ fn a_variable_outside_a_string_is_a_syntax_error_that_says_to_quote_it() {
 
     let text = "[broker]\nlisten = \"127.0.0.1:${PORT}\"\n";
     let config = load_with(text, &[("PORT", "1884")]).unwrap();
-    assert_eq!(config.broker.unwrap().listen.port(), 1884);
+    assert_eq!(config.broker.unwrap().listen.get_ref().port(), 1884);
 }
 
 #[test]

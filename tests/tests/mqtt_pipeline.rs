@@ -533,7 +533,7 @@ path = "{out}"
 fn a_sighup_mid_stream_reloads_the_config_and_loses_nothing() {
     let setup = Setup::new();
     // A serving table too: its database must pass from the old pipeline to the new.
-    let serving = "[sinks.latest]\ntype = \"serving\"\ninputs = [\"shape\"]\ntable = \"latest\"\nkey = \"device_id\"\n";
+    let serving = "[sinks.latest]\ntype = \"serving\"\ninputs = [\"shape\"]\ntable = \"latest\"\nkey = \"device_id\"\npublic = true\n";
     let config = setup.config(FILTER_AND_MAP, "shape", serving);
     let host = setup.host(&config);
     let out = setup.path("out");

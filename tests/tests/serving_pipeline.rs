@@ -35,6 +35,7 @@ inputs = ["ingest"]
 table = "history"
 key = "device_id"
 keep = 3
+public = true
 write_tokens = ["writer-secret"]
 
 [sinks.fleeting]
@@ -43,6 +44,7 @@ inputs = ["ingest"]
 table = "fleeting"
 key = "device_id"
 ttl_secs = 1
+public = true
 
 [sinks.refused]
 type = "file"
@@ -303,6 +305,7 @@ inputs = ["ingest"]
 table = "shared"
 key = "device_id"
 keep = 2
+public = true
 postgres = "{}"
 "#,
             postgres.connection()

@@ -1,94 +1,104 @@
 //! The host's HTTP API: Prometheus `/metrics`, liveness `/health` and readiness
 //! `/ready` (a pipeline runs), the serving tables (`/v1/tables`, [`tables`]), the admin
 //! page (`/admin`, [`admin`]) and the fleet's routes when the config has a `[fleet]`
-//! ([`crate::fleet::routes`]).
+//! ([`crate::fleet::routes`]). The operator surfaces are guarded by one auth layer
+//! ([`auth`]); the listener (TLS, timeouts, caps) is every listener's
+//! ([`crate::connect::listener`]).
 //!
 //! The listener outlives pipelines: the supervisor binds it once and, on every reload,
-//! swaps the routes that depend on the config ([`ApiServer::set_routes`]), so that a
-//! reload neither drops connections nor races a new bind against the old socket.
+//! swaps the routes and tokens that depend on the config ([`ApiServer::set_routes`]), so
+//! that a reload neither drops connections nor races a new bind against the old socket.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use crate::config::ApiConfig;
+use crate::connect::listener::{Listener, ListenerError, ListenerSettings};
+
 pub mod admin;
+pub mod auth;
 mod tables;
 
 #[derive(Debug, thiserror::Error)]
-#[error("API on {listen}: {source}")]
-pub struct ApiError {
-    pub listen: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
-}
+#[error("API: {0}")]
+pub struct ApiError(#[from] pub ListenerError);
 
 /// A listening API: the routes every config has, and a slot for a config's own.
 pub struct ApiServer {
-    listen: SocketAddr,
+    settings: ListenerSettings,
     routes: Arc<RwLock<Router>>,
+    access: auth::SharedAccess,
     ready: Arc<AtomicBool>,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl ApiServer {
-    /// Bind `listen` and serve; not ready, and without a config's routes, until told.
-    pub fn bind(listen: SocketAddr) -> Result<ApiServer, ApiError> {
-        let error = |source| ApiError { listen, source };
-        let listener = std::net::TcpListener::bind(listen).map_err(error)?;
-        listener.set_nonblocking(true).map_err(error)?;
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(error)?;
+    /// Bind `[api]` and serve; not ready, and without a config's routes, until told.
+    pub fn bind(config: &ApiConfig) -> Result<ApiServer, ApiError> {
+        let settings = config.listener();
+        let listener = Listener::bind("API", &settings, config.admin_token.is_some())?;
+        let address = listener.local_addr();
         let ready = Arc::new(AtomicBool::new(false));
         let routes = Arc::new(RwLock::new(Router::new()));
+        let access = auth::SharedAccess::new(RwLock::new(auth::AdminAccess::new(config)));
         let current = routes.clone();
-        let router = Router::new()
+        let metrics = Router::new()
             .route("/metrics", get(|| async { crate::counters::render() }))
+            .route_layer(from_fn_with_state(access.clone(), auth::metrics_readers));
+        let router = Router::new()
             .route("/health", get(|| async { "ok\n" }))
             .route("/ready", get(readiness))
             .with_state(ready.clone())
+            .merge(metrics)
             .fallback(move |request: Request| {
                 let mut routes = current.read().unwrap().clone();
                 async move { routes.call(request).await }
             });
         let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await
-        });
-        tracing::info!(address = %listen, "API: /metrics, /health, /ready, /admin, /v1/tables");
+        let task = tokio::spawn(listener.serve(router, stop.clone()));
+        tracing::info!(%address, tls = settings.tls.is_some(), "API: /metrics, /health, /ready, /admin, /v1/tables");
         Ok(ApiServer {
-            listen,
+            settings,
             routes,
+            access,
             ready,
             stop,
             task,
         })
     }
 
-    pub fn listen(&self) -> SocketAddr {
-        self.listen
+    /// Where and how it listens: a config asking for the same keeps this listener.
+    pub fn settings(&self) -> &ListenerSettings {
+        &self.settings
     }
 
-    /// Serve a config's routes: the admin page over `overview`, the tables, the fleet.
+    /// Serve a config's routes and tokens: the admin page over `overview`, the tables,
+    /// the fleet.
     pub fn set_routes(
         &self,
+        config: &ApiConfig,
         overview: Arc<admin::Overview>,
         fleet: Option<Arc<crate::fleet::registry::FleetState>>,
     ) {
-        let mut router = tables::routes().merge(admin::routes(overview));
+        *self.access.write().unwrap() = auth::AdminAccess::new(config);
+        let mut operators = admin::routes(overview);
+        let mut router = tables::routes();
         if let Some(fleet) = fleet {
+            operators = operators.merge(crate::fleet::routes::admin_routes(fleet.clone()));
             router = router.merge(crate::fleet::routes::routes(fleet));
         }
-        *self.routes.write().unwrap() = router;
+        let operators =
+            operators.route_layer(from_fn_with_state(self.access.clone(), auth::admin_only));
+        *self.routes.write().unwrap() = router.merge(operators);
     }
 
     /// What `/ready` answers: whether a pipeline runs.
@@ -99,10 +109,8 @@ impl ApiServer {
     /// Stop accepting, finish the requests in flight, and release the port.
     pub async fn stop(self) {
         self.stop.cancel();
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(listen = %self.listen, "API: {error}"),
-            Err(panic) => tracing::error!(listen = %self.listen, "API panicked: {panic}"),
+        if let Err(panic) = self.task.await {
+            tracing::error!(listen = %self.settings.listen, "API panicked: {panic}");
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   table's `write_tokens` (a table without them takes no writes over the API).
 //!
 //! A table with `read_tokens` answers reads only with one of them (compared in constant
-//! time): 401 without a token, 403 with another. Errors are JSON.
+//! time): 401 without a token, 403 with another; one without is public (its config says
+//! `public = true`). An event stream past the table's `max_subscribers` is answered 503.
+//! Errors are JSON.
 
 use axum::Json;
 use axum::Router;
@@ -46,8 +48,14 @@ async fn events(Path(name): Path<String>, headers: HeaderMap) -> Response {
         Ok(table) => table,
         Err(response) => return response,
     };
-    let updates = table.subscribe();
-    let stream = futures::stream::unfold(updates, |mut updates| async move {
+    let Some(subscription) = table.subscribe() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("table `{name}` has as many event-stream readers as it takes; retry later"),
+        );
+    };
+    let stream = futures::stream::unfold(subscription, |mut subscription| async move {
+        let updates = &mut subscription.updates;
         let event = match updates.recv().await {
             Ok(update) => {
                 let (key, value) = update.as_ref();
@@ -60,7 +68,7 @@ async fn events(Path(name): Path<String>, headers: HeaderMap) -> Response {
             }
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok::<_, std::convert::Infallible>(event), updates))
+        Some((Ok::<_, std::convert::Infallible>(event), subscription))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
@@ -91,14 +99,23 @@ fn table(name: &str) -> Result<std::sync::Arc<Table>, Response> {
 }
 
 /// Whether the request bears one of `tokens`.
-fn allowed(name: &str, headers: &HeaderMap, tokens: &[String], what: &str) -> Result<(), Response> {
+fn allowed(
+    name: &str,
+    headers: &HeaderMap,
+    tokens: &[[u8; 32]],
+    what: &str,
+) -> Result<(), Response> {
     let Some(presented) = Presented::from_headers(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             format!("table `{name}` needs a {what} token"),
         ));
     };
-    let expected: Vec<BearerToken> = tokens.iter().map(|token| BearerToken::new(token)).collect();
+    let expected: Vec<BearerToken> = tokens
+        .iter()
+        .copied()
+        .map(BearerToken::from_digest)
+        .collect();
     match token::find(&presented, expected.iter().map(|token| ((), token))) {
         Some(()) => Ok(()),
         None => Err(error(

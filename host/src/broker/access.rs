@@ -66,7 +66,7 @@ impl Access {
         let devices: Vec<(String, BearerToken)> = fleet
             .clone()
             .filter(|(_, device)| !device.revoked)
-            .map(|(id, device)| (id.clone(), BearerToken::new(&device.token)))
+            .map(|(id, device)| (id.clone(), device.token.clone()))
             .collect();
         let revoked = fleet
             .filter(|(_, device)| device.revoked)

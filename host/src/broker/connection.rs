@@ -4,6 +4,7 @@
 //! session's queue, and are removed from it on the client's PUBACK.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +14,10 @@ use rumqttc::{
     ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::access::{Access, Grant};
@@ -52,8 +54,39 @@ enum Ended {
     Revoked,
 }
 
-pub async fn serve(mut stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
-    let peer = stream.peer_addr().ok();
+/// A client's byte stream: plain TCP, or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Serve one client from `peer`: over TLS when the broker has a certificate (the
+/// handshake and the CONNECT together within [`CONNECT_TIMEOUT`]).
+pub async fn serve(
+    tcp: TcpStream,
+    peer: Option<SocketAddr>,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut stream: Box<dyn Stream> = match tls {
+        None => Box::new(tcp),
+        Some(acceptor) => match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(error)) => {
+                ::metrics::counter!("sluice_broker_refused_total", "reason" => "tls_handshake")
+                    .increment(1);
+                tracing::warn!(?peer, "embedded broker: TLS handshake failed: {error}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    ?peer,
+                    "embedded broker: no TLS handshake within {CONNECT_TIMEOUT:?}"
+                );
+                return;
+            }
+        },
+    };
     let mut input = BytesMut::with_capacity(4096);
     let connect = match tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -167,7 +200,7 @@ fn anonymous_number() -> u64 {
 }
 
 async fn first_packet(
-    stream: &mut TcpStream,
+    stream: &mut Box<dyn Stream>,
     input: &mut BytesMut,
     shared: &Shared,
 ) -> Result<Connect, Ended> {
@@ -185,7 +218,11 @@ async fn first_packet(
     }
 }
 
-async fn write(stream: &mut TcpStream, packet: &Packet, shared: &Shared) -> Result<(), Ended> {
+async fn write(
+    stream: &mut Box<dyn Stream>,
+    packet: &Packet,
+    shared: &Shared,
+) -> Result<(), Ended> {
     let mut out = BytesMut::new();
     packet.write(&mut out, shared.max_packet_bytes)?;
     stream.write_all(&out).await?;
@@ -193,12 +230,12 @@ async fn write(stream: &mut TcpStream, packet: &Packet, shared: &Shared) -> Resu
 }
 
 struct Connection {
-    peer: Option<std::net::SocketAddr>,
+    peer: Option<SocketAddr>,
     login: Option<Login>,
     /// What the client may do, checked again whenever the access changes.
     grant: Grant,
     access: watch::Receiver<Arc<Access>>,
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     input: BytesMut,
     output: BytesMut,
     shared: Arc<Shared>,

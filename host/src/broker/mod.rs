@@ -10,9 +10,9 @@
 //! again. Messages that no persistent session subscribes to are, as MQTT has it, gone
 //! with the sessions that could have taken them.
 //!
-//! Clients are admitted and confined to their topics by [`Access`]. What it does not do
-//! (yet): TLS, MQTT 5, persistence of retained messages, and QoS 2 towards subscribers
-//! (granted as QoS 1).
+//! Clients are admitted and confined to their topics by [`Access`], over TLS when the
+//! config gives a certificate. What it does not do (yet): client certificates, MQTT 5,
+//! persistence of retained messages, and QoS 2 towards subscribers (granted as QoS 1).
 
 mod access;
 mod connection;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +104,12 @@ pub fn local_sessions(config: &Config) -> Vec<LocalSession> {
         .values()
         .filter_map(|stage| {
             let subscription = stage.config.declare().subscription?;
-            names(&subscription.host, subscription.port, broker.listen).then(|| LocalSession {
+            names(
+                &subscription.host,
+                subscription.port,
+                *broker.listen.get_ref(),
+            )
+            .then(|| LocalSession {
                 client_id: subscription
                     .client_id
                     .unwrap_or_else(|| crate::connect::mqtt::default_client_id(&stage.name)),
@@ -138,7 +143,7 @@ pub async fn start(
     local: &[LocalSession],
     access: Access,
 ) -> Result<EmbeddedBroker, BrokerError> {
-    let listen = config.listen;
+    let listen = *config.listen.get_ref();
     let error = |message: String| BrokerError { listen, message };
     if listen.port() == 0 {
         return Err(error(
@@ -175,7 +180,18 @@ pub async fn start(
         max_packet_bytes: config.max_packet_bytes,
     });
     let stop = CancellationToken::new();
-    let task = tokio::spawn(accept(listener, shared.clone(), stop.clone()));
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => {
+            let server = files.server_config().map_err(|e| error(e.to_string()))?;
+            Some(tokio_rustls::TlsAcceptor::from(server))
+        }
+    };
+    let admitting = Admitting {
+        tls,
+        slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+    };
+    let task = tokio::spawn(accept(listener, admitting, shared.clone(), stop.clone()));
     tracing::info!(%listen, dir = %dir.display(), "embedded MQTT broker listening");
     Ok(EmbeddedBroker {
         listen,
@@ -185,16 +201,43 @@ pub async fn start(
     })
 }
 
+/// How connections are taken: over TLS or not, and how many at once.
+struct Admitting {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    slots: Arc<Semaphore>,
+}
+
 /// Accept connections until `stop`, then wait for each to close.
-async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    admitting: Admitting,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let Ok(slot) = admitting.slots.clone().try_acquire_owned() else {
+                        ::metrics::counter!("sluice_broker_refused_total", "reason" => "max_connections")
+                            .increment(1);
+                        tracing::warn!(%peer, "embedded broker: at max_connections; closing a new connection");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection::serve(stream, shared.clone(), stop.clone()));
+                    let serving = connection::serve(
+                        stream,
+                        Some(peer),
+                        admitting.tls.clone(),
+                        shared.clone(),
+                        stop.clone(),
+                    );
+                    connections.spawn(async move {
+                        serving.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!("embedded broker: accept failed: {error}");

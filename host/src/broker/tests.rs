@@ -12,7 +12,9 @@ fn free_port() -> SocketAddr {
 
 fn config(listen: SocketAddr) -> BrokerConfig {
     BrokerConfig {
-        listen,
+        listen: toml::Spanned::new(0..0, listen),
+        tls: None,
+        max_connections: 100,
         max_inflight: 100,
         max_packet_bytes: crate::connect::mqtt::DEFAULT_MAX_PACKET_BYTES,
         max_session_bytes: 64 << 20,

@@ -6,15 +6,18 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::connect::token::BearerToken;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetConfig {
     /// How often agents should ask for a new version.
     #[serde(default = "default_poll_secs")]
     pub poll_secs: u64,
-    /// Bearer token that may list the devices (`GET /fleet/v1/devices`).
+    /// The former name of `[api] admin_token`, which it stands for when that is unset;
+    /// taken out at config load.
     #[serde(default)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<toml::Spanned<BearerToken>>,
     pub groups: BTreeMap<String, GroupConfig>,
     pub devices: BTreeMap<String, DeviceConfig>,
     /// The broker the devices' uplinks send heartbeats to: the central host subscribes
@@ -53,7 +56,7 @@ pub struct GroupConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     pub group: String,
-    pub token: String,
+    pub token: BearerToken,
     /// Refused everywhere: by the fleet's routes and by the embedded broker.
     #[serde(default)]
     pub revoked: bool,

@@ -25,6 +25,7 @@ pub use diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 pub use graph::{Graph, Node, NodeKind};
 
 use crate::component::{Declaration, Kind};
+use crate::connect::token::BearerToken;
 use crate::inference::{InferenceConfig, ModelDef};
 use crate::runtime::{Grants, Limits};
 use crate::sinks::SinkConfig;
@@ -52,18 +53,34 @@ pub struct Config {
     pub fleet: Option<fleet::FleetConfig>,
 }
 
-/// The HTTP endpoint for `/metrics`, `/health` and `/ready`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    pub listen: std::net::SocketAddr,
+crate::connect::listener::listener_config! {
+    /// `[api]`: the HTTP endpoint for `/metrics`, `/health`, `/ready`, the tables, the
+    /// admin page and the fleet, with the keys of every listener (`tls`, `insecure`, ...).
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiConfig {
+        /// Guards `/admin`, `/v1/admin/overview`, `/fleet/v1/devices` and `/metrics`.
+        /// Without it those are open: allowed on a loopback address only (or `insecure`).
+        #[serde(default)]
+        pub admin_token: Option<BearerToken>,
+        /// May read `/metrics` besides the admin token (Prometheus's scrape token).
+        #[serde(default)]
+        pub metrics_token: Option<BearerToken>,
+    }
 }
 
 /// An embedded MQTT broker started with the pipeline, for setups without one.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
-    pub listen: std::net::SocketAddr,
+    pub listen: toml::Spanned<std::net::SocketAddr>,
+    /// Speak MQTT over TLS with this certificate and key (PEM files, reloaded when they
+    /// change).
+    #[serde(default)]
+    pub tls: Option<crate::connect::listener::TlsFiles>,
+    /// Client connections at once; those past it are closed before CONNECT.
+    #[serde(default = "default_broker_connections")]
+    pub max_connections: usize,
     /// Unacknowledged QoS 1 messages the broker sends one client ahead.
     #[serde(default = "default_broker_inflight")]
     pub max_inflight: usize,
@@ -85,10 +102,32 @@ pub struct BrokerConfig {
     /// Where a fleet device may subscribe; `{device}` is its id.
     #[serde(default)]
     pub device_subscribe: Vec<String>,
-    /// Admit clients without credentials from anywhere when there are no users and no
-    /// devices to check (never needed on loopback).
+    /// Listen on an address other than loopback without TLS or without anyone to
+    /// authenticate; with nobody to check, admit clients without credentials.
     #[serde(default)]
     pub insecure: bool,
+}
+
+impl BrokerConfig {
+    /// The listener's settings, for the checks every listener gets.
+    pub fn listener(&self) -> crate::connect::listener::ListenerSettings {
+        use crate::connect::listener;
+        listener::ListenerSettings {
+            listen: *self.listen.get_ref(),
+            tls: self.tls.clone(),
+            insecure: self.insecure,
+            limits: listener::ServerLimits {
+                header_read_timeout: listener::default_header_read_timeout(),
+                idle_timeout: listener::default_idle_timeout(),
+                max_connections: self.max_connections,
+                max_requests_in_flight: self.max_connections,
+            },
+        }
+    }
+}
+
+fn default_broker_connections() -> usize {
+    10_000
 }
 
 /// `[broker.users.NAME]`.
@@ -435,6 +474,8 @@ impl Loader {
                 }
             }
         }
+        self.admin_token_alias(&mut config);
+        self.stage_problems(&config);
         graph::check(&config, &self.broken, &mut self.diagnostics);
         resources::check(&config, &mut self.diagnostics);
         self.check_plugin_grants(&config);
@@ -565,6 +606,39 @@ impl Loader {
                 let at = error.span().unwrap_or(span);
                 self.error(at, format!("stage `{name}`: {}", error.message().trim()));
                 None
+            }
+        }
+    }
+
+    /// `[fleet] admin_token`, from before the API had one, stands for `[api] admin_token`.
+    fn admin_token_alias(&mut self, config: &mut Config) {
+        let Some(token) = config
+            .fleet
+            .as_mut()
+            .and_then(|fleet| fleet.admin_token.take())
+        else {
+            return;
+        };
+        match &mut config.api {
+            Some(api) if api.admin_token.is_some() => {
+                self.error(token.span(), "`[fleet] admin_token` and `[api] admin_token` are both set")
+                    .hint = Some("the API's admin token guards `/fleet/v1/devices` too: remove `admin_token` from `[fleet]`".into());
+            }
+            Some(api) => api.admin_token = Some(token.into_inner()),
+            // Refused by the supervisor's check: a fleet needs the API.
+            None => {}
+        }
+    }
+
+    /// What each stage's config declares wrong, at the stage's table.
+    fn stage_problems(&mut self, config: &Config) {
+        for (stage, span, declaration) in config.declarations() {
+            for problem in declaration.problems {
+                self.error(
+                    span.clone(),
+                    format!("stage `{stage}`: {}", problem.message),
+                )
+                .hint = Some(problem.hint);
             }
         }
     }

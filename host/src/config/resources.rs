@@ -1,24 +1,46 @@
-//! What stages take from the machine: two stages (or a stage and the API or the embedded
-//! broker) cannot listen on one address, and two sinks cannot write one directory
-//! (their files would interleave and their rotation would race).
+//! What stages take from the machine and show the network: two stages (or a stage and
+//! the API or the embedded broker) cannot listen on one address, two sinks cannot write
+//! one directory (their files would interleave and their rotation would race), and a
+//! listener that other machines reach needs TLS and authentication unless it says
+//! `insecure = true`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::{Config, Diagnostic};
+use crate::component::Listening;
+use crate::connect::listener::Exposure;
 
 pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
     let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
     if let Some(api) = &config.api {
-        listeners.insert(api.listen, "the API (`[api]`)".to_owned());
+        let listening = Listening {
+            settings: api.listener(),
+            span: api.listen.span(),
+            authenticated: api.admin_token.is_some(),
+            auth_key: "admin_token",
+        };
+        check_exposure("the API (`[api]`)", &listening, diagnostics);
+        listeners.insert(listening.settings.listen, "the API (`[api]`)".to_owned());
     }
     if let Some(broker) = &config.broker {
-        listeners.insert(broker.listen, "the embedded broker (`[broker]`)".to_owned());
+        let owner = "the embedded broker (`[broker]`)";
+        let devices = config.fleet.as_ref().is_some_and(|f| !f.devices.is_empty());
+        let listening = Listening {
+            settings: broker.listener(),
+            span: broker.listen.span(),
+            authenticated: !broker.users.is_empty() || devices,
+            auth_key: "users",
+        };
+        check_exposure(owner, &listening, diagnostics);
+        listeners.insert(*broker.listen.get_ref(), owner.to_owned());
     }
     let mut writers: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (stage, span, declaration) in config.declarations() {
-        for address in declaration.listens {
+        for listening in declaration.listens {
+            let address = listening.settings.listen;
+            check_exposure(&format!("stage `{stage}`"), &listening, diagnostics);
             if let Some(owner) = listeners.get(&address) {
                 diagnostics.push(
                     Diagnostic::new(
@@ -48,5 +70,47 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
                 writers.insert(resolved, format!("stage `{stage}`"));
             }
         }
+    }
+}
+
+/// A listener that other machines reach without TLS or authentication is refused at its
+/// `listen`, unless it says `insecure = true`.
+fn check_exposure(owner: &str, listening: &Listening, diagnostics: &mut Vec<Diagnostic>) {
+    if listening.settings.insecure {
+        return;
+    }
+    let address = listening.settings.listen;
+    let allow = "or `insecure = true` to serve it anyway on a network you trust (the host then warns at start)";
+    for exposure in listening.settings.exposures(listening.authenticated) {
+        let (lacks, fix) = match exposure {
+            Exposure::Plaintext => (
+                "TLS".to_owned(),
+                "add `tls = { cert_file = \"server.crt\", key_file = \"server.key\" }`".to_owned(),
+            ),
+            Exposure::Unauthenticated if listening.auth_key == "users" => (
+                "anyone to authenticate".to_owned(),
+                "add `users.NAME = { password = \"${SECRET}\", publish = [...] }` or fleet \
+                 devices (they connect with their tokens)"
+                    .to_owned(),
+            ),
+            Exposure::Unauthenticated => {
+                let key = listening.auth_key;
+                (
+                    format!("`{key}`"),
+                    format!("set `{key} = \"${{SECRET}}\"` (a token from the environment)"),
+                )
+            }
+        };
+        diagnostics.push(
+            Diagnostic::new(
+                Some(listening.span.clone()),
+                format!(
+                    "{owner} listens on {address}, which other machines reach, without {lacks}"
+                ),
+            )
+            .with_hint(format!(
+                "{fix}, {allow}; a loopback address (127.0.0.1) needs neither"
+            )),
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! Connections written once for every kind that uses them: an MQTT client's settings
-//! ([`mqtt`]), a Kafka client's ([`kafka`]), the bearer tokens listeners check
+//! ([`mqtt`]), a Kafka client's ([`kafka`]), the HTTP listeners of the API and of HTTP
+//! ingest ([`listener`]: TLS, limits, secure defaults), the bearer tokens listeners check
 //! ([`token`]).
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod listener;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod token;

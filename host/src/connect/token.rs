@@ -1,5 +1,7 @@
 //! Bearer tokens, checked one way for every listener that takes them: HTTP ingest,
-//! tables, the fleet's device and admin routes.
+//! tables, the fleet's device routes and the API's admin routes. A token in a config is
+//! read straight into a [`BearerToken`], which refuses an empty one at config load (an
+//! unset `${VAR:-}` must not become a token that anyone can present).
 
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
@@ -16,6 +18,15 @@ impl BearerToken {
         BearerToken(Sha256::digest(token.as_bytes()).into())
     }
 
+    /// The token as its SHA-256, for a table's access list (`tables` sits below this layer).
+    pub fn digest(&self) -> [u8; 32] {
+        self.0
+    }
+
+    pub fn from_digest(digest: [u8; 32]) -> BearerToken {
+        BearerToken(digest)
+    }
+
     /// Whether `presented` (the token of an `Authorization: Bearer` header) is this one.
     pub fn matches(&self, presented: &Presented) -> bool {
         bool::from(presented.0.ct_eq(&self.0))
@@ -28,18 +39,38 @@ impl std::fmt::Debug for BearerToken {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for BearerToken {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let token = String::deserialize(deserializer)?;
+        if token.is_empty() {
+            return Err(serde::de::Error::custom(
+                "a token cannot be empty: set it, e.g. \"${ADMIN_TOKEN}\" with ADMIN_TOKEN in the environment",
+            ));
+        }
+        Ok(BearerToken::new(&token))
+    }
+}
+
 /// The digest of the token a request presents, computed once for comparing it with
 /// several expected ones.
 pub struct Presented([u8; 32]);
 
 impl Presented {
-    /// The `Authorization: Bearer <token>` of `headers`, or `None` without one.
+    /// The `Authorization: Bearer <token>` of `headers`, or the password of HTTP Basic
+    /// (`Basic base64(user:token)`, the user ignored: how a browser opening the admin page
+    /// presents the token); `None` without either.
     pub fn from_headers(headers: &HeaderMap) -> Option<Presented> {
-        let token = headers
-            .get(header::AUTHORIZATION)?
-            .as_bytes()
-            .strip_prefix(b"Bearer ")?;
-        Some(Presented(Sha256::digest(token).into()))
+        use base64::Engine;
+        let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+        if let Some(token) = value.strip_prefix(b"Bearer ") {
+            return Some(Presented(Sha256::digest(token).into()));
+        }
+        let encoded = value.strip_prefix(b"Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        let colon = decoded.iter().position(|byte| *byte == b':')?;
+        Some(Presented(Sha256::digest(&decoded[colon + 1..]).into()))
     }
 }
 
@@ -86,6 +117,8 @@ mod tests {
         assert!(!admits("Bearer S3CRET"));
         assert!(!admits("Bearer "));
         assert!(!admits("Basic s3cret"));
+        assert!(admits("Basic YWRtaW46czNjcmV0")); // admin:s3cret
+        assert!(!admits("Basic YWRtaW46czNjcmU=")); // admin:s3cre
         assert!(!admits("s3cret"));
         assert!(Presented::from_headers(&HeaderMap::new()).is_none());
     }

@@ -61,7 +61,7 @@ impl FleetState {
             .devices
             .iter()
             .filter(|(_, device)| !device.revoked)
-            .map(|(id, device)| (id.clone(), BearerToken::new(&device.token)))
+            .map(|(id, device)| (id.clone(), device.token.clone()))
             .collect();
         Arc::new(FleetState {
             tokens,

@@ -5,8 +5,8 @@
 //! - `GET /fleet/v1/plugins/{sha256}`: a plugin of the device's own group, by content;
 //! - `GET /fleet/v1/plugins/{sha256}/precompiled?target=T&fuel=B`: that plugin compiled
 //!   for the device's target triple (and fuel metering), compiled once per host run;
-//! - `GET /fleet/v1/devices`: every device's last contact, applied version, buffer depth
-//!   and last error (with `admin_token` when one is set).
+//! - `GET /fleet/v1/devices` ([`admin_routes`]): every device's last contact, applied
+//!   version, buffer depth and last error; the API guards it with its admin token.
 //!
 //! Devices authenticate with their bearer token, compared in constant time; a token
 //! reaches only its own group's config and plugins.
@@ -22,17 +22,23 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::registry::FleetState;
-use crate::connect::token::{BearerToken, Presented};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
+/// The routes devices call, each checking the device's token.
 pub fn routes(state: Arc<FleetState>) -> Router {
     Router::new()
         .route("/fleet/v1/config", get(config))
         .route("/fleet/v1/plugins/{sha256}", get(plugin))
         .route("/fleet/v1/plugins/{sha256}/precompiled", get(precompiled))
+        .with_state(state)
+}
+
+/// The routes for the fleet's operators, which the API guards with its admin token.
+pub fn admin_routes(state: Arc<FleetState>) -> Router {
+    Router::new()
         .route("/fleet/v1/devices", get(devices))
         .with_state(state)
 }
@@ -195,17 +201,7 @@ impl FleetState {
     }
 }
 
-async fn devices(State(fleet): State<Arc<FleetState>>, headers: HeaderMap) -> Response {
-    if let Some(admin) = &fleet.config.admin_token {
-        let admin = BearerToken::new(admin);
-        let allowed = Presented::from_headers(&headers).is_some_and(|token| admin.matches(&token));
-        if !allowed {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "the fleet's admin token is needed",
-            );
-        }
-    }
+async fn devices(State(fleet): State<Arc<FleetState>>) -> Response {
     let status = fleet.status.lock().unwrap().clone();
     Json(status).into_response()
 }

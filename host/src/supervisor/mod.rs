@@ -233,8 +233,8 @@ impl Supervisor {
             crate::fleet::heartbeats::spawn(&fleet, serving.clone());
             fleet
         });
-        if let Some(api) = &self.api {
-            api.set_routes(Overview::new(config, fleet.clone()), fleet);
+        if let (Some(api), Some(settings)) = (&self.api, &config.api) {
+            api.set_routes(settings, Overview::new(config, fleet.clone()), fleet);
             api.set_ready(true);
         }
         Ok(Run {
@@ -244,17 +244,18 @@ impl Supervisor {
         })
     }
 
-    /// The API `config` asks for: the running socket when the address is the same.
+    /// The API `config` asks for: the running listener when its settings are the same
+    /// (certificates renew without it: the listener reloads their files).
     async fn place_api(&mut self, config: &Config) -> Result<(), ApiError> {
-        let wanted = config.api.as_ref().map(|api| api.listen);
-        if self.api.as_ref().map(ApiServer::listen) == wanted {
+        let wanted = config.api.as_ref().map(|api| api.listener());
+        if self.api.as_ref().map(ApiServer::settings) == wanted.as_ref() {
             return Ok(());
         }
         if let Some(api) = self.api.take() {
             api.stop().await;
         }
-        if let Some(listen) = wanted {
-            self.api = Some(ApiServer::bind(listen)?);
+        if let Some(api) = &config.api {
+            self.api = Some(ApiServer::bind(api)?);
         }
         Ok(())
     }

@@ -47,15 +47,38 @@ pub struct Table {
     /// Values kept per key, newest first.
     keep: usize,
     pub access: Access,
+    /// The event stream's free places.
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
-/// Who may read and write a table over the API.
-#[derive(Debug, Clone, Default)]
+/// Who may read and write a table over the API, and how many may follow its updates.
+/// Tokens are kept as their SHA-256 digests (`connect::token::BearerToken`'s form).
+#[derive(Debug, Clone)]
 pub struct Access {
-    /// Bearer tokens that may read; none: anyone who reaches the API.
-    pub read_tokens: Vec<String>,
-    /// Bearer tokens that may write; none: no writes over the API.
-    pub write_tokens: Vec<String>,
+    /// Tokens that may read; none: anyone who reaches the API (`public = true`).
+    pub read_tokens: Vec<[u8; 32]>,
+    /// Tokens that may write; none: no writes over the API.
+    pub write_tokens: Vec<[u8; 32]>,
+    /// Event-stream readers at once; past it the API answers 503.
+    pub max_subscribers: usize,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            read_tokens: Vec::new(),
+            write_tokens: Vec::new(),
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 256;
+
+/// A reader of a table's updates, holding one of its `max_subscribers` places.
+pub struct Subscription {
+    pub updates: tokio::sync::broadcast::Receiver<Arc<(String, Value)>>,
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 enum Backend {
@@ -85,6 +108,7 @@ impl Table {
             backend: Backend::Embedded(db),
             updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
             keep: keep.max(1),
+            subscribers: Arc::new(tokio::sync::Semaphore::new(access.max_subscribers)),
             access,
         }))
     }
@@ -97,6 +121,7 @@ impl Table {
             name: name.to_owned(),
             backend: Backend::Postgres(postgres::PgTable::new(name, connection, keep.max(1))),
             keep: keep.max(1),
+            subscribers: Arc::new(tokio::sync::Semaphore::new(access.max_subscribers)),
             access,
             updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
         })
@@ -176,9 +201,13 @@ impl Table {
             .collect())
     }
 
-    /// Values as they are stored from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<(String, Value)>> {
-        self.updates.subscribe()
+    /// Values as they are stored from now on; `None` when `max_subscribers` follow.
+    pub fn subscribe(&self) -> Option<Subscription> {
+        let place = self.subscribers.clone().try_acquire_owned().ok()?;
+        Some(Subscription {
+            updates: self.updates.subscribe(),
+            _place: place,
+        })
     }
 
     fn db(&self) -> &Database {

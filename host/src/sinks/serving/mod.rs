@@ -2,6 +2,9 @@
 //! from a payload field, in a table the host's API serves (`/v1/tables/...`). A batch
 //! is one durable transaction, acknowledged once committed; an event without the key
 //! field goes to the sink's `dead_letter` route.
+//!
+//! A table is read with one of its `read_tokens`; one without is served to anyone who
+//! reaches the API, and only when its config says so (`public = true`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +16,8 @@ use serde::Deserialize;
 
 use crate::pipeline::{Batch, DeadLetter, SinkError};
 use crate::tables::{Table, Value};
-use crate::component::{BuildContext, BuildError, Declaration};
+use crate::component::{BuildContext, BuildError, Declaration, Problem};
+use crate::connect::token::BearerToken;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,12 +35,18 @@ pub struct ServingSinkConfig {
         with = "serde_with::As::<Option<serde_with::DurationSeconds<u64>>>"
     )]
     pub ttl: Option<Duration>,
-    /// Bearer tokens that may read the table; none: anyone who reaches the API.
+    /// Bearer tokens that may read the table.
     #[serde(default)]
-    pub read_tokens: Vec<String>,
+    pub read_tokens: Vec<BearerToken>,
+    /// Without `read_tokens`: anyone who reaches the API reads the table.
+    #[serde(default)]
+    pub public: bool,
     /// Bearer tokens that may write values over the API; none: no API writes.
     #[serde(default)]
-    pub write_tokens: Vec<String>,
+    pub write_tokens: Vec<BearerToken>,
+    /// Event-stream (`/events`) readers at once; past it, 503.
+    #[serde(default = "default_max_subscribers")]
+    pub max_subscribers: usize,
     /// The database file of the embedded backend (relative: inside `data_dir`).
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -53,10 +63,28 @@ fn one() -> usize {
     1
 }
 
+fn default_max_subscribers() -> usize {
+    crate::tables::DEFAULT_MAX_SUBSCRIBERS
+}
+
 impl super::SinkConfig for ServingSinkConfig {
     fn declare(&self) -> Declaration<'_> {
+        let mut problems = Vec::new();
+        if self.read_tokens.is_empty() && !self.public {
+            problems.push(Problem {
+                message: format!("table `{}` has no `read_tokens`", self.table),
+                hint: "give it `read_tokens = [\"${READ_TOKEN}\"]`, or `public = true` to serve it to anyone who reaches the API".into(),
+            });
+        }
+        if self.public && !self.read_tokens.is_empty() {
+            problems.push(Problem {
+                message: format!("table `{}` is `public` and has `read_tokens`", self.table),
+                hint: "a public table is read without a token: remove one of them".into(),
+            });
+        }
         Declaration {
             rejects: true,
+            problems,
             ..Declaration::default()
         }
     }
@@ -84,9 +112,11 @@ impl super::SinkConfig for ServingSinkConfig {
         // A table of this name left by a pipeline that ran before (a reload) holds its
         // database open; this one replaces it.
         crate::tables::tables().lock().unwrap().remove(&self.table);
+        let digests = |tokens: &[BearerToken]| tokens.iter().map(BearerToken::digest).collect();
         let access = crate::tables::Access {
-            read_tokens: self.read_tokens.clone(),
-            write_tokens: self.write_tokens.clone(),
+            read_tokens: digests(&self.read_tokens),
+            write_tokens: digests(&self.write_tokens),
+            max_subscribers: self.max_subscribers,
         };
         let table = match &self.postgres {
             Some(_) if self.path.is_some() => {

@@ -3,8 +3,11 @@
 //! `200` means delivered. `401` without the bearer token, `413` over `max_body_bytes`,
 //! `429` when the pipeline pushes back (retry later), `400` for a body that is not JSON,
 //! `503` when the pipeline could not deliver. Nothing is dropped silently.
+//!
+//! The listener's keys (`listen`, `tls`, `insecure`, timeouts and caps) are those of
+//! every HTTP listener ([`crate::connect::listener`]): on an address other than loopback
+//! it needs `tls` and a `token`, or `insecure = true`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,27 +25,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, now_ms};
 use crate::pipeline::{Ack, Batch, Outputs, StageError};
-use crate::component::{BuildContext, BuildError, Declaration};
+use crate::component::{BuildContext, BuildError, Declaration, Listening};
+use crate::connect::SettingsError;
+use crate::connect::listener::{Listener, listener_config};
 use crate::connect::token::{BearerToken, Presented};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSourceConfig {
-    pub listen: SocketAddr,
-    #[serde(default = "default_path")]
-    pub path: String,
-    /// Required `Authorization: Bearer <token>`, when set.
-    #[serde(default)]
-    pub token: Option<String>,
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// How long a request waits for delivery before answering 503.
-    #[serde(
-        rename = "delivery_timeout_ms",
-        default = "default_delivery_timeout",
-        with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
-    )]
-    pub delivery_timeout: Duration,
+listener_config! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HttpSourceConfig {
+        #[serde(default = "default_path")]
+        pub path: String,
+        /// Required `Authorization: Bearer <token>`, when set.
+        #[serde(default)]
+        pub token: Option<BearerToken>,
+        #[serde(default = "default_max_body")]
+        pub max_body_bytes: usize,
+        /// How long a request waits for delivery before answering 503.
+        #[serde(
+            rename = "delivery_timeout_ms",
+            default = "default_delivery_timeout",
+            with = "serde_with::As::<serde_with::DurationMilliSeconds<u64>>"
+        )]
+        pub delivery_timeout: Duration,
+    }
 }
 
 fn default_path() -> String {
@@ -58,7 +64,12 @@ fn default_delivery_timeout() -> Duration {
 impl super::SourceConfig for HttpSourceConfig {
     fn declare(&self) -> Declaration<'_> {
         Declaration {
-            listens: vec![self.listen],
+            listens: vec![Listening {
+                settings: self.listener(),
+                span: self.listen.span(),
+                authenticated: self.token.is_some(),
+                auth_key: "token",
+            }],
             ..Declaration::default()
         }
     }
@@ -71,18 +82,15 @@ impl super::SourceConfig for HttpSourceConfig {
                 format!("`path` must start with `/`, got `{}`", self.path),
             ));
         }
-        // Bound now, so that a taken port stops the start; served once the pipeline runs.
-        let listener = std::net::TcpListener::bind(self.listen)
-            .and_then(|listener| {
-                listener.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(listener)
-            })
-            .map_err(|error| BuildError::io(name, format!("listen on {}", self.listen), error))?;
+        // Bound now, so that a taken port or a bad certificate stops the start; served
+        // once the pipeline runs.
+        let listener = Listener::bind(&format!("stage `{name}`"), &self.listener(), self.token.is_some())
+            .map_err(|error| SettingsError::new(name, error))?;
         Ok(Box::new(HttpSource {
             stage: Arc::from(name),
             listener,
             path: self.path.clone(),
-            token: self.token.as_deref().map(BearerToken::new),
+            token: self.token.clone(),
             max_body_bytes: self.max_body_bytes,
             delivery_timeout: self.delivery_timeout,
         }))
@@ -91,7 +99,7 @@ impl super::SourceConfig for HttpSourceConfig {
 
 pub struct HttpSource {
     stage: Arc<str>,
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     path: String,
     token: Option<BearerToken>,
     max_body_bytes: usize,
@@ -122,11 +130,10 @@ impl super::Source for HttpSource {
                 .route(&self.path, post(ingest))
                 .layer(DefaultBodyLimit::max(self.max_body_bytes))
                 .with_state(shared);
-            tracing::info!(stage = %self.stage, address = ?self.listener.local_addr().ok(), path = self.path, "HTTP ingest listening");
-            axum::serve(self.listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-                .map_err(|error| StageError::new(&self.stage, error))
+            let tls = self.listener.settings().tls.is_some();
+            tracing::info!(stage = %self.stage, address = %self.listener.local_addr(), path = self.path, tls, "HTTP ingest listening");
+            self.listener.serve(router, shutdown).await;
+            Ok(())
         }
         .boxed()
     }

@@ -1,0 +1,104 @@
+//! The API's one auth layer for its operator surfaces: `[api] admin_token` guards the
+//! admin page and its overview, the fleet's device list and `/metrics`, which
+//! `[api] metrics_token` may also read (Prometheus scrapes with it, and can do nothing
+//! else). Without an admin token these are open, which the config allows on a loopback
+//! address only (or with `insecure = true`).
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::config::ApiConfig;
+use crate::connect::token::{self, BearerToken, Presented};
+
+/// The tokens of the running config (a reload replaces them).
+#[derive(Clone, Default)]
+pub struct AdminAccess {
+    admin: Option<BearerToken>,
+    metrics: Option<BearerToken>,
+}
+
+impl AdminAccess {
+    pub fn new(config: &ApiConfig) -> AdminAccess {
+        AdminAccess {
+            admin: config.admin_token.clone(),
+            metrics: config.metrics_token.clone(),
+        }
+    }
+}
+
+pub type SharedAccess = Arc<RwLock<AdminAccess>>;
+
+/// Middleware of the admin routes: the admin token, when one is set.
+pub async fn admin_only(
+    State(access): State<SharedAccess>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let admin = access.read().unwrap().admin.clone();
+    match check(admin.as_slice(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Middleware of `/metrics`: the admin or the metrics token, when either is set.
+pub async fn metrics_readers(
+    State(access): State<SharedAccess>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let expected: Vec<BearerToken> = {
+        let access = access.read().unwrap();
+        access
+            .admin
+            .iter()
+            .chain(&access.metrics)
+            .cloned()
+            .collect()
+    };
+    match check(&expected, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Whether the request bears one of `expected` (none expected: open): 401 without a
+/// token (asking a browser for it as a Basic password), 403 with another.
+fn check(expected: &[BearerToken], headers: &HeaderMap) -> Result<(), Response> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let refuse = |status: StatusCode, message: &str| {
+        let body = axum::Json(serde_json::json!({ "error": message }));
+        let mut response = (status, body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenges = response.headers_mut();
+            challenges.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+            challenges.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sluice\""),
+            );
+        }
+        response
+    };
+    let Some(presented) = Presented::from_headers(headers) else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "the API's admin token is needed: `Authorization: Bearer <token>`",
+        ));
+    };
+    match token::find(&presented, expected.iter().map(|token| ((), token))) {
+        Some(()) => Ok(()),
+        None => Err(refuse(
+            StatusCode::FORBIDDEN,
+            "this token may not use this route",
+        )),
+    }
+}
