@@ -156,7 +156,7 @@ pub fn check_size(
 
 /// Longest rejection reason kept; a longer one is cut with a marker (each becomes a
 /// dead-letter record).
-const MAX_REASON_BYTES: usize = 4 << 10;
+pub const MAX_REASON_BYTES: usize = 4 << 10;
 
 /// Decode a plugin's output, checking every span and index. `inputs` is the size of
 /// the batch it answers (0 for collectors, whose `input` fields are ignored).

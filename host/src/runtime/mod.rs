@@ -31,3 +31,11 @@ pub use plugin::{Plugin, sha256_hex};
 pub use pool::{DeferredWrites, InstancePool};
 pub use spec::StageSpec;
 pub use world::World;
+
+/// The decoder of plugin outputs with the WIT types it reads, for the fuzz targets in
+/// `fuzz/`: a plugin's output is the host's most exposed input.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::bindings::wit::{Emitted, Header, HeaderRange, Output, Rejected, Span};
+    pub use super::codec::{MAX_REASON_BYTES, check_size, decode_output, encode_batch};
+}

@@ -130,12 +130,9 @@ impl<'a> RawObject<'a> {
             (None, Raw::Owned(text)) => Some(Cow::Borrowed(text)),
             (None, Raw::Object(object)) => Some(Cow::Owned(object.to_string())),
             (Some(rest), Raw::Object(object)) => object.get(rest),
-            (Some(rest), Raw::Text(text)) if text.starts_with('{') => {
-                let inner = RawObject::parse(text).ok()?;
-                // The inner object borrows `text`, which lives as long as `self`.
-                inner.get(rest).map(|field| Cow::Owned(field.into_owned()))
-            }
-            (Some(_), _) => None,
+            (Some(rest), Raw::Text(text)) => field_of(text, rest),
+            // Text that `set` put here reads as the payload's own does.
+            (Some(rest), Raw::Owned(text)) => field_of(text, rest),
         }
     }
 
@@ -311,6 +308,16 @@ impl std::fmt::Display for RawObject<'_> {
     }
 }
 
+/// The field at `path` of the object whose JSON text is `text`; `None` when `text` is
+/// not an object's.
+fn field_of(text: &str, path: &str) -> Option<Cow<'static, str>> {
+    if !text.starts_with('{') {
+        return None;
+    }
+    let inner = RawObject::parse(text).ok()?;
+    inner.get(path).map(|field| Cow::Owned(field.into_owned()))
+}
+
 fn split_first(path: &str) -> (&str, Option<&str>) {
     match dot(path) {
         Some(at) => (&path[..at], Some(&path[at + 1..])),
@@ -399,6 +406,21 @@ mod tests {
         assert_eq!(object.get("new \"name\"").as_deref(), Some("2"));
         object.set("temp", "3").unwrap();
         assert_eq!(object.to_string(), r#"{"t\u0065mp":3,"new \"name\"":2}"#);
+    }
+
+    #[test]
+    fn an_object_set_as_new_text_is_read_by_path_like_the_payloads_own() {
+        // Found by fuzzing (`sdk_json`): `get` went into the payload's objects and into
+        // objects an edit had indexed, but not into one that `set` had put as new text.
+        let mut object = RawObject::parse(r#"{"a": 1}"#).unwrap();
+        let site = String::from(r#"{"name": "plant-1", "at": {"x": 2}}"#);
+        object.set("site", site).unwrap();
+        assert_eq!(object.get("site.name").as_deref(), Some(r#""plant-1""#));
+        assert_eq!(object.get("site.at.x").as_deref(), Some("2"));
+        assert!(object.rename("site", "place").unwrap());
+        assert_eq!(object.get("place.at.x").as_deref(), Some("2"));
+        object.set("plain", String::from("3")).unwrap();
+        assert_eq!(object.get("plain.x"), None);
     }
 
     #[test]

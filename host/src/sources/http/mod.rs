@@ -207,8 +207,10 @@ async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     }
 }
 
-/// A JSON array becomes one event per element; anything else is NDJSON.
-fn split_payloads(body: &Bytes) -> Result<Vec<Bytes>, String> {
+/// A JSON array becomes one event per element; anything else is NDJSON. Public for the
+/// fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn split_payloads(body: &Bytes) -> Result<Vec<Bytes>, String> {
     let trimmed = body.trim_ascii_start();
     if trimmed.first() == Some(&b'[') {
         let items: Vec<&serde_json::value::RawValue> =
