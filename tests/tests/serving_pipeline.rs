@@ -351,13 +351,13 @@ postgres = "{}"
     }
 }
 
-/// `[sinks.NAME]` writing table NAME, keyed on `device_id`, in PostgreSQL when
+/// `[sinks.NAME]` writing public table NAME, keyed on `device_id`, in PostgreSQL when
 /// `postgres` is a connection string.
 fn serving_sink(name: &str, keep: usize, postgres: Option<&str>) -> String {
     let backend = postgres.map_or(String::new(), |pg| format!("postgres = \"{pg}\"\n"));
     format!(
         "[sinks.{name}]\ntype = \"serving\"\ninputs = [\"in\"]\ntable = \"{name}\"\n\
-         key = \"device_id\"\nkeep = {keep}\n{backend}"
+         key = \"device_id\"\nkeep = {keep}\npublic = true\n{backend}"
     )
 }
 
