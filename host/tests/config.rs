@@ -172,6 +172,14 @@ fn a_missing_plugin_file_is_refused_at_its_path() {
 }
 
 #[test]
+fn a_plugin_path_that_is_not_a_file_is_refused_not_read_forever() {
+    let text = valid().replace(&plugin("router"), "/dev/zero");
+    let (message, _, at) = only(&errors(&text));
+    assert_eq!(message, "plugin `router`: /dev/zero is not a regular file");
+    assert_eq!(at, position_of(&text, r#""/dev/zero""#));
+}
+
+#[test]
 fn a_pin_mismatch_is_refused_at_the_pin() {
     let pin = "0".repeat(64);
     let text = valid().replace(

@@ -655,6 +655,13 @@ impl Loader {
                         .hint = Some(hint);
                 }
             }
+            // A plugin is a file: a device or a pipe (`/dev/zero`) would be read forever.
+            let not_a_file = std::fs::metadata(&plugin.path).is_ok_and(|meta| !meta.is_file());
+            if not_a_file {
+                self.error(plugin.path_span.clone(), format!("plugin `{name}`: {} is not a regular file", plugin.path.display()))
+                    .hint = Some("point `path` at a .wasm component".into());
+                continue;
+            }
             match std::fs::read(&plugin.path) {
                 Err(error) => {
                     self.error(plugin.path_span.clone(), format!("plugin `{name}`: cannot read {}: {error}", plugin.path.display()))
