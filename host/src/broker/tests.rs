@@ -40,6 +40,21 @@ async fn persistent(listen: SocketAddr, id: &str) -> ((AsyncClient, rumqttc::Eve
     connect_with(options).await
 }
 
+/// A persistent client (see [`persistent`]) subscribed to `filter`, its SUBACK in.
+async fn subscribed(
+    listen: SocketAddr,
+    id: &str,
+    filter: &str,
+) -> (AsyncClient, rumqttc::EventLoop) {
+    let ((client, mut events), _) = persistent(listen, id).await;
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    while !matches!(
+        events.poll().await.unwrap(),
+        Event::Incoming(Packet::SubAck(_))
+    ) {}
+    (client, events)
+}
+
 async fn connect_with(options: MqttOptions) -> ((AsyncClient, rumqttc::EventLoop), bool) {
     let (client, mut events) = AsyncClient::new(options, 1000);
     loop {
@@ -102,15 +117,7 @@ async fn what_it_acknowledged_survives_a_crash_for_a_persistent_subscriber() {
     let broker = start(&config(listen), dir.path(), &[], Access::default())
         .await
         .unwrap();
-    let ((subscriber, mut inbox), _) = persistent(listen, "central").await;
-    subscriber
-        .subscribe("sensors/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    while !matches!(
-        inbox.poll().await.unwrap(),
-        Event::Incoming(Packet::SubAck(_))
-    ) {}
+    let (subscriber, mut inbox) = subscribed(listen, "central", "sensors/#").await;
     // The subscriber takes a window of messages but acknowledges none, as a pipeline
     // that has not yet written them.
     publish_acknowledged(listen, "sensors/a", 500).await;
@@ -141,12 +148,7 @@ async fn acknowledged_messages_leave_the_disk() {
     let _broker = start(&config(listen), dir.path(), &[], Access::default())
         .await
         .unwrap();
-    let ((subscriber, mut inbox), _) = persistent(listen, "central").await;
-    subscriber.subscribe("t", QoS::AtLeastOnce).await.unwrap();
-    while !matches!(
-        inbox.poll().await.unwrap(),
-        Event::Incoming(Packet::SubAck(_))
-    ) {}
+    let (subscriber, mut inbox) = subscribed(listen, "central", "t").await;
     publish_acknowledged(listen, "t", 3000).await;
     let mut acknowledged = 0;
     while acknowledged < 3000 {
@@ -350,15 +352,7 @@ async fn a_device_cannot_publish_under_another_devices_topics() {
     let _broker = start(&config(listen), dir.path(), &[], access)
         .await
         .unwrap();
-    let ((subscriber, mut inbox), _) = persistent(listen, "central").await;
-    subscriber
-        .subscribe("sensors/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    while !matches!(
-        inbox.poll().await.unwrap(),
-        Event::Incoming(Packet::SubAck(_))
-    ) {}
+    let (subscriber, mut inbox) = subscribed(listen, "central", "sensors/#").await;
 
     let mut options = MqttOptions::new("gw1", listen.ip().to_string(), listen.port());
     options.set_credentials("gw1", "t1");
