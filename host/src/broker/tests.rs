@@ -117,7 +117,7 @@ async fn what_it_acknowledged_survives_a_crash_for_a_persistent_subscriber() {
     let broker = start(&config(listen), dir.path(), &[], Access::default())
         .await
         .unwrap();
-    let (subscriber, mut inbox) = subscribed(listen, "central", "sensors/#").await;
+    let (_subscriber, mut inbox) = subscribed(listen, "central", "sensors/#").await;
     // The subscriber takes a window of messages but acknowledges none, as a pipeline
     // that has not yet written them.
     publish_acknowledged(listen, "sensors/a", 500).await;
