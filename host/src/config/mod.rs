@@ -6,8 +6,8 @@
 //! config struct (in `sources/`, `transforms/`, `sinks/`); this module reads the common
 //! keys (`type`, `inputs`) and hands the rest of a stage's table to that struct.
 
-mod diagnostics;
 pub mod broker;
+mod diagnostics;
 pub mod fleet;
 mod graph;
 mod interpolate;
@@ -569,8 +569,14 @@ impl Loader {
             // A plugin is a file: a device or a pipe (`/dev/zero`) would be read forever.
             let not_a_file = std::fs::metadata(&plugin.path).is_ok_and(|meta| !meta.is_file());
             if not_a_file {
-                self.error(plugin.path_span.clone(), format!("plugin `{name}`: {} is not a regular file", plugin.path.display()))
-                    .hint = Some("point `path` at a .wasm component".into());
+                self.error(
+                    plugin.path_span.clone(),
+                    format!(
+                        "plugin `{name}`: {} is not a regular file",
+                        plugin.path.display()
+                    ),
+                )
+                .hint = Some("point `path` at a .wasm component".into());
                 continue;
             }
             match std::fs::read(&plugin.path) {
