@@ -9,7 +9,13 @@
 //! A group's config is one file for many devices: `${SLUICE_DEVICE_ID}` in its strings
 //! is this device's id (the uplink's `device_id`, a collector's naming), and
 //! `${SLUICE_DEVICE_TOKEN}` its fleet token (what the central host's embedded broker
-//! takes as the device's MQTT password).
+//! takes as the device's MQTT password); with a client certificate instead,
+//! `${SLUICE_DEVICE_CERT}`, `${SLUICE_DEVICE_KEY}` and `${SLUICE_CA_FILE}` are the files
+//! the agent was given, for the uplink's `cert_file`, `key_file` and `ca_file`.
+//!
+//! The agent identifies itself by its token, by its client certificate (mutual TLS with
+//! an `https://` central host), or both, and names the device it runs as in every
+//! request, so that credentials of another device are refused rather than obeyed.
 //!
 //! Plugins come as Wasm (checked against their sha256) and as machine code the central
 //! host compiled for this device's target (`runtime::precompiled`): a build without a
@@ -24,6 +30,8 @@ use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::connect::client_tls::ClientTls;
+use crate::fleet::registry::DEVICE_HEADER;
 use crate::runtime::Limits;
 use crate::supervisor::{ReplaceError, Supervisor};
 
@@ -31,12 +39,21 @@ use crate::supervisor::{ReplaceError, Supervisor};
 pub const DEVICE_ID_VAR: &str = "SLUICE_DEVICE_ID";
 /// The variable that holds this device's fleet token in a group's config.
 pub const DEVICE_TOKEN_VAR: &str = "SLUICE_DEVICE_TOKEN";
+/// The variables naming the agent's certificate, key and CA files in a group's config.
+pub const DEVICE_CERT_VAR: &str = "SLUICE_DEVICE_CERT";
+pub const DEVICE_KEY_VAR: &str = "SLUICE_DEVICE_KEY";
+pub const CA_FILE_VAR: &str = "SLUICE_CA_FILE";
 
 pub struct AgentOptions {
     /// The central host's API, `http://central:9598`.
     pub central: String,
     pub device_id: String,
-    pub token: String,
+    /// The device's fleet token; not needed with a client certificate naming the device.
+    pub token: Option<String>,
+    /// The CA that signed the central host's certificate (else the system's CAs).
+    pub ca_file: Option<PathBuf>,
+    /// The device's client certificate and key (PEM), presented over TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
     /// Where versions, plugins and the pipeline's data live.
     pub dir: PathBuf,
     /// How often to ask, until the central host says otherwise.
@@ -65,6 +82,10 @@ pub enum AgentError {
     },
     #[error("version {version}: {reason}")]
     Invalid { version: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] crate::connect::certs::TlsError),
+    #[error("cannot make the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 pub struct Agent {
@@ -78,14 +99,38 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(options: AgentOptions) -> Agent {
+    /// An agent; fails when its certificate files do not load.
+    pub fn new(options: AgentOptions) -> Result<Agent, AgentError> {
         crate::tls::use_ring();
-        Agent {
+        let mut client = reqwest::Client::builder();
+        if options.ca_file.is_some() || options.identity.is_some() {
+            let tls = ClientTls {
+                ca_file: options.ca_file.as_deref(),
+                identity: options
+                    .identity
+                    .as_ref()
+                    .map(|(cert, key)| (cert.as_path(), key.as_path())),
+            };
+            client = client.tls_backend_preconfigured(tls.config()?);
+        }
+        Ok(Agent {
             options,
-            client: reqwest::Client::new(),
+            client: client.build().map_err(AgentError::Client)?,
             supervisor: Supervisor::default(),
             running: None,
             refused: None,
+        })
+    }
+
+    /// A request to the central host, with this device's name and credentials.
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .get(url)
+            .header(DEVICE_HEADER, &self.options.device_id);
+        match &self.options.token {
+            Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
+            None => request,
         }
     }
 
@@ -121,9 +166,7 @@ impl Agent {
             self.options.central.trim_end_matches('/')
         );
         let mut request = self
-            .client
             .get(&url)
-            .header(AUTHORIZATION, format!("Bearer {}", self.options.token))
             .header("x-sluice-buffered", buffered().to_string());
         if let Some(running) = &self.running {
             request = request
@@ -243,13 +286,22 @@ impl Agent {
         outcome.map_err(|error| invalid(error.to_string()))
     }
 
-    /// A version's config, with `${SLUICE_DEVICE_ID}` this device and
-    /// `${SLUICE_DEVICE_TOKEN}` its token.
+    /// A version's config, with `${SLUICE_DEVICE_ID}` this device, `${SLUICE_DEVICE_TOKEN}`
+    /// its token and the certificate variables its files (an unset one is an error
+    /// naming it, unless the environment sets it).
     fn load(&self, path: &Path) -> Result<Config, crate::config::ConfigErrors> {
-        Config::load_with(path, |name| match name {
-            DEVICE_ID_VAR => Some(self.options.device_id.clone()),
-            DEVICE_TOKEN_VAR => Some(self.options.token.clone()),
-            _ => std::env::var(name).ok(),
+        let options = &self.options;
+        let file = |path: Option<&PathBuf>| path.map(|path| path.display().to_string());
+        Config::load_with(path, |name| {
+            let given = match name {
+                DEVICE_ID_VAR => Some(options.device_id.clone()),
+                DEVICE_TOKEN_VAR => options.token.clone(),
+                DEVICE_CERT_VAR => file(options.identity.as_ref().map(|(cert, _)| cert)),
+                DEVICE_KEY_VAR => file(options.identity.as_ref().map(|(_, key)| key)),
+                CA_FILE_VAR => file(options.ca_file.as_ref()),
+                _ => None,
+            };
+            given.or_else(|| std::env::var(name).ok())
         })
     }
 
@@ -314,9 +366,7 @@ impl Agent {
             source,
         };
         let response = self
-            .client
             .get(&url)
-            .header(AUTHORIZATION, format!("Bearer {}", self.options.token))
             .send()
             .await
             .map_err(http)?;

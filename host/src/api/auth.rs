@@ -1,7 +1,7 @@
-//! The API's one auth layer for its operator surfaces: `[api] admin_token` guards the
-//! admin page and its overview, the fleet's device list and `/metrics`, which
-//! `[api] metrics_token` may also read (Prometheus scrapes with it, and can do nothing
-//! else). Without an admin token these are open, which the config allows on a loopback
+//! The API's one auth layer for its operator surfaces: `[api] admin_token` (or a client
+//! certificate naming one of `[api] admin_certificates`) guards the admin page and its
+//! overview, the fleet's device list and `/metrics`, which `[api] metrics_token` may
+//! also read (Prometheus scrapes with it, and can do nothing else). Without an admin token these are open, which the config allows on a loopback
 //! address only (or with `insecure = true`).
 
 use std::sync::{Arc, RwLock};
@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::ApiConfig;
+use crate::connect::certs::PeerNames;
 use crate::connect::token::{self, BearerToken, Presented};
 
 /// The tokens of the running config (a reload replaces them).
@@ -19,6 +20,8 @@ use crate::connect::token::{self, BearerToken, Presented};
 pub struct AdminAccess {
     admin: Option<BearerToken>,
     metrics: Option<BearerToken>,
+    /// Names a client certificate may carry to be an admin.
+    certificates: Vec<String>,
 }
 
 impl AdminAccess {
@@ -26,7 +29,19 @@ impl AdminAccess {
         AdminAccess {
             admin: config.admin_token.clone(),
             metrics: config.metrics_token.clone(),
+            certificates: config.admin_certificates.clone(),
         }
+    }
+
+    /// Whether the admin routes need credentials at all.
+    fn guarded(&self) -> bool {
+        self.admin.is_some() || !self.certificates.is_empty()
+    }
+
+    /// Whether the request's client certificate names an admin.
+    fn certified(&self, request: &Request) -> bool {
+        let names = request.extensions().get::<PeerNames>();
+        names.is_some_and(|names| names.find(&self.certificates).is_some())
     }
 }
 
@@ -38,8 +53,14 @@ pub async fn admin_only(
     request: Request,
     next: Next,
 ) -> Response {
-    let admin = access.read().unwrap().admin.clone();
-    match check(admin.as_slice(), request.headers()) {
+    let (admin, certified, guarded) = {
+        let access = access.read().unwrap();
+        (access.admin.clone(), access.certified(&request), access.guarded())
+    };
+    if certified {
+        return next.run(request).await;
+    }
+    match check(admin.as_slice(), guarded, request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused,
     }
@@ -51,25 +72,25 @@ pub async fn metrics_readers(
     request: Request,
     next: Next,
 ) -> Response {
-    let expected: Vec<BearerToken> = {
+    let (expected, certified, guarded): (Vec<BearerToken>, bool, bool) = {
         let access = access.read().unwrap();
-        access
-            .admin
-            .iter()
-            .chain(&access.metrics)
-            .cloned()
-            .collect()
+        let tokens = access.admin.iter().chain(&access.metrics).cloned();
+        let guarded = access.guarded() || access.metrics.is_some();
+        (tokens.collect(), access.certified(&request), guarded)
     };
-    match check(&expected, request.headers()) {
+    if certified {
+        return next.run(request).await;
+    }
+    match check(&expected, guarded, request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused,
     }
 }
 
-/// Whether the request bears one of `expected` (none expected: open): 401 without a
-/// token (asking a browser for it as a Basic password), 403 with another.
-fn check(expected: &[BearerToken], headers: &HeaderMap) -> Result<(), Response> {
-    if expected.is_empty() {
+/// Whether the request bears one of `expected` (open when not `guarded`): 401 without
+/// a token (asking a browser for it as a Basic password), 403 with another.
+fn check(expected: &[BearerToken], guarded: bool, headers: &HeaderMap) -> Result<(), Response> {
+    if !guarded {
         return Ok(());
     }
     let refuse = |status: StatusCode, message: &str| {

@@ -45,7 +45,7 @@ impl ApiServer {
     /// Bind `[api]` and serve; not ready, and without a config's routes, until told.
     pub fn bind(config: &ApiConfig) -> Result<ApiServer, ApiError> {
         let settings = config.listener();
-        let listener = Listener::bind("API", &settings, config.admin_token.is_some())?;
+        let listener = Listener::bind("API", &settings, config.authenticates())?;
         let address = listener.local_addr();
         let ready = Arc::new(AtomicBool::new(false));
         let routes = Arc::new(RwLock::new(Router::new()));

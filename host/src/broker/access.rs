@@ -2,8 +2,10 @@
 //!
 //! A client is one of: a user of `[broker.users]` (username and password), a device of
 //! `[fleet]` (username = its id, password = its fleet token; a revoked one is refused),
-//! or a process on this machine that presents no credentials (the host's own sources
-//! and sinks, loopback only). A device may publish and subscribe only under the topics
+//! a client whose certificate (verified against the broker's `tls.client_ca_file`)
+//! names such a device or user (then no password is needed, and a username, if given,
+//! must be the one named), or a process on this machine that presents no credentials
+//! (the host's own sources and sinks, loopback only). A device may publish and subscribe only under the topics
 //! `device_publish` and `device_subscribe` give it, with `{device}` its own id, so that
 //! one compromised gateway can write neither another's data nor its heartbeats.
 //! Anyone else is refused, unless the broker has no users and no devices and its
@@ -17,6 +19,7 @@ use rumqttc::{ConnectReturnCode, Login};
 
 use crate::config::BrokerConfig;
 use crate::config::fleet::FleetConfig;
+use crate::connect::certs::PeerNames;
 use crate::connect::token::{self, BearerToken, Presented};
 
 /// Who the broker admits, built from a config's `[broker]` and `[fleet]`. The default
@@ -91,9 +94,26 @@ impl Access {
     /// Admit a client connecting from `peer` with `login`, or say why not.
     pub fn admit(
         &self,
-        peer: Option<SocketAddr>,
+        peer: &Peer,
         login: Option<&Login>,
     ) -> Result<Grant, ConnectReturnCode> {
+        if let Some(names) = &peer.certificate {
+            if names.find(&self.revoked).is_some() {
+                return Err(ConnectReturnCode::NotAuthorized);
+            }
+            let device = names.find(self.devices.iter().map(|(id, _)| id));
+            let user = names.find(self.users.keys());
+            if let Some(named) = device.or(user) {
+                if login.is_some_and(|login| login.username != named) {
+                    return Err(ConnectReturnCode::NotAuthorized);
+                }
+                return Ok(match device {
+                    Some(id) => self.device_grant(id),
+                    None => user_grant(named, &self.users[named]),
+                });
+            }
+        }
+        let peer = peer.address;
         let Some(login) = login else {
             let local = peer.is_some_and(|peer| peer.ip().is_loopback());
             return if local || self.anonymous {
@@ -109,11 +129,7 @@ impl Access {
         let presented = Presented::secret(login.password.as_bytes());
         if let Some(user) = self.users.get(&login.username) {
             return if user.password.matches(&presented) {
-                Ok(Grant {
-                    who: format!("user {}", login.username),
-                    publish: Some(expand(&user.publish, "user", &login.username)),
-                    subscribe: Some(expand(&user.subscribe, "user", &login.username)),
-                })
+                Ok(user_grant(&login.username, user))
             } else {
                 Err(ConnectReturnCode::BadUserNamePassword)
             };
@@ -126,14 +142,33 @@ impl Access {
             self.devices.iter().map(|(id, token)| (id.as_str(), token)),
         );
         match device {
-            Some(id) if id == login.username => Ok(Grant {
-                who: format!("device {id}"),
-                publish: Some(expand(&self.device_publish, "device", id)),
-                subscribe: Some(expand(&self.device_subscribe, "device", id)),
-            }),
+            Some(id) if id == login.username => Ok(self.device_grant(id)),
             _ => Err(ConnectReturnCode::BadUserNamePassword),
         }
     }
+
+    fn device_grant(&self, id: &str) -> Grant {
+        Grant {
+            who: format!("device {id}"),
+            publish: Some(expand(&self.device_publish, "device", id)),
+            subscribe: Some(expand(&self.device_subscribe, "device", id)),
+        }
+    }
+}
+
+fn user_grant(name: &str, user: &User) -> Grant {
+    Grant {
+        who: format!("user {name}"),
+        publish: Some(expand(&user.publish, "user", name)),
+        subscribe: Some(expand(&user.subscribe, "user", name)),
+    }
+}
+
+/// Where a client connects from, and what its certificate names (over mutual TLS).
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub address: Option<SocketAddr>,
+    pub certificate: Option<PeerNames>,
 }
 
 impl Grant {
@@ -207,10 +242,24 @@ mod tests {
         Login::new(username, password)
     }
 
-    const REMOTE: Option<SocketAddr> = Some(SocketAddr::new(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5)),
-        40000,
-    ));
+    const REMOTE: Peer = Peer {
+        address: Some(SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5)),
+            40000,
+        )),
+        certificate: None,
+    };
+
+    /// A remote client whose verified certificate names `name`.
+    fn certified(name: &str) -> Peer {
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        Peer {
+            certificate: Some(PeerNames::of(certificate.der())),
+            ..REMOTE
+        }
+    }
     const FLEET: &str = "[devices.gw1]\ngroup = \"g\"\ntoken = \"t1\"\n\
                          [devices.gw2]\ngroup = \"g\"\ntoken = \"t2\"\n\
                          [devices.gw3]\ngroup = \"g\"\ntoken = \"t3\"\nrevoked = true\n";
@@ -218,19 +267,19 @@ mod tests {
     #[test]
     fn a_device_is_admitted_by_its_own_token_and_confined_to_its_topics() {
         let access = access("", FLEET);
-        let grant = access.admit(REMOTE, Some(&login("gw1", "t1"))).unwrap();
+        let grant = access.admit(&REMOTE, Some(&login("gw1", "t1"))).unwrap();
         assert!(grant.may_publish("sensors/gw1/telemetry"));
         assert!(grant.may_publish("sluice/devices/gw1/heartbeat"));
         assert!(!grant.may_publish("sensors/gw2/telemetry"));
         assert!(!grant.may_publish("sluice/devices/gw2/heartbeat"));
         assert!(!grant.may_subscribe("sensors/#"));
         assert_eq!(
-            access.admit(REMOTE, Some(&login("gw1", "t2"))).err(),
+            access.admit(&REMOTE, Some(&login("gw1", "t2"))).err(),
             Some(ConnectReturnCode::BadUserNamePassword),
             "another device's token"
         );
         assert_eq!(
-            access.admit(REMOTE, Some(&login("gw3", "t3"))).err(),
+            access.admit(&REMOTE, Some(&login("gw3", "t3"))).err(),
             Some(ConnectReturnCode::NotAuthorized),
             "a revoked device"
         );
@@ -240,22 +289,59 @@ mod tests {
     fn only_local_clients_need_no_credentials_unless_insecure() {
         let access = access("", FLEET);
         assert_eq!(
-            access.admit(REMOTE, None).err(),
+            access.admit(&REMOTE, None).err(),
             Some(ConnectReturnCode::NotAuthorized)
         );
-        let local = Some("127.0.0.1:40000".parse().unwrap());
+        let local = Peer {
+            address: Some("127.0.0.1:40000".parse().unwrap()),
+            certificate: None,
+        };
         assert!(
             access
-                .admit(local, None)
+                .admit(&local, None)
                 .unwrap()
                 .may_publish("anything/at/all")
         );
         let open = super::tests::access("insecure = true", "");
-        assert!(open.admit(REMOTE, None).is_ok());
+        assert!(open.admit(&REMOTE, None).is_ok());
         let checked = super::tests::access("insecure = true", FLEET);
         assert!(
-            checked.admit(REMOTE, None).is_err(),
+            checked.admit(&REMOTE, None).is_err(),
             "with devices to check, insecure admits no anonymous client"
+        );
+    }
+
+    #[test]
+    fn a_certificate_naming_a_device_admits_it_without_a_password() {
+        let access = access("[users.central]\npassword = \"pw\"\npublish = [\"alerts/#\"]", FLEET);
+        let grant = access.admit(&certified("gw1"), None).unwrap();
+        assert_eq!(grant.who, "device gw1");
+        assert!(grant.may_publish("sensors/gw1/telemetry"));
+        assert!(!grant.may_publish("sensors/gw2/telemetry"));
+        assert!(
+            access.admit(&certified("gw1"), Some(&login("gw1", ""))).is_ok(),
+            "the username it names"
+        );
+        assert_eq!(
+            access.admit(&certified("gw1"), Some(&login("gw2", "t2"))).err(),
+            Some(ConnectReturnCode::NotAuthorized),
+            "another device's name and token beside gw1's certificate"
+        );
+        assert_eq!(
+            access.admit(&certified("gw3"), None).err(),
+            Some(ConnectReturnCode::NotAuthorized),
+            "a revoked device's certificate"
+        );
+        let user = access.admit(&certified("central"), None).unwrap();
+        assert!(user.may_publish("alerts/x"));
+        assert_eq!(
+            access.admit(&certified("stranger"), None).err(),
+            Some(ConnectReturnCode::NotAuthorized),
+            "a certificate naming nobody is no credential"
+        );
+        assert!(
+            access.admit(&certified("stranger"), Some(&login("gw2", "t2"))).is_ok(),
+            "tokens keep working beside certificates"
         );
     }
 
@@ -265,12 +351,12 @@ mod tests {
             "[users.central]\npassword = \"pw\"\npublish = [\"alerts/#\"]\nsubscribe = [\"sensors/#\"]",
             "",
         );
-        let grant = access.admit(REMOTE, Some(&login("central", "pw"))).unwrap();
+        let grant = access.admit(&REMOTE, Some(&login("central", "pw"))).unwrap();
         assert!(grant.may_publish("alerts/gw1"));
         assert!(!grant.may_publish("sensors/gw1/telemetry"));
         assert!(grant.may_subscribe("sensors/+/telemetry"));
         assert_eq!(
-            access.admit(REMOTE, Some(&login("central", "wrong"))).err(),
+            access.admit(&REMOTE, Some(&login("central", "wrong"))).err(),
             Some(ConnectReturnCode::BadUserNamePassword)
         );
     }

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::access::{Access, Grant};
+use super::access::{Access, Grant, Peer};
+use crate::connect::certs::PeerNames;
 use super::sessions::{Attached, Session, SessionError, Sessions};
 
 /// How long a new connection may take to send its CONNECT.
@@ -68,10 +69,17 @@ pub async fn serve(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
+    let mut client = Peer {
+        address: peer,
+        certificate: None,
+    };
     let mut stream: Box<dyn Stream> = match tls {
         None => Box::new(tcp),
         Some(acceptor) => match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Ok(tls)) => {
+                client.certificate = PeerNames::of_chain(tls.get_ref().1.peer_certificates());
+                Box::new(tls)
+            }
             Ok(Err(error)) => {
                 ::metrics::counter!("sluice_broker_refused_total", "reason" => "tls_handshake")
                     .increment(1);
@@ -130,14 +138,15 @@ pub async fn serve(
             return;
         }
     };
-    let admitted = shared.access.borrow().admit(peer, connect.login.as_ref());
+    let admitted = shared.access.borrow().admit(&client, connect.login.as_ref());
     let grant = match admitted {
         Ok(grant) => grant,
         Err(code) => {
             ::metrics::counter!("sluice_broker_refused_total", "reason" => "not_admitted")
                 .increment(1);
             let user = connect.login.as_ref().map(|login| login.username.as_str());
-            tracing::warn!(?peer, client = %connect.client_id, ?user, "embedded broker: refused a connection: {code:?}");
+            let certificate = client.certificate.as_ref().map(PeerNames::describe);
+            tracing::warn!(?peer, client = %connect.client_id, ?user, ?certificate, "embedded broker: refused a connection: {code:?}");
             let _ = write(&mut stream, &refuse(code), &shared).await;
             return;
         }
@@ -162,7 +171,7 @@ pub async fn serve(
     let session = attached.session.clone();
     let generation = attached.generation;
     let mut connection = Connection {
-        peer,
+        peer: client,
         login: connect.login.clone(),
         grant,
         access: shared.access.subscribe(),
@@ -230,7 +239,7 @@ async fn write(
 }
 
 struct Connection {
-    peer: Option<SocketAddr>,
+    peer: Peer,
     login: Option<Login>,
     /// What the client may do, checked again whenever the access changes.
     grant: Grant,
@@ -289,7 +298,7 @@ impl Connection {
                 }
                 Some(message) = live.recv() => self.queue(&Packet::Publish(message))?,
                 Ok(()) = self.access.changed() => {
-                    let admitted = self.access.borrow_and_update().admit(self.peer, self.login.as_ref());
+                    let admitted = self.access.borrow_and_update().admit(&self.peer, self.login.as_ref());
                     match admitted {
                         Ok(grant) => self.grant = grant,
                         Err(_) => return Err(Ended::Revoked),

@@ -1,5 +1,6 @@
-//! `sluice agent --central URL --device-id ID --token-file FILE`: run what the central
-//! host's fleet config says this device runs, and follow its changes.
+//! `sluice agent --central URL --device-id ID --token-file FILE` (or `--cert-file FILE
+//! --key-file FILE` for mutual TLS): run what the central host's fleet config says this
+//! device runs, and follow its changes.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,8 +17,19 @@ pub struct AgentArgs {
     #[arg(long)]
     device_id: String,
     /// A file holding this device's token (as in the central config's `[fleet.devices]`).
+    /// Not needed with a client certificate naming the device.
+    #[arg(long, required_unless_present = "cert_file")]
+    token_file: Option<PathBuf>,
+    /// The CA that signed the central host's certificate (PEM; else the system's CAs).
     #[arg(long)]
-    token_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    /// This device's client certificate (PEM), presented to an `https://` central host;
+    /// its subject or a subject alternative name is the device id.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
     /// Where versions, plugins and the pipeline's data are kept.
     #[arg(long, default_value = "sluice-agent")]
     dir: PathBuf,
@@ -27,15 +39,16 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading the token file {}", args.token_file.display()))?
-        .trim()
-        .to_owned();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the token file {} is empty",
-        args.token_file.display()
-    );
+    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    // Absolute, because the configs the agent writes name them.
+    let absolute = |path: PathBuf| {
+        std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
+    };
+    let ca_file = args.ca_file.map(absolute).transpose()?;
+    let identity = match (args.cert_file, args.key_file) {
+        (Some(cert), Some(key)) => Some((absolute(cert)?, absolute(key)?)),
+        _ => None,
+    };
     // Absolute, because the configs written under it name its files.
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating the agent directory {}", args.dir.display()))?;
@@ -60,10 +73,21 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             central: args.central,
             device_id: args.device_id,
             token,
+            ca_file,
+            identity,
             dir,
             poll: Duration::from_secs(args.poll_secs.max(1)),
-        });
+        })?;
         agent.run(stop).await;
         anyhow::Ok(())
     })
+}
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+    Ok(token)
 }

@@ -68,6 +68,17 @@ crate::connect::listener::listener_config! {
         /// May read `/metrics` besides the admin token (Prometheus's scrape token).
         #[serde(default)]
         pub metrics_token: Option<BearerToken>,
+        /// Client certificates (verified against `tls.client_ca_file`) naming one of
+        /// these are admins as the admin token is.
+        #[serde(default)]
+        pub admin_certificates: Vec<String>,
+    }
+}
+
+impl ApiConfig {
+    /// Whether the admin routes need credentials (a token or a client certificate).
+    pub fn authenticates(&self) -> bool {
+        self.admin_token.is_some() || !self.admin_certificates.is_empty()
     }
 }
 

@@ -2,7 +2,7 @@
 //! the API or the embedded broker) cannot listen on one address, two sinks cannot write
 //! one directory (their files would interleave and their rotation would race), and a
 //! listener that other machines reach needs TLS and authentication unless it says
-//! `insecure = true`.
+//! `insecure = true`, and a listener's certificate files must load.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,10 +18,21 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
         let listening = Listening {
             settings: api.listener(),
             span: api.listen.span(),
-            authenticated: api.admin_token.is_some(),
+            authenticated: api.authenticates(),
             auth_key: "admin_token",
         };
         check_exposure("the API (`[api]`)", &listening, diagnostics);
+        check_certificates("the API (`[api]`)", &listening, diagnostics);
+        let mutual = api.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+        if !api.admin_certificates.is_empty() && !mutual {
+            diagnostics.push(
+                Diagnostic::new(
+                    Some(api.listen.span()),
+                    "`admin_certificates` are set, but the API takes no client certificates",
+                )
+                .with_hint("add `client_ca_file` to `tls`: the CA that signs them"),
+            );
+        }
         listeners.insert(listening.settings.listen, "the API (`[api]`)".to_owned());
     }
     if let Some(broker) = &config.broker {
@@ -34,6 +45,7 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
             auth_key: "users",
         };
         check_exposure(owner, &listening, diagnostics);
+        check_certificates(owner, &listening, diagnostics);
         listeners.insert(*broker.listen.get_ref(), owner.to_owned());
     }
     let mut writers: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -41,6 +53,7 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
         for listening in declaration.listens {
             let address = listening.settings.listen;
             check_exposure(&format!("stage `{stage}`"), &listening, diagnostics);
+            check_certificates(&format!("stage `{stage}`"), &listening, diagnostics);
             if let Some(owner) = listeners.get(&address) {
                 diagnostics.push(
                     Diagnostic::new(
@@ -70,6 +83,19 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
                 writers.insert(resolved, format!("stage `{stage}`"));
             }
         }
+    }
+}
+
+/// A listener's certificate, key and client CA must load now, not when it starts.
+fn check_certificates(owner: &str, listening: &Listening, diagnostics: &mut Vec<Diagnostic>) {
+    let Some(tls) = &listening.settings.tls else {
+        return;
+    };
+    if let Err(error) = tls.server_config() {
+        diagnostics.push(
+            Diagnostic::new(Some(listening.span.clone()), format!("{owner}: {error}"))
+                .with_hint("`tls` names PEM files, relative to the working directory"),
+        );
     }
 }
 

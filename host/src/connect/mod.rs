@@ -1,10 +1,14 @@
 //! Connections written once for every kind that uses them: an MQTT client's settings
 //! ([`mqtt`]), a Kafka client's ([`kafka`]), the HTTP listeners of the API and of HTTP
 //! ingest ([`listener`]: TLS, limits, secure defaults), the bearer tokens listeners check
-//! ([`token`]).
+//! ([`token`]), certificates and the identities they carry ([`certs`]), and the TLS of
+//! the host's clients ([`client_tls`]).
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod certs;
+#[cfg(feature = "mqtt")]
+pub mod client_tls;
 pub mod listener;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;

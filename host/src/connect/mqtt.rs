@@ -8,6 +8,7 @@ use rumqttc::{MqttOptions, QoS, Transport};
 use tokio_util::sync::CancellationToken;
 
 use super::SettingsError;
+use super::client_tls::ClientTls;
 
 /// The largest MQTT packet a connection sends or takes by default: what the embedded
 /// broker accepts. rumqttc's own default (10 KiB) would stall a source on the first
@@ -15,7 +16,8 @@ use super::SettingsError;
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 1 << 20;
 
 /// Declares a config struct whose table holds the MQTT connection's keys (`url`,
-/// `client_id`, `username`, `password`, `ca_file`, `max_packet_bytes`) beside its own, and its
+/// `client_id`, `username`, `password`, `ca_file`, `cert_file`, `key_file`,
+/// `max_packet_bytes`) beside its own, and its
 /// `endpoint(stage)`. A macro rather than `#[serde(flatten)]`, which serde cannot
 /// combine with `deny_unknown_fields`: a misspelt key must stay an error at its line.
 macro_rules! connection_config {
@@ -34,6 +36,12 @@ macro_rules! connection_config {
             /// PEM file of the CA that signed the broker's certificate (for `mqtts://`).
             #[serde(default)]
             pub ca_file: Option<std::path::PathBuf>,
+            /// A client certificate to present (PEM; mutual TLS), with `key_file`.
+            #[serde(default)]
+            pub cert_file: Option<std::path::PathBuf>,
+            /// The client certificate's private key (PEM).
+            #[serde(default)]
+            pub key_file: Option<std::path::PathBuf>,
             /// The largest packet (topic, payload and header) sent or taken.
             #[serde(default = "crate::connect::mqtt::default_max_packet_bytes")]
             pub max_packet_bytes: usize,
@@ -50,6 +58,8 @@ macro_rules! connection_config {
                     username: self.username.as_deref(),
                     password: self.password.as_deref(),
                     ca_file: self.ca_file.as_ref(),
+                    cert_file: self.cert_file.as_ref(),
+                    key_file: self.key_file.as_ref(),
                     max_packet_bytes: self.max_packet_bytes,
                 }
             }
@@ -81,6 +91,9 @@ pub struct Endpoint<'a> {
     pub password: Option<&'a str>,
     /// PEM file of the CA that signed the broker's certificate (for `mqtts://`).
     pub ca_file: Option<&'a PathBuf>,
+    /// The client certificate presented over `mqtts://`, with its key (PEM).
+    pub cert_file: Option<&'a PathBuf>,
+    pub key_file: Option<&'a PathBuf>,
     /// The largest packet sent or taken, as MQTT counts it (all but the fixed header).
     pub max_packet_bytes: usize,
 }
@@ -122,18 +135,24 @@ impl Endpoint<'_> {
         if let Some(username) = self.username {
             options.set_credentials(username, self.password.unwrap_or_default());
         }
+        let identity = match (self.cert_file, self.key_file) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => return Err("`cert_file` and `key_file` go together".to_owned()),
+        };
+        if !broker.tls && (identity.is_some() || self.ca_file.is_some()) {
+            return Err(format!(
+                "`ca_file`, `cert_file` and `key_file` are for TLS; use mqtts:// in `url` (now `{}`)",
+                self.url
+            ));
+        }
         if broker.tls {
-            crate::tls::use_ring();
-            let transport = match self.ca_file {
-                Some(path) => {
-                    let ca = std::fs::read(path).map_err(|error| {
-                        format!("cannot read CA file {}: {error}", path.display())
-                    })?;
-                    Transport::tls(ca, None, None)
-                }
-                None => Transport::tls_with_default_config(),
+            let tls = ClientTls {
+                ca_file: self.ca_file.map(PathBuf::as_path),
+                identity,
             };
-            options.set_transport(transport);
+            let config = tls.config().map_err(|error| error.to_string())?;
+            options.set_transport(Transport::tls_with_config(config.into()));
         }
         Ok(options)
     }
@@ -273,8 +292,35 @@ mod tests {
             username: None,
             password: None,
             ca_file: None,
+            cert_file: None,
+            key_file: None,
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
         }
+    }
+
+    #[test]
+    fn client_certificates_need_both_files_and_tls() {
+        let cert = PathBuf::from("device.crt");
+        let half = Endpoint {
+            cert_file: Some(&cert),
+            ..endpoint("mqtts://broker")
+        };
+        let error = half.options().unwrap_err().to_string();
+        assert!(error.contains("`cert_file` and `key_file` go together"), "{error}");
+        let plain = Endpoint {
+            cert_file: Some(&cert),
+            key_file: Some(&cert),
+            ..endpoint("mqtt://broker")
+        };
+        let error = plain.options().unwrap_err().to_string();
+        assert!(error.contains("use mqtts://"), "{error}");
+        let missing = Endpoint {
+            cert_file: Some(&cert),
+            key_file: Some(&cert),
+            ..endpoint("mqtts://broker")
+        };
+        let error = missing.options().unwrap_err().to_string();
+        assert!(error.contains("cannot read device.crt"), "{error}");
     }
 
     fn broker(url: &str) -> Result<(bool, String, u16), String> {

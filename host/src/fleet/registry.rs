@@ -1,4 +1,5 @@
-//! The central host's register of its devices: who they are (by token), what each was
+//! The central host's register of its devices: who they are (by client certificate
+//! or token), what each was
 //! offered and runs, its last heartbeat. The API's fleet routes and the heartbeat
 //! listener both write into it; the admin page reads it.
 
@@ -6,10 +7,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::FleetConfig;
+use crate::connect::certs::PeerNames;
 use crate::connect::token::{self, BearerToken, Presented};
 
 /// The fleet as the API serves it.
@@ -18,7 +20,7 @@ pub struct FleetState {
     /// The central config's directory: group configs are relative to it.
     pub(super) base: PathBuf,
     pub(super) status: Mutex<BTreeMap<String, DeviceStatus>>,
-    /// The devices' tokens, hashed once.
+    /// The devices' tokens, hashed once (a revoked device's too, to say so).
     tokens: Vec<(String, BearerToken)>,
     /// Plugins compiled for devices, by (sha256, target, fuel); a cell is shared by
     /// the requests that arrive while it compiles, so each is compiled once.
@@ -56,11 +58,9 @@ impl FleetState {
                 (id.clone(), status)
             })
             .collect();
-        // A revoked device's token opens nothing.
         let tokens = config
             .devices
             .iter()
-            .filter(|(_, device)| !device.revoked)
             .map(|(id, device)| (id.clone(), device.token.clone()))
             .collect();
         Arc::new(FleetState {
@@ -89,14 +89,71 @@ impl FleetState {
         }
     }
 
-    /// The device whose token the request bears.
-    pub(super) fn device(&self, headers: &HeaderMap) -> Option<String> {
-        let presented = Presented::from_headers(headers)?;
-        token::find(
-            &presented,
-            self.tokens.iter().map(|(id, token)| (id, token)),
-        )
-        .cloned()
+    /// The device a request comes from: the one its client certificate names, or the
+    /// one whose token it bears (both: they must agree). The agent also says which
+    /// device it runs as (`X-Sluice-Device`), so that credentials of another device
+    /// are refused rather than served that device's config. A revoked device is refused.
+    pub(super) fn identify(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&PeerNames>,
+    ) -> Result<String, Refusal> {
+        let by_certificate = peer.and_then(|names| names.find(self.config.devices.keys()));
+        let by_token = Presented::from_headers(headers).map(|presented| {
+            token::find(&presented, self.tokens.iter().map(|(id, token)| (id, token)))
+        });
+        let device = match (by_certificate, by_token) {
+            (Some(named), Some(Some(bearer))) if named != bearer.as_str() => {
+                return Err(Refusal::forbidden(format!(
+                    "the client certificate names device `{named}` but the token is device `{bearer}`'s"
+                )));
+            }
+            (_, Some(None)) => return Err(Refusal::unauthorized("this device token is not known")),
+            (Some(named), _) => named.to_owned(),
+            (None, Some(Some(bearer))) => bearer.clone(),
+            (None, None) => {
+                return Err(Refusal::unauthorized(
+                    "a device token (`Authorization: Bearer`) or a client certificate naming the device is needed",
+                ));
+            }
+        };
+        if self.config.devices[&device].revoked {
+            return Err(Refusal::forbidden(format!("device `{device}` is revoked")));
+        }
+        let claimed = headers.get(DEVICE_HEADER).and_then(|v| v.to_str().ok());
+        if let Some(claimed) = claimed.filter(|claimed| *claimed != device) {
+            return Err(Refusal::forbidden(format!(
+                "these credentials are device `{device}`'s, not `{claimed}`'s"
+            )));
+        }
+        Ok(device)
+    }
+}
+
+/// The header an agent names its device in.
+pub const DEVICE_HEADER: &str = "x-sluice-device";
+
+/// Why a request is not a device's: 401 without (known) credentials, 403 with the
+/// wrong ones.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Refusal {
+    fn unauthorized(message: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+        }
+    }
+
+    fn forbidden(message: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
     }
 }
 

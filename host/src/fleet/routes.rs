@@ -8,26 +8,50 @@
 //! - `GET /fleet/v1/devices` ([`admin_routes`]): every device's last contact, applied
 //!   version, buffer depth and last error; the API guards it with its admin token.
 //!
-//! Devices authenticate with their bearer token, compared in constant time; a token
-//! reaches only its own group's config and plugins.
+//! Devices authenticate with a client certificate that names them (mutual TLS) or their
+//! bearer token, compared in constant time ([`FleetState::identify`]); either reaches
+//! only the device's own group's config and plugins.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
 use super::registry::FleetState;
+use crate::connect::certs::PeerNames;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// The routes devices call, each checking the device's token.
+/// The device calling, as [`FleetState::identify`] names it; refused with 401 or 403.
+struct Caller(String);
+
+impl FromRequestParts<Arc<FleetState>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        fleet: &Arc<FleetState>,
+    ) -> Result<Caller, Response> {
+        let peer = parts.extensions.get::<PeerNames>();
+        match fleet.identify(&parts.headers, peer) {
+            Ok(device) => Ok(Caller(device)),
+            Err(refusal) => {
+                tracing::debug!(status = %refusal.status, "fleet: refused a request: {}", refusal.message);
+                Err(error(refusal.status, refusal.message))
+            }
+        }
+    }
+}
+
+/// The routes devices call, each identifying the device.
 pub fn routes(state: Arc<FleetState>) -> Router {
     Router::new()
         .route("/fleet/v1/config", get(config))
@@ -43,10 +67,11 @@ pub fn admin_routes(state: Arc<FleetState>) -> Router {
         .with_state(state)
 }
 
-async fn config(State(fleet): State<Arc<FleetState>>, headers: HeaderMap) -> Response {
-    let Some(device) = fleet.device(&headers) else {
-        return error(StatusCode::UNAUTHORIZED, "a device token is needed");
-    };
+async fn config(
+    State(fleet): State<Arc<FleetState>>,
+    Caller(device): Caller,
+    headers: HeaderMap,
+) -> Response {
     let group = fleet.config.devices[&device].group.clone();
     let bundle = match fleet.config.bundle(&fleet.base, &group) {
         Ok(bundle) => bundle,
@@ -91,10 +116,10 @@ async fn config(State(fleet): State<Arc<FleetState>>, headers: HeaderMap) -> Res
 
 async fn plugin(
     State(fleet): State<Arc<FleetState>>,
+    Caller(device): Caller,
     UrlPath(sha256): UrlPath<String>,
-    headers: HeaderMap,
 ) -> Response {
-    match fleet.plugin_bytes(&headers, &sha256).await {
+    match fleet.plugin_bytes(&device, &sha256).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
         Err(response) => response,
     }
@@ -109,11 +134,11 @@ struct PrecompileQuery {
 
 async fn precompiled(
     State(fleet): State<Arc<FleetState>>,
+    Caller(device): Caller,
     UrlPath(sha256): UrlPath<String>,
     Query(query): Query<PrecompileQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    let wasm = match fleet.plugin_bytes(&headers, &sha256).await {
+    let wasm = match fleet.plugin_bytes(&device, &sha256).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
@@ -124,12 +149,9 @@ async fn precompiled(
 }
 
 impl FleetState {
-    /// The bytes of plugin `sha256`, if the requesting device's group runs it.
-    async fn plugin_bytes(&self, headers: &HeaderMap, sha256: &str) -> Result<Vec<u8>, Response> {
-        let Some(device) = self.device(headers) else {
-            return Err(error(StatusCode::UNAUTHORIZED, "a device token is needed"));
-        };
-        let group = &self.config.devices[&device].group;
+    /// The bytes of plugin `sha256`, if `device`'s group runs it.
+    async fn plugin_bytes(&self, device: &str, sha256: &str) -> Result<Vec<u8>, Response> {
+        let group = &self.config.devices[device].group;
         let file = self
             .config
             .bundle(&self.base, group)

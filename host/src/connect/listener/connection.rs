@@ -28,6 +28,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
 use super::ServerLimits;
+use crate::connect::certs::PeerNames;
 
 /// What every connection of one listener shares.
 pub(super) struct Shared {
@@ -65,13 +66,15 @@ pub(super) async fn serve(
         refused,
     };
     match &shared.tls {
-        None => connection.drive(stream, false, &shutdown).await,
+        None => connection.drive(stream, false, None, &shutdown).await,
         Some(acceptor) => {
             let handshake = acceptor.accept(stream);
             match tokio::time::timeout(shared.limits.header_read_timeout, handshake).await {
                 Ok(Ok(tls)) => {
-                    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    connection.drive(tls, http2, &shutdown).await;
+                    let session = tls.get_ref().1;
+                    let http2 = session.alpn_protocol() == Some(b"h2");
+                    let peer = PeerNames::of_chain(session.peer_certificates());
+                    connection.drive(tls, http2, peer, &shutdown).await;
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(listener = %shared.name, "TLS handshake failed: {error}");
@@ -101,7 +104,15 @@ enum Expiry {
 }
 
 impl Connection {
-    async fn drive<I>(self, io: I, http2: bool, shutdown: &CancellationToken)
+    /// Serve HTTP on `io`; `peer`: the names of the client's verified certificate, which
+    /// every request carries as an extension.
+    async fn drive<I>(
+        self,
+        io: I,
+        http2: bool,
+        peer: Option<PeerNames>,
+        shutdown: &CancellationToken,
+    )
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -119,8 +130,11 @@ impl Connection {
         };
         let (shared, watch, refused) = (self.shared.clone(), self.watch.clone(), self.refused);
         let stopping = shutdown.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let exchange = Exchange::open(watch.clone());
+            if let Some(peer) = &peer {
+                request.extensions_mut().insert(peer.clone());
+            }
             let (shared, stopping) = (shared.clone(), stopping.clone());
             async move {
                 let response = match refused {

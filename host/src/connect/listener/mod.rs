@@ -18,7 +18,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use tls::{TlsError, TlsFiles};
+pub use crate::connect::certs::TlsError;
+pub use tls::TlsFiles;
 
 /// Declares a config struct whose table holds a listener's keys (`listen`, `tls`,
 /// `insecure`, `header_read_timeout_ms`, `idle_timeout_ms`, `max_connections`,

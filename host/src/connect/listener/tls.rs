@@ -2,20 +2,23 @@
 //! 1.3, HTTP/2 and HTTP/1.1 offered by ALPN. Replacing the files is enough to renew it:
 //! a handshake looks at their modification times (at most once a second) and the next
 //! handshakes present the new pair; a pair that does not load is logged and the one in
-//! use kept.
+//! use kept. With `client_ca_file`, clients may present certificates from those CAs
+//! (mutual TLS): the names of a verified one reach the request as [`PeerNames`].
+//!
+//! [`PeerNames`]: crate::connect::certs::PeerNames
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 
-/// `tls = { cert_file = "...", key_file = "..." }` (paths relative to the working
-/// directory, as an MQTT client's `ca_file`).
+use crate::connect::certs::{self, TlsError};
+
+/// `tls = { cert_file = "...", key_file = "...", client_ca_file = "..." }` (paths
+/// relative to the working directory, as an MQTT client's `ca_file`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
@@ -23,27 +26,11 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("TLS: cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("TLS: {path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("TLS: {path} holds no PEM private key")]
-    NoKey { path: PathBuf },
-    #[error("TLS: {cert} with {key}: {source}")]
-    Pair {
-        cert: PathBuf,
-        key: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
+    /// The CAs whose client certificates identify clients (mutual TLS). A client may
+    /// still come without a certificate (and then shows a token); one whose certificate
+    /// does not verify (another CA, expired) fails the handshake.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// How often a handshake may look at the files.
@@ -52,25 +39,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 impl TlsFiles {
     /// The pair as rustls serves it: both files read, the key matching the certificate.
     pub fn load(&self) -> Result<CertifiedKey, TlsError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| TlsError::Read {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&read(&self.cert_file)?)
-                .filter_map(Result::ok)
-                .collect();
-        if chain.is_empty() {
-            return Err(TlsError::NoCertificate {
-                path: self.cert_file.clone(),
-            });
-        }
-        let key =
-            PrivateKeyDer::from_pem_slice(&read(&self.key_file)?).map_err(|_| TlsError::NoKey {
-                path: self.key_file.clone(),
-            })?;
+        let chain = certs::read_chain(&self.cert_file)?;
+        let key = certs::read_key(&self.key_file)?;
         let provider = rustls::crypto::ring::default_provider();
         CertifiedKey::from_der(chain, key, &provider).map_err(|source| TlsError::Pair {
             cert: self.cert_file.clone(),
@@ -91,15 +61,21 @@ impl TlsFiles {
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)
-            .map_err(|source| TlsError::Pair {
-                cert: self.cert_file.clone(),
-                key: self.key_file.clone(),
-                source,
-            })?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .map_err(|error| TlsError::Config(error.to_string()))?;
+        let builder = match &self.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(certs::read_roots(path)?, provider)
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|error| TlsError::Config(format!("{}: {error}", path.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
