@@ -6,6 +6,7 @@
 #[path = "listeners/hardening.rs"]
 mod hardening;
 #[path = "listeners/support.rs"]
+#[allow(dead_code)]
 mod support;
 
 use std::time::Duration;

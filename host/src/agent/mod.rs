@@ -365,11 +365,7 @@ impl Agent {
             url: url.clone(),
             source,
         };
-        let response = self
-            .get(&url)
-            .send()
-            .await
-            .map_err(http)?;
+        let response = self.get(&url).send().await.map_err(http)?;
         if response.status() != StatusCode::OK {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();

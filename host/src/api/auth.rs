@@ -55,7 +55,11 @@ pub async fn admin_only(
 ) -> Response {
     let (admin, certified, guarded) = {
         let access = access.read().unwrap();
-        (access.admin.clone(), access.certified(&request), access.guarded())
+        (
+            access.admin.clone(),
+            access.certified(&request),
+            access.guarded(),
+        )
     };
     if certified {
         return next.run(request).await;

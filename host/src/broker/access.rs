@@ -27,7 +27,9 @@ use crate::connect::token::{self, BearerToken, Presented};
 #[derive(Default)]
 pub struct Access {
     users: BTreeMap<String, User>,
-    devices: Vec<(String, BearerToken)>,
+    /// The devices not revoked, and their tokens (a device may have none and come with
+    /// a certificate).
+    devices: Vec<(String, Option<BearerToken>)>,
     revoked: Vec<String>,
     device_publish: Vec<String>,
     device_subscribe: Vec<String>,
@@ -66,7 +68,7 @@ impl Access {
             })
             .collect();
         let fleet = fleet.iter().flat_map(|fleet| fleet.devices.iter());
-        let devices: Vec<(String, BearerToken)> = fleet
+        let devices: Vec<(String, Option<BearerToken>)> = fleet
             .clone()
             .filter(|(_, device)| !device.revoked)
             .map(|(id, device)| (id.clone(), device.token.clone()))
@@ -92,11 +94,7 @@ impl Access {
     }
 
     /// Admit a client connecting from `peer` with `login`, or say why not.
-    pub fn admit(
-        &self,
-        peer: &Peer,
-        login: Option<&Login>,
-    ) -> Result<Grant, ConnectReturnCode> {
+    pub fn admit(&self, peer: &Peer, login: Option<&Login>) -> Result<Grant, ConnectReturnCode> {
         if let Some(names) = &peer.certificate {
             if names.find(&self.revoked).is_some() {
                 return Err(ConnectReturnCode::NotAuthorized);
@@ -137,9 +135,10 @@ impl Access {
         if self.revoked.contains(&login.username) {
             return Err(ConnectReturnCode::NotAuthorized);
         }
+        let tokens = self.devices.iter();
         let device = token::find(
             &presented,
-            self.devices.iter().map(|(id, token)| (id.as_str(), token)),
+            tokens.filter_map(|(id, token)| Some((id.as_str(), token.as_ref()?))),
         );
         match device {
             Some(id) if id == login.username => Ok(self.device_grant(id)),
@@ -313,17 +312,24 @@ mod tests {
 
     #[test]
     fn a_certificate_naming_a_device_admits_it_without_a_password() {
-        let access = access("[users.central]\npassword = \"pw\"\npublish = [\"alerts/#\"]", FLEET);
+        let access = access(
+            "[users.central]\npassword = \"pw\"\npublish = [\"alerts/#\"]",
+            FLEET,
+        );
         let grant = access.admit(&certified("gw1"), None).unwrap();
         assert_eq!(grant.who, "device gw1");
         assert!(grant.may_publish("sensors/gw1/telemetry"));
         assert!(!grant.may_publish("sensors/gw2/telemetry"));
         assert!(
-            access.admit(&certified("gw1"), Some(&login("gw1", ""))).is_ok(),
+            access
+                .admit(&certified("gw1"), Some(&login("gw1", "")))
+                .is_ok(),
             "the username it names"
         );
         assert_eq!(
-            access.admit(&certified("gw1"), Some(&login("gw2", "t2"))).err(),
+            access
+                .admit(&certified("gw1"), Some(&login("gw2", "t2")))
+                .err(),
             Some(ConnectReturnCode::NotAuthorized),
             "another device's name and token beside gw1's certificate"
         );
@@ -340,7 +346,9 @@ mod tests {
             "a certificate naming nobody is no credential"
         );
         assert!(
-            access.admit(&certified("stranger"), Some(&login("gw2", "t2"))).is_ok(),
+            access
+                .admit(&certified("stranger"), Some(&login("gw2", "t2")))
+                .is_ok(),
             "tokens keep working beside certificates"
         );
     }
@@ -351,12 +359,16 @@ mod tests {
             "[users.central]\npassword = \"pw\"\npublish = [\"alerts/#\"]\nsubscribe = [\"sensors/#\"]",
             "",
         );
-        let grant = access.admit(&REMOTE, Some(&login("central", "pw"))).unwrap();
+        let grant = access
+            .admit(&REMOTE, Some(&login("central", "pw")))
+            .unwrap();
         assert!(grant.may_publish("alerts/gw1"));
         assert!(!grant.may_publish("sensors/gw1/telemetry"));
         assert!(grant.may_subscribe("sensors/+/telemetry"));
         assert_eq!(
-            access.admit(&REMOTE, Some(&login("central", "wrong"))).err(),
+            access
+                .admit(&REMOTE, Some(&login("central", "wrong")))
+                .err(),
             Some(ConnectReturnCode::BadUserNamePassword)
         );
     }

@@ -21,8 +21,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::access::{Access, Grant, Peer};
-use crate::connect::certs::PeerNames;
 use super::sessions::{Attached, Session, SessionError, Sessions};
+use crate::connect::certs::PeerNames;
 
 /// How long a new connection may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,7 +138,10 @@ pub async fn serve(
             return;
         }
     };
-    let admitted = shared.access.borrow().admit(&client, connect.login.as_ref());
+    let admitted = shared
+        .access
+        .borrow()
+        .admit(&client, connect.login.as_ref());
     let grant = match admitted {
         Ok(grant) => grant,
         Err(code) => {

@@ -88,6 +88,10 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
         .with_context(|| format!("reading the token file {}", path.display()))?
         .trim()
         .to_owned();
-    anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
     Ok(token)
 }

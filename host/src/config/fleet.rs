@@ -56,7 +56,10 @@ pub struct GroupConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     pub group: String,
-    pub token: BearerToken,
+    /// The device's bearer token (and MQTT password). A device without one proves who
+    /// it is with a client certificate naming it.
+    #[serde(default)]
+    pub token: Option<BearerToken>,
     /// Refused everywhere: by the fleet's routes and by the embedded broker.
     #[serde(default)]
     pub revoked: bool,

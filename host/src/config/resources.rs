@@ -23,7 +23,27 @@ pub fn check(config: &Config, diagnostics: &mut Vec<Diagnostic>) {
         };
         check_exposure("the API (`[api]`)", &listening, diagnostics);
         check_certificates("the API (`[api]`)", &listening, diagnostics);
-        let mutual = api.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+        let mutual = api
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_file.is_some());
+        let tokenless = config.fleet.iter().flat_map(|fleet| &fleet.devices);
+        let tokenless: Vec<&str> = tokenless
+            .filter(|(_, device)| device.token.is_none())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !tokenless.is_empty() && !mutual {
+            diagnostics.push(
+                Diagnostic::new(
+                    Some(api.listen.span()),
+                    format!(
+                        "fleet devices without a `token` ({}) cannot prove who they are: the API takes no client certificates",
+                        tokenless.join(", ")
+                    ),
+                )
+                .with_hint("give each device a `token`, or add `client_ca_file` to the API's `tls`"),
+            );
+        }
         if !api.admin_certificates.is_empty() && !mutual {
             diagnostics.push(
                 Diagnostic::new(

@@ -4,11 +4,11 @@
 //! ([`token`]), certificates and the identities they carry ([`certs`]), and the TLS of
 //! the host's clients ([`client_tls`]).
 
-#[cfg(feature = "kafka")]
-pub mod kafka;
 pub mod certs;
 #[cfg(feature = "mqtt")]
 pub mod client_tls;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod listener;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;

@@ -306,7 +306,10 @@ mod tests {
             ..endpoint("mqtts://broker")
         };
         let error = half.options().unwrap_err().to_string();
-        assert!(error.contains("`cert_file` and `key_file` go together"), "{error}");
+        assert!(
+            error.contains("`cert_file` and `key_file` go together"),
+            "{error}"
+        );
         let plain = Endpoint {
             cert_file: Some(&cert),
             key_file: Some(&cert),

@@ -61,7 +61,7 @@ impl FleetState {
         let tokens = config
             .devices
             .iter()
-            .map(|(id, device)| (id.clone(), device.token.clone()))
+            .filter_map(|(id, device)| Some((id.clone(), device.token.clone()?)))
             .collect();
         Arc::new(FleetState {
             tokens,
@@ -100,7 +100,10 @@ impl FleetState {
     ) -> Result<String, Refusal> {
         let by_certificate = peer.and_then(|names| names.find(self.config.devices.keys()));
         let by_token = Presented::from_headers(headers).map(|presented| {
-            token::find(&presented, self.tokens.iter().map(|(id, token)| (id, token)))
+            token::find(
+                &presented,
+                self.tokens.iter().map(|(id, token)| (id, token)),
+            )
         });
         let device = match (by_certificate, by_token) {
             (Some(named), Some(Some(bearer))) if named != bearer.as_str() => {

@@ -10,7 +10,8 @@ use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sluice::config::Config;
 use sluice::supervisor::Supervisor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,7 +27,8 @@ pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
-/// A server certificate and its key, as PEM.
+/// A certificate and its key, as PEM.
+#[derive(Clone)]
 pub struct Pair {
     pub cert_pem: String,
     pub key_pem: String,
@@ -56,6 +58,38 @@ impl Ca {
         }
     }
 
+    /// A client certificate naming `name` (its common name and a DNS alternative name).
+    pub fn client(&self, name: &str) -> Pair {
+        self.client_with(name, |_| {})
+    }
+
+    /// A client certificate naming `name` that expired a year ago.
+    pub fn expired_client(&self, name: &str) -> Pair {
+        self.client_with(name, |params| {
+            params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2025, 1, 1);
+        })
+    }
+
+    fn client_with(&self, name: &str, adjust: impl FnOnce(&mut CertificateParams)) -> Pair {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        adjust(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Pair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    /// The CA's certificate as PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
     pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
@@ -64,6 +98,14 @@ impl Ca {
 }
 
 impl Pair {
+    /// The certificate and key as rustls presents them.
+    pub fn identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        (
+            vec![self.der.clone()],
+            PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap(),
+        )
+    }
+
     /// Write the pair to `dir/server.crt` and `dir/server.key`; the `tls` table naming them.
     pub fn write(&self, dir: &Path) -> String {
         let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
@@ -119,11 +161,32 @@ pub async fn https(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<Answer, Failure> {
+    https_as(address, roots, None, alpn, method, path, headers, body).await
+}
+
+/// [`https`], presenting `client`'s certificate when given.
+#[allow(clippy::too_many_arguments)]
+pub async fn https_as(
+    address: SocketAddr,
+    roots: rustls::RootCertStore,
+    client: Option<&Pair>,
+    alpn: &[u8],
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Answer, Failure> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match client {
+        None => builder.with_no_client_auth(),
+        Some(pair) => {
+            let (chain, key) = pair.identity();
+            builder.with_client_auth_cert(chain, key)?
+        }
+    };
     tls.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let tcp = TcpStream::connect(address).await?;

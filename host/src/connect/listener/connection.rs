@@ -112,8 +112,7 @@ impl Connection {
         http2: bool,
         peer: Option<PeerNames>,
         shutdown: &CancellationToken,
-    )
-    where
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let limits = self.shared.limits;

@@ -71,7 +71,9 @@ impl TlsFiles {
                     WebPkiClientVerifier::builder_with_provider(certs::read_roots(path)?, provider)
                         .allow_unauthenticated()
                         .build()
-                        .map_err(|error| TlsError::Config(format!("{}: {error}", path.display())))?;
+                        .map_err(|error| {
+                            TlsError::Config(format!("{}: {error}", path.display()))
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
