@@ -84,7 +84,7 @@ pub struct Subscription {
 enum Backend {
     Embedded(Database),
     #[cfg(feature = "postgres")]
-    Postgres(postgres::PgTable),
+    Postgres(Box<postgres::PgTable>),
 }
 
 impl Table {
@@ -113,18 +113,29 @@ impl Table {
         }))
     }
 
-    /// A table kept in PostgreSQL (`connection` in libpq's key=value form); nothing
-    /// connects until the first write or read.
+    /// A table kept in PostgreSQL (`connection` in libpq's key=value or URL form, TLS as
+    /// its `sslmode` says); an unusable connection string or CA file is an error here,
+    /// but nothing connects until the first write or read.
     #[cfg(feature = "postgres")]
-    pub fn postgres(name: &str, connection: &str, keep: usize, access: Access) -> Arc<Table> {
-        Arc::new(Table {
+    pub fn postgres(
+        name: &str,
+        connection: &str,
+        keep: usize,
+        access: Access,
+    ) -> Result<Arc<Table>, ServingError> {
+        let pg =
+            postgres::PgTable::new(name, connection, keep.max(1)).map_err(|e| ServingError {
+                table: name.to_owned(),
+                message: format!("`postgres`: {e}"),
+            })?;
+        Ok(Arc::new(Table {
             name: name.to_owned(),
-            backend: Backend::Postgres(postgres::PgTable::new(name, connection, keep.max(1))),
+            backend: Backend::Postgres(Box::new(pg)),
             keep: keep.max(1),
             subscribers: Arc::new(tokio::sync::Semaphore::new(access.max_subscribers)),
             access,
             updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
-        })
+        }))
     }
 
     /// Store `values` (key, value), each in its key's list by event time, in one

@@ -1,7 +1,10 @@
 //! A real PostgreSQL server for the serving tests: Debian's `postgresql` package
 //! (installed by `scripts/setup`), a throwaway cluster in a temporary directory, run
-//! as the `postgres` user on a free loopback port with trust authentication.
+//! as the `postgres` user on a free loopback port with trust authentication, or
+//! ([`Postgres::start_tls`]) with `ssl = on` taking TCP connections only over TLS and
+//! with a password. The harness's own queries go over the Unix socket.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,7 +16,12 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     /// `runuser`, whose child is the server.
     child: Child,
+    /// The `postgres` user's password, when TCP connections need one.
+    password: Option<&'static str>,
 }
+
+/// The `postgres` user's password on a [`Postgres::start_tls`] cluster.
+pub const PASSWORD: &str = "s3cret-over-tls";
 
 fn bin(name: &str) -> PathBuf {
     let root = std::fs::read_dir("/usr/lib/postgresql")
@@ -34,16 +42,39 @@ fn as_postgres(command: &PathBuf) -> Command {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A cluster with `ssl = on`, serving the certificate `cert_pem` (PEM, the server's
+    /// first) with its key `key_pem`, whose pg_hba.conf takes TCP connections over TLS
+    /// only (`hostssl`), with the password [`PASSWORD`] (scram-sha-256): a client without
+    /// TLS is refused.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, PASSWORD).unwrap();
+        let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+        if let Some((cert_pem, key_pem)) = tls {
+            std::fs::write(&cert, cert_pem).unwrap();
+            std::fs::write(&key, key_pem).unwrap();
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(dir.path())
             .status()
             .unwrap();
         let init = as_postgres(&bin("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .args(["-A", "trust", "-U", "postgres", "--pwfile"])
+            .arg(&password_file)
+            .arg("-D")
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -51,11 +82,26 @@ impl Postgres {
             .unwrap();
         assert!(init.success(), "initdb failed");
         let port = free_port();
-        let child = as_postgres(&bin("postgres"))
+        let mut server = as_postgres(&bin("postgres"));
+        server
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(dir.path())
+            .arg(dir.path());
+        if tls.is_some() {
+            // The Unix socket for the harness; TCP over TLS with a password only.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .unwrap();
+            server
+                .args(["-c", "ssl=on", "-c"])
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
+        let child = server
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,31 +109,33 @@ impl Postgres {
         wait_until(Duration::from_secs(30), "PostgreSQL to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Postgres { port, dir, child }
+        Postgres {
+            port,
+            dir,
+            child,
+            password: tls.map(|_| PASSWORD),
+        }
     }
 
-    /// The libpq connection string of the `postgres` database.
+    /// The libpq connection string of the `postgres` database (with the password when
+    /// the cluster wants one; no `sslmode`).
     pub fn connection(&self) -> String {
+        let password = self
+            .password
+            .map_or(String::new(), |p| format!(" password={p}"));
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            "host=127.0.0.1 port={} user=postgres dbname=postgres{password}",
             self.port
         )
     }
 
-    /// One value from `psql -At -c query`.
+    /// One value from `psql -At -c query`, over the Unix socket.
     pub fn query(&self, query: &str) -> String {
         let output = Command::new("psql")
-            .args([
-                "-At",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-c",
-                query,
-            ])
+            .arg("-At")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-c", query])
             .output()
             .unwrap();
         assert!(

@@ -50,8 +50,9 @@ pub struct ServingSinkConfig {
     /// The database file of the embedded backend (relative: inside `data_dir`).
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// Keep the table in PostgreSQL instead (libpq key=value form:
-    /// `"host=db port=5432 user=sluice dbname=serving password=${PGPASSWORD}"`).
+    /// Keep the table in PostgreSQL instead (libpq key=value or URL form:
+    /// `"host=db port=5432 user=sluice dbname=serving password=${PGPASSWORD}
+    /// sslmode=verify-full sslrootcert=/etc/sluice/pg-ca.pem"`).
     #[serde(default)]
     pub postgres: Option<String>,
 }
@@ -80,6 +81,16 @@ impl super::SinkConfig for ServingSinkConfig {
             problems.push(Problem {
                 message: format!("table `{}` is `public` and has `read_tokens`", self.table),
                 hint: "a public table is read without a token: remove one of them".into(),
+            });
+        }
+        // The connection string parses and its CA file reads (`validate` says so).
+        #[cfg(feature = "postgres")]
+        if let Some(connection) = &self.postgres
+            && let Err(error) = crate::tables::postgres::tls::Connector::new(connection)
+        {
+            problems.push(Problem {
+                message: format!("table `{}`: `postgres`: {error}", self.table),
+                hint: "see docs/serving.md, \"PostgreSQL over TLS\"".into(),
             });
         }
         Declaration {
@@ -123,7 +134,8 @@ impl super::SinkConfig for ServingSinkConfig {
                 return Err(BuildError::stage(stage, "`path` and `postgres` are two backends: choose one"));
             }
             #[cfg(feature = "postgres")]
-            Some(connection) => Table::postgres(&self.table, connection, self.keep, access),
+            Some(connection) => Table::postgres(&self.table, connection, self.keep, access)
+                .map_err(|error| BuildError::stage(stage, error))?,
             #[cfg(not(feature = "postgres"))]
             Some(_) => {
                 return Err(BuildError::stage(stage, "`postgres` needs sluice built with the `postgres` feature"));

@@ -5,18 +5,28 @@
 //! time, a tie before the older write, the newest `keep`) inside the one statement that
 //! locks the key's row, so hosts writing one table concurrently agree on it.
 //!
-//! The connection (libpq key=value form, without TLS) is made at first use and made
-//! again after it breaks.
+//! The connection (libpq's key=value or URL form, TLS as its `sslmode` says: [`tls`])
+//! is made at first use and made again after it breaks.
+
+pub mod tls;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::Value;
+use tls::{Connector, TlsConfigError};
 
+/// tokio-postgres says what failed in its error and why in the error's sources.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error(transparent)]
-    Postgres(#[from] tokio_postgres::Error),
+    /// `tls`: what the connection asks of TLS ([`Connector::describe`]).
+    #[error("cannot connect to PostgreSQL ({tls}): {}", chain(.error))]
+    Connect {
+        tls: String,
+        error: tokio_postgres::Error,
+    },
+    #[error("PostgreSQL: {}", chain(.0))]
+    Postgres(tokio_postgres::Error),
     /// A row whose `vals` is not a list of values: an error, never served as empty.
     #[error("the stored values of key `{key}`: {source}")]
     Undecodable {
@@ -25,34 +35,81 @@ pub enum PgError {
     },
 }
 
+impl From<tokio_postgres::Error> for PgError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        PgError::Postgres(error)
+    }
+}
+
+/// `error` and its sources, `: ` between them; a certificate from an unknown CA says so.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    let mut unknown_issuer = false;
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        // rustls's error is inside the I/O error the TLS stream failed with.
+        let tls = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>());
+        unknown_issuer |= matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        );
+        source = cause.source();
+    }
+    if unknown_issuer {
+        text.push_str(" (the server's certificate is not from a CA in `sslrootcert`)");
+    }
+    text
+}
+
 pub struct PgTable {
+    name: String,
     sql_table: String,
-    connection: String,
+    connector: Connector,
     keep: usize,
     client: Mutex<Option<Client>>,
 }
 
 impl PgTable {
-    pub fn new(name: &str, connection: &str, keep: usize) -> PgTable {
-        PgTable {
+    /// A table in the database `connection` names: parsed, and its CA file read, here;
+    /// nothing connects until the first write or read.
+    pub fn new(name: &str, connection: &str, keep: usize) -> Result<PgTable, TlsConfigError> {
+        Ok(PgTable {
+            name: name.to_owned(),
             // The name is checked to be letters, digits, `_` and `-` by the sink.
             sql_table: format!("\"sluice_serving_{name}\""),
-            connection: connection.to_owned(),
+            connector: Connector::new(connection)?,
             keep,
             client: Mutex::new(None),
-        }
+        })
     }
 
     /// A connected client, the table created if missing.
-    async fn client(
-        &self,
-    ) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, tokio_postgres::Error> {
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, PgError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = tokio_postgres::connect(&self.connection, NoTls).await?;
+            let (client, connection) = self
+                .connector
+                .config
+                .connect(self.connector.tls.clone())
+                .await
+                .map_err(|error| PgError::Connect {
+                    tls: self.connector.describe(),
+                    error,
+                })?;
+            let table = self.name.clone();
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
-                    tracing::warn!("serving: PostgreSQL connection ended: {error}");
+                    tracing::warn!(
+                        table,
+                        "serving: PostgreSQL connection ended: {}",
+                        chain(&error)
+                    );
                 }
             });
             client
