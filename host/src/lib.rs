@@ -29,6 +29,7 @@ pub mod event;
 pub mod fleet;
 pub mod inference;
 pub mod pipeline;
+pub mod release;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;
