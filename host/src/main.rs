@@ -47,6 +47,10 @@ enum Command {
     /// its changes.
     #[cfg(feature = "fleet")]
     Agent(commands::agent::AgentArgs),
+    /// Sign the fleet's releases: key pairs, and each group's releases.
+    #[cfg(feature = "cross-compile")]
+    #[command(subcommand)]
+    Fleet(commands::fleet::FleetCommand),
     /// Check an uplink's disk buffer for damage, and repair it.
     #[command(subcommand)]
     Buffer(commands::buffer::BufferCommand),
@@ -79,6 +83,8 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => commands::replay::run(args),
         #[cfg(feature = "fleet")]
         Command::Agent(args) => commands::agent::run(args),
+        #[cfg(feature = "cross-compile")]
+        Command::Fleet(command) => commands::fleet::run(command),
         Command::Buffer(command) => return exit(commands::buffer::run(command)),
         Command::Plugin(command) => commands::plugin::run(command),
         #[cfg(feature = "inference")]

@@ -1,6 +1,8 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
 pub mod buffer;
+#[cfg(feature = "cross-compile")]
+pub mod fleet;
 #[cfg(feature = "inference")]
 pub mod model;
 pub mod pipeline;

@@ -18,6 +18,14 @@ pub struct FleetConfig {
     /// taken out at config load.
     #[serde(default)]
     pub admin_token: Option<toml::Spanned<BearerToken>>,
+    /// Where signed releases are (`RELEASES/<group>/<version>/`, made by `sluice fleet
+    /// release`), relative to the central config: a group without a `config` runs them.
+    #[serde(default)]
+    pub releases: Option<PathBuf>,
+    /// The fleet's public key (`sluice fleet keygen`): when set, a release whose
+    /// signature it does not verify is not served.
+    #[serde(default)]
+    pub trust: Option<PathBuf>,
     pub groups: BTreeMap<String, GroupConfig>,
     pub devices: BTreeMap<String, DeviceConfig>,
     /// The broker the devices' uplinks send heartbeats to: the central host subscribes
@@ -48,8 +56,14 @@ fn default_poll_secs() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
-    /// The agent pipeline of this group (relative to the central config).
-    pub config: PathBuf,
+    /// The agent pipeline of this group (relative to the central config), served as an
+    /// unsigned release, read afresh: for development, with agents that run
+    /// `--insecure-unsigned`. Without it the group runs its signed releases.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Serve this release rather than the latest (an operator's pin).
+    #[serde(default)]
+    pub release: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

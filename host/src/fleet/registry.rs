@@ -11,22 +11,18 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::FleetConfig;
+use super::releases::{Releases, ServeError};
 use crate::connect::certs::PeerNames;
 use crate::connect::token::{self, BearerToken, Presented};
 
 /// The fleet as the API serves it.
 pub struct FleetState {
     pub(super) config: FleetConfig,
-    /// The central config's directory: group configs are relative to it.
-    pub(super) base: PathBuf,
+    /// What each group is served.
+    pub(super) releases: Releases,
     pub(super) status: Mutex<BTreeMap<String, DeviceStatus>>,
     /// The devices' tokens, hashed once (a revoked device's too, to say so).
     tokens: Vec<(String, BearerToken)>,
-    /// Plugins compiled for devices, by (sha256, target, fuel); a cell is shared by
-    /// the requests that arrive while it compiles, so each is compiled once.
-    #[cfg(feature = "cross-compile")]
-    pub(super) precompiled:
-        Mutex<BTreeMap<(String, String, bool), Arc<tokio::sync::OnceCell<bytes::Bytes>>>>,
 }
 
 /// What the central host knows of a device, from its last poll.
@@ -34,9 +30,9 @@ pub struct FleetState {
 pub struct DeviceStatus {
     pub group: String,
     pub last_seen_ms: Option<i64>,
-    /// The version the device runs.
+    /// The release the device runs (its id).
     pub applied: Option<String>,
-    /// The version it was last offered.
+    /// The release it was last offered (its id).
     pub offered: Option<String>,
     pub buffered_entries: Option<u64>,
     /// Why the device refused the offered version, if it did.
@@ -46,7 +42,9 @@ pub struct DeviceStatus {
 }
 
 impl FleetState {
-    pub fn new(config: FleetConfig, base: PathBuf) -> Arc<FleetState> {
+    /// The fleet of `config` (group configs and releases relative to `base`).
+    pub fn new(config: FleetConfig, base: PathBuf) -> Result<Arc<FleetState>, ServeError> {
+        let releases = Releases::new(&config, &base)?;
         let status = config
             .devices
             .iter()
@@ -63,14 +61,12 @@ impl FleetState {
             .iter()
             .filter_map(|(id, device)| Some((id.clone(), device.token.clone()?)))
             .collect();
-        Arc::new(FleetState {
+        Ok(Arc::new(FleetState {
             tokens,
             config,
-            base,
+            releases,
             status: Mutex::new(status),
-            #[cfg(feature = "cross-compile")]
-            precompiled: Mutex::default(),
-        })
+        }))
     }
 
     /// What the central host knows of every device.

@@ -1,27 +1,28 @@
 //! The central host's side of the fleet, on its API port:
-//! - `GET /fleet/v1/config`: the calling device's bundle config, `ETag` its version
-//!   (`If-None-Match` answers 304). The agent reports what it runs in request headers
-//!   (`X-Sluice-Applied`, `X-Sluice-Buffered`, `X-Sluice-Error`);
-//! - `GET /fleet/v1/plugins/{sha256}`: a plugin of the device's own group, by content;
-//! - `GET /fleet/v1/plugins/{sha256}/precompiled?target=T&fuel=B`: that plugin compiled
-//!   for the device's target triple (and fuel metering), compiled once per host run;
+//! - `GET /fleet/v1/release`: the manifest of the release the calling device's group
+//!   runs, its exact bytes; `ETag` the release's id (`If-None-Match` answers 304) and
+//!   `X-Sluice-Signature` its ed25519 signature (base64) when it is signed. The agent
+//!   reports what it runs in request headers (`X-Sluice-Applied`, `X-Sluice-Buffered`,
+//!   `X-Sluice-Error`);
+//! - `GET /fleet/v1/release/{id}/{file}`: a file of that release (`config.toml`,
+//!   `plugins/<sha256>.wasm`, `artifacts/...`), served from memory;
 //! - `GET /fleet/v1/devices` ([`admin_routes`]): every device's last contact, applied
-//!   version, buffer depth and last error; the API guards it with its admin token.
+//!   release, buffer depth and last error; the API guards it with its admin token.
 //!
-//! Devices authenticate with a client certificate that names them (mutual TLS) or their
-//! bearer token, compared in constant time ([`FleetState::identify`]); either reaches
-//! only the device's own group's config and plugins.
+//! Nothing is compiled on request: machine code is made with the release, for the
+//! targets it declares. Devices authenticate with a client certificate that names them
+//! (mutual TLS) or their bearer token, compared in constant time
+//! ([`FleetState::identify`]); either reaches only the device's own group's releases.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
 
 use super::registry::FleetState;
 use crate::connect::certs::PeerNames;
@@ -54,9 +55,8 @@ impl FromRequestParts<Arc<FleetState>> for Caller {
 /// The routes devices call, each identifying the device.
 pub fn routes(state: Arc<FleetState>) -> Router {
     Router::new()
-        .route("/fleet/v1/config", get(config))
-        .route("/fleet/v1/plugins/{sha256}", get(plugin))
-        .route("/fleet/v1/plugins/{sha256}/precompiled", get(precompiled))
+        .route("/fleet/v1/release", get(release))
+        .route("/fleet/v1/release/{id}/{*file}", get(release_file))
         .with_state(state)
 }
 
@@ -67,16 +67,16 @@ pub fn admin_routes(state: Arc<FleetState>) -> Router {
         .with_state(state)
 }
 
-async fn config(
+async fn release(
     State(fleet): State<Arc<FleetState>>,
     Caller(device): Caller,
     headers: HeaderMap,
 ) -> Response {
     let group = fleet.config.devices[&device].group.clone();
-    let bundle = match fleet.config.bundle(&fleet.base, &group) {
-        Ok(bundle) => bundle,
+    let served = match fleet.releases.current(&group) {
+        Ok(served) => served,
         Err(failure) => {
-            tracing::error!(device, "cannot serve the fleet config: {failure}");
+            tracing::error!(device, "fleet: cannot serve a release: {failure}");
             return error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string());
         }
     };
@@ -91,135 +91,65 @@ async fn config(
         let entry = status.entry(device.clone()).or_default();
         entry.last_seen_ms = Some(crate::event::now_ms());
         entry.applied = text("x-sluice-applied");
-        entry.offered = Some(bundle.version.clone());
+        entry.offered = Some(served.id.clone());
         entry.buffered_entries = text("x-sluice-buffered").and_then(|n| n.parse().ok());
         entry.error = text("x-sluice-error");
     }
-    let etag = format!("\"{}\"", bundle.version);
-    let headers_out = [
-        (header::ETAG, etag.clone()),
-        (header::CONTENT_TYPE, "application/toml".to_owned()),
-        (
-            header::HeaderName::from_static("x-sluice-poll-secs"),
-            fleet.config.poll_secs.to_string(),
-        ),
-    ];
+    let etag = format!("\"{}\"", served.id);
+    let mut response_headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response_headers.insert(name, value);
+        }
+    };
+    set("etag", etag.clone());
+    set("content-type", "application/json".to_owned());
+    set("x-sluice-poll-secs", fleet.config.poll_secs.max(1).to_string());
+    if let Some(signature) = &served.signed.signature {
+        use base64::Engine as _;
+        set(
+            "x-sluice-signature",
+            base64::engine::general_purpose::STANDARD.encode(signature),
+        );
+    }
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         == Some(etag.as_str())
     {
-        return (StatusCode::NOT_MODIFIED, headers_out).into_response();
+        return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
-    (StatusCode::OK, headers_out, bundle.config).into_response()
+    (
+        StatusCode::OK,
+        response_headers,
+        served.signed.bytes.clone(),
+    )
+        .into_response()
 }
 
-async fn plugin(
+async fn release_file(
     State(fleet): State<Arc<FleetState>>,
     Caller(device): Caller,
-    UrlPath(sha256): UrlPath<String>,
+    UrlPath((id, file)): UrlPath<(String, String)>,
 ) -> Response {
-    match fleet.plugin_bytes(&device, &sha256).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
-        Err(response) => response,
-    }
-}
-
-#[derive(Deserialize)]
-struct PrecompileQuery {
-    target: String,
-    #[serde(default)]
-    fuel: bool,
-}
-
-async fn precompiled(
-    State(fleet): State<Arc<FleetState>>,
-    Caller(device): Caller,
-    UrlPath(sha256): UrlPath<String>,
-    Query(query): Query<PrecompileQuery>,
-) -> Response {
-    let wasm = match fleet.plugin_bytes(&device, &sha256).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
+    let group = &fleet.config.devices[&device].group;
+    // Another group's release is as unknown to this device as one that does not exist.
+    let Some(served) = fleet.releases.by_id(group, &id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no release {id} for this device"),
+        );
     };
-    match fleet.precompile(sha256, wasm, query).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Err(response) => response,
-    }
-}
-
-impl FleetState {
-    /// The bytes of plugin `sha256`, if `device`'s group runs it.
-    async fn plugin_bytes(&self, device: &str, sha256: &str) -> Result<Vec<u8>, Response> {
-        let group = &self.config.devices[device].group;
-        let file = self
-            .config
-            .bundle(&self.base, group)
-            .ok()
-            .and_then(|bundle| bundle.plugins.get(sha256).cloned());
-        // Another group's plugin is as unknown to this device as one that does not exist.
-        let Some(file) = file else {
-            return Err(error(
-                StatusCode::NOT_FOUND,
-                format!("no plugin {sha256} for this device"),
-            ));
-        };
-        tokio::fs::read(&file)
-            .await
-            .map_err(|failure| error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()))
-    }
-
-    #[cfg(feature = "cross-compile")]
-    async fn precompile(
-        self: &Arc<Self>,
-        sha256: String,
-        wasm: Vec<u8>,
-        query: PrecompileQuery,
-    ) -> Result<bytes::Bytes, Response> {
-        let key = (sha256, query.target, query.fuel);
-        let cell = self
-            .precompiled
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        cell.get_or_try_init(|| async {
-            let (target, fuel) = (key.1.clone(), key.2);
-            let compiled = tokio::task::spawn_blocking(move || {
-                crate::runtime::precompiled::precompile(&wasm, &target, fuel)
-            })
-            .await
-            .map_err(|panic| error(StatusCode::INTERNAL_SERVER_ERROR, panic.to_string()))?
-            .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why.to_string()))?;
-            tracing::info!(
-                plugin = key.0,
-                target = key.1,
-                fuel = key.2,
-                bytes = compiled.len(),
-                "fleet: precompiled a plugin for devices"
-            );
-            Ok(bytes::Bytes::from(compiled))
-        })
-        .await
-        .cloned()
-    }
-
-    #[cfg(not(feature = "cross-compile"))]
-    async fn precompile(
-        self: &Arc<Self>,
-        _sha256: String,
-        _wasm: Vec<u8>,
-        query: PrecompileQuery,
-    ) -> Result<bytes::Bytes, Response> {
-        let fuel = if query.fuel { " with fuel" } else { "" };
-        Err(error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "this central host cannot precompile plugins for {}{fuel} (built without the `cross-compile` feature)",
-                query.target
-            ),
-        ))
+    match served.files.get(&file) {
+        Some(bytes) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("release {id} has no file `{file}`"),
+        ),
     }
 }
 

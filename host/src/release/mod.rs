@@ -14,7 +14,11 @@
 //! step); an operator's rollback is a new release with a higher version whose content is
 //! an earlier one's (`rollback_of`).
 
+pub mod bundle;
+pub mod dir;
 pub mod keys;
+#[cfg(feature = "cross-compile")]
+pub mod make;
 mod manifest;
 
 pub use keys::{KeyError, SigningKey, TrustedKey};

@@ -227,12 +227,18 @@ impl Supervisor {
         self.place_broker(config).await?;
         let pipeline = Pipeline::start(config)?;
         let serving = CancellationToken::new();
-        let fleet = config.fleet.as_ref().map(|fleet| {
-            let fleet =
-                crate::fleet::registry::FleetState::new(fleet.clone(), base_dir(config).to_owned());
-            crate::fleet::heartbeats::spawn(&fleet, serving.clone());
-            fleet
-        });
+        let fleet = match &config.fleet {
+            Some(fleet) => {
+                let base = base_dir(config).to_owned();
+                let fleet = crate::fleet::registry::FleetState::new(fleet.clone(), base)
+                    .map_err(|error| Refused {
+                        problems: vec![error.to_string()],
+                    })?;
+                crate::fleet::heartbeats::spawn(&fleet, serving.clone());
+                Some(fleet)
+            }
+            None => None,
+        };
         if let (Some(api), Some(settings)) = (&self.api, &config.api) {
             api.set_routes(settings, Overview::new(config, fleet.clone()), fleet);
             api.set_ready(true);
