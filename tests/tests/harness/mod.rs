@@ -6,6 +6,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod readings;
 pub mod s3;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -211,6 +212,19 @@ impl Host {
     /// Start `sluice run CONFIG` and wait until it is ready. `stdout` is where the
     /// console sink writes.
     pub fn start(config: &Path, api_port: u16, stdout: Stdio) -> Host {
+        Host::start_probed(config, api_port, stdout, |port| {
+            http_get(port, "/ready").is_some_and(|(status, _)| status == 200)
+        })
+    }
+
+    /// [`Host::start`], asking `ready(api_port)` whether it is ready (an API over TLS
+    /// is asked over TLS).
+    pub fn start_probed(
+        config: &Path,
+        api_port: u16,
+        stdout: Stdio,
+        ready: impl Fn(u16) -> bool,
+    ) -> Host {
         // Logs go to the temporary directory, never next to a checked-in config.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -239,7 +253,7 @@ impl Host {
                     host.log_text()
                 );
             }
-            if http_get(api_port, "/ready").is_some_and(|(status, _)| status == 200) {
+            if ready(api_port) {
                 return host;
             }
             assert!(
@@ -316,39 +330,83 @@ impl Drop for Host {
 }
 
 /// A `sluice agent` process (run by `program`: the binary, or an emulator with its
-/// arguments) asking the central host on `api` as `device` with `token`; its
-/// directory and log in a temporary directory.
+/// arguments) asking the central host as `device` with a token ([`Agent::start`]) or
+/// other credentials ([`Agent::start_with`]); its directory and log in a temporary
+/// directory.
 pub struct Agent {
     pub child: Child,
     pub dir: tempfile::TempDir,
-    api: u16,
+    central: String,
     device: String,
+    /// How it proves who it is (`--token-file`, `--cert-file`...).
+    credentials: Vec<std::ffi::OsString>,
 }
 
 impl Agent {
     pub fn start(program: Command, api: u16, device: &str, token: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
-        let child = Self::spawn(program, dir.path(), api, device);
+        let credentials = vec!["--token-file".into(), dir.path().join("token").into()];
+        Agent::start_in(
+            dir,
+            program,
+            &format!("http://127.0.0.1:{api}"),
+            device,
+            credentials,
+        )
+    }
+
+    /// An agent asking `central` (a URL) as `device`, with `credentials` as its
+    /// arguments (`--cert-file`, `--key-file`, `--ca-file`, a `--token-file`...).
+    pub fn start_with(
+        program: Command,
+        central: &str,
+        device: &str,
+        credentials: &[&std::ffi::OsStr],
+    ) -> Agent {
+        let credentials = credentials.iter().map(|&arg| arg.to_owned()).collect();
+        Agent::start_in(
+            tempfile::tempdir().unwrap(),
+            program,
+            central,
+            device,
+            credentials,
+        )
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        program: Command,
+        central: &str,
+        device: &str,
+        credentials: Vec<std::ffi::OsString>,
+    ) -> Agent {
+        let child = Self::spawn(program, dir.path(), central, device, &credentials);
         Agent {
             child,
             dir,
-            api,
+            central: central.to_owned(),
             device: device.to_owned(),
+            credentials,
         }
     }
 
-    fn spawn(mut program: Command, dir: &Path, api: u16, device: &str) -> Child {
+    fn spawn(
+        mut program: Command,
+        dir: &Path,
+        central: &str,
+        device: &str,
+        credentials: &[std::ffi::OsString],
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("agent.log"))
             .unwrap();
         program
-            .args(["agent", "--central", &format!("http://127.0.0.1:{api}")])
+            .args(["agent", "--central", central])
             .args(["--device-id", device, "--poll-secs", "1"])
-            .arg("--token-file")
-            .arg(dir.join("token"))
+            .args(credentials)
             .arg("--dir")
             .arg(dir.join("agent"))
             .stdout(Stdio::null())
@@ -368,8 +426,9 @@ impl Agent {
         self.child = Self::spawn(
             Command::new(sluice_binary()),
             self.dir.path(),
-            self.api,
+            &self.central,
             &self.device,
+            &self.credentials,
         );
     }
 
