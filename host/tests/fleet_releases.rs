@@ -98,7 +98,9 @@ async fn offered(api: std::net::SocketAddr, trusted: &TrustedKey) -> (Manifest, 
         bytes: response.1,
         signature: Some(signature),
     };
-    let manifest = signed.verify(Some(trusted)).expect("the served manifest verifies");
+    let manifest = signed
+        .verify(Some(trusted))
+        .expect("the served manifest verifies");
     let id = headers["etag"].trim_matches('"').to_owned();
     (manifest, id)
 }
@@ -142,7 +144,10 @@ async fn the_central_host_serves_the_latest_signed_release_and_its_files() {
     let host = start(dir.path(), &central(api, "")).await;
 
     let (first, id) = offered(api, &trusted).await;
-    assert_eq!((first.group.as_str(), first.version, first.parent), ("edge", 1, None));
+    assert_eq!(
+        (first.group.as_str(), first.version, first.parent),
+        ("edge", 1, None)
+    );
     let artifact = first
         .files
         .keys()
@@ -152,16 +157,25 @@ async fn the_central_host_serves_the_latest_signed_release_and_its_files() {
     for name in first.files.keys() {
         let (status, bytes, _) = reqwest_like(api, &format!("/fleet/v1/release/{id}/{name}")).await;
         assert_eq!(status, 200, "{name}");
-        first.check(name, &bytes).expect("each file is the manifest's");
+        first
+            .check(name, &bytes)
+            .expect("each file is the manifest's");
     }
-    let config_text = reqwest_like(api, &format!("/fleet/v1/release/{id}/config.toml")).await.1;
+    let config_text = reqwest_like(api, &format!("/fleet/v1/release/{id}/config.toml"))
+        .await
+        .1;
     assert!(
         String::from_utf8_lossy(&config_text).contains("config_version = \"1\""),
         "heartbeats report the release's version"
     );
-    let (status, body, _) = reqwest_like(api, &format!("/fleet/v1/release/{id}/artifacts/nope")).await;
+    let (status, body, _) =
+        reqwest_like(api, &format!("/fleet/v1/release/{id}/artifacts/nope")).await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
-    let (status, _, _) = reqwest_like(api, &format!("/fleet/v1/release/{}/{artifact}", "0".repeat(24))).await;
+    let (status, _, _) = reqwest_like(
+        api,
+        &format!("/fleet/v1/release/{}/{artifact}", "0".repeat(24)),
+    )
+    .await;
     assert_eq!(status, 404, "another release id");
     // The old routes that compiled on request are gone.
     let (status, _, _) = reqwest_like(api, "/fleet/v1/config").await;
@@ -182,7 +196,10 @@ async fn the_central_host_serves_the_latest_signed_release_and_its_files() {
     assert_eq!(release(dir.path(), &key, Source::Rollback(1)), 3);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (third, _) = offered(api, &trusted).await;
-    assert_eq!((third.version, third.parent, third.rollback_of), (3, Some(2), Some(1)));
+    assert_eq!(
+        (third.version, third.parent, third.rollback_of),
+        (3, Some(2), Some(1))
+    );
     let plugins = |manifest: &Manifest| {
         manifest
             .files
@@ -191,7 +208,11 @@ async fn the_central_host_serves_the_latest_signed_release_and_its_files() {
             .map(|(name, file)| (name.clone(), file.sha256.clone()))
             .collect::<Vec<_>>()
     };
-    assert_eq!(plugins(&third), plugins(&first), "the same plugins and machine code");
+    assert_eq!(
+        plugins(&third),
+        plugins(&first),
+        "the same plugins and machine code"
+    );
     host.drain().await.unwrap();
 }
 
@@ -200,11 +221,23 @@ async fn a_pinned_group_stays_and_a_changed_release_is_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keys(dir.path());
     let trusted = TrustedKey::load(&public).unwrap();
-    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 100)));
-    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 200)));
+    release(
+        dir.path(),
+        &key,
+        Source::Config(&group_config(dir.path(), 100)),
+    );
+    release(
+        dir.path(),
+        &key,
+        Source::Config(&group_config(dir.path(), 200)),
+    );
     let api = free_port();
     let host = start(dir.path(), &central(api, "release = 1")).await;
-    assert_eq!(offered(api, &trusted).await.0.version, 1, "the pin, not the latest");
+    assert_eq!(
+        offered(api, &trusted).await.0.version,
+        1,
+        "the pin, not the latest"
+    );
     host.drain().await.unwrap();
 
     // A byte changed in release 2's plugin on the central host's disk: the host refuses
@@ -232,7 +265,11 @@ async fn a_pinned_group_stays_and_a_changed_release_is_not_served() {
     let stranger = tempfile::tempdir().unwrap();
     let (other_key, _) = keys(stranger.path());
     std::fs::remove_dir_all(dir.path().join("releases/edge/2")).unwrap();
-    release(dir.path(), &other_key, Source::Config(&group_config(dir.path(), 300)));
+    release(
+        dir.path(),
+        &other_key,
+        Source::Config(&group_config(dir.path(), 300)),
+    );
     let refused = sluice::supervisor::Supervisor::start(config(dir.path(), &central(api, "")))
         .await
         .err()
@@ -256,7 +293,10 @@ fn a_release_is_never_replaced_and_a_rollback_needs_an_existing_release() {
     })
     .unwrap_err()
     .to_string();
-    assert!(error.contains("no release 5 to roll back to (it has [1])"), "{error}");
+    assert!(
+        error.contains("no release 5 to roll back to (it has [1])"),
+        "{error}"
+    );
     let error = make::make(&Plan {
         group: "../etc",
         source: Source::Config(&config),
@@ -266,5 +306,8 @@ fn a_release_is_never_replaced_and_a_rollback_needs_an_existing_release() {
     })
     .unwrap_err()
     .to_string();
-    assert!(error.contains("cannot name a group's release directory"), "{error}");
+    assert!(
+        error.contains("cannot name a group's release directory"),
+        "{error}"
+    );
 }

@@ -18,9 +18,7 @@ use sluice::release::make::{self, Plan, Source};
 pub enum FleetCommand {
     /// Make the fleet's signing key pair: DIR/fleet.key (keep it off the central host)
     /// and DIR/fleet.pub (give it to agents with `--trust`).
-    Keygen {
-        dir: PathBuf,
-    },
+    Keygen { dir: PathBuf },
     /// Make a group's next release: its config, its plugins and their machine code for
     /// each target, listed in a manifest signed with the fleet's key.
     Release {

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use super::FleetConfig;
 use crate::release::bundle::{self, Bundle, BundleError};
 use crate::release::dir::{self, DirError};
-use crate::release::{ENGINE, FileEntry, KeyError, Manifest, SignedManifest, TrustedKey, plugin_name};
+use crate::release::{
+    ENGINE, FileEntry, KeyError, Manifest, SignedManifest, TrustedKey, plugin_name,
+};
 
 /// A release as served: its manifest's bytes and signature, and every file.
 #[derive(Debug)]
@@ -100,7 +102,11 @@ impl Releases {
         }
         let found = self.find(group, state)?;
         state.scanned = Some(Instant::now());
-        if state.current.as_ref().is_none_or(|current| current.id != found.id) {
+        if state
+            .current
+            .as_ref()
+            .is_none_or(|current| current.id != found.id)
+        {
             if let Some(previous) = state.current.replace(found.clone()) {
                 state.recent.retain(|kept| kept.id != previous.id);
                 state.recent.push(previous);

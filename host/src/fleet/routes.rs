@@ -104,7 +104,10 @@ async fn release(
     };
     set("etag", etag.clone());
     set("content-type", "application/json".to_owned());
-    set("x-sluice-poll-secs", fleet.config.poll_secs.max(1).to_string());
+    set(
+        "x-sluice-poll-secs",
+        fleet.config.poll_secs.max(1).to_string(),
+    );
     if let Some(signature) = &served.signed.signature {
         use base64::Engine as _;
         set(

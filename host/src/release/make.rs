@@ -105,12 +105,12 @@ pub fn make(plan: &Plan<'_>) -> Result<Made, MakeError> {
             }
             let earlier = dir::load(&group_dir.join(to.to_string()), None)?;
             let text = String::from_utf8_lossy(&earlier.files["config.toml"]).into_owned();
-            let config: toml::Table = text.parse().map_err(|error: toml::de::Error| {
-                DirError::Invalid {
-                    path: group_dir.join(to.to_string()),
-                    problem: error.message().to_owned(),
-                }
-            })?;
+            let config: toml::Table =
+                text.parse()
+                    .map_err(|error: toml::de::Error| DirError::Invalid {
+                        path: group_dir.join(to.to_string()),
+                        problem: error.message().to_owned(),
+                    })?;
             let plugins = earlier
                 .files
                 .iter()
@@ -172,7 +172,8 @@ pub fn make(plan: &Plan<'_>) -> Result<Made, MakeError> {
     };
     let manifest_bytes =
         serde_json::to_vec_pretty(&manifest).expect("a manifest serialises to JSON");
-    let signature = base64::engine::general_purpose::STANDARD.encode(plan.key.sign(&manifest_bytes));
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(plan.key.sign(&manifest_bytes));
     files.insert(MANIFEST_FILE.into(), manifest_bytes);
     files.insert(SIGNATURE_FILE.into(), format!("{signature}\n").into_bytes());
 
