@@ -167,6 +167,7 @@ impl Overview {
             "plugins": self.plugins,
             "models": self.models,
             "devices": self.fleet.as_ref().map(|fleet| fleet.devices()),
+            "rollouts": self.fleet.as_ref().map(|fleet| fleet.rollouts()),
         })
     }
 }

@@ -64,6 +64,81 @@ pub struct GroupConfig {
     /// Serve this release rather than the latest (an operator's pin).
     #[serde(default)]
     pub release: Option<u64>,
+    /// Roll a new release out in waves (signed releases only).
+    #[serde(default)]
+    pub rollout: Option<RolloutPolicy>,
+}
+
+/// `rollout = { waves = [1, "25%", "100%"], soak_secs = 300, ... }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutPolicy {
+    /// Cumulative wave sizes: device counts or percentages of the group.
+    pub waves: Vec<WaveSize>,
+    /// How long a wave must stay healthy before the next starts.
+    #[serde(default = "default_soak_secs")]
+    pub soak_secs: u64,
+    /// A further wait between waves.
+    #[serde(default)]
+    pub pause_secs: u64,
+    /// How long a wave may take to become healthy before the rollout halts.
+    #[serde(default = "default_max_wave_secs")]
+    pub max_wave_secs: u64,
+    /// Plugin errors a device may add on the new release before its wave is unhealthy.
+    #[serde(default)]
+    pub max_plugin_errors: u64,
+    /// Events a device's uplink may drop on the new release likewise.
+    #[serde(default)]
+    pub max_dropped: u64,
+}
+
+fn default_soak_secs() -> u64 {
+    60
+}
+
+fn default_max_wave_secs() -> u64 {
+    600
+}
+
+/// A wave's size: `3` devices or `"25%"` of the group (rounded up).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WaveSize {
+    Devices(usize),
+    Percent(u8),
+}
+
+impl WaveSize {
+    /// How many of `group` devices the waves up to this one hold.
+    pub fn devices(self, group: usize) -> usize {
+        match self {
+            WaveSize::Devices(count) => count,
+            WaveSize::Percent(percent) => (group * usize::from(percent)).div_ceil(100),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WaveSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(usize),
+            Text(String),
+        }
+        let invalid = |text: &str| {
+            serde::de::Error::custom(format!(
+                "a wave is a device count (3) or a percentage (\"25%\"), not `{text}`"
+            ))
+        };
+        match Raw::deserialize(deserializer)? {
+            Raw::Count(0) => Err(invalid("0")),
+            Raw::Count(count) => Ok(WaveSize::Devices(count)),
+            Raw::Text(text) => match text.strip_suffix('%').and_then(|n| n.parse::<u8>().ok()) {
+                Some(percent) if (1..=100).contains(&percent) => Ok(WaveSize::Percent(percent)),
+                _ => Err(invalid(&text)),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,4 +152,7 @@ pub struct DeviceConfig {
     /// Refused everywhere: by the fleet's routes and by the embedded broker.
     #[serde(default)]
     pub revoked: bool,
+    /// Run this release of its group whatever the group's rollout (an operator's pin).
+    #[serde(default)]
+    pub release: Option<u64>,
 }

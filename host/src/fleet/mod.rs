@@ -12,8 +12,10 @@
 //! release, for development.
 
 pub mod heartbeats;
+mod offer;
 pub mod registry;
 pub mod releases;
+pub mod rollout;
 pub mod routes;
 
 use std::path::Path;

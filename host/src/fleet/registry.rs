@@ -4,7 +4,7 @@
 //! listener both write into it; the admin page reads it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FleetConfig;
 use super::releases::{Releases, ServeError};
+use super::rollout::Rollout;
 use crate::connect::certs::PeerNames;
 use crate::connect::token::{self, BearerToken, Presented};
 
@@ -21,6 +22,9 @@ pub struct FleetState {
     /// What each group is served.
     pub(super) releases: Releases,
     pub(super) status: Mutex<BTreeMap<String, DeviceStatus>>,
+    /// The groups' rollouts, and where they are kept.
+    pub(super) rollouts: Mutex<BTreeMap<String, Rollout>>,
+    pub(super) rollouts_file: PathBuf,
     /// The devices' tokens, hashed once (a revoked device's too, to say so).
     tokens: Vec<(String, BearerToken)>,
 }
@@ -37,14 +41,24 @@ pub struct DeviceStatus {
     pub buffered_entries: Option<u64>,
     /// Why the device refused the offered version, if it did.
     pub error: Option<String>,
+    /// The release (id) that `error` is about.
+    #[serde(skip)]
+    pub refused: Option<String>,
     /// The last heartbeat its uplink sent over MQTT (with `[fleet.heartbeats]`).
     pub heartbeat: Option<Heartbeat>,
 }
 
 impl FleetState {
-    /// The fleet of `config` (group configs and releases relative to `base`).
-    pub fn new(config: FleetConfig, base: PathBuf) -> Result<Arc<FleetState>, ServeError> {
+    /// The fleet of `config` (group configs and releases relative to `base`; rollouts
+    /// kept under `data_dir`).
+    pub fn new(
+        config: FleetConfig,
+        base: PathBuf,
+        data_dir: &Path,
+    ) -> Result<Arc<FleetState>, ServeError> {
         let releases = Releases::new(&config, &base)?;
+        let rollouts_file = data_dir.join("fleet").join("rollouts.json");
+        let rollouts = super::offer::read_rollouts(&rollouts_file);
         let status = config
             .devices
             .iter()
@@ -66,6 +80,8 @@ impl FleetState {
             config,
             releases,
             status: Mutex::new(status),
+            rollouts: Mutex::new(rollouts),
+            rollouts_file,
         }))
     }
 

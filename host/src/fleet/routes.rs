@@ -7,7 +7,9 @@
 //! - `GET /fleet/v1/release/{id}/{file}`: a file of that release (`config.toml`,
 //!   `plugins/<sha256>.wasm`, `artifacts/...`), served from memory;
 //! - `GET /fleet/v1/devices` ([`admin_routes`]): every device's last contact, applied
-//!   release, buffer depth and last error; the API guards it with its admin token.
+//!   release, buffer depth and last error; `GET /fleet/v1/rollouts` every group's
+//!   rollout, and `POST /fleet/v1/rollouts/{group}/pause|resume|abort`; the API guards
+//!   them with its admin token.
 //!
 //! Nothing is compiled on request: machine code is made with the release, for the
 //! targets it declares. Devices authenticate with a client certificate that names them
@@ -22,7 +24,7 @@ use axum::extract::{FromRequestParts, Path as UrlPath, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::registry::FleetState;
 use crate::connect::certs::PeerNames;
@@ -64,7 +66,24 @@ pub fn routes(state: Arc<FleetState>) -> Router {
 pub fn admin_routes(state: Arc<FleetState>) -> Router {
     Router::new()
         .route("/fleet/v1/devices", get(devices))
+        .route("/fleet/v1/rollouts", get(rollouts))
+        .route("/fleet/v1/rollouts/{group}/{action}", post(operate))
         .with_state(state)
+}
+
+async fn rollouts(State(fleet): State<Arc<FleetState>>) -> Response {
+    Json(fleet.rollouts()).into_response()
+}
+
+/// `POST /fleet/v1/rollouts/{group}/pause|resume|abort`.
+async fn operate(
+    State(fleet): State<Arc<FleetState>>,
+    UrlPath((group, action)): UrlPath<(String, String)>,
+) -> Response {
+    match fleet.operate(&group, &action) {
+        Ok(rollout) => Json(rollout).into_response(),
+        Err(problem) => error(StatusCode::CONFLICT, problem),
+    }
 }
 
 async fn release(
@@ -72,14 +91,6 @@ async fn release(
     Caller(device): Caller,
     headers: HeaderMap,
 ) -> Response {
-    let group = fleet.config.devices[&device].group.clone();
-    let served = match fleet.releases.current(&group) {
-        Ok(served) => served,
-        Err(failure) => {
-            tracing::error!(device, "fleet: cannot serve a release: {failure}");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string());
-        }
-    };
     let text = |name: &str| {
         headers
             .get(name)
@@ -91,9 +102,20 @@ async fn release(
         let entry = status.entry(device.clone()).or_default();
         entry.last_seen_ms = Some(crate::event::now_ms());
         entry.applied = text("x-sluice-applied");
-        entry.offered = Some(served.id.clone());
         entry.buffered_entries = text("x-sluice-buffered").and_then(|n| n.parse().ok());
         entry.error = text("x-sluice-error");
+        // An error is about the release the device was offered last.
+        entry.refused = entry.error.as_ref().and(entry.offered.clone());
+    }
+    let served = match fleet.offer(&device) {
+        Ok(served) => served,
+        Err(failure) => {
+            tracing::error!(device, "fleet: cannot serve a release: {failure}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string());
+        }
+    };
+    if let Some(entry) = fleet.status.lock().unwrap().get_mut(&device) {
+        entry.offered = Some(served.id.clone());
     }
     let etag = format!("\"{}\"", served.id);
     let mut response_headers = HeaderMap::new();
