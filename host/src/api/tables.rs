@@ -212,3 +212,60 @@ async fn prefix(
         Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+
+    /// Every operation of the document, with its effective security requirements.
+    fn operations(doc: &serde_json::Value) -> Vec<(String, &serde_json::Value, bool)> {
+        let global = doc["security"].as_array().unwrap();
+        let takes_token = |security: &Vec<serde_json::Value>| {
+            security
+                .iter()
+                .any(|requirement| !requirement.as_object().unwrap().is_empty())
+        };
+        let mut found = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let security = operation["security"].as_array().unwrap_or(global);
+                found.push((
+                    format!("{} {path}", method.to_uppercase()),
+                    operation,
+                    takes_token(security),
+                ));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_operation_lists_the_listeners_503_and_the_token_refusals() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let unavailable = &doc["components"]["responses"]["Unavailable"];
+        assert!(unavailable["headers"]["Retry-After"].is_object());
+        let operations = operations(&doc);
+        assert!(
+            operations
+                .iter()
+                .any(|(name, ..)| name == "GET /v1/tables/{table}/events"),
+            "the event stream, answered 503 past `max_subscribers`, is described"
+        );
+        for (name, operation, takes_token) in operations {
+            let responses = &operation["responses"];
+            let refused = &responses["503"];
+            // `/ready` answers 503 while starting too, so it describes both in its own words.
+            let described = refused["$ref"] == "#/components/responses/Unavailable"
+                || (name == "GET /ready" && refused["content"]["application/json"].is_object());
+            assert!(described, "{name} does not describe the listener's 503");
+            if takes_token {
+                for status in ["401", "403"] {
+                    assert!(
+                        responses[status].is_object(),
+                        "{name} takes a token but has no {status}"
+                    );
+                }
+            }
+        }
+    }
+}
