@@ -110,6 +110,18 @@ async fn reqwest_like(
     api: std::net::SocketAddr,
     path: &str,
 ) -> (u16, Vec<u8>, std::collections::BTreeMap<String, String>) {
+    request_as(api, "GET", path, &[("authorization", "Bearer gw1-token")]).await
+}
+
+type Answer = (u16, Vec<u8>, std::collections::BTreeMap<String, String>);
+
+/// A request with `headers` over plain HTTP: status, body and headers.
+async fn request_as(
+    api: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(api).await.unwrap();
     let (mut sender, connection) =
@@ -117,11 +129,14 @@ async fn reqwest_like(
             .await
             .unwrap();
     tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header("host", "central")
-        .header("authorization", "Bearer gw1-token")
-        .body(String::new())
-        .unwrap();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "central");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(String::new()).unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response
@@ -310,4 +325,127 @@ fn a_release_is_never_replaced_and_a_rollback_needs_an_existing_release() {
         error.contains("cannot name a group's release directory"),
         "{error}"
     );
+}
+
+/// Four devices polling as agents would: what each is offered (the release's version).
+struct Devices {
+    api: std::net::SocketAddr,
+    /// Each device's running release id, reported in `X-Sluice-Applied`.
+    applied: std::collections::BTreeMap<String, String>,
+    versions: std::collections::BTreeMap<String, u64>,
+}
+
+impl Devices {
+    /// One poll of `device`, which then runs what it is offered unless `refuse`: it
+    /// reports the refusal in its next poll, as the agent does.
+    async fn poll(&mut self, device: &str, refuse: Option<&str>) -> u64 {
+        let token = format!("Bearer {device}-token");
+        let mut headers = vec![("authorization", token.as_str())];
+        let applied = self.applied.get(device).cloned();
+        if let Some(applied) = &applied {
+            headers.push(("x-sluice-applied", applied.as_str()));
+        }
+        if let Some(reason) = refuse {
+            headers.push(("x-sluice-error", reason));
+        }
+        let (status, body, answer) = request_as(self.api, "GET", "/fleet/v1/release", &headers).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let manifest: Manifest = serde_json::from_slice(&body).unwrap();
+        if refuse.is_none() {
+            self.applied
+                .insert(device.to_owned(), answer["etag"].trim_matches('"').to_owned());
+            self.versions.insert(device.to_owned(), manifest.version);
+        }
+        manifest.version
+    }
+
+    async fn poll_all(&mut self) -> Vec<u64> {
+        let mut offered = Vec::new();
+        for device in ["gw0", "gw1", "gw2", "gw3"] {
+            offered.push(self.poll(device, None).await);
+        }
+        offered
+    }
+}
+
+async fn rollouts(api: std::net::SocketAddr) -> serde_json::Value {
+    let (status, body, _) =
+        request_as(api, "GET", "/fleet/v1/rollouts", &[("authorization", "Bearer admin")]).await;
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn a_rollout_goes_wave_by_wave_and_a_refused_release_halts_and_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keys(dir.path());
+    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 100)));
+    let api = free_port();
+    let text = central(api, "rollout = { waves = [1, \"100%\"], soak_secs = 1, max_wave_secs = 60 }")
+        .replace(
+            "devices.gw1 = { group = \"edge\", token = \"gw1-token\" }",
+            "devices.gw0 = { group = \"edge\", token = \"gw0-token\" }\n\
+             devices.gw1 = { group = \"edge\", token = \"gw1-token\" }\n\
+             devices.gw2 = { group = \"edge\", token = \"gw2-token\" }\n\
+             devices.gw3 = { group = \"edge\", token = \"gw3-token\", release = 1 }",
+        );
+    let host = start(dir.path(), &text).await;
+    let mut devices = Devices {
+        api,
+        applied: Default::default(),
+        versions: Default::default(),
+    };
+    assert_eq!(devices.poll_all().await, [1, 1, 1, 1], "the group stands on release 1");
+
+    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 200)));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(devices.poll_all().await, [2, 1, 1, 1], "the first wave is gw0 alone");
+    assert_eq!(devices.poll_all().await, [2, 1, 1, 1], "gw0 runs it, not yet soaked");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(devices.poll_all().await, [2, 2, 2, 1], "healthy for 1 s: the next wave (gw3 is pinned)");
+    devices.poll_all().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    devices.poll_all().await;
+    assert_eq!(rollouts(api).await["edge"]["state"], "completed");
+
+    // Release 3 fails on its first wave: gw0 refuses it.
+    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 300)));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(devices.poll_all().await, [3, 2, 2, 1]);
+    assert_eq!(devices.poll("gw0", Some("plugin `sim` traps at init")).await, 2, "gw0 goes back");
+    for _ in 0..3 {
+        assert_eq!(devices.poll_all().await, [2, 2, 2, 1], "the others never get release 3");
+    }
+    let state = rollouts(api).await;
+    assert_eq!(state["edge"]["state"], "halted", "{state}");
+    assert!(
+        state["edge"]["reason"].as_str().unwrap().contains("device `gw0` refused release 3"),
+        "{state}"
+    );
+    let (status, body, _) = request_as(
+        api,
+        "POST",
+        "/fleet/v1/rollouts/edge/abort",
+        &[("authorization", "Bearer admin")],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body, _) = request_as(
+        api,
+        "POST",
+        "/fleet/v1/rollouts/edge/resume",
+        &[("authorization", "Bearer admin")],
+    )
+    .await;
+    assert_eq!(status, 409, "an aborted rollout cannot resume");
+    assert!(String::from_utf8_lossy(&body).contains("aborted: cannot resume"));
+    let (status, _, _) = request_as(api, "POST", "/fleet/v1/rollouts/edge/abort", &[]).await;
+    assert_eq!(status, 401, "operators only");
+    host.drain().await.unwrap();
+
+    // The rollout's state outlives the host.
+    let host = start(dir.path(), &text).await;
+    assert_eq!(rollouts(api).await["edge"]["state"], "aborted");
+    assert_eq!(devices.poll_all().await, [2, 2, 2, 1]);
+    host.drain().await.unwrap();
 }
