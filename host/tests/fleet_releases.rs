@@ -348,12 +348,15 @@ impl Devices {
         if let Some(reason) = refuse {
             headers.push(("x-sluice-error", reason));
         }
-        let (status, body, answer) = request_as(self.api, "GET", "/fleet/v1/release", &headers).await;
+        let (status, body, answer) =
+            request_as(self.api, "GET", "/fleet/v1/release", &headers).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let manifest: Manifest = serde_json::from_slice(&body).unwrap();
         if refuse.is_none() {
-            self.applied
-                .insert(device.to_owned(), answer["etag"].trim_matches('"').to_owned());
+            self.applied.insert(
+                device.to_owned(),
+                answer["etag"].trim_matches('"').to_owned(),
+            );
             self.versions.insert(device.to_owned(), manifest.version);
         }
         manifest.version
@@ -369,8 +372,13 @@ impl Devices {
 }
 
 async fn rollouts(api: std::net::SocketAddr) -> serde_json::Value {
-    let (status, body, _) =
-        request_as(api, "GET", "/fleet/v1/rollouts", &[("authorization", "Bearer admin")]).await;
+    let (status, body, _) = request_as(
+        api,
+        "GET",
+        "/fleet/v1/rollouts",
+        &[("authorization", "Bearer admin")],
+    )
+    .await;
     assert_eq!(status, 200);
     serde_json::from_slice(&body).unwrap()
 }
@@ -379,47 +387,91 @@ async fn rollouts(api: std::net::SocketAddr) -> serde_json::Value {
 async fn a_rollout_goes_wave_by_wave_and_a_refused_release_halts_and_goes_back() {
     let dir = tempfile::tempdir().unwrap();
     let (key, _) = keys(dir.path());
-    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 100)));
+    release(
+        dir.path(),
+        &key,
+        Source::Config(&group_config(dir.path(), 100)),
+    );
     let api = free_port();
-    let text = central(api, "rollout = { waves = [1, \"100%\"], soak_secs = 1, max_wave_secs = 60 }")
-        .replace(
-            "devices.gw1 = { group = \"edge\", token = \"gw1-token\" }",
-            "devices.gw0 = { group = \"edge\", token = \"gw0-token\" }\n\
+    let text = central(
+        api,
+        "rollout = { waves = [1, \"100%\"], soak_secs = 1, max_wave_secs = 60 }",
+    )
+    .replace(
+        "devices.gw1 = { group = \"edge\", token = \"gw1-token\" }",
+        "devices.gw0 = { group = \"edge\", token = \"gw0-token\" }\n\
              devices.gw1 = { group = \"edge\", token = \"gw1-token\" }\n\
              devices.gw2 = { group = \"edge\", token = \"gw2-token\" }\n\
              devices.gw3 = { group = \"edge\", token = \"gw3-token\", release = 1 }",
-        );
+    );
     let host = start(dir.path(), &text).await;
     let mut devices = Devices {
         api,
         applied: Default::default(),
         versions: Default::default(),
     };
-    assert_eq!(devices.poll_all().await, [1, 1, 1, 1], "the group stands on release 1");
+    assert_eq!(
+        devices.poll_all().await,
+        [1, 1, 1, 1],
+        "the group stands on release 1"
+    );
 
-    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 200)));
+    release(
+        dir.path(),
+        &key,
+        Source::Config(&group_config(dir.path(), 200)),
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(devices.poll_all().await, [2, 1, 1, 1], "the first wave is gw0 alone");
-    assert_eq!(devices.poll_all().await, [2, 1, 1, 1], "gw0 runs it, not yet soaked");
+    assert_eq!(
+        devices.poll_all().await,
+        [2, 1, 1, 1],
+        "the first wave is gw0 alone"
+    );
+    assert_eq!(
+        devices.poll_all().await,
+        [2, 1, 1, 1],
+        "gw0 runs it, not yet soaked"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(devices.poll_all().await, [2, 2, 2, 1], "healthy for 1 s: the next wave (gw3 is pinned)");
+    assert_eq!(
+        devices.poll_all().await,
+        [2, 2, 2, 1],
+        "healthy for 1 s: the next wave (gw3 is pinned)"
+    );
     devices.poll_all().await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     devices.poll_all().await;
     assert_eq!(rollouts(api).await["edge"]["state"], "completed");
 
     // Release 3 fails on its first wave: gw0 refuses it.
-    release(dir.path(), &key, Source::Config(&group_config(dir.path(), 300)));
+    release(
+        dir.path(),
+        &key,
+        Source::Config(&group_config(dir.path(), 300)),
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(devices.poll_all().await, [3, 2, 2, 1]);
-    assert_eq!(devices.poll("gw0", Some("plugin `sim` traps at init")).await, 2, "gw0 goes back");
+    assert_eq!(
+        devices
+            .poll("gw0", Some("plugin `sim` traps at init"))
+            .await,
+        2,
+        "gw0 goes back"
+    );
     for _ in 0..3 {
-        assert_eq!(devices.poll_all().await, [2, 2, 2, 1], "the others never get release 3");
+        assert_eq!(
+            devices.poll_all().await,
+            [2, 2, 2, 1],
+            "the others never get release 3"
+        );
     }
     let state = rollouts(api).await;
     assert_eq!(state["edge"]["state"], "halted", "{state}");
     assert!(
-        state["edge"]["reason"].as_str().unwrap().contains("device `gw0` refused release 3"),
+        state["edge"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("device `gw0` refused release 3"),
         "{state}"
     );
     let (status, body, _) = request_as(

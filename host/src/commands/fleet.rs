@@ -4,7 +4,9 @@
 //!   owner only, and `fleet.pub`, which agents are given with `--trust`);
 //! - `sluice fleet release GROUP_CONFIG --group G --key fleet.key --releases DIR
 //!   --targets T,...`: the group's next release, signed;
-//! - `sluice fleet release --rollback-to N ...`: a new release with release N's content.
+//! - `sluice fleet release --rollback-to N ...`: a new release with release N's content;
+//! - `sluice fleet status --central URL`: every group's rollout and every device, as the
+//!   central host sees them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,10 +43,29 @@ pub enum FleetCommand {
         #[arg(long, conflicts_with = "config")]
         rollback_to: Option<u64>,
     },
+    /// Show every group's rollout and every device, from a running central host.
+    #[cfg(feature = "fleet")]
+    Status {
+        /// The central host's API, e.g. `https://central.example:9443`.
+        #[arg(long)]
+        central: String,
+        /// A file holding the API's admin token (`[api] admin_token`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The CA that signed the central host's certificate.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: FleetCommand) -> anyhow::Result<()> {
     match command {
+        #[cfg(feature = "fleet")]
+        FleetCommand::Status {
+            central,
+            token_file,
+            ca_file,
+        } => super::fleet_status::run(&central, token_file.as_deref(), ca_file.as_deref()),
         FleetCommand::Keygen { dir } => keygen(&dir),
         FleetCommand::Release {
             config,

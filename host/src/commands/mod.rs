@@ -3,6 +3,8 @@ pub mod agent;
 pub mod buffer;
 #[cfg(feature = "cross-compile")]
 pub mod fleet;
+#[cfg(all(feature = "cross-compile", feature = "fleet"))]
+mod fleet_status;
 #[cfg(feature = "inference")]
 pub mod model;
 pub mod pipeline;

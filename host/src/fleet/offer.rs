@@ -31,14 +31,20 @@ impl FleetState {
         let rollout = rollouts.entry(group.clone()).or_insert_with(|| {
             // A group seen for the first time stands on its current release.
             changed = true;
-            let mut settled = Rollout::start(group, policy, &[], None, current.manifest.version, now);
+            let mut settled =
+                Rollout::start(group, policy, &[], None, current.manifest.version, now);
             settled.phase = Phase::Completed;
             settled
         });
         if current.manifest.version > rollout.to {
             let devices = self.group_devices(group);
             let from = rollout.stable();
-            tracing::info!(group, from, to = current.manifest.version, "fleet: a rollout starts");
+            tracing::info!(
+                group,
+                from,
+                to = current.manifest.version,
+                "fleet: a rollout starts"
+            );
             *rollout = Rollout::start(group, policy, &devices, from, current.manifest.version, now);
             changed = true;
         }
@@ -81,7 +87,9 @@ impl FleetState {
         self.config
             .devices
             .iter()
-            .filter(|(_, device)| device.group == group && !device.revoked && device.release.is_none())
+            .filter(|(_, device)| {
+                device.group == group && !device.revoked && device.release.is_none()
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -104,7 +112,9 @@ impl FleetState {
                     plugin_errors: heartbeat.map_or(0, |beat| beat.plugin_errors),
                     dropped: heartbeat.map_or(0, |beat| beat.dropped),
                     // Without `[fleet.heartbeats]`, the device's polls show it alive.
-                    heartbeat_ms: heartbeat.map(|beat| beat.received_ms).or(device.last_seen_ms),
+                    heartbeat_ms: heartbeat
+                        .map(|beat| beat.received_ms)
+                        .or(device.last_seen_ms),
                 };
                 (id, health)
             })

@@ -277,14 +277,29 @@ mod tests {
 
     #[test]
     fn waves_are_counts_or_percentages_of_the_group_in_id_order() {
-        let rollout = Rollout::start("g", &policy("[1, \"50%\", \"100%\"]"), &devices(10), Some(1), 2, 0);
+        let rollout = Rollout::start(
+            "g",
+            &policy("[1, \"50%\", \"100%\"]"),
+            &devices(10),
+            Some(1),
+            2,
+            0,
+        );
         let sizes: Vec<usize> = rollout.waves.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1, 4, 5]);
         assert_eq!(rollout.waves[0], vec!["gw00"]);
         assert_eq!(rollout.offer("gw00"), Some(2));
-        assert_eq!(rollout.offer("gw05"), Some(1), "a later wave keeps the previous release");
+        assert_eq!(
+            rollout.offer("gw05"),
+            Some(1),
+            "a later wave keeps the previous release"
+        );
         let short = Rollout::start("g", &policy("[2]"), &devices(5), Some(1), 2, 0);
-        assert_eq!(short.waves.len(), 2, "devices past the last wave make one more");
+        assert_eq!(
+            short.waves.len(),
+            2,
+            "devices past the last wave make one more"
+        );
     }
 
     #[test]
@@ -293,10 +308,16 @@ mod tests {
         let mut rollout = Rollout::start("g", &policy, &devices(3), Some(1), 2, 0);
         let mut health: BTreeMap<String, Health> =
             devices(3).into_iter().map(|d| (d, healthy(1, 0))).collect();
-        assert!(!rollout.advance(&policy, &health, 1_000), "gw00 has not applied release 2");
+        assert!(
+            !rollout.advance(&policy, &health, 1_000),
+            "gw00 has not applied release 2"
+        );
         health.insert("gw00".into(), healthy(2, 2_000));
         assert!(!rollout.advance(&policy, &health, 2_000));
-        assert!(!rollout.advance(&policy, &health, 13_000), "soaked, not yet paused");
+        assert!(
+            !rollout.advance(&policy, &health, 13_000),
+            "soaked, not yet paused"
+        );
         assert!(rollout.advance(&policy, &health, 17_000));
         assert_eq!(rollout.wave, 1);
         assert_eq!(rollout.offer("gw02"), Some(2));
@@ -318,21 +339,44 @@ mod tests {
         health.get_mut("gw00").unwrap().plugin_errors = 7;
         rollout.advance(&policy, &health, 1_000);
         // Errors from before the wave started do not count; new ones do.
-        health.insert("gw00".into(), Health { plugin_errors: 7, ..healthy(2, 2_000) });
+        health.insert(
+            "gw00".into(),
+            Health {
+                plugin_errors: 7,
+                ..healthy(2, 2_000)
+            },
+        );
         assert!(!rollout.advance(&policy, &health, 2_000));
-        health.insert("gw01".into(), Health { plugin_errors: 3, ..healthy(2, 2_000) });
+        health.insert(
+            "gw01".into(),
+            Health {
+                plugin_errors: 3,
+                ..healthy(2, 2_000)
+            },
+        );
         assert!(rollout.advance(&policy, &health, 3_000));
         let Phase::Halted { reason } = &rollout.phase else {
             panic!("{:?}", rollout.phase)
         };
-        assert!(reason.contains("`gw01`: 3 plugin errors on release 2"), "{reason}");
+        assert!(
+            reason.contains("`gw01`: 3 plugin errors on release 2"),
+            "{reason}"
+        );
         assert_eq!(rollout.offer("gw00"), Some(1), "the wave goes back");
         assert_eq!(rollout.offer("gw03"), Some(1), "later waves never got it");
 
         let mut refused = Rollout::start("g", &policy, &devices(4), Some(1), 2, 0);
-        health.insert("gw01".into(), Health { refused: Some(2), ..healthy(1, 0) });
+        health.insert(
+            "gw01".into(),
+            Health {
+                refused: Some(2),
+                ..healthy(1, 0)
+            },
+        );
         assert!(refused.advance(&policy, &health, 1_000));
-        assert!(matches!(&refused.phase, Phase::Halted { reason } if reason.contains("refused release 2")));
+        assert!(
+            matches!(&refused.phase, Phase::Halted { reason } if reason.contains("refused release 2"))
+        );
     }
 
     #[test]
@@ -342,7 +386,9 @@ mod tests {
         let health = BTreeMap::new();
         assert!(!rollout.advance(&policy, &health, 99_000));
         assert!(rollout.advance(&policy, &health, 101_000));
-        assert!(matches!(&rollout.phase, Phase::Halted { reason } if reason.contains("within 100 s")));
+        assert!(
+            matches!(&rollout.phase, Phase::Halted { reason } if reason.contains("within 100 s"))
+        );
     }
 
     #[test]
@@ -350,14 +396,26 @@ mod tests {
         let policy = policy("[1]");
         let mut rollout = Rollout::start("g", &policy, &devices(2), Some(1), 2, 0);
         rollout.operate("pause", 0).unwrap();
-        assert_eq!(rollout.offer("gw00"), Some(2), "a pause keeps what the waves run");
-        assert!(!rollout.advance(&policy, &BTreeMap::new(), 500_000), "nothing moves while paused");
+        assert_eq!(
+            rollout.offer("gw00"),
+            Some(2),
+            "a pause keeps what the waves run"
+        );
+        assert!(
+            !rollout.advance(&policy, &BTreeMap::new(), 500_000),
+            "nothing moves while paused"
+        );
         rollout.operate("resume", 1).unwrap();
         rollout.operate("abort", 2).unwrap();
         assert_eq!(rollout.offer("gw00"), Some(1));
         assert_eq!(rollout.stable(), Some(1));
         let error = rollout.operate("resume", 3).unwrap_err();
         assert!(error.contains("aborted: cannot resume"), "{error}");
-        assert!(rollout.operate("restart", 3).unwrap_err().contains("unknown action"));
+        assert!(
+            rollout
+                .operate("restart", 3)
+                .unwrap_err()
+                .contains("unknown action")
+        );
     }
 }

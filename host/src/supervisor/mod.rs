@@ -230,11 +230,11 @@ impl Supervisor {
         let fleet = match &config.fleet {
             Some(fleet) => {
                 let base = base_dir(config).to_owned();
-                let fleet = crate::fleet::registry::FleetState::new(fleet.clone(), base, &config.data_dir).map_err(
-                    |error| Refused {
-                        problems: vec![error.to_string()],
-                    },
-                )?;
+                let fleet =
+                    crate::fleet::registry::FleetState::new(fleet.clone(), base, &config.data_dir)
+                        .map_err(|error| Refused {
+                            problems: vec![error.to_string()],
+                        })?;
                 crate::fleet::heartbeats::spawn(&fleet, serving.clone());
                 Some(fleet)
             }
