@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline", "template", "tables"],
     &["inference"],
     &["runtime"],
-    &["connect"],
+    &["connect", "release"],
     &["component", "emit"],
     &["sources", "transforms", "sinks"],
     &["config"],

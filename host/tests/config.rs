@@ -195,6 +195,30 @@ fn a_pin_mismatch_is_refused_at_the_pin() {
 }
 
 #[test]
+fn an_artifact_pin_needs_an_artifact_and_a_sha256() {
+    let filter = format!("path = \"{}\"\n", plugin("filter"));
+    let with = |extra: &str| valid().replace(&filter, &format!("{filter}{extra}"));
+    let pin = "ab".repeat(32);
+    let text = with(&format!(
+        "precompiled = \"filter.cwasm\"\nprecompiled_sha256 = \"{pin}\"\n"
+    ));
+    let config = Config::from_text(Path::new("pipeline.toml"), &text, |_| None).unwrap();
+    assert_eq!(
+        config.plugins["filter"].precompiled_sha256.as_deref(),
+        Some(pin.as_str())
+    );
+
+    let text = with(&format!("precompiled_sha256 = \"{pin}\"\n"));
+    let (message, _, at) = only(&errors(&text));
+    assert!(message.contains("`precompiled` names none"), "{message}");
+    assert_eq!(at, position_of(&text, &format!("\"{pin}\"")));
+
+    let text = with("precompiled = \"filter.cwasm\"\nprecompiled_sha256 = \"abc\"\n");
+    let (message, _, _) = only(&errors(&text));
+    assert!(message.contains("is not a sha256"), "{message}");
+}
+
+#[test]
 fn a_wrong_type_for_a_key_is_refused_at_the_value() {
     let text = valid().replace(r#"topics = ["sensors/#"]"#, r#"topics = "sensors/#""#);
     let (message, _, at) = only(&errors(&text));

@@ -325,7 +325,7 @@ fn compiled_plugins_are_cached_on_disk() {
 
 #[test]
 fn a_precompiled_artifact_runs_when_it_fits_and_the_wasm_is_compiled_when_it_does_not() {
-    use sluice::runtime::precompiled::{TARGET, precompile};
+    use sluice::runtime::precompiled::{Precompiled, TARGET, precompile};
     let wasm = std::fs::read(plugin_path("map")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, target: &str, fuel: bool| {
@@ -342,7 +342,8 @@ fn a_precompiled_artifact_runs_when_it_fits_and_the_wasm_is_compiled_when_it_doe
         })
         .unwrap()
     };
-    let load = |runtime: &Runtime, artifact| {
+    let load = |runtime: &Runtime, path| {
+        let artifact = Precompiled { path, sha256: None };
         runtime
             .load_with("map", &plugin_path("map"), None, Some(artifact))
             .unwrap()
@@ -366,11 +367,40 @@ fn a_precompiled_artifact_runs_when_it_fits_and_the_wasm_is_compiled_when_it_doe
             "map",
             &plugin_path("map"),
             Some(&"0".repeat(64)),
-            Some(&native),
+            Some(Precompiled {
+                path: &native,
+                sha256: None,
+            }),
         )
         .err()
         .unwrap()
         .to_string();
+    assert!(error.contains("but the config pins"), "{error}");
+
+    // An artifact with a pin is hashed before it loads: the right bytes run, other
+    // bytes are refused rather than loaded (or compiled around).
+    let native_sha = sluice::runtime::sha256_hex(&std::fs::read(&native).unwrap());
+    let pinned = |sha256: &str| {
+        no_cache(false).load_with(
+            "map",
+            &plugin_path("map"),
+            None,
+            Some(Precompiled {
+                path: &native,
+                sha256: Some(sha256),
+            }),
+        )
+    };
+    assert!(pinned(&native_sha).unwrap().cached);
+    let error = pinned(&"0".repeat(64)).err().unwrap().to_string();
+    assert!(
+        error.contains("its precompiled artifact") && error.contains("it is not loaded"),
+        "{error}"
+    );
+    let mut bytes = std::fs::read(&native).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&native, bytes).unwrap();
+    let error = pinned(&native_sha).err().unwrap().to_string();
     assert!(error.contains("but the config pins"), "{error}");
 }
 

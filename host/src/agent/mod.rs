@@ -1,10 +1,26 @@
 //! `sluice agent`: a device's side of the fleet. It asks the central host for its
-//! group's config (with the version it runs, its buffer depth and its last refusal in
-//! the request), fetches the plugins the config names by sha256 and checks them, and
-//! applies a new version atomically: the new config must load and every plugin
-//! initialise before the running pipeline is drained and stopped; if the new pipeline
-//! then fails to start, the previous version starts again. A refused version is
-//! reported and not retried until the central host offers another.
+//! group's release (`GET /fleet/v1/release`, with the release it runs, its buffer depth
+//! and its last refusal in the request), verifies it before anything is written or runs,
+//! fetches the files it lists, and applies it atomically: the new config must load and
+//! every plugin initialise before the running pipeline is drained and stopped; if the
+//! new pipeline then fails to start, the previous release starts again. A refused
+//! release is reported on the next poll and the running one goes on.
+//!
+//! Verification ([`release`]): the manifest's ed25519 signature with the fleet's public
+//! key (`--trust`; without one only with `--insecure-unsigned`, which warns), its group,
+//! and its version: never lower than the running release's, except that release's
+//! signed parent (a halted rollout sends devices back one step). Then every file the
+//! manifest lists is fetched within its listed size and checked against its sha256
+//! before it is written ([`store`]: content-addressed, fsynced, renamed). Files on disk
+//! are hashed again before they are used, and the runtime hashes each plugin and its
+//! artifact again before it loads them (`sha256`, `precompiled_sha256`).
+//!
+//! Plugins run from the artifact the release made for this device's target and engine
+//! when it has one; otherwise a build with a compiler compiles the Wasm, and a build
+//! without one refuses the release.
+//!
+//! The release run persists (`state.json`): a restart verifies it again and starts it
+//! from disk, without the network, and keeps the downgrade guard.
 //!
 //! A group's config is one file for many devices: `${SLUICE_DEVICE_ID}` in its strings
 //! is this device's id (the uplink's `device_id`, a collector's naming), and
@@ -16,23 +32,22 @@
 //! The agent identifies itself by its token, by its client certificate (mutual TLS with
 //! an `https://` central host), or both, and names the device it runs as in every
 //! request, so that credentials of another device are refused rather than obeyed.
-//!
-//! Plugins come as Wasm (checked against their sha256) and as machine code the central
-//! host compiled for this device's target (`runtime::precompiled`): a build without a
-//! compiler runs only those; one with a compiler uses them to start faster and falls
-//! back to compiling if the central host cannot precompile.
 
+mod release;
+mod store;
+
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use reqwest::header::IF_NONE_MATCH;
 use tokio_util::sync::CancellationToken;
 
+use self::release::{Current, Decision, Fetcher, Polled};
+use self::store::{State, Store};
 use crate::config::Config;
-use crate::connect::client_tls::ClientTls;
-use crate::fleet::registry::DEVICE_HEADER;
-use crate::runtime::Limits;
+use crate::release::{ReleaseError, SignedManifest, TrustedKey};
 use crate::supervisor::{ReplaceError, Supervisor};
 
 /// The variable a group's config names this device by.
@@ -44,6 +59,15 @@ pub const DEVICE_CERT_VAR: &str = "SLUICE_DEVICE_CERT";
 pub const DEVICE_KEY_VAR: &str = "SLUICE_DEVICE_KEY";
 pub const CA_FILE_VAR: &str = "SLUICE_CA_FILE";
 
+/// Which releases the agent takes.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Those signed with one of these keys.
+    Key(TrustedKey),
+    /// Any, signed or not (`--insecure-unsigned`: development, a live group).
+    InsecureUnsigned,
+}
+
 pub struct AgentOptions {
     /// The central host's API, `http://central:9598`.
     pub central: String,
@@ -54,10 +78,13 @@ pub struct AgentOptions {
     pub ca_file: Option<PathBuf>,
     /// The device's client certificate and key (PEM), presented over TLS.
     pub identity: Option<(PathBuf, PathBuf)>,
-    /// Where versions, plugins and the pipeline's data live.
+    /// Where releases, their files and the pipeline's data live.
     pub dir: PathBuf,
     /// How often to ask, until the central host says otherwise.
     pub poll: Duration,
+    pub trust: Trust,
+    /// The device's group: a release for another is refused. Required with a key.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,14 +101,20 @@ pub enum AgentError {
         status: StatusCode,
         body: String,
     },
+    #[error("{url}: the answer is longer than the {limit} bytes expected")]
+    TooLarge { url: String, limit: u64 },
     #[error("{what}: {source}")]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("version {version}: {reason}")]
-    Invalid { version: String, reason: String },
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Options(String),
     #[error(transparent)]
     Tls(#[from] crate::connect::certs::TlsError),
     #[error("cannot make the HTTP client: {0}")]
@@ -104,54 +137,79 @@ impl std::fmt::Display for Causes<'_> {
     }
 }
 
+impl AgentError {
+    /// Whether asking again may succeed: the network, the disk, or a file that did not
+    /// arrive intact; not a release that is refused for what it is.
+    fn transient(&self) -> bool {
+        match self {
+            AgentError::Http { .. }
+            | AgentError::Refused { .. }
+            | AgentError::TooLarge { .. }
+            | AgentError::Io { .. } => true,
+            AgentError::Release(error) => matches!(error, ReleaseError::Content { .. }),
+            _ => false,
+        }
+    }
+}
+
+/// A release refused: reported on the next polls, and not tried again while it is the
+/// one offered, unless it failed for a reason that may pass.
+struct Refusal {
+    id: String,
+    reason: String,
+    retry: bool,
+}
+
 pub struct Agent {
     options: AgentOptions,
-    client: reqwest::Client,
+    fetcher: Fetcher,
+    store: Store,
     supervisor: Supervisor,
-    /// The version the supervisor runs.
-    running: Option<String>,
-    /// The last version refused, and why: reported, and not tried again.
-    refused: Option<(String, String)>,
+    /// The release taken last (the downgrade guard), and whether its pipeline runs.
+    current: Option<Current>,
+    runs: bool,
+    refused: Option<Refusal>,
 }
 
 impl Agent {
-    /// An agent; fails when its certificate files do not load.
+    /// An agent; fails when its options disagree or its files do not load.
     pub fn new(options: AgentOptions) -> Result<Agent, AgentError> {
-        crate::tls::use_ring();
-        let mut client = reqwest::Client::builder();
-        if options.ca_file.is_some() || options.identity.is_some() {
-            let tls = ClientTls {
-                ca_file: options.ca_file.as_deref(),
-                identity: options
-                    .identity
-                    .as_ref()
-                    .map(|(cert, key)| (cert.as_path(), key.as_path())),
-            };
-            client = client.tls_backend_preconfigured(tls.config()?);
+        if matches!(options.trust, Trust::Key(_)) && options.group.is_none() {
+            return Err(AgentError::Options(
+                "a device that verifies releases needs its group (`--group`): a release \
+                 signed for another group is refused"
+                    .into(),
+            ));
         }
         Ok(Agent {
+            fetcher: Fetcher::new(&options)?,
+            store: Store::open(&options.dir)?,
             options,
-            client: client.build().map_err(AgentError::Client)?,
             supervisor: Supervisor::default(),
-            running: None,
+            current: None,
+            runs: false,
             refused: None,
         })
     }
 
-    /// A request to the central host, with this device's name and credentials.
-    fn get(&self, url: &str) -> reqwest::RequestBuilder {
-        let request = self
-            .client
-            .get(url)
-            .header(DEVICE_HEADER, &self.options.device_id);
-        match &self.options.token {
-            Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
-            None => request,
+    fn trusted(&self) -> Option<&TrustedKey> {
+        match &self.options.trust {
+            Trust::Key(key) => Some(key),
+            Trust::InsecureUnsigned => None,
         }
     }
 
-    /// Poll and apply until `stop`, then drain the running pipeline.
+    /// Start the release run last, then poll and apply until `stop`, then drain the
+    /// running pipeline.
     pub async fn run(mut self, stop: CancellationToken) {
+        if matches!(self.options.trust, Trust::InsecureUnsigned) {
+            tracing::warn!(
+                device = %self.options.device_id,
+                "fleet: --insecure-unsigned: releases are NOT verified; whoever answers for \
+                 the central host decides what this device runs"
+            );
+        }
+        self.resume().await;
         let mut poll = self.options.poll;
         loop {
             match self.poll_once().await {
@@ -162,147 +220,206 @@ impl Agent {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(poll) => {}
-                ended = self.supervisor.ended() => {
-                    let version = self.running.take();
+                ended = self.supervisor.ended(), if self.runs => {
+                    self.runs = false;
                     if let Err(error) = ended {
-                        tracing::error!(?version, "the pipeline failed: {error}");
+                        let release = self.current.as_ref().map(|current| &current.id);
+                        tracing::error!(?release, "the pipeline failed: {error}");
                     }
                 }
             }
         }
         if let Err(error) = self.supervisor.drain().await {
-            tracing::error!(version = ?self.running, "the pipeline failed: {error}");
+            let release = self.current.as_ref().map(|current| &current.id);
+            tracing::error!(?release, "the pipeline failed: {error}");
         }
+    }
+
+    /// Start the release the agent ran before it stopped, from disk, after verifying it
+    /// again; it is also the floor the versions offered next are held to.
+    async fn resume(&mut self) {
+        let state = match self.store.state() {
+            Ok(Some(state)) => state,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!("fleet: the stored release is unreadable: {error}");
+                return;
+            }
+        };
+        let verified = state
+            .signed()
+            .map_err(AgentError::Invalid)
+            .and_then(|signed| self.verify(&state.id, signed));
+        let current = match verified {
+            Ok(current) => current,
+            Err(error) => {
+                tracing::error!(
+                    release = state.id,
+                    "fleet: the stored release no longer verifies, not running it: {error}"
+                );
+                return;
+            }
+        };
+        tracing::info!(
+            release = current.id,
+            version = current.manifest.version,
+            "fleet: starting the stored release"
+        );
+        self.current = Some(current.clone());
+        if let Err(error) = self.apply(current).await {
+            tracing::error!("fleet: the stored release did not start: {error}");
+        }
+    }
+
+    /// The manifest `signed`, if the trusted key signed it for this device's group.
+    fn verify(&self, id: &str, signed: SignedManifest) -> Result<Current, AgentError> {
+        let manifest = signed.verify(self.trusted())?;
+        if let Some(group) = &self.options.group
+            && manifest.group != *group
+        {
+            return Err(ReleaseError::OtherGroup {
+                expected: group.clone(),
+                found: manifest.group,
+            }
+            .into());
+        }
+        Ok(Current {
+            id: id.to_owned(),
+            manifest,
+            signed,
+        })
     }
 
     /// One exchange with the central host; the poll interval it asks for.
     async fn poll_once(&mut self) -> Result<Option<Duration>, AgentError> {
-        let url = format!(
-            "{}/fleet/v1/config",
-            self.options.central.trim_end_matches('/')
-        );
-        let mut request = self
-            .get(&url)
-            .header("x-sluice-buffered", buffered().to_string());
-        if let Some(running) = &self.running {
-            request = request
-                .header(IF_NONE_MATCH, format!("\"{running}\""))
-                .header("x-sluice-applied", running);
+        let mut report = vec![("x-sluice-buffered", buffered().to_string())];
+        if let Some(current) = self.current.as_ref().filter(|_| self.runs) {
+            report.push((IF_NONE_MATCH.as_str(), format!("\"{}\"", current.id)));
+            report.push(("x-sluice-applied", current.id.clone()));
         }
-        if let Some((_, reason)) = &self.refused {
-            // Header values are one line.
-            request = request.header("x-sluice-error", reason.replace(['\r', '\n'], " "));
+        if let Some(refused) = &self.refused {
+            // Header values are one line, and kept short.
+            let reason: String = refused
+                .reason
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(2000)
+                .collect();
+            report.push(("x-sluice-error", reason));
         }
-        let response = request.send().await.map_err(|source| AgentError::Http {
-            url: url.clone(),
-            source,
-        })?;
-        let every = response
-            .headers()
-            .get("x-sluice-poll-secs")
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .map(Duration::from_secs);
-        match response.status() {
-            StatusCode::NOT_MODIFIED => return Ok(every),
-            StatusCode::OK => {}
-            status => {
-                let body = response.text().await.unwrap_or_default();
-                return Err(AgentError::Refused { url, status, body });
-            }
-        }
-        let version = response
-            .headers()
-            .get(ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim_matches('"').to_owned())
-            .unwrap_or_default();
-        let text = response.text().await.map_err(|source| AgentError::Http {
-            url: url.clone(),
-            source,
-        })?;
+        let (polled, every) = self.fetcher.poll(&report).await?;
+        let Polled::Offered { id, signed } = polled else {
+            self.refused = None;
+            return Ok(every);
+        };
         if self
             .refused
             .as_ref()
-            .is_some_and(|(refused, _)| *refused == version)
+            .is_some_and(|refused| refused.id == id && !refused.retry)
         {
             return Ok(every);
         }
-        match self.apply(&version, &text).await {
-            Ok(()) => {
+        let version = serde_json::from_slice::<serde_json::Value>(&signed.bytes)
+            .ok()
+            .and_then(|manifest| manifest.get("version")?.as_u64());
+        match self.offered(&id, signed).await {
+            Ok(false) => self.refused = None,
+            Ok(true) => {
                 self.refused = None;
-                tracing::info!(device = %self.options.device_id, version, "fleet: applied a new version");
+                tracing::info!(device = %self.options.device_id, release = id, version, "fleet: applied a new release");
+                if matches!(self.options.trust, Trust::InsecureUnsigned) {
+                    tracing::warn!(
+                        release = id,
+                        "fleet: this release was not verified (--insecure-unsigned)"
+                    );
+                }
             }
             Err(error) => {
-                tracing::error!(device = %self.options.device_id, version, "fleet: refused a new version: {error}");
-                self.refused = Some((version, error.to_string()));
+                tracing::error!(device = %self.options.device_id, release = id, version, "fleet: refused a release: {error}");
+                let version = version
+                    .map(|v| format!(" (version {v})"))
+                    .unwrap_or_default();
+                self.refused = Some(Refusal {
+                    retry: error.transient(),
+                    reason: format!("release {id}{version}: {error}"),
+                    id,
+                });
             }
         }
         Ok(every)
     }
 
-    /// Fetch, check and switch to `version`, or leave the running one as it is.
-    async fn apply(&mut self, version: &str, text: &str) -> Result<(), AgentError> {
-        let invalid = |reason: String| AgentError::Invalid {
-            version: version.to_owned(),
-            reason,
-        };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|error: toml::de::Error| invalid(error.message().to_owned()))?;
-        let plugins_dir = self.options.dir.join("plugins");
-        create_dir(&plugins_dir)?;
-        let fuel = uses_fuel(&table).map_err(invalid)?;
-        if let Some(plugins) = table.get_mut("plugins").and_then(toml::Value::as_table_mut) {
-            for (name, plugin) in plugins.iter_mut() {
-                let plugin = plugin
-                    .as_table_mut()
-                    .ok_or_else(|| invalid(format!("`plugins.{name}` is not a table")))?;
-                let sha256 = plugin
-                    .get("sha256")
-                    .and_then(toml::Value::as_str)
-                    .ok_or_else(|| invalid(format!("`plugins.{name}` has no sha256")))?
-                    .to_owned();
-                let file = plugins_dir.join(format!("{sha256}.wasm"));
-                if !file.exists() {
-                    self.fetch_plugin(&sha256, &file).await?;
-                }
-                plugin.insert("path".into(), file.display().to_string().into());
-                if let Some(artifact) = self.precompiled(&sha256, fuel, &plugins_dir).await? {
-                    plugin.insert("precompiled".into(), artifact.display().to_string().into());
-                }
-            }
+    /// Verify and apply an offered release; whether it is new.
+    async fn offered(&mut self, id: &str, signed: SignedManifest) -> Result<bool, AgentError> {
+        let offered = self.verify(id, signed)?;
+        match release::decide(self.current.as_ref(), self.runs, id, &offered.manifest) {
+            Decision::UpToDate => Ok(false),
+            Decision::Refuse(reason) => Err(AgentError::Invalid(reason)),
+            Decision::Apply => self.apply(offered).await.map(|()| true),
         }
-        table.insert(
-            "data_dir".into(),
-            self.options.dir.join("run").display().to_string().into(),
-        );
-        let config_path = self
-            .options
-            .dir
-            .join("versions")
-            .join(version)
-            .join("sluice.toml");
-        create_dir(config_path.parent().expect("a versioned path has a parent"))?;
-        std::fs::write(&config_path, table.to_string()).map_err(|source| AgentError::Io {
-            what: format!("writing {}", config_path.display()),
+    }
+
+    /// Fetch, check and switch to `release`, or leave the running one as it is.
+    async fn apply(&mut self, release: Current) -> Result<(), AgentError> {
+        let manifest = &release.manifest;
+        let table = release::prepare(
+            Some(&self.fetcher),
+            &self.store,
+            &release.id,
+            manifest,
+            &self.options.dir.join("run"),
+        )
+        .await?;
+        let configs = self.options.dir.join("configs");
+        std::fs::create_dir_all(&configs).map_err(|source| AgentError::Io {
+            what: format!("creating {}", configs.display()),
             source,
         })?;
-        // Everything that can be checked without stopping the running version.
+        let config_path = configs.join(format!("{}.toml", release.id));
+        store::write_atomically(&config_path, table.to_string().as_bytes())?;
+        let invalid = AgentError::Invalid;
+        // Everything that can be checked without stopping the running release.
         let config = self
             .load(&config_path)
             .map_err(|errors| invalid(errors.report()))?;
         let outcome = self.supervisor.replace(config).await;
         match &outcome {
-            Ok(()) => self.running = Some(version.to_owned()),
+            Ok(()) => {}
             Err(ReplaceError::Refused(_) | ReplaceError::RolledBack(_)) => {}
-            Err(ReplaceError::Failed(_) | ReplaceError::NeitherStarts { .. }) => {
-                self.running = None
-            }
+            Err(ReplaceError::Failed(_) | ReplaceError::NeitherStarts { .. }) => self.runs = false,
         }
-        outcome.map_err(|error| invalid(error.to_string()))
+        outcome.map_err(|error| invalid(error.to_string()))?;
+        self.runs = true;
+        self.keep(release)
     }
 
-    /// A version's config, with `${SLUICE_DEVICE_ID}` this device, `${SLUICE_DEVICE_TOKEN}`
+    /// Make `release` the current one, on disk too; drop the files no longer needed
+    /// (those of neither it nor the release before it).
+    fn keep(&mut self, release: Current) -> Result<(), AgentError> {
+        use base64::Engine as _;
+        let base64 = &base64::engine::general_purpose::STANDARD;
+        self.store.save_state(&State {
+            id: release.id.clone(),
+            group: release.manifest.group.clone(),
+            version: release.manifest.version,
+            parent: release.manifest.parent,
+            manifest: base64.encode(&release.signed.bytes),
+            signature: release.signed.signature.as_ref().map(|s| base64.encode(s)),
+        })?;
+        let previous = self.current.replace(release);
+        let current = self.current.as_ref().expect("just set");
+        let keep: BTreeSet<&str> = [Some(current), previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .flat_map(|release| release.manifest.files.values())
+            .map(|entry| entry.sha256.as_str())
+            .collect();
+        self.store.retain(&keep);
+        remove_configs_but(&self.options.dir.join("configs"), &current.id);
+        Ok(())
+    }
+
+    /// A release's config, with `${SLUICE_DEVICE_ID}` this device, `${SLUICE_DEVICE_TOKEN}`
     /// its token and the certificate variables its files (an unset one is an error
     /// naming it, unless the environment sets it).
     fn load(&self, path: &Path) -> Result<Config, crate::config::ConfigErrors> {
@@ -320,112 +437,16 @@ impl Agent {
             given.or_else(|| std::env::var(name).ok())
         })
     }
-
-    /// The plugin `sha256` compiled for this device, fetched once. `None` when the
-    /// central host cannot compile it and this build can (it compiles the Wasm itself).
-    async fn precompiled(
-        &self,
-        sha256: &str,
-        fuel: bool,
-        dir: &Path,
-    ) -> Result<Option<PathBuf>, AgentError> {
-        let target = crate::runtime::precompiled::TARGET;
-        let file = dir.join(format!(
-            "{sha256}.{target}{}.cwasm",
-            if fuel { ".fuel" } else { "" }
-        ));
-        if file.exists() {
-            return Ok(Some(file));
-        }
-        let path = format!("plugins/{sha256}/precompiled?target={target}&fuel={fuel}");
-        match self.download(&path, &file, |_| Ok(())).await {
-            Ok(()) => Ok(Some(file)),
-            Err(error) if cfg!(feature = "compiler") => {
-                tracing::warn!(
-                    plugin = sha256,
-                    "fleet: no precompiled plugin ({error}); compiling it here"
-                );
-                Ok(None)
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    async fn fetch_plugin(&self, sha256: &str, file: &Path) -> Result<(), AgentError> {
-        self.download(&format!("plugins/{sha256}"), file, |bytes| {
-            let actual = crate::runtime::sha256_hex(bytes);
-            if actual == sha256 {
-                Ok(())
-            } else {
-                Err(AgentError::Invalid {
-                    version: String::new(),
-                    reason: format!("plugin {sha256} arrived with sha256 {actual}"),
-                })
-            }
-        })
-        .await
-    }
-
-    /// GET `/fleet/v1/{path}` into `file`, if `check` accepts the body.
-    async fn download(
-        &self,
-        path: &str,
-        file: &Path,
-        check: impl FnOnce(&[u8]) -> Result<(), AgentError>,
-    ) -> Result<(), AgentError> {
-        let url = format!(
-            "{}/fleet/v1/{path}",
-            self.options.central.trim_end_matches('/')
-        );
-        let http = |source| AgentError::Http {
-            url: url.clone(),
-            source,
-        };
-        let response = self.get(&url).send().await.map_err(http)?;
-        if response.status() != StatusCode::OK {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            return Err(AgentError::Refused { url, status, body });
-        }
-        let bytes = response.bytes().await.map_err(http)?;
-        check(&bytes)?;
-        // Written under a temporary name, so that a torn download is never taken.
-        let partial = file.with_extension("partial");
-        std::fs::write(&partial, &bytes)
-            .and_then(|()| std::fs::rename(&partial, file))
-            .map_err(|source| AgentError::Io {
-                what: format!("writing {}", file.display()),
-                source,
-            })
-    }
 }
 
-fn create_dir(dir: &Path) -> Result<(), AgentError> {
-    std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
-        what: format!("creating {}", dir.display()),
-        source,
-    })
-}
-
-/// Whether a plugin sets a fuel limit, read as the config reads its `limits` (the
-/// config cannot load yet: its plugin paths are what this fetches): the runtime then
-/// meters fuel, which the machine code must be compiled for.
-fn uses_fuel(config: &toml::Table) -> Result<bool, String> {
-    let plugins = config.get("plugins").and_then(toml::Value::as_table);
-    for (name, plugin) in plugins.into_iter().flatten() {
-        if let Some(limits) = plugin.get("limits") {
-            let limits: Limits = limits
-                .clone()
-                .try_into()
-                .map_err(|error: toml::de::Error| {
-                    format!("`plugins.{name}.limits`: {}", error.message())
-                })?;
-            if limits.fuel.is_some() {
-                return Ok(true);
-            }
+/// Remove the configs written for releases other than `id`.
+fn remove_configs_but(dir: &Path, id: &str) {
+    let keep = format!("{id}.toml");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy() != keep {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
-    Ok(false)
 }
 
 /// Entries the device's uplinks hold, from its own metrics.

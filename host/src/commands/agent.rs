@@ -1,12 +1,14 @@
-//! `sluice agent --central URL --device-id ID --token-file FILE` (or `--cert-file FILE
-//! --key-file FILE` for mutual TLS): run what the central host's fleet config says this
-//! device runs, and follow its changes.
+//! `sluice agent --central URL --device-id ID --token-file FILE --trust FLEET.pub --group
+//! NAME` (or `--cert-file FILE --key-file FILE` for mutual TLS): run the release the
+//! central host offers this device's group, verified with the fleet's public key, and
+//! follow its changes.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice::agent::{Agent, AgentOptions};
+use sluice::agent::{Agent, AgentOptions, Trust};
+use sluice::release::TrustedKey;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -30,7 +32,19 @@ pub struct AgentArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, requires = "cert_file")]
     key_file: Option<PathBuf>,
-    /// Where versions, plugins and the pipeline's data are kept.
+    /// The fleet's public key (`sluice fleet keygen`'s PEM file; several keys in it
+    /// while a key is rotated): only releases it signed are run.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure_unsigned")]
+    trust: Option<PathBuf>,
+    /// Run releases without verifying them (development, a live group): whoever answers
+    /// for the central host decides what this device runs.
+    #[arg(long)]
+    insecure_unsigned: bool,
+    /// This device's group: a release for another group is refused. Required with
+    /// `--trust`.
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// Where releases, their files and the pipeline's data are kept.
     #[arg(long, default_value = "sluice-agent")]
     dir: PathBuf,
     /// Seconds between polls until the central host says otherwise.
@@ -39,6 +53,21 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let trust = match (&args.trust, args.insecure_unsigned) {
+        (Some(path), _) => {
+            anyhow::ensure!(
+                args.group.is_some(),
+                "`--trust` needs `--group NAME`: the group this device is in (a release \
+                 signed for another group is refused)"
+            );
+            Trust::Key(TrustedKey::load(path).context("loading the fleet's public key")?)
+        }
+        (None, true) => Trust::InsecureUnsigned,
+        (None, false) => anyhow::bail!(
+            "give the fleet's public key with `--trust FILE` (and `--group NAME`), or run \
+             unverified releases with `--insecure-unsigned` (development only)"
+        ),
+    };
     let token = args.token_file.as_deref().map(read_token).transpose()?;
     // Absolute, because the configs the agent writes name them.
     let absolute = |path: PathBuf| {
@@ -68,7 +97,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             signals.next().await;
             std::process::exit(130);
         });
-        tracing::info!(central = %args.central, device = %args.device_id, "agent starting");
+        tracing::info!(central = %args.central, device = %args.device_id, group = ?args.group, "agent starting");
         let agent = Agent::new(AgentOptions {
             central: args.central,
             device_id: args.device_id,
@@ -77,6 +106,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             identity,
             dir,
             poll: Duration::from_secs(args.poll_secs.max(1)),
+            trust,
+            group: args.group,
         })?;
         agent.run(stop).await;
         anyhow::Ok(())

@@ -90,6 +90,8 @@ pub struct PluginDef {
     /// The plugin compiled ahead of time for this machine (`runtime::precompiled`):
     /// what a build without a compiler runs; a compiler falls back to the Wasm.
     pub precompiled: Option<PathBuf>,
+    /// The sha256 `precompiled` must have: hashed before each load, refused if it differs.
+    pub precompiled_sha256: Option<String>,
     pub limits: Limits,
     pub grants: Grants,
     path_span: Range<usize>,
@@ -104,6 +106,8 @@ struct RawPlugin {
     sha256: Option<Spanned<String>>,
     #[serde(default)]
     precompiled: Option<PathBuf>,
+    #[serde(default)]
+    precompiled_sha256: Option<Spanned<String>>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -418,12 +422,29 @@ impl Loader {
 
     fn plugin(&mut self, value: Spanned<DeValue<'_>>) -> Option<PluginDef> {
         let raw: RawPlugin = self.typed(value)?;
+        if let Some(pin) = &raw.precompiled_sha256 {
+            let hex = pin.get_ref();
+            if raw.precompiled.is_none() {
+                self.error(
+                    pin.span(),
+                    "`precompiled_sha256` pins an artifact, but `precompiled` names none",
+                )
+                .hint = Some("set `precompiled` to the artifact's path, or remove the pin".into());
+            } else if hex.len() != 64 || !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                self.error(
+                    pin.span(),
+                    format!("`precompiled_sha256` is not a sha256: `{hex}`"),
+                )
+                .hint = Some("64 hexadecimal digits, as `sha256sum` prints them".into());
+            }
+        }
         Some(PluginDef {
             path: self.resolve(raw.path.get_ref()),
             path_span: raw.path.span(),
             pin_span: raw.sha256.as_ref().map(Spanned::span),
             sha256: raw.sha256.map(Spanned::into_inner),
             precompiled: raw.precompiled.map(|path| self.resolve(&path)),
+            precompiled_sha256: raw.precompiled_sha256.map(Spanned::into_inner),
             limits: raw.limits,
             grants: raw.grants,
         })

@@ -39,6 +39,16 @@ pub enum PluginError {
     },
 
     #[error(
+        "plugin `{plugin}`: its precompiled artifact {path} has sha256 {actual} but the config pins {expected}; it is not loaded"
+    )]
+    ArtifactPinMismatch {
+        plugin: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
         "plugin `{plugin}` exports {exports} so it is {}, but stage `{stage}` needs a `{expected}` plugin",
         match actual { Some(world) => format!("a `{world}`"), None => "no Sluice world".to_owned() }
     )]

@@ -11,6 +11,7 @@ use wasmtime::component::types::ComponentItem;
 
 use super::engine::Runtime;
 use super::error::PluginError;
+use super::precompiled::{PrecompileError, Precompiled};
 use super::world::World;
 
 /// A compiled and linked plugin, shared by every stage that uses it.
@@ -39,7 +40,7 @@ impl Plugin {
         name: &str,
         path: &Path,
         pin: Option<&str>,
-        precompiled: Option<&Path>,
+        precompiled: Option<Precompiled<'_>>,
     ) -> Result<Plugin, PluginError> {
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             plugin: name.to_owned(),
@@ -65,6 +66,14 @@ impl Plugin {
         check_component_header(&bytes).map_err(not_a_component)?;
         let (component, cached) = compiled(runtime, name, &bytes, &sha256, precompiled).map_err(
             |reason| match reason {
+                Unloadable::ArtifactPin { expected, actual } => PluginError::ArtifactPinMismatch {
+                    plugin: name.to_owned(),
+                    path: precompiled
+                        .map(|artifact| artifact.path.to_owned())
+                        .unwrap_or_default(),
+                    expected,
+                    actual,
+                },
                 #[cfg(feature = "compiler")]
                 Unloadable::DoesNotCompile(reason) => not_a_component(reason),
                 #[cfg(not(feature = "compiler"))]
@@ -182,6 +191,9 @@ fn type_name(ty: &wasmtime::component::types::Type) -> String {
 
 /// Why a plugin has no machine code.
 enum Unloadable {
+    /// Its artifact's bytes are not the pinned ones: refused, never loaded nor replaced
+    /// by a compile (something changed a file it should not have).
+    ArtifactPin { expected: String, actual: String },
     /// Its Wasm does not compile.
     #[cfg(feature = "compiler")]
     DoesNotCompile(String),
@@ -197,14 +209,17 @@ fn compiled(
     name: &str,
     bytes: &[u8],
     sha256: &str,
-    precompiled: Option<&Path>,
+    precompiled: Option<Precompiled<'_>>,
 ) -> Result<(Component, bool), Unloadable> {
     let unusable = match precompiled {
         Some(artifact) => match super::precompiled::load(&runtime.engine, artifact) {
             Ok(component) => return Ok((component, true)),
+            Err(PrecompileError::Mismatch { expected, actual }) => {
+                return Err(Unloadable::ArtifactPin { expected, actual });
+            }
             Err(error) => Some(format!(
                 "its precompiled artifact {} is unusable: {error}",
-                artifact.display()
+                artifact.path.display()
             )),
         },
         None => None,
@@ -294,13 +309,14 @@ impl Runtime {
     }
 
     /// [`Runtime::load`], with `precompiled`: the plugin compiled ahead of time for this
-    /// machine (`runtime::precompiled`), what a build without a compiler runs.
+    /// machine (`runtime::precompiled`), what a build without a compiler runs; with a
+    /// pin, its bytes are hashed first and refused if they differ.
     pub fn load_with(
         &self,
         name: &str,
         path: &Path,
         pin: Option<&str>,
-        precompiled: Option<&Path>,
+        precompiled: Option<Precompiled<'_>>,
     ) -> Result<Arc<Plugin>, PluginError> {
         let plugin = Plugin::load(self, name, path, pin, precompiled)?;
         tracing::debug!(plugin = name, path = %path.display(), cached = plugin.cached, "plugin loaded");

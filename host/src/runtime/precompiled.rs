@@ -1,14 +1,17 @@
 //! Components compiled ahead of time. A device's build has no compiler (no Cranelift:
-//! a smaller binary, less memory, no compile on a slow CPU), so the central host
-//! compiles each plugin for the device's target and the device loads the machine code.
+//! a smaller binary, less memory, no compile on a slow CPU), so a fleet release carries
+//! each plugin compiled for the device's target and the device loads the machine code.
 //!
 //! An artifact is native code: wasmtime checks that it was made for this engine's
 //! settings and this CPU, but cannot check that it is the plugin it claims to be. So it
-//! is taken only from a trusted source (the central host, over the device's token), and
-//! always next to the plugin's Wasm, whose sha256 pin still holds.
+//! is taken only from a trusted source (a signed fleet release, or the operator's own
+//! config), always next to the plugin's Wasm, whose sha256 pin still holds, and with a
+//! pin of its own (`precompiled_sha256`) its bytes are hashed before each load and
+//! refused if they changed.
 
 use std::path::Path;
 
+use sha2::Digest as _;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -25,14 +28,45 @@ pub enum PrecompileError {
     /// The Wasm does not compile, or the artifact does not load on this engine.
     #[error("{0}")]
     Component(String),
+    /// The artifact's bytes are not those its pin names.
+    #[error("sha256 {actual}, but the config pins {expected}")]
+    Mismatch { expected: String, actual: String },
 }
 
-/// Load the artifact at `path`, if wasmtime finds it compatible with `engine`.
-pub(crate) fn load(engine: &Engine, path: &Path) -> Result<Component, PrecompileError> {
-    // SAFETY: see the module docs: artifacts come from the operator's config or the
-    // central host; wasmtime rejects those made for other settings or CPUs.
-    unsafe { Component::deserialize_file(engine, path) }
-        .map_err(|error| PrecompileError::Component(format!("{error:#}")))
+/// A plugin's artifact as a config names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Precompiled<'a> {
+    pub path: &'a Path,
+    /// The sha256 its bytes must have (`precompiled_sha256`).
+    pub sha256: Option<&'a str>,
+}
+
+/// Load the artifact, if its bytes match its pin and wasmtime finds it compatible with
+/// `engine`.
+pub(crate) fn load(
+    engine: &Engine,
+    artifact: Precompiled<'_>,
+) -> Result<Component, PrecompileError> {
+    let loaded = match artifact.sha256 {
+        // SAFETY: see the module docs: the operator's config names this artifact;
+        // wasmtime rejects those made for other settings or CPUs.
+        None => unsafe { Component::deserialize_file(engine, artifact.path) },
+        Some(expected) => {
+            let bytes = std::fs::read(artifact.path)
+                .map_err(|error| PrecompileError::Component(format!("cannot read it: {error}")))?;
+            let actual = hex::encode(sha2::Sha256::digest(&bytes));
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(PrecompileError::Mismatch {
+                    expected: expected.to_owned(),
+                    actual,
+                });
+            }
+            // SAFETY: as above, and these are the very bytes just hashed against the
+            // pin (the file is not read again, so it cannot change in between).
+            unsafe { Component::deserialize(engine, &bytes) }
+        }
+    };
+    loaded.map_err(|error| PrecompileError::Component(format!("{error:#}")))
 }
 
 /// Compile `wasm` for `target` with the engine settings of a runtime with (or without)

@@ -28,7 +28,12 @@ pub(super) fn load_plugins(
             name,
             &def.path,
             def.sha256.as_deref(),
-            def.precompiled.as_deref(),
+            def.precompiled
+                .as_deref()
+                .map(|path| crate::runtime::precompiled::Precompiled {
+                    path,
+                    sha256: def.precompiled_sha256.as_deref(),
+                }),
         );
         match loaded {
             Ok(plugin) => {
