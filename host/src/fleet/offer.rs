@@ -4,7 +4,6 @@
 //! whenever they change, so that a restart resumes them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::registry::FleetState;
@@ -53,7 +52,7 @@ impl FleetState {
         let snapshot = changed.then(|| rollouts.clone());
         drop(rollouts);
         if let Some(snapshot) = snapshot {
-            self.save_rollouts(&snapshot);
+            super::rollout::save_all(&self.rollouts_file, &snapshot);
         }
         match offered {
             Some(version) if version == current.manifest.version => Ok(current),
@@ -79,7 +78,7 @@ impl FleetState {
         let operated = rollout.clone();
         let snapshot = rollouts.clone();
         drop(rollouts);
-        self.save_rollouts(&snapshot);
+        super::rollout::save_all(&self.rollouts_file, &snapshot);
         Ok(operated)
     }
 
@@ -119,31 +118,5 @@ impl FleetState {
                 (id, health)
             })
             .collect()
-    }
-
-    fn save_rollouts(&self, rollouts: &BTreeMap<String, Rollout>) {
-        let text = serde_json::to_vec_pretty(rollouts).expect("rollouts serialise to JSON");
-        let file = &self.rollouts_file;
-        let temporary = file.with_extension("json.tmp");
-        let written = file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&temporary, text))
-            .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
-            .and_then(|()| std::fs::rename(&temporary, file));
-        if let Err(error) = written {
-            tracing::error!(file = %file.display(), "fleet: cannot save the rollouts: {error}");
-        }
-    }
-}
-
-/// The rollouts saved in `file`; none when it is missing or unreadable (logged).
-pub(super) fn read_rollouts(file: &Path) -> BTreeMap<String, Rollout> {
-    match std::fs::read(file) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
-            tracing::error!(file = %file.display(), "fleet: cannot read the saved rollouts, starting afresh: {error}");
-            BTreeMap::new()
-        }),
-        Err(_) => BTreeMap::new(),
     }
 }

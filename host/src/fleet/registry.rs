@@ -58,7 +58,7 @@ impl FleetState {
     ) -> Result<Arc<FleetState>, ServeError> {
         let releases = Releases::new(&config, &base)?;
         let rollouts_file = data_dir.join("fleet").join("rollouts.json");
-        let rollouts = super::offer::read_rollouts(&rollouts_file);
+        let rollouts = super::rollout::read_all(&rollouts_file);
         let status = config
             .devices
             .iter()

@@ -13,6 +13,7 @@
 //! feeds it what devices report.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -239,6 +240,32 @@ impl Rollout {
             Phase::Completed => Some(self.to),
             _ => self.from,
         }
+    }
+}
+
+/// The rollouts saved in `file`; none when it is missing or unreadable (logged).
+pub fn read_all(file: &Path) -> BTreeMap<String, Rollout> {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::error!(file = %file.display(), "fleet: cannot read the saved rollouts, starting afresh: {error}");
+            BTreeMap::new()
+        }),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// Save `rollouts` to `file` (a temporary file, fsynced, renamed); a failure is logged.
+pub fn save_all(file: &Path, rollouts: &BTreeMap<String, Rollout>) {
+    let text = serde_json::to_vec_pretty(rollouts).expect("rollouts serialise to JSON");
+    let temporary = file.with_extension("json.tmp");
+    let written = file
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&temporary, text))
+        .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, file));
+    if let Err(error) = written {
+        tracing::error!(file = %file.display(), "fleet: cannot save the rollouts: {error}");
     }
 }
 
