@@ -299,28 +299,23 @@ fn a_release_is_never_replaced_and_a_rollback_needs_an_existing_release() {
     let (key, _) = keys(dir.path());
     let config = group_config(dir.path(), 100);
     release(dir.path(), &key, Source::Config(&config));
-    let error = make::make(&Plan {
-        group: "edge",
-        source: Source::Rollback(5),
-        targets: &[],
-        key: &key,
-        releases: &dir.path().join("releases"),
-    })
-    .unwrap_err()
-    .to_string();
+    let refused = |group: &str, source: Source<'_>| {
+        make::make(&Plan {
+            group,
+            source,
+            targets: &[],
+            key: &key,
+            releases: &dir.path().join("releases"),
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    let error = refused("edge", Source::Rollback(5));
     assert!(
         error.contains("no release 5 to roll back to (it has [1])"),
         "{error}"
     );
-    let error = make::make(&Plan {
-        group: "../etc",
-        source: Source::Config(&config),
-        targets: &[],
-        key: &key,
-        releases: &dir.path().join("releases"),
-    })
-    .unwrap_err()
-    .to_string();
+    let error = refused("../etc", Source::Config(&config));
     assert!(
         error.contains("cannot name a group's release directory"),
         "{error}"

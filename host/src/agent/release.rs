@@ -14,7 +14,6 @@ use crate::fleet::registry::DEVICE_HEADER;
 use crate::release::{
     FileEntry, Manifest, SignedManifest, artifact_name, check_file_name, plugin_name,
 };
-use crate::runtime::Limits;
 
 /// The most a manifest may be (it lists files, it holds none).
 pub const MANIFEST_LIMIT: u64 = 4 << 20;
@@ -303,7 +302,7 @@ pub async fn prepare(
     let mut table: toml::Table = text
         .parse()
         .map_err(|error: toml::de::Error| invalid(format!("config.toml: {}", error.message())))?;
-    let fuel = uses_fuel(&table).map_err(invalid)?;
+    let fuel = crate::release::bundle::uses_fuel(&table).map_err(invalid)?;
     let target = crate::runtime::precompiled::TARGET;
     if let Some(plugins) = table.get_mut("plugins").and_then(toml::Value::as_table_mut) {
         for (name, plugin) in plugins.iter_mut() {
@@ -348,27 +347,6 @@ pub async fn prepare(
     }
     table.insert("data_dir".into(), data_dir.display().to_string().into());
     Ok(table)
-}
-
-/// Whether a plugin sets a fuel limit, read as the config reads its `limits` (the
-/// config cannot load yet: its plugin paths are what this fetches): the runtime then
-/// meters fuel, which the machine code must be compiled for.
-pub fn uses_fuel(config: &toml::Table) -> Result<bool, String> {
-    let plugins = config.get("plugins").and_then(toml::Value::as_table);
-    for (name, plugin) in plugins.into_iter().flatten() {
-        if let Some(limits) = plugin.get("limits") {
-            let limits: Limits = limits
-                .clone()
-                .try_into()
-                .map_err(|error: toml::de::Error| {
-                    format!("`plugins.{name}.limits`: {}", error.message())
-                })?;
-            if limits.fuel.is_some() {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
 }
 
 #[cfg(test)]

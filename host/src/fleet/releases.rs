@@ -264,16 +264,7 @@ fn live(group: &str, config: &Path) -> Result<Served, ServeError> {
         created_ms: 0,
         engine: ENGINE.to_owned(),
         targets: Vec::new(),
-        files: files
-            .iter()
-            .map(|(name, bytes)| {
-                let entry = FileEntry {
-                    sha256: crate::runtime::sha256_hex(bytes),
-                    bytes: bytes.len() as u64,
-                };
-                (name.clone(), entry)
-            })
-            .collect(),
+        files: FileEntry::list(&files),
     };
     let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises to JSON");
     Ok(Served {

@@ -159,16 +159,7 @@ pub fn make(plan: &Plan<'_>) -> Result<Made, MakeError> {
         created_ms: crate::event::now_ms(),
         engine: ENGINE.to_owned(),
         targets,
-        files: files
-            .iter()
-            .map(|(name, bytes)| {
-                let entry = FileEntry {
-                    sha256: crate::runtime::sha256_hex(bytes),
-                    bytes: bytes.len() as u64,
-                };
-                (name.clone(), entry)
-            })
-            .collect(),
+        files: FileEntry::list(&files),
     };
     let manifest_bytes =
         serde_json::to_vec_pretty(&manifest).expect("a manifest serialises to JSON");

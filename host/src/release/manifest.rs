@@ -46,6 +46,23 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
+impl FileEntry {
+    /// The entries of `files` (relative path to content).
+    pub fn list<B: AsRef<[u8]>>(files: &BTreeMap<String, B>) -> BTreeMap<String, FileEntry> {
+        files
+            .iter()
+            .map(|(name, bytes)| {
+                let bytes = bytes.as_ref();
+                let entry = FileEntry {
+                    sha256: crate::runtime::sha256_hex(bytes),
+                    bytes: bytes.len() as u64,
+                };
+                (name.clone(), entry)
+            })
+            .collect()
+    }
+}
+
 /// A manifest as served: its exact bytes and their signature.
 #[derive(Debug, Clone)]
 pub struct SignedManifest {
