@@ -12,7 +12,7 @@ use super::store::Store;
 use super::{AgentError, AgentOptions};
 use crate::fleet::registry::DEVICE_HEADER;
 use crate::release::{
-    FileEntry, Manifest, SignedManifest, artifact_name, check_file_name, plugin_name,
+    FileEntry, Manifest, SignedManifest, artifact_name, check_file_name, plugin_name, release_id,
 };
 
 /// The most a manifest may be (it lists files, it holds none).
@@ -26,11 +26,6 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(60);
 const SLOWEST_BYTES_PER_SEC: u64 = 16 << 10;
 /// The poll interval the central host may ask for.
 const POLL_SECS: std::ops::RangeInclusive<u64> = 1..=86_400;
-
-/// A release's id: the first 24 hex digits of its manifest's sha256.
-pub fn release_id(manifest: &[u8]) -> String {
-    crate::runtime::sha256_hex(manifest)[..24].to_owned()
-}
 
 /// What to do with an offered release.
 #[derive(Debug, PartialEq)]

@@ -17,7 +17,7 @@ use super::FleetConfig;
 use crate::release::bundle::{self, Bundle, BundleError};
 use crate::release::dir::{self, DirError};
 use crate::release::{
-    ENGINE, FileEntry, KeyError, Manifest, SignedManifest, TrustedKey, plugin_name,
+    ENGINE, FileEntry, KeyError, Manifest, SignedManifest, TrustedKey, plugin_name, release_id,
 };
 
 /// A release as served: its manifest's bytes and signature, and every file.
@@ -224,11 +224,6 @@ impl Releases {
             files: loaded.files,
         }))
     }
-}
-
-/// A release's id: the first 24 hex digits of its manifest's sha256.
-pub fn release_id(manifest: &[u8]) -> String {
-    hex::encode(&Sha256::digest(manifest)[..12])
 }
 
 /// A group config served as it is on disk: an unsigned release (version 0, no

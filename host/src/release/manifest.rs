@@ -149,6 +149,12 @@ fn is_sha256(text: &str) -> bool {
             .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A release's id, what devices and the API call it: the first 24 hex digits of its
+/// manifest's sha256.
+pub fn release_id(manifest: &[u8]) -> String {
+    crate::runtime::sha256_hex(manifest)[..24].to_owned()
+}
+
 /// The release file of the plugin with `sha256`.
 pub fn plugin_name(sha256: &str) -> String {
     format!("plugins/{sha256}.wasm")

@@ -24,5 +24,5 @@ mod manifest;
 pub use keys::{KeyError, SigningKey, TrustedKey};
 pub use manifest::{
     ENGINE, FileEntry, MANIFEST_FILE, Manifest, ReleaseError, SIGNATURE_FILE, SignedManifest,
-    artifact_name, check_file_name, plugin_name,
+    artifact_name, check_file_name, plugin_name, release_id,
 };
