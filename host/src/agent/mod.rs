@@ -156,8 +156,20 @@ impl AgentError {
 /// one offered, unless it failed for a reason that may pass.
 struct Refusal {
     id: String,
+    /// The signature it came with: the id covers the manifest's bytes alone, so the same
+    /// release with another signature (one stripped or garbled on the way, then intact)
+    /// is another offer.
+    signature: Option<Vec<u8>>,
     reason: String,
     retry: bool,
+}
+
+impl Refusal {
+    /// Whether this refusal stands for `id` offered with `signature`: the same bytes,
+    /// signed the same, refused for what they are.
+    fn stands_for(&self, id: &str, signature: Option<&[u8]>) -> bool {
+        !self.retry && self.id == id && self.signature.as_deref() == signature
+    }
 }
 
 pub struct Agent {
@@ -315,13 +327,14 @@ impl Agent {
         if self
             .refused
             .as_ref()
-            .is_some_and(|refused| refused.id == id && !refused.retry)
+            .is_some_and(|refused| refused.stands_for(&id, signed.signature.as_deref()))
         {
             return Ok(every);
         }
         let version = serde_json::from_slice::<serde_json::Value>(&signed.bytes)
             .ok()
             .and_then(|manifest| manifest.get("version")?.as_u64());
+        let signature = signed.signature.clone();
         match self.offered(&id, signed).await {
             Ok(false) => self.refused = None,
             Ok(true) => {
@@ -343,6 +356,7 @@ impl Agent {
                     retry: error.transient(),
                     reason: format!("release {id}{version}: {error}"),
                     id,
+                    signature,
                 });
             }
         }
@@ -452,4 +466,29 @@ fn remove_configs_but(dir: &Path, id: &str) {
 /// Entries the device's uplinks hold, from its own metrics.
 fn buffered() -> u64 {
     crate::counters::sum(crate::counters::UPLINK_BUFFERED_ENTRIES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Refusal;
+
+    #[test]
+    fn a_refusal_stands_for_the_same_bytes_signed_the_same_only() {
+        let refusal = |retry| Refusal {
+            id: "a".into(),
+            signature: None,
+            reason: "the release is not signed".into(),
+            retry,
+        };
+        assert!(refusal(false).stands_for("a", None));
+        assert!(!refusal(false).stands_for("b", None), "another release");
+        assert!(
+            !refusal(false).stands_for("a", Some(b"signed")),
+            "the same manifest, now signed: verified again"
+        );
+        assert!(
+            !refusal(true).stands_for("a", None),
+            "a refusal that may pass is tried again"
+        );
+    }
 }

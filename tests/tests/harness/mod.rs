@@ -2,6 +2,7 @@
 //! binary as a child process, an MQTT publisher, and readers of what came out.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod kafka;
 pub mod postgres;
 pub mod readings;
