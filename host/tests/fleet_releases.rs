@@ -8,7 +8,6 @@
 #[allow(dead_code)]
 mod support;
 
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};

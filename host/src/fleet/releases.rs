@@ -77,6 +77,17 @@ struct GroupState {
     scanned: Option<Instant>,
 }
 
+impl GroupState {
+    /// Keep `served` among the recent releases, the oldest going past [`KEEP`].
+    fn remember(&mut self, served: Arc<Served>) {
+        self.recent.retain(|kept| kept.id != served.id);
+        self.recent.push(served);
+        if self.recent.len() > KEEP {
+            self.recent.remove(0);
+        }
+    }
+}
+
 impl Releases {
     pub fn new(config: &FleetConfig, base: &Path) -> Result<Releases, ServeError> {
         let trusted = match &config.trust {
@@ -102,18 +113,9 @@ impl Releases {
         }
         let found = self.find(group, state)?;
         state.scanned = Some(Instant::now());
-        if state
-            .current
-            .as_ref()
-            .is_none_or(|current| current.id != found.id)
-        {
-            if let Some(previous) = state.current.replace(found.clone()) {
-                state.recent.retain(|kept| kept.id != previous.id);
-                state.recent.push(previous);
-                if state.recent.len() > KEEP {
-                    state.recent.remove(0);
-                }
-            }
+        let changed = state.current.as_ref().is_none_or(|c| c.id != found.id);
+        if changed && let Some(previous) = state.current.replace(found.clone()) {
+            state.remember(previous);
         }
         Ok(found)
     }
@@ -144,11 +146,10 @@ impl Releases {
         let group_dir = self.group_dir(group)?;
         let served = self.load(group, &group_dir, version)?;
         let mut groups = self.groups.lock().unwrap();
-        let state = groups.entry(group.to_owned()).or_default();
-        state.recent.push(served.clone());
-        if state.recent.len() > KEEP {
-            state.recent.remove(0);
-        }
+        groups
+            .entry(group.to_owned())
+            .or_default()
+            .remember(served.clone());
         Ok(served)
     }
 
