@@ -45,7 +45,7 @@ fn devices(api: u16) -> serde_json::Value {
 }
 
 /// `GET /fleet/v1/release` with `token`: the manifest (JSON) and the release's id (its
-/// `ETag`).
+/// `ETag`). The groups here are live (`config = ...`): their releases are unsigned.
 fn release(api: u16, token: &str) -> (serde_json::Value, String) {
     let (status, headers, body) = http_get_headers(
         api,
@@ -54,6 +54,7 @@ fn release(api: u16, token: &str) -> (serde_json::Value, String) {
     )
     .unwrap();
     assert_eq!(status, 200, "{body}");
+    assert!(!headers.contains_key("x-sluice-signature"), "{headers:?}");
     let id = headers["etag"].trim_matches('"').to_owned();
     (serde_json::from_str(&body).unwrap(), id)
 }
