@@ -1,12 +1,15 @@
 //! The device build (`scripts/build-agent`: no compiler, no ONNX Runtime, no Kafka),
 //! cross-compiled for aarch64 and run under qemu user-mode emulation: as `sluice agent`
-//! it gets its plugins precompiled for aarch64 by the central host and delivers its
-//! sensors' readings through the uplink to a broker on loopback; without a precompiled
-//! artifact it refuses a plugin and says why.
+//! with the fleet's public key it verifies a signed release whose plugins were compiled
+//! for aarch64 when the release was made (`sluice fleet release --targets`, by the host
+//! build), runs it and delivers its sensors' readings through the uplink to a broker on
+//! loopback. A release without machine code for aarch64, or a plugin without a
+//! precompiled artifact, it refuses and says why, and starts nothing.
 
 mod harness;
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -41,8 +44,63 @@ fn device(args: &[&str]) -> Command {
     command
 }
 
+/// A central host on `api` serving the signed releases of group `arm` from
+/// `dir/releases` (checked with `dir/keys/fleet.pub`), device `arm-1` in it; `extra`
+/// lines are its pipeline (what the device's uplink sends to).
+fn central(dir: &Path, api: u16, extra: &str, fleet: &str) -> Host {
+    let config = dir.join("central.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{}"
+[api]
+listen = "127.0.0.1:{api}"
+{extra}
+[fleet]
+poll_secs = 1
+releases = "releases"
+trust = "keys/fleet.pub"
+groups.arm = {{}}
+devices.arm-1 = {{ group = "arm", token = "token-arm" }}
+{fleet}
+"#,
+            dir.join("data").display(),
+        ),
+    )
+    .unwrap();
+    Host::start(&config, api, Stdio::null())
+}
+
+/// The aarch64 device build as `sluice agent` `arm-1` of group `arm`, trusting the
+/// fleet's public key in `dir/keys`.
+fn arm_agent(dir: &Path, api: u16) -> Agent {
+    let token = dir.join("token-arm");
+    std::fs::write(&token, "token-arm\n").unwrap();
+    let trust = dir.join("keys/fleet.pub");
+    Agent::start_with(
+        device(&[]),
+        &format!("http://127.0.0.1:{api}"),
+        "arm-1",
+        &[
+            OsStr::new("--token-file"),
+            token.as_os_str(),
+            OsStr::new("--trust"),
+            trust.as_os_str(),
+            OsStr::new("--group"),
+            OsStr::new("arm"),
+        ],
+    )
+}
+
+/// `GET /fleet/v1/devices` (the central hosts here have no admin token).
+fn devices(api: u16) -> serde_json::Value {
+    let (status, body) = http_get(api, "/fleet/v1/devices").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 #[test]
-fn an_aarch64_agent_without_a_compiler_runs_plugins_precompiled_by_the_central_host() {
+fn an_aarch64_agent_without_a_compiler_runs_a_signed_release_precompiled_for_it() {
     let broker = Mosquitto::start();
     let central_dir = tempfile::tempdir().unwrap();
     let dir = central_dir.path();
@@ -57,15 +115,22 @@ fn an_aarch64_agent_without_a_compiler_runs_plugins_precompiled_by_the_central_h
         ),
     )
     .unwrap();
+    // The release, made by the host build (which has the compiler) for aarch64 devices.
+    let (key, _) = fleet_keygen(&dir.join("keys"));
+    let made = fleet_release(
+        &dir.join("arm.toml"),
+        "arm",
+        &key,
+        &dir.join("releases"),
+        &[TARGET],
+    );
+    assert!(made.starts_with("release 1 of group `arm`"), "{made}");
     let api = free_port();
-    let central_config = dir.join("central.toml");
-    std::fs::write(
-        &central_config,
-        format!(
-            r#"data_dir = "{}"
-[api]
-listen = "127.0.0.1:{api}"
-
+    let _central = central(
+        dir,
+        api,
+        &format!(
+            r#"
 [sources.telemetry]
 type = "mqtt"
 url = "{url}"
@@ -77,22 +142,13 @@ client_id = "central-{api}"
 type = "file"
 inputs = ["telemetry"]
 path = "out"
-
-[fleet]
-poll_secs = 1
-heartbeats = {{ url = "{url}" }}
-groups.arm = {{ config = "arm.toml" }}
-devices.arm-1 = {{ group = "arm", token = "token-arm" }}
 "#,
-            dir.join("data").display(),
             url = broker.url()
         ),
-    )
-    .unwrap();
-    let _central = Host::start(&central_config, api, Stdio::null());
+        &format!("heartbeats = {{ url = \"{}\" }}", broker.url()),
+    );
 
-    let agent = Agent::start(device(&[]), api, "arm-1", "token-arm");
-
+    let agent = arm_agent(dir, api);
     // Readings of both sensors arrive at the central host, each sensor's in order from 1.
     let out = dir.join("data/out");
     let seqs = |sensor: &str| -> Vec<u64> {
@@ -123,28 +179,152 @@ devices.arm-1 = {{ group = "arm", token = "token-arm" }}
         );
     }
 
-    // It ran the central host's aarch64 machine code, not Wasm it compiled.
-    let plugins = agent.dir.path().join("agent/plugins");
-    let artifacts: Vec<String> = std::fs::read_dir(&plugins)
+    // It ran the release's aarch64 machine code (the build cannot compile Wasm): the
+    // config it runs names the artifact the manifest lists for its target, by sha256.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("releases/arm/1/manifest.json")).unwrap())
+            .unwrap();
+    let artifacts: Vec<&str> = manifest["files"]
+        .as_object()
         .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(&format!(".{TARGET}.cwasm")))
+        .iter()
+        .filter(|(name, _)| name.starts_with("artifacts/") && name.contains(TARGET))
+        .map(|(_, entry)| entry["sha256"].as_str().unwrap())
         .collect();
-    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert_eq!(artifacts.len(), 1, "{manifest}");
+    let configs: Vec<String> = std::fs::read_dir(agent.dir.path().join("agent/configs"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(configs.len(), 1, "{configs:?}");
+    assert!(
+        configs[0].contains(&format!("precompiled_sha256 = \"{}\"", artifacts[0])),
+        "{}",
+        configs[0]
+    );
+    assert!(
+        agent
+            .dir
+            .path()
+            .join("agent/files")
+            .join(artifacts[0])
+            .exists()
+    );
 
-    // The central host shows the device's version and its heartbeat.
+    // The central host shows the release the device runs and its heartbeat, which
+    // reports that release's version.
+    let (_, headers, _) = http_get_headers(
+        api,
+        "/fleet/v1/release",
+        &["Authorization: Bearer token-arm"],
+    )
+    .unwrap();
+    let id = headers["etag"].trim_matches('"').to_owned();
+    let version =
+        config_version(&std::fs::read_to_string(dir.join("releases/arm/1/config.toml")).unwrap());
+    assert_eq!(version.as_deref(), Some("1"));
     wait_until(
         Duration::from_secs(30),
-        "the agent's version and heartbeat at the central host",
+        "the agent's release and heartbeat at the central host",
         || {
-            let (_, body) = http_get(api, "/fleet/v1/devices").unwrap();
-            let devices: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let device = &devices["arm-1"];
-            device["applied"].is_string()
-                && device["heartbeat"]["config_version"] == device["applied"]
+            let device = &devices(api)["arm-1"];
+            device["applied"] == id.as_str()
+                && device["heartbeat"]["config_version"].as_str() == version.as_deref()
         },
     );
+    assert!(
+        agent.log().contains("applied a new release"),
+        "{}",
+        agent.log()
+    );
     assert!(!agent.log().contains("ERROR"), "{}", agent.log());
+}
+
+#[test]
+fn the_device_build_refuses_a_release_without_machine_code_for_it() {
+    let central_dir = tempfile::tempdir().unwrap();
+    let dir = central_dir.path();
+    std::fs::write(
+        dir.join("arm.toml"),
+        format!(
+            r#"
+[plugins.sensor-sim]
+path = "{}"
+
+[sources.sensors]
+type = "wasm"
+plugin = "sensor-sim"
+interval_ms = 100
+
+[sinks.out]
+type = "file"
+inputs = ["sensors"]
+path = "out"
+"#,
+            plugin("sensor-sim")
+        ),
+    )
+    .unwrap();
+    // Signed, but made for this machine's target only.
+    let native = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    assert_ne!(
+        native, TARGET,
+        "this test runs on a machine other than aarch64"
+    );
+    let (key, _) = fleet_keygen(&dir.join("keys"));
+    fleet_release(
+        &dir.join("arm.toml"),
+        "arm",
+        &key,
+        &dir.join("releases"),
+        &[&native],
+    );
+    let api = free_port();
+    let _central = central(
+        dir,
+        api,
+        &format!(
+            r#"
+[sources.ingest]
+type = "http"
+listen = "127.0.0.1:{}"
+
+[sinks.out]
+type = "file"
+inputs = ["ingest"]
+path = "out"
+"#,
+            free_port()
+        ),
+        "",
+    );
+    let agent = arm_agent(dir, api);
+
+    // The agent refuses it, naming the plugin and its target, and reports it.
+    let refusal = |text: &str| {
+        text.contains("plugin `sensor-sim`")
+            && text.contains(&format!("has no artifact for {TARGET}"))
+            && text.contains(&format!("(made for {native})"))
+            && text.contains("cannot compile Wasm (built without the `compiler` feature)")
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "the refusal reported to the central host",
+        || devices(api)["arm-1"]["error"].as_str().is_some_and(refusal),
+    );
+    let log = agent.log();
+    assert!(log.contains("refused a release") && refusal(&log), "{log}");
+    // Nothing started, and nothing does while it is the release offered.
+    std::thread::sleep(Duration::from_secs(3));
+    let device = &devices(api)["arm-1"];
+    assert!(device["applied"].is_null(), "{device}");
+    assert!(device["offered"].is_string(), "{device}");
+    assert!(
+        !agent.dir.path().join("agent/run/out").exists(),
+        "nothing started:\n{}",
+        agent.log()
+    );
+    assert!(!agent.dir.path().join("agent/state.json").exists());
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! The fleet over mutual TLS: a central host whose API and embedded broker both take
 //! client certificates from one CA, and an agent that proves it is `gw1` with its
-//! certificate alone (no token) both to the API (its config, plugins) and to the broker
-//! (its uplink's readings and heartbeats). Everyone else is refused with an error the
-//! operator can read, and gw1's pipeline runs on unharmed: another device's certificate,
-//! a certificate of another CA, an expired one, a revoked device's, plaintext HTTP to
-//! the TLS port, and gw1's certificate publishing under gw2's topics.
+//! certificate alone (no token) both to the API (its group's signed release, verified
+//! with the fleet's public key) and to the broker (its uplink's readings and
+//! heartbeats). Everyone else is refused with an error the operator can read, and gw1's
+//! pipeline runs on unharmed: another device's certificate, a certificate of another
+//! CA, an expired one, a revoked device's, plaintext HTTP to the TLS port, and gw1's
+//! certificate publishing under gw2's topics.
 
 mod harness;
 
@@ -54,7 +55,9 @@ path = "out"
 [fleet]
 poll_secs = 1
 heartbeats = {{ url = "mqtts://localhost:{broker}", ca_file = "{ca_file}" }}
-groups.gateways = {{ config = "gateways.toml" }}
+releases = "releases"
+trust = "keys/fleet.pub"
+groups.gateways = {{}}
 devices.gw1 = {{ group = "gateways", token = "token-gw1" }}
 devices.gw2 = {{ group = "gateways", token = "token-gw2" }}
 devices.gw3 = {{ group = "gateways", token = "token-gw3", revoked = true }}
@@ -94,13 +97,14 @@ buffer = {{ path = "buffer", max_bytes = 16777216 }}
     )
 }
 
-/// `sluice agent` for `device` against the TLS API (whose certificate `ca` signed),
-/// presenting `pair`, without a token.
-fn agent(api: u16, device: &str, ca: &Ca, pair: &Pair) -> Agent {
-    agent_at(&format!("https://localhost:{api}"), device, ca, pair)
+/// `sluice agent` for `device` of group `gateways` against the TLS API (whose
+/// certificate `ca` signed), presenting `pair`, without a token; it runs only releases
+/// `trust` (the fleet's public key) verifies.
+fn agent(api: u16, device: &str, ca: &Ca, pair: &Pair, trust: &Path) -> Agent {
+    agent_at(&format!("https://localhost:{api}"), device, ca, pair, trust)
 }
 
-fn agent_at(central: &str, device: &str, ca: &Ca, pair: &Pair) -> Agent {
+fn agent_at(central: &str, device: &str, ca: &Ca, pair: &Pair, trust: &Path) -> Agent {
     Agent::start_with(
         Command::new(sluice_binary()),
         central,
@@ -112,6 +116,10 @@ fn agent_at(central: &str, device: &str, ca: &Ca, pair: &Pair) -> Agent {
             pair.cert.as_os_str(),
             OsStr::new("--key-file"),
             pair.key.as_os_str(),
+            OsStr::new("--trust"),
+            trust.as_os_str(),
+            OsStr::new("--group"),
+            OsStr::new("gateways"),
         ],
     )
 }
@@ -170,6 +178,16 @@ fn a_device_runs_on_its_certificate_alone_and_other_certificates_are_refused() {
 
     let (api, broker) = (free_port(), free_port());
     std::fs::write(dir.join("gateways.toml"), group_config(broker)).unwrap();
+    // The group's release, signed with the fleet's key, for this machine's target.
+    let (key, trust) = fleet_keygen(&dir.join("keys"));
+    let made = fleet_release(
+        &dir.join("gateways.toml"),
+        "gateways",
+        &key,
+        &dir.join("releases"),
+        &[&format!("{}-unknown-linux-gnu", std::env::consts::ARCH)],
+    );
+    assert!(made.starts_with("release 1 of group `gateways`"), "{made}");
     let config = dir.join("central.toml");
     std::fs::write(&config, central_config(dir, api, broker, &ca, &server)).unwrap();
     let trusting = client_config(&ca.file, None);
@@ -189,8 +207,8 @@ fn a_device_runs_on_its_certificate_alone_and_other_certificates_are_refused() {
         body
     };
 
-    // gw1 with its certificate and no token: its config, its plugins, its broker.
-    let first = agent(api, "gw1", &ca, &gw1);
+    // gw1 with its certificate and no token: its release, its broker.
+    let first = agent(api, "gw1", &ca, &gw1, &trust);
     let logs = || {
         format!(
             "--- agent:\n{}\n--- central:\n{}",
@@ -201,18 +219,30 @@ fn a_device_runs_on_its_certificate_alone_and_other_certificates_are_refused() {
     if !poll(Duration::from_secs(90), || from(&out, "gw1") >= 20) {
         panic!("no readings from gw1\n{}", logs());
     }
+    // The version gw1's heartbeats report is the one its applied release's config
+    // gives the uplink: release 1.
+    let as_gw1 = client_config(&ca.file, Some(&gw1));
+    let version_of = |release: &serde_json::Value| -> Option<String> {
+        let path = format!("/fleet/v1/release/{}/config.toml", release.as_str()?);
+        let (status, config) = https_get(api, &path, &[], &as_gw1).ok()?;
+        config_version(&config).filter(|_| status == 200)
+    };
     let reported = poll(Duration::from_secs(30), || {
         let device = &devices()["gw1"];
         device["applied"].is_string()
             && device["applied"] == device["offered"]
-            && device["heartbeat"]["config_version"] == device["applied"]
+            && device["heartbeat"]["config_version"]
+                .as_str()
+                .is_some_and(|heard| {
+                    version_of(&device["applied"]).as_deref() == Some(heard) && heard == "1"
+                })
             && device["heartbeat"]["buffered_entries"].is_u64()
     });
     if !reported {
         panic!("gw1's version and heartbeat: {}\n{}", devices(), logs());
     }
     assert!(
-        first.log().contains("applied a new version"),
+        first.log().contains("applied a new release"),
         "{}",
         first.log()
     );
@@ -223,15 +253,17 @@ fn a_device_runs_on_its_certificate_alone_and_other_certificates_are_refused() {
     let (status, body) = https_get(api, "/fleet/v1/devices", &[], &as_ops).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("gw1"), "{body}");
-    let as_gw1 = client_config(&ca.file, Some(&gw1));
     let (status, _) = https_get(api, "/fleet/v1/devices", &[], &as_gw1).unwrap();
     assert_eq!(status, 401, "a device's certificate is no admin's");
-    // gw1's certificate is gw1's config, without a token, and not with another's.
-    let (status, body) = https_get(api, "/fleet/v1/config", &[], &as_gw1).unwrap();
+    // gw1's certificate is gw1's release, without a token, and not with another's.
+    let (status, body) = https_get(api, "/fleet/v1/release", &[], &as_gw1).unwrap();
     assert_eq!(status, 200, "{body}");
+    let manifest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(manifest["group"], "gateways", "{manifest}");
+    assert_eq!(manifest["version"], 1, "{manifest}");
     let (status, body) = https_get(
         api,
-        "/fleet/v1/config",
+        "/fleet/v1/release",
         &["Authorization: Bearer token-gw2"],
         &as_gw1,
     )
@@ -253,14 +285,14 @@ fn a_device_runs_on_its_certificate_alone_and_other_certificates_are_refused() {
     );
 
     // An agent claiming gw2 with gw1's certificate.
-    let impostor = agent(api, "gw2", &ca, &gw1);
+    let impostor = agent(api, "gw2", &ca, &gw1, &trust);
     // gw2's name on certificates the central host does not take.
-    let rogue_agent = agent(api, "gw2", &ca, &rogue_gw2);
-    let expired_agent = agent(api, "gw2", &ca, &expired_gw2);
+    let rogue_agent = agent(api, "gw2", &ca, &rogue_gw2, &trust);
+    let expired_agent = agent(api, "gw2", &ca, &expired_gw2, &trust);
     // gw3 is revoked, its certificate valid.
-    let revoked = agent(api, "gw3", &ca, &gw3);
+    let revoked = agent(api, "gw3", &ca, &gw3, &trust);
     // Plaintext to the TLS port.
-    let plaintext = agent_at(&format!("http://localhost:{api}"), "gw1", &ca, &gw1);
+    let plaintext = agent_at(&format!("http://localhost:{api}"), "gw1", &ca, &gw1, &trust);
 
     refused_with(
         &impostor,
@@ -294,7 +326,7 @@ fn a_device_runs_on_its_certificate_alone_and_other_certificates_are_refused() {
     );
     for (pair, what) in [(&rogue_gw2, "another CA"), (&expired_gw2, "expired")] {
         let config = client_config(&ca.file, Some(pair));
-        let answer = https_get(api, "/fleet/v1/config", &[], &config);
+        let answer = https_get(api, "/fleet/v1/release", &[], &config);
         assert!(answer.is_err(), "{what}: {answer:?}");
     }
     assert_eq!(
@@ -415,7 +447,7 @@ fn a_device_runs_on_its_certificate_alone_and_other_certificates_are_refused() {
         &plaintext,
     ] {
         assert!(
-            !agent.log().contains("applied a new version"),
+            !agent.log().contains("applied a new release"),
             "{}",
             agent.log()
         );

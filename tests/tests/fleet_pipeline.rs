@@ -1,7 +1,7 @@
 //! The fleet from the central host's one config: two agents in different groups get
 //! their group's pipeline and follow a change within a few polls; a broken version is
 //! refused, reported and the running one kept; a device token reaches only its own
-//! group's config and plugins.
+//! group's releases (`GET /fleet/v1/release`, `GET /fleet/v1/release/{id}/{file}`).
 
 mod harness;
 
@@ -44,13 +44,36 @@ fn devices(api: u16) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// The `sha256 = "..."` pins in a served config.
-fn pins(config: &str) -> Vec<String> {
-    config
-        .split("sha256 = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_owned)
+/// `GET /fleet/v1/release` with `token`: the manifest (JSON) and the release's id (its
+/// `ETag`). The groups here are live (`config = ...`): their releases are unsigned.
+fn release(api: u16, token: &str) -> (serde_json::Value, String) {
+    let (status, headers, body) = http_get_headers(
+        api,
+        "/fleet/v1/release",
+        &[&format!("Authorization: Bearer {token}")],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(!headers.contains_key("x-sluice-signature"), "{headers:?}");
+    let id = headers["etag"].trim_matches('"').to_owned();
+    (serde_json::from_str(&body).unwrap(), id)
+}
+
+/// The status of `GET path` with `token` (none: no `Authorization`).
+fn status(api: u16, path: &str, token: Option<&str>) -> u16 {
+    let header = token.map(|token| format!("Authorization: Bearer {token}"));
+    let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+    http_get_with(api, path, &headers).unwrap().0
+}
+
+/// The plugin files (`plugins/<sha256>.wasm`) a manifest lists.
+fn plugin_files(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["files"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|name| name.starts_with("plugins/"))
+        .cloned()
         .collect()
 }
 
@@ -116,42 +139,62 @@ devices.dev-b = {{ group = "beta", token = "token-b" }}
     .unwrap();
     let _central = Host::start(&central_config, api, Stdio::null());
 
-    // Tokens: none, a wrong one, and a device asking for another group's plugin.
-    assert_eq!(http_get(api, "/fleet/v1/config").unwrap().0, 401);
-    assert_eq!(
-        http_get_with(api, "/fleet/v1/config", &["Authorization: Bearer token-x"])
-            .unwrap()
-            .0,
-        401
-    );
-    assert_eq!(http_get(api, "/fleet/v1/devices").unwrap().0, 401);
-    let (status, alpha) =
-        http_get_with(api, "/fleet/v1/config", &["Authorization: Bearer token-a"]).unwrap();
-    assert_eq!(status, 200);
+    // Tokens: none, a wrong one, and a device asking for another group's release.
+    assert_eq!(status(api, "/fleet/v1/release", None), 401);
+    assert_eq!(status(api, "/fleet/v1/release", Some("token-x")), 401);
+    assert_eq!(status(api, "/fleet/v1/devices", None), 401);
+    // A device's token is no admin's.
+    assert_eq!(status(api, "/fleet/v1/devices", Some("token-a")), 403);
+    // Each device is offered its own group's release: a live group's config, unsigned.
+    let (alpha, alpha_id) = release(api, "token-a");
+    assert_eq!(alpha["group"], "alpha", "{alpha}");
+    let (beta, beta_id) = release(api, "token-b");
+    assert_eq!(beta["group"], "beta", "{beta}");
+    assert_ne!(alpha_id, beta_id);
+    let alpha_config = format!("/fleet/v1/release/{alpha_id}/config.toml");
+    let (code, config) =
+        http_get_with(api, &alpha_config, &["Authorization: Bearer token-a"]).unwrap();
+    assert_eq!(code, 200, "{config}");
     assert!(
-        alpha.contains("alpha-v1") && !alpha.contains("beta"),
-        "{alpha}"
+        config.contains("alpha-v1") && !config.contains("beta"),
+        "{config}"
     );
-    let (_, beta) =
-        http_get_with(api, "/fleet/v1/config", &["Authorization: Bearer token-b"]).unwrap();
-    let alpha_pins = pins(&alpha);
-    let filter_sha = pins(&beta)
+    // Without a token, or with an unknown one, no file of a release either.
+    assert_eq!(status(api, &alpha_config, None), 401);
+    assert_eq!(status(api, &alpha_config, Some("token-x")), 401);
+    // Beta's filter plugin, which alpha's release does not have.
+    let alpha_plugins = plugin_files(&alpha);
+    let filter = plugin_files(&beta)
         .into_iter()
-        .find(|pin| !alpha_pins.contains(pin))
+        .find(|file| !alpha_plugins.contains(file))
         .unwrap_or_else(|| panic!("{alpha}\n---\n{beta}"));
-    let other_group = format!("/fleet/v1/plugins/{filter_sha}");
-    assert_eq!(
-        http_get_with(api, &other_group, &["Authorization: Bearer token-a"])
-            .unwrap()
-            .0,
-        404
-    );
-    assert_eq!(
-        http_get_with(api, &other_group, &["Authorization: Bearer token-b"])
-            .unwrap()
-            .0,
-        200
-    );
+    let beta_config = format!("/fleet/v1/release/{beta_id}/config.toml");
+    let beta_filter = format!("/fleet/v1/release/{beta_id}/{filter}");
+    // Another group's release, by its id, is as unknown to a device as a made-up one;
+    // so is another group's plugin asked for in the device's own release.
+    for path in [
+        beta_config.as_str(),
+        beta_filter.as_str(),
+        &format!("/fleet/v1/release/{alpha_id}/{filter}"),
+        "/fleet/v1/release/000000000000000000000000/config.toml",
+    ] {
+        assert_eq!(status(api, path, Some("token-a")), 404, "{path}");
+    }
+    for path in [&beta_config, &beta_filter] {
+        assert_eq!(status(api, path, Some("token-b")), 200, "{path}");
+    }
+    // The old routes are gone: nothing is served by plugin hash or compiled on request.
+    for path in [
+        "/fleet/v1/config".to_owned(),
+        format!(
+            "/fleet/v1/plugins/{}",
+            filter
+                .trim_start_matches("plugins/")
+                .trim_end_matches(".wasm")
+        ),
+    ] {
+        assert_eq!(status(api, &path, Some("token-b")), 404, "{path}");
+    }
 
     let a = Agent::start(Command::new(sluice_binary()), api, "dev-a", "token-a");
     let b = Agent::start(Command::new(sluice_binary()), api, "dev-b", "token-b");

@@ -1,5 +1,6 @@
 //! The quickstart that the README runs: the central host with its embedded broker, and
-//! two gateways as `sluice agent` processes fetching their pipeline from its `[fleet]`.
+//! two gateways as `sluice agent` processes fetching their pipeline from its `[fleet]`
+//! (a live group, served unsigned: the agents run with `--insecure-unsigned`).
 
 mod harness;
 
@@ -9,10 +10,24 @@ use std::time::Duration;
 
 use harness::*;
 
+/// A quickstart gateway's token, from the example.
+fn token(root: &Path, id: &str) -> String {
+    let token = std::fs::read_to_string(root.join("examples/quickstart/tokens").join(id)).unwrap();
+    token.trim().to_owned()
+}
+
 /// `sluice agent` for a quickstart gateway, with its token from the example.
 fn gateway(root: &Path, id: &str) -> Agent {
-    let token = std::fs::read_to_string(root.join("examples/quickstart/tokens").join(id)).unwrap();
-    Agent::start(Command::new(sluice_binary()), 9598, id, token.trim())
+    Agent::start(Command::new(sluice_binary()), 9598, id, &token(root, id))
+}
+
+/// The `config_version` of `device`'s release `id` (what its heartbeats report while it
+/// runs it), asked with the device's token.
+fn version_of(root: &Path, device: &str, id: &serde_json::Value) -> Option<String> {
+    let path = format!("/fleet/v1/release/{}/config.toml", id.as_str()?);
+    let bearer = format!("Authorization: Bearer {}", token(root, device));
+    let (status, config) = http_get_with(9598, &path, &[&bearer])?;
+    config_version(&config).filter(|_| status == 200)
 }
 
 #[test]
@@ -47,8 +62,9 @@ fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
     );
     assert_eq!(last["anomaly"], false, "the model scored it: {last}");
 
-    // The central host knows each gateway: the version it runs (from its polls) and its
-    // last heartbeat (over MQTT), with the uplink's buffer depth.
+    // The central host knows each gateway: the release it runs (from its polls) and its
+    // last heartbeat (over MQTT), reporting that release's version, with the uplink's
+    // buffer depth.
     let devices = || -> serde_json::Value {
         let (status, body) = http_get(9598, "/fleet/v1/devices").unwrap();
         assert_eq!(status, 200, "{body}");
@@ -63,7 +79,11 @@ fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
                 let device = &devices[id];
                 device["applied"].is_string()
                     && device["applied"] == device["offered"]
-                    && device["heartbeat"]["config_version"] == device["applied"]
+                    && device["heartbeat"]["config_version"]
+                        .as_str()
+                        .is_some_and(|heard| {
+                            version_of(&root, id, &device["applied"]).as_deref() == Some(heard)
+                        })
                     && device["heartbeat"]["buffered_entries"].is_u64()
             })
         },

@@ -167,6 +167,51 @@ pub fn plugin(name: &str) -> String {
     path.canonicalize().unwrap().display().to_string()
 }
 
+/// `sluice fleet keygen DIR`: the fleet's signing key pair, `(DIR/fleet.key,
+/// DIR/fleet.pub)`.
+pub fn fleet_keygen(dir: &Path) -> (PathBuf, PathBuf) {
+    let output = Command::new(sluice_binary())
+        .args(["fleet", "keygen"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sluice fleet keygen: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (dir.join("fleet.key"), dir.join("fleet.pub"))
+}
+
+/// `sluice fleet release CONFIG --group GROUP --key KEY --releases RELEASES --targets
+/// T,...`: the group's next signed release, with its plugins compiled for `targets`;
+/// what it printed.
+pub fn fleet_release(
+    config: &Path,
+    group: &str,
+    key: &Path,
+    releases: &Path,
+    targets: &[&str],
+) -> String {
+    let output = Command::new(sluice_binary())
+        .args(["fleet", "release"])
+        .arg(config)
+        .args(["--group", group, "--key"])
+        .arg(key)
+        .arg("--releases")
+        .arg(releases)
+        .args(["--targets", &targets.join(",")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sluice fleet release: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// A device's pipeline: `sensors` simulated sensors named `DEVICE-sensor-N`, each
 /// reading every `interval_ms`, into an uplink to `url` as `device_id` (a name, or
 /// `${SLUICE_DEVICE_ID}` in a fleet group's config), its buffer `buffer` (an inline
@@ -226,6 +271,18 @@ impl Host {
         stdout: Stdio,
         ready: impl Fn(u16) -> bool,
     ) -> Host {
+        Host::start_probed_env(config, api_port, stdout, &[], ready)
+    }
+
+    /// [`Host::start_probed`] with `env` set in the host's environment (the `${VAR}`s
+    /// its config names).
+    pub fn start_probed_env(
+        config: &Path,
+        api_port: u16,
+        stdout: Stdio,
+        env: &[(&str, &std::ffi::OsStr)],
+        ready: impl Fn(u16) -> bool,
+    ) -> Host {
         // Logs go to the temporary directory, never next to a checked-in config.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -236,6 +293,7 @@ impl Host {
         let child = Command::new(sluice_binary())
             .arg("run")
             .arg(config)
+            .envs(env.iter().copied())
             .env("SLUICE_LOG", "info")
             .stdout(stdout)
             .stderr(std::fs::File::create(&log).unwrap())
@@ -331,23 +389,30 @@ impl Drop for Host {
 }
 
 /// A `sluice agent` process (run by `program`: the binary, or an emulator with its
-/// arguments) asking the central host as `device` with a token ([`Agent::start`]) or
-/// other credentials ([`Agent::start_with`]); its directory and log in a temporary
-/// directory.
+/// arguments) asking the central host as `device` with a token, taking the unsigned
+/// releases of a live group ([`Agent::start`]), or with other credentials and trust
+/// ([`Agent::start_with`]); its directory and log in a temporary directory.
 pub struct Agent {
     pub child: Child,
     pub dir: tempfile::TempDir,
     central: String,
     device: String,
-    /// How it proves who it is (`--token-file`, `--cert-file`...).
+    /// How it proves who it is (`--token-file`, `--cert-file`...) and which releases it
+    /// takes (`--trust` and `--group`, or `--insecure-unsigned`).
     credentials: Vec<std::ffi::OsString>,
 }
 
 impl Agent {
+    /// An agent of a live group (`config = "..."`, served unsigned): it runs with
+    /// `--insecure-unsigned`, as development setups do.
     pub fn start(program: Command, api: u16, device: &str, token: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
-        let credentials = vec!["--token-file".into(), dir.path().join("token").into()];
+        let credentials = vec![
+            "--token-file".into(),
+            dir.path().join("token").into(),
+            "--insecure-unsigned".into(),
+        ];
         Agent::start_in(
             dir,
             program,
@@ -358,7 +423,8 @@ impl Agent {
     }
 
     /// An agent asking `central` (a URL) as `device`, with `credentials` as its
-    /// arguments (`--cert-file`, `--key-file`, `--ca-file`, a `--token-file`...).
+    /// arguments (`--cert-file`, `--key-file`, `--ca-file`, a `--token-file`...; and
+    /// `--trust FILE --group NAME` or `--insecure-unsigned`).
     pub fn start_with(
         program: Command,
         central: &str,
@@ -373,6 +439,19 @@ impl Agent {
             device,
             credentials,
         )
+    }
+
+    /// [`Agent::start_with`], with `env` in the agent's environment (the `${VAR}`s its
+    /// group's config names).
+    pub fn start_with_env(
+        mut program: Command,
+        central: &str,
+        device: &str,
+        credentials: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Agent {
+        program.envs(env.iter().copied());
+        Agent::start_with(program, central, device, credentials)
     }
 
     fn start_in(
@@ -538,6 +617,15 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// A bare HTTP/1.0 GET with extra header lines (`"Authorization: Bearer x"`).
 pub fn http_get_with(port: u16, path: &str, headers: &[&str]) -> Option<(u16, String)> {
+    http_get_headers(port, path, headers).map(|(status, _, body)| (status, body))
+}
+
+/// [`http_get_with`], with the response's headers (names in lower case).
+pub fn http_get_headers(
+    port: u16,
+    path: &str,
+    headers: &[&str],
+) -> Option<(u16, HashMap<String, String>, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
@@ -551,11 +639,26 @@ pub fn http_get_with(port: u16, path: &str, headers: &[&str]) -> Option<(u16, St
     // A binary body (a plugin) comes back lossily: its status is what tests read.
     let response = String::from_utf8_lossy(&bytes).into_owned();
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        })
+        .collect();
+    Some((status, headers, body.to_owned()))
+}
+
+/// The `config_version` a release's `config.toml` gives its uplinks: what the device's
+/// heartbeats report while it runs that release.
+pub fn config_version(config: &str) -> Option<String> {
+    config.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("config_version")?;
+        let value = value.trim_start().strip_prefix('=')?.trim();
+        Some(value.strip_prefix('"')?.strip_suffix('"')?.to_owned())
+    })
 }
 
 /// A bare HTTP/1.0 POST on loopback with extra header lines: (status, body). A
