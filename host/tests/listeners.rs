@@ -215,7 +215,7 @@ path = "out"
     // Probes and the devices' own routes do not take the admin token.
     assert_eq!(http(api, "GET", "/health", "").await.0, 200);
     assert_eq!(
-        http(api, "GET", "/fleet/v1/config", &bearer("device-secret"))
+        http(api, "GET", "/fleet/v1/release", &bearer("device-secret"))
             .await
             .0,
         200

@@ -91,21 +91,21 @@ async fn the_fleet_api_takes_a_devices_certificate_as_its_identity() {
 
     let own = get(
         Some(gw1.clone()),
-        "/fleet/v1/config",
+        "/fleet/v1/release",
         vec![("x-sluice-device", "gw1".into())],
     )
     .await
     .unwrap();
     assert_eq!(own.status, 200, "{}", own.body);
     assert!(
-        own.body.contains("edge_out"),
+        own.body.contains("\"group\":\"edge\""),
         "gw1's group config: {}",
         own.body
     );
 
     let posing = get(
         Some(gw1.clone()),
-        "/fleet/v1/config",
+        "/fleet/v1/release",
         vec![("x-sluice-device", "gw2".into())],
     )
     .await
@@ -121,7 +121,7 @@ async fn the_fleet_api_takes_a_devices_certificate_as_its_identity() {
 
     let mixed = get(
         Some(gw1.clone()),
-        "/fleet/v1/config",
+        "/fleet/v1/release",
         vec![("authorization", "Bearer gw2-secret".into())],
     )
     .await
@@ -135,7 +135,7 @@ async fn the_fleet_api_takes_a_devices_certificate_as_its_identity() {
         mixed.body
     );
 
-    let revoked = get(Some(ca.client("gw3")), "/fleet/v1/config", vec![])
+    let revoked = get(Some(ca.client("gw3")), "/fleet/v1/release", vec![])
         .await
         .unwrap();
     assert_eq!(revoked.status, 403, "{}", revoked.body);
@@ -145,7 +145,7 @@ async fn the_fleet_api_takes_a_devices_certificate_as_its_identity() {
         revoked.body
     );
 
-    let stranger = get(Some(ca.client("gw9")), "/fleet/v1/config", vec![])
+    let stranger = get(Some(ca.client("gw9")), "/fleet/v1/release", vec![])
         .await
         .unwrap();
     assert_eq!(
@@ -157,22 +157,22 @@ async fn the_fleet_api_takes_a_devices_certificate_as_its_identity() {
     // Tokens keep working beside certificates.
     let token = get(
         None,
-        "/fleet/v1/config",
+        "/fleet/v1/release",
         vec![("authorization", "Bearer gw2-secret".into())],
     )
     .await
     .unwrap();
     assert_eq!(token.status, 200, "{}", token.body);
-    assert!(token.body.contains("lab_out"), "{}", token.body);
+    assert!(token.body.contains("\"group\":\"lab\""), "{}", token.body);
 
     let other_ca = Ca::new("another CA");
-    let failure = get(Some(other_ca.client("gw1")), "/fleet/v1/config", vec![])
+    let failure = get(Some(other_ca.client("gw1")), "/fleet/v1/release", vec![])
         .await
         .err()
         .expect("a certificate from another CA fails the handshake");
     // Over TLS 1.3 the client hears the server's alert only at its first read.
     assert!(format!("{failure:?}").contains("UnknownCA"), "{failure:?}");
-    let failure = get(Some(ca.expired_client("gw1")), "/fleet/v1/config", vec![])
+    let failure = get(Some(ca.expired_client("gw1")), "/fleet/v1/release", vec![])
         .await
         .err()
         .expect("an expired certificate fails the handshake");
@@ -268,6 +268,7 @@ ca_file = "{ca}"
 cert_file = "{dir}/server.crt"
 key_file = "{dir}/server.key"
 topics = ["sensors/#"]
+qos = 1
 
 [sinks.out]
 type = "file"

@@ -402,3 +402,25 @@ async fn a_device_cannot_publish_under_another_devices_topics() {
         "a wrong token is refused at CONNECT: {answer:?}"
     );
 }
+
+#[test]
+fn durable_sources_get_their_sessions_over_tls_too() {
+    let text = "[broker]\nlisten = \"127.0.0.1:18831\"\n\
+                [sources.plain]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:18831\"\ntopics = [\"a/#\"]\nqos = 1\n\
+                [sources.tls]\ntype = \"mqtt\"\nurl = \"mqtts://localhost:18831\"\ntopics = [\"b/#\"]\nqos = 1\n\
+                [sources.lossy]\ntype = \"mqtt\"\nurl = \"mqtts://localhost:18831\"\ntopics = [\"c/#\"]\nqos = 0\n\
+                [sinks.out]\ntype = \"console\"\ninputs = [\"plain\", \"tls\", \"lossy\"]\n";
+    let config = Config::from_text(Path::new("test.toml"), text, |_| None).unwrap();
+    let sessions: Vec<(String, Vec<String>)> = crate::broker::local_sessions(&config)
+        .into_iter()
+        .map(|session| (session.client_id, session.filters))
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            ("sluice-plain".to_owned(), vec!["a/#".to_owned()]),
+            ("sluice-tls".to_owned(), vec!["b/#".to_owned()]),
+        ],
+        "QoS 1 sources over mqtt:// and mqtts:// alike; a QoS 0 one keeps no session"
+    );
+}

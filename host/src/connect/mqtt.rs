@@ -111,12 +111,11 @@ impl Endpoint<'_> {
             .map_or_else(|| default_client_id(self.stage), str::to_owned)
     }
 
-    /// The broker's host (as written, IPv6 literals in brackets) and port, if `url` is
-    /// a plain `mqtt://` one.
-    pub fn plain_address(&self) -> Option<(String, u16)> {
+    /// The broker's host (as written, IPv6 literals in brackets) and port, over TLS or
+    /// not; `None` when `url` is not a broker address.
+    pub fn address(&self) -> Option<(String, u16)> {
         Broker::parse(self.url)
             .ok()
-            .filter(|broker| !broker.tls)
             .map(|broker| (broker.host, broker.port))
     }
 

@@ -64,7 +64,7 @@ impl super::SourceConfig for MqttSourceConfig {
         let durable = !self.clean_session && self.qos >= 1 && self.shared_group.is_none();
         let subscription =
             durable
-                .then(|| endpoint.plain_address())
+                .then(|| endpoint.address())
                 .flatten()
                 .map(|(host, port)| DurableSubscription {
                     host,
