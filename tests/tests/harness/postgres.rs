@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_until};
+use super::free_port;
 
 pub struct Postgres {
     pub port: u16,
@@ -81,13 +81,6 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(init.success(), "initdb failed");
-        let port = free_port();
-        let mut server = as_postgres(&bin("postgres"));
-        server
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(dir.path());
         if tls.is_some() {
             // The Unix socket for the harness; TCP over TLS with a password only.
             std::fs::write(
@@ -95,20 +88,51 @@ impl Postgres {
                 "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
             )
             .unwrap();
-            server
-                .args(["-c", "ssl=on", "-c"])
-                .arg(format!("ssl_cert_file={}", cert.display()))
-                .arg("-c")
-                .arg(format!("ssl_key_file={}", key.display()));
         }
-        let child = server
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_until(Duration::from_secs(30), "PostgreSQL to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        // Another test may take the port between `free_port` and the server's bind: then
+        // this server exits, and a connection to the port would reach the other one. So
+        // it is ready only when the pid file of its own data directory says so (with its
+        // port), and a lost port is tried again.
+        let (port, child) = (0..5)
+            .find_map(|_| {
+                let port = free_port();
+                let mut server = as_postgres(&bin("postgres"));
+                server
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+                    .arg(dir.path());
+                if tls.is_some() {
+                    server
+                        .args(["-c", "ssl=on", "-c"])
+                        .arg(format!("ssl_cert_file={}", cert.display()))
+                        .arg("-c")
+                        .arg(format!("ssl_key_file={}", key.display()));
+                }
+                let mut child = server
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    if child.try_wait().unwrap().is_some() {
+                        return None;
+                    }
+                    let pid_file =
+                        std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+                    let own = pid_file.lines().nth(3) == Some(&port.to_string());
+                    if own && pid_file.contains("ready") {
+                        return Some((port, child));
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "PostgreSQL did not get ready within 30 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+            .expect("PostgreSQL could not take a free port in 5 tries");
         Postgres {
             port,
             dir,
