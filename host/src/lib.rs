@@ -28,6 +28,8 @@ pub mod emit;
 pub mod event;
 pub mod fleet;
 pub mod inference;
+#[cfg(feature = "jobs")]
+pub mod jobs;
 pub mod pipeline;
 pub mod release;
 pub mod runtime;

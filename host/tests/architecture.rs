@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime"],
     &["connect", "release"],
     &["component", "emit"],
-    &["sources", "transforms", "sinks"],
+    &["sources", "transforms", "sinks", "jobs"],
     &["config"],
     &["topology"],
     &["broker", "fleet"],

@@ -11,6 +11,8 @@ mod diagnostics;
 pub mod fleet;
 mod graph;
 mod interpolate;
+#[cfg(feature = "jobs")]
+mod jobs;
 mod resources;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use broker::{BrokerConfig, BrokerUser};
 pub use diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 pub use graph::{Graph, Node, NodeKind};
+#[cfg(feature = "jobs")]
+pub use jobs::roots as job_roots;
 
 use crate::component::{Declaration, Kind};
 use crate::connect::token::BearerToken;
@@ -53,6 +57,12 @@ pub struct Config {
     pub sinks: BTreeMap<String, Stage<dyn SinkConfig>>,
     /// Devices managed from this config (`[fleet]`), served on the API port.
     pub fleet: Option<fleet::FleetConfig>,
+    /// Scheduled work beside the pipeline (`[jobs.NAME]`).
+    #[cfg(feature = "jobs")]
+    pub jobs: BTreeMap<String, crate::jobs::JobDef>,
+    /// Where the jobs' runs are kept (`[scheduler]`).
+    #[cfg(feature = "jobs")]
+    pub scheduler: crate::jobs::SchedulerConfig,
 }
 
 crate::connect::listener::listener_config! {
@@ -163,7 +173,7 @@ impl std::fmt::Display for Input {
 /// The route every stage has for events it could not handle.
 pub const DEAD_LETTER: &str = "dead_letter";
 
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "data_dir",
     "api",
     "broker",
@@ -174,6 +184,8 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "transforms",
     "sinks",
     "fleet",
+    "jobs",
+    "scheduler",
 ];
 
 impl Config {
@@ -217,6 +229,8 @@ impl Config {
             base,
             diagnostics: Vec::new(),
             broken: Default::default(),
+            job_dependencies: Default::default(),
+            broken_jobs: Default::default(),
         };
         let config = match DeTable::parse(text) {
             Ok(mut root) => {
@@ -291,6 +305,10 @@ struct Loader {
     diagnostics: Vec<Diagnostic>,
     /// Stages whose tables did not parse (already reported).
     broken: std::collections::BTreeSet<String>,
+    /// Each job's `depends_on`, with where each entry is written.
+    job_dependencies: BTreeMap<String, Vec<(String, Range<usize>)>>,
+    /// Jobs whose tables did not parse (already reported).
+    broken_jobs: std::collections::BTreeSet<String>,
 }
 
 type Entry<'i> = (Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>);
@@ -335,6 +353,10 @@ impl Loader {
             sources: BTreeMap::new(),
             transforms: BTreeMap::new(),
             sinks: BTreeMap::new(),
+            #[cfg(feature = "jobs")]
+            jobs: BTreeMap::new(),
+            #[cfg(feature = "jobs")]
+            scheduler: Default::default(),
         };
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
@@ -346,6 +368,22 @@ impl Loader {
                 "api" => config.api = self.typed(value),
                 "broker" => config.broker = self.typed(value),
                 "fleet" => config.fleet = self.typed(value),
+                #[cfg(feature = "jobs")]
+                "scheduler" => config.scheduler = self.typed(value).unwrap_or_default(),
+                #[cfg(feature = "jobs")]
+                "jobs" => {
+                    for entry in self.section(value, "jobs") {
+                        let name = entry.0.get_ref().to_string();
+                        match self.job(entry) {
+                            Some(job) => {
+                                config.jobs.insert(name, job);
+                            }
+                            None => {
+                                self.broken_jobs.insert(name);
+                            }
+                        }
+                    }
+                }
                 "plugins" => {
                     for (name, value) in self.section(value, "plugins") {
                         if let Some(plugin) = self.plugin(value) {
@@ -390,6 +428,10 @@ impl Loader {
                         }
                     }
                 }
+                #[cfg(not(feature = "jobs"))]
+                section @ ("jobs" | "scheduler") => {
+                    self.error(key.span(), format!("`[{section}]`: this sluice is built without jobs (cargo feature `jobs`)"));
+                }
                 other => {
                     let hint = match did_you_mean(other, TOP_LEVEL_KEYS) {
                         Some(close) => format!("did you mean `{close}`?"),
@@ -405,6 +447,8 @@ impl Loader {
         graph::check(&config, &self.broken, &mut self.diagnostics);
         resources::check(&config, &mut self.diagnostics);
         self.check_plugin_grants(&config);
+        #[cfg(feature = "jobs")]
+        self.check_jobs(&config);
         config
     }
 

@@ -1,0 +1,115 @@
+//! `type = "command"`: an external program (a training script, a vendor's export tool)
+//! run with its arguments, environment and working directory; its output goes to the
+//! run's log, and a non-zero exit fails the run.
+//!
+//! `{slot_start}`, `{slot_end}`, `{slot_date}` and `{slot_ms}` in `args` and `env` name
+//! the run's slot. The program is killed when the run times out or the host stops.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use super::{CheckContext, JobError, JobKind, Produced, RunContext, RunLog};
+use crate::component::Problem;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandJob {
+    /// The program: a path (relative to the config's directory when it has a `/`) or a
+    /// name looked up in `PATH`.
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Set for the program, beside the host's own environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Where it runs (relative to the config's directory); the config's directory if unset.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+}
+
+impl CommandJob {
+    fn program(&self, base: &Path) -> PathBuf {
+        if self.command.contains('/') {
+            base.join(&self.command)
+        } else {
+            PathBuf::from(&self.command)
+        }
+    }
+}
+
+impl JobKind for CommandJob {
+    fn problems(&self, context: &CheckContext<'_>) -> Vec<Problem> {
+        let base = context.base;
+        let mut problems = Vec::new();
+        if self.command.contains('/') && !self.program(base).is_file() {
+            problems.push(Problem {
+                message: format!("`command` {} is not a file", self.program(base).display()),
+                hint: "a path is relative to the config file's directory".into(),
+            });
+        }
+        if let Some(dir) = &self.working_dir
+            && !base.join(dir).is_dir()
+        {
+            problems.push(Problem {
+                message: format!("`working_dir` {} is not a directory", base.join(dir).display()),
+                hint: "a path is relative to the config file's directory".into(),
+            });
+        }
+        problems
+    }
+
+    fn run(self: Arc<Self>, run: RunContext) -> BoxFuture<'static, Result<Produced, JobError>> {
+        async move {
+            let program = self.program(&run.base_dir);
+            let mut command = tokio::process::Command::new(&program);
+            command
+                .args(self.args.iter().map(|arg| run.slot.expand(arg)))
+                .envs(self.env.iter().map(|(k, v)| (k, run.slot.expand(v))))
+                .current_dir(match &self.working_dir {
+                    Some(dir) => run.path(dir),
+                    None => run.base_dir.clone(),
+                })
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let mut child = command.spawn().map_err(|error| {
+                JobError::new(format!("cannot start {}: {error}", program.display()))
+            })?;
+            let out = tokio::spawn(copy_lines(child.stdout.take(), run.log.clone()));
+            let err = tokio::spawn(copy_lines(child.stderr.take(), run.log.clone()));
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = run.cancel.cancelled() => {
+                    // kill_on_drop would too; killing here waits for the exit.
+                    let _ = child.kill().await;
+                    return Err(JobError::new(format!("{} was stopped", program.display())));
+                }
+            }
+            .map_err(|error| JobError::new(format!("waiting for {}: {error}", program.display())))?;
+            let _ = out.await;
+            let _ = err.await;
+            if status.success() {
+                Ok(Produced::default())
+            } else {
+                Err(JobError::new(format!("{} exited with {status}", program.display())))
+            }
+        }
+        .boxed()
+    }
+}
+
+async fn copy_lines(stream: Option<impl AsyncRead + Unpin>, log: RunLog) {
+    let Some(stream) = stream else { return };
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.line(line);
+    }
+}
