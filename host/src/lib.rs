@@ -44,3 +44,5 @@ pub mod template;
 pub mod tls;
 pub mod topology;
 pub mod transforms;
+#[cfg(feature = "jobs")]
+pub mod workflow;

@@ -55,7 +55,11 @@ impl Loader {
                 self.error(name_span, format!("job `{name}` has no `type`"))
                     .hint = Some(format!(
                     "job types: {}",
-                    crate::jobs::KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                    crate::jobs::KINDS
+                        .iter()
+                        .map(|k| k.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
                 return None;
             }
@@ -63,8 +67,11 @@ impl Loader {
         let zone: Option<Spanned<String>> = zone.and_then(|v| self.typed(v));
         let schedule = match (schedule, every) {
             (Some(_), Some(every)) => {
-                self.error(every.span(), format!("job `{name}` has both `schedule` and `every`"))
-                    .hint = Some("keep one: a cron pattern, or a period".into());
+                self.error(
+                    every.span(),
+                    format!("job `{name}` has both `schedule` and `every`"),
+                )
+                .hint = Some("keep one: a cron pattern, or a period".into());
                 None
             }
             (Some(pattern), None) => {
@@ -74,8 +81,8 @@ impl Loader {
                     Ok(schedule) => Some(schedule),
                     Err(error @ crate::jobs::ScheduleError::Zone(_)) => {
                         let at = zone.as_ref().map_or(pattern.span(), Spanned::span);
-                        self.error(at, format!("job `{name}`: {error}"))
-                            .hint = Some("an IANA name such as `UTC` or `Europe/Berlin`".into());
+                        self.error(at, format!("job `{name}`: {error}")).hint =
+                            Some("an IANA name such as `UTC` or `Europe/Berlin`".into());
                         return None;
                     }
                     Err(error) => {
@@ -88,7 +95,10 @@ impl Loader {
             (None, Some(every)) => {
                 let period: Spanned<String> = self.typed(every)?;
                 if let Some(zone) = &zone {
-                    self.error(zone.span(), "`time_zone` applies to a cron `schedule`, not to `every`");
+                    self.error(
+                        zone.span(),
+                        "`time_zone` applies to a cron `schedule`, not to `every`",
+                    );
                 }
                 match Schedule::every(period.get_ref()) {
                     Ok(schedule) => Some(schedule),
@@ -104,10 +114,14 @@ impl Loader {
             Some(value) => self.typed(value)?,
             None => Vec::new(),
         };
-        let secs = |loader: &mut Loader, value: Option<Spanned<DeValue<'_>>>| -> Option<Option<Duration>> {
+        let secs = |loader: &mut Loader,
+                    value: Option<Spanned<DeValue<'_>>>|
+         -> Option<Option<Duration>> {
             match value {
                 None => Some(None),
-                Some(value) => loader.typed::<u64>(value).map(|s| Some(Duration::from_secs(s))),
+                Some(value) => loader
+                    .typed::<u64>(value)
+                    .map(|s| Some(Duration::from_secs(s))),
             }
         };
         let retries = match retries {
@@ -135,7 +149,10 @@ impl Loader {
         };
         self.job_dependencies.insert(
             name.clone(),
-            depends_on.iter().map(|d| (d.get_ref().clone(), d.span())).collect(),
+            depends_on
+                .iter()
+                .map(|d| (d.get_ref().clone(), d.span()))
+                .collect(),
         );
         Some(JobDef {
             name,
@@ -168,22 +185,38 @@ impl Loader {
         }
         for (job, problem) in problems {
             {
-                self.error(job.span.clone(), format!("job `{}`: {}", job.name, problem.message))
-                    .hint = Some(problem.hint);
+                self.error(
+                    job.span.clone(),
+                    format!("job `{}`: {}", job.name, problem.message),
+                )
+                .hint = Some(problem.hint);
             }
         }
         for job in jobs.values() {
-            let dependencies = self.job_dependencies.get(&job.name).cloned().unwrap_or_default();
+            let dependencies = self
+                .job_dependencies
+                .get(&job.name)
+                .cloned()
+                .unwrap_or_default();
             for (dependency, at) in &dependencies {
                 if dependency == &job.name {
                     self.error(at.clone(), format!("job `{}` depends on itself", job.name));
                 } else if !jobs.contains_key(dependency) && !self.broken_jobs.contains(dependency) {
                     let hint = match did_you_mean(dependency, jobs.keys().map(String::as_str)) {
                         Some(close) => format!("did you mean `{close}`?"),
-                        None => format!("the jobs are {}", jobs.keys().cloned().collect::<Vec<_>>().join(", ")),
+                        None => format!(
+                            "the jobs are {}",
+                            jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
                     };
-                    self.error(at.clone(), format!("job `{}` depends on `{dependency}`, which is no job", job.name))
-                        .hint = Some(hint);
+                    self.error(
+                        at.clone(),
+                        format!(
+                            "job `{}` depends on `{dependency}`, which is no job",
+                            job.name
+                        ),
+                    )
+                    .hint = Some(hint);
                 }
             }
             match (&job.schedule, dependencies.is_empty()) {
@@ -200,8 +233,14 @@ impl Loader {
         }
         if let Some(cycle) = find_cycle(jobs) {
             let first = &jobs[&cycle[0]];
-            self.error(first.span.clone(), format!("jobs depend on each other in a cycle: {}", cycle.join(" → ")))
-                .hint = Some("remove one of these `depends_on` entries".into());
+            self.error(
+                first.span.clone(),
+                format!(
+                    "jobs depend on each other in a cycle: {}",
+                    cycle.join(" → ")
+                ),
+            )
+            .hint = Some("remove one of these `depends_on` entries".into());
             return;
         }
         for job in jobs.values() {
@@ -228,7 +267,9 @@ pub fn roots<'a>(jobs: &'a BTreeMap<String, JobDef>, name: &str) -> BTreeSet<&'a
     let mut todo = vec![name];
     let mut seen = BTreeSet::new();
     while let Some(next) = todo.pop() {
-        let Some((key, job)) = jobs.get_key_value(next) else { continue };
+        let Some((key, job)) = jobs.get_key_value(next) else {
+            continue;
+        };
         if !seen.insert(key.as_str()) {
             continue;
         }

@@ -15,7 +15,11 @@ use super::Slot;
 /// A job's schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    Cron { cron: Box<Cron>, zone: Tz, text: String },
+    Cron {
+        cron: Box<Cron>,
+        zone: Tz,
+        text: String,
+    },
     Every(Duration),
 }
 
@@ -70,10 +74,12 @@ impl Schedule {
                 Some((after_ms.div_euclid(period) + 1) * period)
             }
             Schedule::Cron { cron, zone, .. } => {
-                let after = DateTime::<Utc>::from_timestamp_millis(after_ms)?.with_timezone(zone);
+                // Cron works in whole seconds.
+                let after = DateTime::<Utc>::from_timestamp(after_ms.div_euclid(1000), 0)?
+                    .with_timezone(zone);
                 cron.find_next_occurrence(&after, false)
                     .ok()
-                    .map(|next| next.timestamp_millis())
+                    .map(|next| next.timestamp() * 1000)
             }
         }
     }
@@ -86,10 +92,11 @@ impl Schedule {
                 Some(at_ms.div_euclid(period) * period)
             }
             Schedule::Cron { cron, zone, .. } => {
-                let at = DateTime::<Utc>::from_timestamp_millis(at_ms)?.with_timezone(zone);
+                let at =
+                    DateTime::<Utc>::from_timestamp(at_ms.div_euclid(1000), 0)?.with_timezone(zone);
                 cron.find_previous_occurrence(&at, true)
                     .ok()
-                    .map(|previous| previous.timestamp_millis())
+                    .map(|previous| previous.timestamp() * 1000)
             }
         }
     }
@@ -198,6 +205,9 @@ mod tests {
     #[test]
     fn a_bad_pattern_says_why() {
         let error = Schedule::cron("61 * * * *", None).unwrap_err().to_string();
-        assert!(error.contains("`61 * * * *` is not a cron schedule"), "{error}");
+        assert!(
+            error.contains("`61 * * * *` is not a cron schedule"),
+            "{error}"
+        );
     }
 }
