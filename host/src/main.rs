@@ -51,6 +51,10 @@ enum Command {
     #[cfg(feature = "cross-compile")]
     #[command(subcommand)]
     Fleet(commands::fleet::FleetCommand),
+    /// A running host's scheduled jobs: list, runs and logs, run, retry, pause, resume.
+    #[cfg(all(feature = "jobs", feature = "fleet"))]
+    #[command(subcommand)]
+    Jobs(commands::jobs::JobsCommand),
     /// Check an uplink's disk buffer for damage, and repair it.
     #[command(subcommand)]
     Buffer(commands::buffer::BufferCommand),
@@ -85,6 +89,8 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => commands::agent::run(args),
         #[cfg(feature = "cross-compile")]
         Command::Fleet(command) => commands::fleet::run(command),
+        #[cfg(all(feature = "jobs", feature = "fleet"))]
+        Command::Jobs(command) => commands::jobs::run(command),
         Command::Buffer(command) => return exit(commands::buffer::run(command)),
         Command::Plugin(command) => commands::plugin::run(command),
         #[cfg(feature = "inference")]

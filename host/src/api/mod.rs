@@ -82,15 +82,16 @@ impl ApiServer {
     }
 
     /// Serve a config's routes and tokens: the admin page over `overview`, the tables,
-    /// the fleet.
+    /// the fleet, and `operators` (more routes for admins only: the jobs).
     pub fn set_routes(
         &self,
         config: &ApiConfig,
         overview: Arc<admin::Overview>,
         fleet: Option<Arc<crate::fleet::registry::FleetState>>,
+        operators: Router,
     ) {
         *self.access.write().unwrap() = auth::AdminAccess::new(config);
-        let mut operators = admin::routes(overview);
+        let mut operators = admin::routes(overview).merge(operators);
         let mut router = tables::routes();
         if let Some(fleet) = fleet {
             operators = operators.merge(crate::fleet::routes::admin_routes(fleet.clone()));

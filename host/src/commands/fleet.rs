@@ -5,7 +5,7 @@
 //! - `sluice fleet release GROUP_CONFIG --group G --key fleet.key --releases DIR
 //!   --targets T,...`: the group's next release, signed;
 //! - `sluice fleet release --rollback-to N ...`: a new release with release N's content;
-//! - `sluice fleet status --central URL`: every group's rollout and every device, as the
+//! - `sluice fleet status --api URL`: every group's rollout and every device, as the
 //!   central host sees them.
 
 use std::io::Write;
@@ -46,26 +46,16 @@ pub enum FleetCommand {
     /// Show every group's rollout and every device, from a running central host.
     #[cfg(feature = "fleet")]
     Status {
-        /// The central host's API, e.g. `https://central.example:9443`.
-        #[arg(long)]
-        central: String,
-        /// A file holding the API's admin token (`[api] admin_token`).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// The CA that signed the central host's certificate.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
+        /// The central host's API.
+        #[command(flatten)]
+        api: super::api_client::ApiArgs,
     },
 }
 
 pub fn run(command: FleetCommand) -> anyhow::Result<()> {
     match command {
         #[cfg(feature = "fleet")]
-        FleetCommand::Status {
-            central,
-            token_file,
-            ca_file,
-        } => super::fleet_status::run(&central, token_file.as_deref(), ca_file.as_deref()),
+        FleetCommand::Status { api } => super::fleet_status::run(&api),
         FleetCommand::Keygen { dir } => keygen(&dir),
         FleetCommand::Release {
             config,

@@ -2,48 +2,12 @@
 //! (`GET /fleet/v1/rollouts` and `/fleet/v1/devices`, with the admin token), as tables.
 
 use std::io::Write;
-use std::path::Path;
 
-use anyhow::Context;
-use sluice::connect::client_tls::ClientTls;
+use super::api_client::{ApiArgs, ApiClient};
 
-pub fn run(central: &str, token_file: Option<&Path>, ca_file: Option<&Path>) -> anyhow::Result<()> {
-    sluice::tls::use_ring();
-    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
-    if ca_file.is_some() {
-        let tls = ClientTls {
-            ca_file,
-            identity: None,
-        };
-        client = client.tls_backend_preconfigured(tls.config()?);
-    }
-    let client = client.build()?;
-    let token = token_file
-        .map(|path| {
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))
-                .map(|text| text.trim().to_owned())
-        })
-        .transpose()?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let get = |path: &str| {
-        let url = format!("{}{path}", central.trim_end_matches('/'));
-        let mut request = client.get(&url);
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
-        }
-        runtime.block_on(async {
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("asking {url}"))?;
-            let status = response.status();
-            let body = response.text().await?;
-            anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
-            serde_json::from_str::<serde_json::Value>(&body)
-                .with_context(|| format!("{url}: not JSON"))
-        })
-    };
+pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(api)?;
+    let get = |path: &str| client.get(path);
     let rollouts = get("/fleet/v1/rollouts")?;
     let devices = get("/fleet/v1/devices")?;
     let mut out = std::io::stdout().lock();

@@ -1,10 +1,14 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
+#[cfg(feature = "fleet")]
+mod api_client;
 pub mod buffer;
 #[cfg(feature = "cross-compile")]
 pub mod fleet;
 #[cfg(all(feature = "cross-compile", feature = "fleet"))]
 mod fleet_status;
+#[cfg(all(feature = "jobs", feature = "fleet"))]
+pub mod jobs;
 #[cfg(feature = "inference")]
 pub mod model;
 pub mod pipeline;

@@ -93,6 +93,18 @@ fn check_services(config: &Config) -> Vec<String> {
     problems
 }
 
+/// `config`'s jobs with their runs, if it has any (not yet scheduled).
+#[cfg(feature = "jobs")]
+async fn open_jobs(
+    config: &Config,
+) -> Result<Option<std::sync::Arc<crate::workflow::Workflow>>, Refused> {
+    crate::workflow::Workflow::open(config, crate::workflow::pipelines::runner())
+        .await
+        .map_err(|error| Refused {
+            problems: vec![error.to_string()],
+        })
+}
+
 /// The directory a config's relative paths (fleet group configs) start from.
 fn base_dir(config: &Config) -> &Path {
     config.file.parent().unwrap_or(Path::new(""))
@@ -225,6 +237,8 @@ impl Supervisor {
         self.place_api(config).await?;
         #[cfg(feature = "broker")]
         self.place_broker(config).await?;
+        #[cfg(feature = "jobs")]
+        let workflow = open_jobs(config).await?;
         let pipeline = Pipeline::start(config)?;
         let serving = CancellationToken::new();
         let fleet = match &config.fleet {
@@ -240,8 +254,20 @@ impl Supervisor {
             }
             None => None,
         };
+        #[allow(unused_mut)]
+        let mut operators = axum::Router::new();
+        #[cfg(feature = "jobs")]
+        if let Some(workflow) = workflow {
+            workflow.spawn(serving.clone());
+            operators = operators.merge(crate::workflow::routes::routes(workflow));
+        }
         if let (Some(api), Some(settings)) = (&self.api, &config.api) {
-            api.set_routes(settings, Overview::new(config, fleet.clone()), fleet);
+            api.set_routes(
+                settings,
+                Overview::new(config, fleet.clone()),
+                fleet,
+                operators,
+            );
             api.set_ready(true);
         }
         Ok(Run {

@@ -7,6 +7,7 @@
 //! config and stops it with that config; a run a stop interrupts runs again at the
 //! next start.
 
+pub mod pipelines;
 pub mod routes;
 mod scheduler;
 pub mod store;
@@ -79,13 +80,13 @@ impl Workflow {
         if config.jobs.is_empty() {
             return Ok(None);
         }
-        let store = RunStore::Embedded(EmbeddedStore::open(&config.data_dir.join("jobs.redb"))?);
+        let store = RunStore::Embedded(EmbeddedStore::shared(&config.data_dir.join("jobs.redb"))?);
         let host = config.scheduler.host.clone().unwrap_or_else(host_name);
         Ok(Some(Arc::new(Workflow {
             jobs: config.jobs.clone(),
             store,
             host,
-            base_dir: config.file.parent().map(PathBuf::from).unwrap_or_default(),
+            base_dir: base_dir(&config.file),
             data_dir: config.data_dir.clone(),
             pipelines,
             wake: Notify::new(),
@@ -276,6 +277,14 @@ impl Workflow {
         self.wake.notify_one();
         Ok(state)
     }
+}
+
+/// The directory of the config `file`, absolute: a program runs there (`""` is no
+/// directory to run in).
+fn base_dir(file: &std::path::Path) -> PathBuf {
+    let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+    std::path::absolute(parent.unwrap_or(std::path::Path::new(".")))
+        .unwrap_or_else(|_| PathBuf::from("."))
 }
 
 fn now_ms() -> i64 {

@@ -2,7 +2,9 @@
 //! one durable transaction. Final runs and active ones are kept in two tables, so that
 //! the scheduler's tick reads only the few active ones.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -25,8 +27,26 @@ fn key(job: &str, slot_end_ms: i64) -> String {
     format!("{job}\0{:020}", slot_end_ms.max(0))
 }
 
+/// The stores open in this process, by path: redb opens a file once, and a reload's
+/// scheduler opens the store while the previous one may still hold it.
+fn open_stores() -> &'static Mutex<HashMap<PathBuf, Weak<EmbeddedStore>>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<EmbeddedStore>>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
 impl EmbeddedStore {
-    pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+    /// The store at `path`: the one this process has open there, else opened.
+    pub fn shared(path: &Path) -> Result<Arc<EmbeddedStore>, StoreError> {
+        let mut open = open_stores().lock().unwrap();
+        if let Some(store) = open.get(path).and_then(Weak::upgrade) {
+            return Ok(store);
+        }
+        let store = Arc::new(EmbeddedStore::open(path)?);
+        open.insert(path.to_owned(), Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
         let place = path.display().to_string();
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StoreError {
@@ -264,14 +284,15 @@ mod tests {
     fn a_slot_is_claimed_once_and_kept_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.redb");
-        let store = EmbeddedStore::open(&path).unwrap();
+        let store = EmbeddedStore::shared(&path).unwrap();
+        assert!(Arc::ptr_eq(&store, &EmbeddedStore::shared(&path).unwrap()));
         assert!(store.insert(&run("a", 100)).unwrap());
         assert!(!store.insert(&run("a", 100)).unwrap(), "a slot has one run");
         let claimed = store.claim("a", 100, "h1", 5).unwrap().expect("due");
         assert_eq!((claimed.status, claimed.attempts), (Status::Running, 1));
         assert!(store.claim("a", 100, "h2", 5).unwrap().is_none());
         drop(store);
-        let store = EmbeddedStore::open(&path).unwrap();
+        let store = EmbeddedStore::shared(&path).unwrap();
         assert_eq!(store.active().unwrap().len(), 1);
         let released = store.release_orphans("h1").unwrap();
         assert_eq!(released.len(), 1);

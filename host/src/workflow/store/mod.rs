@@ -136,7 +136,7 @@ pub const RUNS_KEPT: usize = 500;
 
 /// The run store of a host.
 pub enum RunStore {
-    Embedded(EmbeddedStore),
+    Embedded(std::sync::Arc<EmbeddedStore>),
 }
 
 impl RunStore {
