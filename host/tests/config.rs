@@ -6,6 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::{errors, only, position_of};
 use sluice::config::{Config, ConfigErrors};
 use sluice::sinks::file::FileSinkConfig;
 use sluice::sources::http::HttpSourceConfig;
@@ -58,34 +59,6 @@ inputs = ["route.alerts", "hot.dead_letter"]
 "#,
         filter = plugin("filter"),
         router = plugin("router")
-    )
-}
-
-fn errors(text: &str) -> ConfigErrors {
-    Config::from_text(Path::new("pipeline.toml"), text, |name| {
-        (name == "TOKEN").then(|| "t0k".to_owned())
-    })
-    .expect_err("the config should be refused")
-}
-
-/// The (line, column) of the first occurrence of `needle` in `text`.
-fn position_of(text: &str, needle: &str) -> (usize, usize) {
-    let offset = text
-        .find(needle)
-        .unwrap_or_else(|| panic!("`{needle}` not in the config"));
-    let line = text[..offset].matches('\n').count() + 1;
-    let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
-}
-
-/// The one diagnostic of `errors`: (message, hint, position).
-fn only(errors: &ConfigErrors) -> (String, Option<String>, (usize, usize)) {
-    assert_eq!(errors.diagnostics.len(), 1, "{errors}");
-    let d = &errors.diagnostics[0];
-    (
-        d.message.clone(),
-        d.hint.clone(),
-        errors.positions()[0].expect("a position"),
     )
 }
 

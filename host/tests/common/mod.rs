@@ -67,3 +67,32 @@ pub fn payloads(processed: &sluice::runtime::Processed) -> Vec<String> {
         .map(|e| String::from_utf8_lossy(&e.event.payload).into_owned())
         .collect()
 }
+
+/// The problems of a config that must be refused (`${TOKEN}` is set).
+pub fn errors(text: &str) -> sluice::config::ConfigErrors {
+    sluice::config::Config::from_text(std::path::Path::new("pipeline.toml"), text, |name| {
+        (name == "TOKEN").then(|| "t0k".to_owned())
+    })
+    .expect_err("the config should be refused")
+}
+
+/// The (line, column) of the first occurrence of `needle` in `text`.
+pub fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in the config"));
+    let line = text[..offset].matches('\n').count() + 1;
+    let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The one diagnostic of `errors`: (message, hint, position).
+pub fn only(errors: &sluice::config::ConfigErrors) -> (String, Option<String>, (usize, usize)) {
+    assert_eq!(errors.diagnostics.len(), 1, "{errors}");
+    let d = &errors.diagnostics[0];
+    (
+        d.message.clone(),
+        d.hint.clone(),
+        errors.positions()[0].expect("a position"),
+    )
+}
