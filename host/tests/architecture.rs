@@ -28,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
     &["sources", "transforms", "sinks", "jobs"],
     &["config"],
     &["topology"],
-    &["broker", "fleet"],
+    &["broker", "fleet", "workflow"],
     &["api"],
     &["supervisor"],
     &["agent"],
