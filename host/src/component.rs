@@ -29,6 +29,25 @@ pub struct BuildContext<'a> {
     /// Every configured model, loaded; a stage gets those its plugin is granted.
     pub models: &'a Models,
     pub data_dir: &'a Path,
+    /// Whose pipeline the stage is part of.
+    pub role: Role,
+}
+
+/// Whose pipeline is built: the host's own, or a job's running beside it in the same
+/// process (a replay job). What a pipeline makes visible to the whole process (the
+/// serving tables the API serves) belongs to the host's; a job's pipeline uses what
+/// the host's has and takes nothing from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// `sluice run`, `sluice replay`: a serving table the pipeline writes is the one the
+    /// API serves, replacing one a previous config of the host registered.
+    #[default]
+    Host,
+    /// A job's pipeline: it writes into the host's registered serving table of the same
+    /// name (one database file is opened once, and the API keeps the host's tokens),
+    /// registers none of its own, and keeps its plugins' state in memory, apart from
+    /// the live stream's.
+    Job,
 }
 
 /// A plugin ready for stages: its code and what its `[plugins.NAME]` table allows.

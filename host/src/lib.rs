@@ -11,8 +11,9 @@
 //! - [`component`], then the kinds: [`sources`], [`transforms`], [`sinks`];
 //! - [`config`]: the user's TOML mapped onto the kinds, validated with precise diagnostics;
 //! - [`topology`]: a config built, wired and spawned as one pipeline;
-//! - [`broker`] and [`fleet`], then [`api`], then the [`supervisor`] that starts,
-//!   replaces and drains pipelines with their services, and the device's [`agent`].
+//! - [`broker`], [`fleet`] and `workflow` (the jobs' runs, and the pipelines they
+//!   start), then [`api`], then the [`supervisor`] that starts, replaces and drains
+//!   pipelines with their services, and the device's [`agent`].
 
 #[cfg(feature = "fleet")]
 pub mod agent;

@@ -44,15 +44,25 @@ fn a_workflow_loads_with_its_settings() {
     assert!(train.schedule.is_none());
     assert!(config.jobs["trainset"].catchup);
     assert_eq!(
-        config.jobs["trainset"].schedule.as_ref().unwrap().describe(),
+        config.jobs["trainset"]
+            .schedule
+            .as_ref()
+            .unwrap()
+            .describe(),
         "0 2 * * * (Europe/Berlin)"
     );
-    assert_eq!(config.jobs["compact"].schedule.as_ref().unwrap().describe(), "every 1h");
+    assert_eq!(
+        config.jobs["compact"].schedule.as_ref().unwrap().describe(),
+        "every 1h"
+    );
 }
 
 #[test]
 fn an_unknown_dependency_is_refused_at_it_with_the_closest_job() {
-    let text = WORKFLOW.replace(r#"depends_on = ["trainset"]"#, r#"depends_on = ["trainst"]"#);
+    let text = WORKFLOW.replace(
+        r#"depends_on = ["trainset"]"#,
+        r#"depends_on = ["trainst"]"#,
+    );
     let errors = errors(&text);
     let (message, hint, at) = only(&errors);
     assert_eq!(message, "job `train` depends on `trainst`, which is no job");
@@ -67,7 +77,11 @@ fn a_cycle_of_dependencies_is_refused() {
         "[jobs.trainset]\ntype = \"command\"\ndepends_on = [\"train\"]",
     );
     let errors = errors(&text);
-    let messages: Vec<&str> = errors.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    let messages: Vec<&str> = errors
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
     assert!(
         messages.contains(&"jobs depend on each other in a cycle: train → trainset → train"),
         "{errors}"
@@ -79,7 +93,10 @@ fn a_bad_schedule_is_refused_at_the_pattern() {
     let text = WORKFLOW.replace("0 2 * * *", "0 25 * * *");
     let errors = errors(&text);
     let (message, hint, at) = only(&errors);
-    assert!(message.starts_with("job `trainset`: `0 25 * * *` is not a cron schedule"), "{message}");
+    assert!(
+        message.starts_with("job `trainset`: `0 25 * * *` is not a cron schedule"),
+        "{message}"
+    );
     assert!(hint.unwrap().contains("five fields"));
     assert_eq!(at, position_of(&text, r#""0 25 * * *""#));
 }
@@ -89,7 +106,10 @@ fn an_unknown_time_zone_is_refused_at_it() {
     let text = WORKFLOW.replace("Europe/Berlin", "Europe/Atlantis");
     let errors = errors(&text);
     let (message, hint, at) = only(&errors);
-    assert_eq!(message, "job `trainset`: unknown time zone `Europe/Atlantis`");
+    assert_eq!(
+        message,
+        "job `trainset`: unknown time zone `Europe/Atlantis`"
+    );
     assert!(hint.unwrap().contains("IANA"));
     assert_eq!(at, position_of(&text, r#""Europe/Atlantis""#));
 }
@@ -104,7 +124,10 @@ fn a_bad_period_is_refused() {
 
 #[test]
 fn an_unknown_kind_lists_the_closest() {
-    let text = WORKFLOW.replace("[jobs.compact]\ntype = \"command\"", "[jobs.compact]\ntype = \"comand\"");
+    let text = WORKFLOW.replace(
+        "[jobs.compact]\ntype = \"command\"",
+        "[jobs.compact]\ntype = \"comand\"",
+    );
     let (message, hint, at) = only(&errors(&text));
     assert_eq!(message, "job `compact` has unknown type `comand`");
     assert_eq!(hint.as_deref(), Some("did you mean `command`?"));
@@ -115,17 +138,29 @@ fn an_unknown_kind_lists_the_closest() {
 fn a_job_that_would_never_run_or_runs_twice_over_is_refused() {
     let never = WORKFLOW.replace("every = \"1h\"\n", "");
     let (message, hint, _) = only(&errors(&never));
-    assert_eq!(message, "job `compact` has no `schedule`, `every` or `depends_on`");
+    assert_eq!(
+        message,
+        "job `compact` has no `schedule`, `every` or `depends_on`"
+    );
     assert!(hint.unwrap().contains("depends_on"));
 
-    let both = WORKFLOW.replace(r#"depends_on = ["trainset"]"#, "depends_on = [\"trainset\"]\nevery = \"1d\"");
+    let both = WORKFLOW.replace(
+        r#"depends_on = ["trainset"]"#,
+        "depends_on = [\"trainset\"]\nevery = \"1d\"",
+    );
     let (message, hint, _) = only(&errors(&both));
     assert_eq!(message, "job `train` has a schedule and `depends_on`");
     assert!(hint.unwrap().contains("runs in its upstream's slots"));
 
-    let mixed = WORKFLOW.replace(r#"depends_on = ["trainset"]"#, r#"depends_on = ["trainset", "compact"]"#);
+    let mixed = WORKFLOW.replace(
+        r#"depends_on = ["trainset"]"#,
+        r#"depends_on = ["trainset", "compact"]"#,
+    );
     let (message, _, _) = only(&errors(&mixed));
-    assert!(message.contains("depends on jobs with different schedules"), "{message}");
+    assert!(
+        message.contains("depends on jobs with different schedules"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -133,10 +168,20 @@ fn a_kind_s_own_keys_are_checked() {
     let text = WORKFLOW.replace(r#"command = "python3""#, r#"commnd = "python3""#);
     let refused = errors(&text);
     assert!(
-        refused.diagnostics.iter().any(|d| d.message.contains("job `train`") && d.message.contains("unknown field `commnd`")),
+        refused
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("job `train`")
+                && d.message.contains("unknown field `commnd`")),
         "{refused}"
     );
-    let missing = WORKFLOW.replace(r#"command = "python3""#, r#"command = "./no/such/script.py""#);
+    let missing = WORKFLOW.replace(
+        r#"command = "python3""#,
+        r#"command = "./no/such/script.py""#,
+    );
     let (message, _, _) = only(&errors(&missing));
-    assert!(message.contains("`command` ") && message.contains("is not a file"), "{message}");
+    assert!(
+        message.contains("`command` ") && message.contains("is not a file"),
+        "{message}"
+    );
 }

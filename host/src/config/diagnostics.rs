@@ -82,6 +82,28 @@ impl ConfigErrors {
         report
     }
 
+    /// One line per problem, `file:line:column: message (hint)`: for logs that keep
+    /// lines, not pages.
+    pub fn lines(&self) -> Vec<String> {
+        let file = self.file.display();
+        self.diagnostics
+            .iter()
+            .map(|diagnostic| {
+                let place = match &diagnostic.span {
+                    Some(span) => {
+                        let (line, column) = self.line_column(span.start);
+                        format!("{file}:{line}:{column}")
+                    }
+                    None => file.to_string(),
+                };
+                match &diagnostic.hint {
+                    Some(hint) => format!("{place}: {} ({hint})", diagnostic.message),
+                    None => format!("{place}: {}", diagnostic.message),
+                }
+            })
+            .collect()
+    }
+
     /// What to underline for `span`: its first line only (a whole table would
     /// underline pages), and at least one character so that the caret shows.
     fn underline(&self, span: &Range<usize>) -> Range<usize> {

@@ -95,12 +95,14 @@ impl RunLog {
 /// layer, which may build pipelines, so that kinds need not.
 pub trait PipelineRunner: Send + Sync {
     /// Run the pipeline `config` (a file) until its replay sources have read the objects
-    /// of `[from, to)` and every event is settled; stop early when `cancel` is.
+    /// of `[from, to)` (under `prefix`, if given) and every event is settled; stop early
+    /// when `cancel` is. It produced the objects read and the events every sink took.
     fn replay(
         &self,
         config: &Path,
         from: String,
         to: String,
+        prefix: Option<String>,
         log: RunLog,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Produced, JobError>>;

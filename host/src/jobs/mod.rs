@@ -25,6 +25,8 @@ use crate::component::Problem;
 
 crate::registry! { JobKind:
     "command" => command::CommandJob,
+    #[cfg(feature = "object-store")] "replay" => replay::ReplayJob,
+    #[cfg(feature = "object-store")] "compact" => compact::CompactJob,
 }
 
 /// `[scheduler]`: where the runs of the config's jobs are kept.

@@ -98,11 +98,14 @@ fn check_services(config: &Config) -> Vec<String> {
 async fn open_jobs(
     config: &Config,
 ) -> Result<Option<std::sync::Arc<crate::workflow::Workflow>>, Refused> {
-    crate::workflow::Workflow::open(config, crate::workflow::pipelines::runner())
-        .await
-        .map_err(|error| Refused {
-            problems: vec![error.to_string()],
-        })
+    crate::workflow::Workflow::open(
+        config,
+        std::sync::Arc::new(crate::workflow::pipelines::InProcess),
+    )
+    .await
+    .map_err(|error| Refused {
+        problems: vec![error.to_string()],
+    })
 }
 
 /// The directory a config's relative paths (fleet group configs) start from.

@@ -221,6 +221,15 @@ impl Table {
         })
     }
 
+    /// `embedded` or `postgres`, as a `serving` sink's config chooses it.
+    pub fn backend(&self) -> &'static str {
+        match &self.backend {
+            Backend::Embedded(_) => "embedded",
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
     fn db(&self) -> &Database {
         match &self.backend {
             Backend::Embedded(db) => db,

@@ -2,7 +2,7 @@
 //! connected here, so a stage that cannot be built leaves nothing behind.
 
 use super::{StartError, prepare};
-use crate::component::{BuildContext, BuildError};
+use crate::component::{BuildContext, BuildError, Role};
 use crate::config::{Config, DEAD_LETTER};
 use crate::inference::Models;
 use crate::sinks::file::FileSinkConfig;
@@ -22,10 +22,16 @@ pub(super) struct Built {
     pub sinks: Vec<(String, Box<dyn Sink>)>,
 }
 
-pub(super) fn build(config: &Config) -> Result<Built, StartError> {
+pub(super) fn build(config: &Config, role: Role) -> Result<Built, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
-    let state = StateStore::open(&config.data_dir.join("state.redb"))?;
+    // A job's pipeline may share the host's data directory, whose state file the host
+    // holds open; and a replay is a batch run that must not move the live stream's
+    // windows and dedup keys.
+    let state = match role {
+        Role::Host => StateStore::open(&config.data_dir.join("state.redb"))?,
+        Role::Job => StateStore::in_memory(),
+    };
     let runtime = prepare::runtime(config)?;
     let (plugins, failures) = prepare::load_plugins(&runtime, config);
     if let Some(failure) = failures.into_iter().next() {
@@ -39,6 +45,7 @@ pub(super) fn build(config: &Config) -> Result<Built, StartError> {
         state: &state,
         models: &models,
         data_dir: &config.data_dir,
+        role,
     };
 
     let fallback = needs_dead_letter_fallback(config).then(FileSinkConfig::dead_letter_fallback);

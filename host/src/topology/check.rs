@@ -39,6 +39,7 @@ pub fn try_start_plugins(config: &Config) -> Vec<String> {
             state: &state,
             models: &models,
             data_dir: &config.data_dir,
+            role: crate::component::Role::Host,
         };
         if let Err(error) = context.pool(plugin.name.get_ref(), plugin.world, plugin.config, 1) {
             problems.push(error.to_string());

@@ -7,6 +7,8 @@ mod build;
 mod check;
 mod prepare;
 mod progress;
+#[cfg(feature = "object-store")]
+pub mod replay;
 mod wire;
 
 use std::time::Duration;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::component::BuildError;
+use crate::component::{BuildError, Role};
 use crate::config::Config;
 use crate::pipeline::StageError;
 use crate::runtime::PluginError;
@@ -52,11 +54,17 @@ impl Pipeline {
     /// Build, wire and spawn `config`'s stages. Its `[api]`, `[broker]` and `[fleet]`
     /// are not a pipeline's: the supervisor runs them.
     pub fn start(config: &Config) -> Result<Pipeline, StartError> {
+        Pipeline::start_as(config, Role::Host)
+    }
+
+    /// [`Pipeline::start`] for `role`: a job's pipeline ([`Role::Job`]) runs beside the
+    /// host's and shares its serving tables.
+    pub fn start_as(config: &Config, role: Role) -> Result<Pipeline, StartError> {
         // Metric handles made before the recorder exists would record nothing.
         crate::counters::recorder();
         // Shown from the start, so that a scrape tells zero from missing.
         let _ = crate::counters::counter(crate::counters::UNSETTLED, "pipeline");
-        let built = build::build(config)?;
+        let built = build::build(config, role)?;
         let wired = wire::wire(config, built);
         Ok(Pipeline::spawn(config, wired))
     }

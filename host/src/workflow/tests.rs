@@ -23,6 +23,7 @@ impl PipelineRunner for NoPipelines {
         _: &Path,
         _: String,
         _: String,
+        _: Option<String>,
         _: RunLog,
         _: CancellationToken,
     ) -> BoxFuture<'static, Result<Produced, JobError>> {

@@ -18,6 +18,8 @@
 
 mod encode;
 mod layout;
+#[cfg(test)]
+pub mod readings;
 mod superseded;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,7 +30,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::ObjectStore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -98,8 +100,6 @@ fn default_row_group_rows() -> usize {
     128 * 1024
 }
 
-/// Objects larger than this go up in parts of this size.
-const MULTIPART_BYTES: usize = 16 << 20;
 /// Uploads in flight at once.
 const CONCURRENT_UPLOADS: usize = 4;
 /// How long closing keeps retrying the last uploads.
@@ -339,7 +339,7 @@ impl Writer {
             open.first_timestamp_ms,
             &open.digest.finalize(),
         );
-        let dir = join(self.prefix.as_ref(), &key.0);
+        let dir = crate::storage::join(&self.prefix, &key.0);
         let kafka = match (&key.1, offsets) {
             (
                 Stream::Kafka {
@@ -349,7 +349,7 @@ impl Writer {
                 },
                 Some((first, last)),
             ) => Some(KafkaPlace {
-                dir: Path::from(dir.as_str()),
+                dir: dir.clone(),
                 topic: topic.clone(),
                 partition: *partition,
                 assignment: *assignment,
@@ -361,22 +361,13 @@ impl Writer {
         let data = self.encoder.finish(open.body)?;
         self.unstored.extend(kafka.clone());
         self.sealed.push(Sealed {
-            path: Path::from(join(&dir, &format!("{stem}.{}", self.encoder.extension()))),
+            path: crate::storage::join(&dir, &format!("{stem}.{}", self.encoder.extension())),
             data,
             events: open.events,
             held: open.held,
             kafka,
         });
         Ok(())
-    }
-}
-
-/// `base/part`, either of which may be empty.
-fn join(base: &str, part: &str) -> String {
-    match (base.is_empty(), part.is_empty()) {
-        (_, true) => base.to_owned(),
-        (true, false) => part.to_owned(),
-        (false, false) => format!("{base}/{part}"),
     }
 }
 
@@ -389,7 +380,7 @@ async fn upload(
 ) -> Result<(), (Vec<Sealed>, SinkError)> {
     let results: Vec<_> = futures::stream::iter(sealed)
         .map(|object| async move {
-            let stored = match (put(store, &object.path, object.data.clone()).await, &object.kafka) {
+            let stored = match (crate::storage::put(store.as_ref(), &object.path, object.data.clone()).await, &object.kafka) {
                 (Ok(()), Some(place)) => {
                     let unstored = writer.lock().unwrap().stored(place);
                     delete_covered(store, place, &unstored).await
@@ -424,18 +415,6 @@ async fn upload(
         None => Ok(()),
         Some(error) => Err((failed, error.into())),
     }
-}
-
-async fn put(store: &Arc<dyn ObjectStore>, path: &Path, data: Bytes) -> object_store::Result<()> {
-    if data.len() <= MULTIPART_BYTES {
-        store.put(path, data.into()).await?;
-        return Ok(());
-    }
-    let mut upload =
-        WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
-    upload.put(data);
-    upload.finish().await?;
-    Ok(())
 }
 
 impl ObjectStoreSink {

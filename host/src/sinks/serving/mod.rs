@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::pipeline::{Batch, DeadLetter, SinkError};
 use crate::tables::{Table, Value};
-use crate::component::{BuildContext, BuildError, Declaration, Problem};
+use crate::component::{BuildContext, BuildError, Declaration, Problem, Role};
 use crate::connect::token::BearerToken;
 
 #[derive(Debug, Deserialize)]
@@ -120,9 +120,26 @@ impl super::SinkConfig for ServingSinkConfig {
                 self.table.len()
             )));
         }
+        let backend = if self.postgres.is_some() { "postgres" } else { "embedded" };
+        if context.role == Role::Job
+            && let Some(table) = crate::tables::tables().lock().unwrap().get(&self.table)
+        {
+            // The host serves this table: write into it (one database file opens once,
+            // and the API keeps serving it with the host's tokens and `keep`).
+            if table.backend() != backend {
+                return Err(BuildError::stage(stage, format!(
+                    "table `{}` is {backend} here, but the host serves it from its {} backend",
+                    self.table,
+                    table.backend()
+                )));
+            }
+            return Ok(Box::new(self.sink(table.clone())));
+        }
         // A table of this name left by a pipeline that ran before (a reload) holds its
         // database open; this one replaces it.
-        crate::tables::tables().lock().unwrap().remove(&self.table);
+        if context.role == Role::Host {
+            crate::tables::tables().lock().unwrap().remove(&self.table);
+        }
         let digests = |tokens: &[BearerToken]| tokens.iter().map(BearerToken::digest).collect();
         let access = crate::tables::Access {
             read_tokens: digests(&self.read_tokens),
@@ -149,16 +166,25 @@ impl super::SinkConfig for ServingSinkConfig {
                     .map_err(|error| BuildError::stage(stage, error))?
             }
         };
-        crate::tables::tables()
-            .lock()
-            .unwrap()
-            .insert(self.table.clone(), table.clone());
-        Ok(Box::new(ServingSink {
+        // A job's own table is not served: the API serves the host's config.
+        if context.role == Role::Host {
+            crate::tables::tables()
+                .lock()
+                .unwrap()
+                .insert(self.table.clone(), table.clone());
+        }
+        Ok(Box::new(self.sink(table)))
+    }
+}
+
+impl ServingSinkConfig {
+    fn sink(&self, table: Arc<Table>) -> ServingSink {
+        ServingSink {
             table,
             key: self.key.clone(),
             ttl: self.ttl,
             rejected: Vec::new(),
-        }))
+        }
     }
 }
 

@@ -8,18 +8,20 @@
 //! events in stored order. With `from`/`to`, objects whose Hive partition (`dt=`,
 //! `hour=`) lies outside the range are not downloaded, and with `time_field` each event
 //! outside it is passed over. The source ends once every object is read; the pipeline
-//! then drains and stops.
+//! then drains and stops. A partition being compacted is read as its inputs or as
+//! their merged output, never both (`storage::compaction`); a compacted object sorts
+//! after its partition's other objects.
 
 mod decode;
 mod range;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::Deserialize;
@@ -28,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use self::decode::Format;
 pub use self::range::TimeRange;
 use crate::event::Event;
-use crate::pipeline::{Ack, Batch, Outputs, StageError};
 use crate::component::{BuildContext, BuildError};
+use crate::pipeline::{Ack, Batch, Outputs, StageError};
+use crate::storage::compaction;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +58,11 @@ pub struct ReplaySourceConfig {
     /// Events per batch sent down the pipeline.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// How far the source built from this config has come. Whoever starts the pipeline
+    /// watches it here: the pipeline knows sources only as the `Source` trait, and two
+    /// pipelines in one process (a replay job beside another) each hold their own.
+    #[serde(skip)]
+    pub progress: Arc<Progress>,
 }
 
 fn default_batch_size() -> usize {
@@ -86,9 +94,7 @@ impl ReplaySourceConfig {
         }
         let target = crate::storage::open(&self.url, &self.options)
             .map_err(|error| invalid(error.to_string()))?;
-        let prefix = join(&target.prefix, &self.prefix);
-        let progress = Arc::new(Progress::default());
-        watched().lock().unwrap().insert(stage.to_owned(), progress.clone());
+        let prefix = crate::storage::join(&target.prefix, &self.prefix);
         Ok(ReplaySource {
             stage: Arc::from(stage),
             store: target.store,
@@ -96,21 +102,13 @@ impl ReplaySourceConfig {
             range,
             time_field: self.time_field.clone(),
             batch_size: self.batch_size,
-            progress,
+            progress: self.progress.clone(),
         })
     }
 }
 
-fn join(base: &Path, prefix: &str) -> Path {
-    let prefix = prefix.trim_matches('/');
-    match (base.as_ref(), prefix) {
-        (_, "") => base.clone(),
-        ("", _) => Path::from(prefix),
-        (base, prefix) => Path::from(format!("{base}/{prefix}")),
-    }
-}
-
-/// How far a replay has come, for the progress bar and the summary of `sluice replay`.
+/// How far a replay has come, for the progress bar and the summary of `sluice replay`
+/// and a replay job's log.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Objects (and their bytes) to read, once listing is done.
@@ -128,19 +126,6 @@ pub struct Progress {
     pub failed: Mutex<Vec<(String, String)>>,
     /// Every object is read (or the source was stopped).
     pub done: AtomicBool,
-}
-
-/// The progress of every replay source built in this process, by stage: the command
-/// that starts a pipeline watches its replays here rather than through the pipeline,
-/// which knows sources only as the `Source` trait.
-fn watched() -> &'static Mutex<HashMap<String, Arc<Progress>>> {
-    static WATCHED: OnceLock<Mutex<HashMap<String, Arc<Progress>>>> = OnceLock::new();
-    WATCHED.get_or_init(Default::default)
-}
-
-/// The progress of the replay source `stage`, once it is built.
-pub fn progress(stage: &str) -> Option<Arc<Progress>> {
-    watched().lock().unwrap().get(stage).cloned()
 }
 
 pub struct ReplaySource {
@@ -200,12 +185,12 @@ impl ReplaySource {
     }
 
     /// The objects to read, in name order, without those of other formats or outside
-    /// the range's partitions.
+    /// the range's partitions, nor the inputs of a compaction whose output is there.
     async fn list(&self) -> Result<Vec<(ObjectMeta, Format)>, StageError> {
-        let listed: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&self.prefix))
-            .try_collect()
+        let listed = compaction::list(self.store.as_ref(), &self.prefix)
+            .await
+            .map_err(|error| StageError::other(&self.stage, error))?;
+        let listed = compaction::settle(self.store.as_ref(), listed)
             .await
             .map_err(|error| StageError::other(&self.stage, error))?;
         let mut objects: Vec<(ObjectMeta, Format)> = listed

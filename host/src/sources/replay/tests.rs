@@ -1,58 +1,19 @@
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
 use super::*;
 use crate::pipeline::Inlet;
-use crate::sinks::Sink;
-use crate::sinks::object_store::ObjectStoreSinkConfig;
+use crate::sinks::object_store::readings::{AT, MINUTE, reading, store};
 use crate::sources::Source;
 
-/// 2026-11-29T10:42:00Z
-const AT: i64 = 1_795_948_920_000;
-const MINUTE: i64 = 60_000;
-
-fn reading(seq: i64) -> String {
-    format!(
-        r#"{{"device_id":"d{}","seq":{seq},"temperature":{}.5,"ts":{}}}"#,
-        seq % 3,
-        seq,
-        AT + seq * MINUTE
-    )
-}
-
-/// Store readings `0..count` (a minute apart, so they cross into hour 11) through the
-/// object_store sink under `dir`.
-async fn store(dir: &std::path::Path, format: &str, count: i64) {
-    let config: ObjectStoreSinkConfig = toml::from_str(&format!(
-        r#"
-url = "file://{}"
-format = "{format}"
-partition = "dt={{date}}/hour={{hour}}"
-time_field = "ts"
-max_events = 7
-"#,
-        dir.display()
-    ))
-    .unwrap();
-    let mut sink = Box::new(config.open("lake").unwrap());
-    sink.start();
-    // One event per batch: objects roll at exactly `max_events`.
-    for seq in 0..count {
-        let mut batch = Batch::default();
-        batch.push(Event::new(reading(seq), "telemetry"), Ack::none());
-        sink.write(batch).await.map_err(|(_, error)| error).unwrap();
-    }
-    assert!(sink.take_rejected().is_empty());
-    sink.close().await.unwrap();
-}
-
 /// Run a replay source `stage` configured by `text` to its end; every event it sent,
-/// in order. (Tests run side by side: each names its stage apart.)
+/// in order.
 async fn replay(stage: &str, text: &str) -> (Vec<Event>, Arc<Progress>) {
     let config: ReplaySourceConfig = toml::from_str(text).unwrap();
     let source = Box::new(config.open(stage).unwrap());
-    let progress = progress(stage).unwrap();
+    let progress = config.progress.clone();
     let (sender, mut receiver) = mpsc::channel(4);
     let inlet = Inlet::new(Arc::from("reader"), sender);
     let outputs = Outputs::new(Arc::from(stage), vec![inlet], HashMap::new(), Vec::new());
@@ -161,4 +122,25 @@ from = "last tuesday""#)
     .unwrap()
     .to_string();
     assert!(error.contains("`from` `last tuesday`"), "{error}");
+}
+
+#[tokio::test]
+async fn a_partition_being_compacted_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path(), "parquet", 40).await;
+    let (target, _, merged) =
+        crate::jobs::compact::tests::merge_by_hand(dir.path(), "dt=2026-11-29/hour=10").await;
+    let lake = target.store.as_ref();
+    // The manifest and the output are stored; the inputs are not deleted yet.
+    merged.record(lake).await.unwrap();
+    merged.store_output(lake).await.unwrap();
+    let (events, progress) = replay("compacting", &format!(
+        r#"url = "file://{}""#,
+        dir.path().display()
+    ))
+    .await;
+    let mut seqs = seqs(&events);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..40).collect::<Vec<_>>());
+    assert_eq!(progress.objects_total.load(Ordering::Relaxed), 1 + 4, "hour 10 as its output");
 }

@@ -8,14 +8,20 @@
 //! `GOOGLE_*`, `AZURE_*`) and then take `options`, which use object_store's own key
 //! names (`endpoint`, `region`, `access_key_id`, `allow_http`, ...), so every option the
 //! crate documents is reachable without a field of ours.
+//!
+//! Objects are stored whole ([`put`]); [`compaction`] is how readers see a partition
+//! while its small objects are merged.
+
+pub mod compaction;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use url::Url;
 
 /// Why a `url` (with its `options`) leads to no store.
@@ -165,6 +171,34 @@ fn cloud(
             scheme: scheme.to_owned(),
         }),
         other => Err(unsupported(other)),
+    }
+}
+
+/// Objects larger than this go up in parts of this size.
+const MULTIPART_BYTES: usize = 16 << 20;
+
+/// Store `data` at `path` in one piece: a single put, or a multipart upload that only
+/// its completion makes visible. Either way a reader never sees part of an object.
+pub async fn put(store: &dyn ObjectStore, path: &Path, data: Bytes) -> object_store::Result<()> {
+    if data.len() <= MULTIPART_BYTES {
+        store.put(path, data.into()).await?;
+        return Ok(());
+    }
+    let mut upload =
+        WriteMultipart::new_with_chunk_size(store.put_multipart(path).await?, MULTIPART_BYTES);
+    upload.put(data);
+    upload.finish().await?;
+    Ok(())
+}
+
+/// `base/part` (`part` without its leading and trailing `/`), either of which may be
+/// empty.
+pub fn join(base: &Path, part: &str) -> Path {
+    let part = part.trim_matches('/');
+    match (base.as_ref(), part) {
+        (_, "") => base.clone(),
+        ("", _) => Path::from(part),
+        (base, part) => Path::from(format!("{base}/{part}")),
     }
 }
 
