@@ -25,6 +25,7 @@ use crate::component::Problem;
 
 crate::registry! { JobKind:
     "command" => command::CommandJob,
+    "model" => model::ModelJob,
 }
 
 /// `[scheduler]`: where the runs of the config's jobs are kept.

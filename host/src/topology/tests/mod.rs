@@ -38,6 +38,10 @@ impl Topology {
                 sources: BTreeMap::new(),
                 transforms: BTreeMap::new(),
                 sinks: BTreeMap::new(),
+                #[cfg(feature = "jobs")]
+                jobs: BTreeMap::new(),
+                #[cfg(feature = "jobs")]
+                scheduler: Default::default(),
             },
             _data_dir: data_dir,
         }
