@@ -121,6 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let models = Models::load(
         &[("anomaly".to_owned(), def)].into(),
         &InferenceConfig::default(),
+        None,
     )?;
 
     let runtime = Runtime::new(RuntimeOptions::default())?;

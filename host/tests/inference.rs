@@ -47,6 +47,7 @@ fn models() -> Models {
     Models::load(
         &BTreeMap::from([("anomaly".to_owned(), def())]),
         &InferenceConfig::default(),
+        None,
     )
     .unwrap()
 }
@@ -171,9 +172,13 @@ fn a_missing_onnx_runtime_is_a_clear_error() {
     let config = InferenceConfig {
         library: Some(PathBuf::from("/nowhere/libonnxruntime.so.1.32.0")),
     };
-    let error = Models::load(&BTreeMap::from([("anomaly".to_owned(), def())]), &config)
-        .err()
-        .unwrap();
+    let error = Models::load(
+        &BTreeMap::from([("anomaly".to_owned(), def())]),
+        &config,
+        None,
+    )
+    .err()
+    .unwrap();
     assert_eq!(
         error.to_string(),
         "ONNX Runtime library /nowhere/libonnxruntime.so.1.32.0 (from the config's `[inference] library`) does not exist"

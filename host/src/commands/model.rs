@@ -1,11 +1,13 @@
 //! `sluice model inspect`: what an ONNX model takes and returns, the operator sets it
-//! needs and its sha256, with the `[models.NAME]` entry that pins it.
+//! needs and its sha256, with the `[models.NAME]` entry that pins it. `sluice model
+//! versions` and `activate`: the versions a host keeps of a model (`model` jobs deploy
+//! them), and a rollback to one of them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use sluice::inference::{Model, ModelDef, TensorSpec, find_library, opsets};
+use sluice::inference::{self, Model, ModelDef, TensorSpec, find_library, opsets};
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
@@ -18,11 +20,40 @@ pub enum ModelCommand {
         #[arg(long)]
         library: Option<PathBuf>,
     },
+    /// Print the versions of a model a host keeps in its data directory (as JSON: each
+    /// version's number, sha256, source file, deployment time and origin, and the
+    /// active one).
+    Versions {
+        /// The host's `data_dir`.
+        data_dir: PathBuf,
+        /// The model's name (`[models.NAME]`).
+        name: String,
+    },
+    /// Make a kept version of a model the active one. A host running now keeps serving
+    /// its version until it restarts (its admin API switches live).
+    Activate {
+        data_dir: PathBuf,
+        name: String,
+        version: u64,
+    },
 }
 
 pub fn run(command: ModelCommand) -> anyhow::Result<()> {
     match command {
         ModelCommand::Inspect { model, library } => inspect(&model, library.as_deref()),
+        ModelCommand::Versions { data_dir, name } => versions(&data_dir, &name),
+        ModelCommand::Activate {
+            data_dir,
+            name,
+            version,
+        } => {
+            let switch = inference::activate(&name, version, &data_dir)?;
+            println!(
+                "model `{name}`: version {} → version {} (sha256 {}); served from the next start",
+                switch.from, switch.to, switch.sha256
+            );
+            Ok(())
+        }
     }
 }
 
@@ -58,6 +89,18 @@ fn inspect(path: &Path, library: Option<&Path>) -> anyhow::Result<()> {
     writeln!(out, "sha256 = \"{}\"", model.sha256)?;
     writeln!(out, "inputs = [{}]", specs(&model.inputs))?;
     writeln!(out, "outputs = [{}]", specs(&model.outputs))?;
+    Ok(())
+}
+
+fn versions(data_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let history = inference::versions(name, data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no versions of model `{name}` are kept in {}",
+            data_dir.display()
+        )
+    })?;
+    // As kept (`versions.json`): times are milliseconds since the epoch, for scripts.
+    println!("{}", serde_json::to_string_pretty(&history)?);
     Ok(())
 }
 

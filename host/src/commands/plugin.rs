@@ -196,7 +196,7 @@ fn load_models(entries: &[String]) -> anyhow::Result<(Vec<String>, Models)> {
         let def: ModelDef = toml::from_str(&format!("path = {path:?}"))?;
         defs.insert(name.to_owned(), def);
     }
-    let models = Models::load(&defs, &InferenceConfig::default())?;
+    let models = Models::load(&defs, &InferenceConfig::default(), None)?;
     Ok((defs.into_keys().collect(), models))
 }
 

@@ -3,15 +3,21 @@
 //! config expects) into a small pool of ONNX Runtime sessions that every stage granted
 //! the model shares. Plugins reach them through the `inference` capability
 //! (`runtime/capabilities/inference.rs`).
+//!
+//! A pipeline's model is live ([`live`]): a new version can replace it while stages run,
+//! and the versions are kept in the data directory ([`versions`]) so that a restart
+//! serves the one deployed last and an earlier one can be activated again.
 
 #[cfg(not(feature = "inference"))]
 mod absent;
 #[cfg(feature = "inference")]
 mod library;
+mod live;
 mod opset;
 #[cfg(feature = "inference")]
 mod session;
 mod tensor;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +30,12 @@ use sha2::Digest as _;
 use absent::Sessions;
 #[cfg(feature = "inference")]
 pub use library::{environment, find as find_library};
+pub use live::{LiveModel, Switch, activate, deploy};
 pub use opset::opsets;
 #[cfg(feature = "inference")]
 use session::Sessions;
 pub use tensor::{ElementType, Tensor, TensorSpec};
+pub use versions::{ConfigFile, History, Version, versions};
 
 /// `[inference]`: where ONNX Runtime comes from.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,7 +47,7 @@ pub struct InferenceConfig {
 }
 
 /// `[models.NAME]`: an ONNX model and how to run it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelDef {
     pub path: PathBuf,
@@ -86,7 +94,7 @@ pub enum ExecutionProvider {
 }
 
 /// ONNX Runtime's graph optimisation level.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimization {
     Disable,
@@ -127,6 +135,15 @@ pub enum InferenceError {
     },
     #[error("stage `{stage}` is granted model `{model}`, which no `[models.{model}]` defines")]
     NotConfigured { stage: String, model: String },
+    #[error("model `{model}`: cannot {what} {path}: {source}")]
+    Store {
+        model: String,
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model `{model}`: {message}")]
+    Version { model: String, message: String },
 }
 
 /// Why one run failed; the capability hands it to the plugin as a typed error.
@@ -162,36 +179,49 @@ impl Model {
         def: &ModelDef,
         library: Option<&Path>,
     ) -> Result<Model, InferenceError> {
-        let bytes = std::fs::read(&def.path).map_err(|source| InferenceError::Read {
-            model: name.to_owned(),
-            path: def.path.clone(),
-            source,
-        })?;
-        // The runtime pins plugins the same way; models sit below it, so spelt out here.
-        let sha256 = format!("{:x}", sha2::Sha256::digest(&bytes));
-        if let Some(pin) = &def.sha256
+        let bytes = read(name, &def.path)?;
+        Model::open(name, def, &def.path, &bytes, def.sha256.as_deref(), library)
+    }
+
+    /// `bytes`, read from `path`, as a version of model `name`: its sha256 must be `pin`
+    /// (if any) and its inputs and outputs those `def` declares; `def` says how to run it.
+    fn open(
+        name: &str,
+        def: &ModelDef,
+        path: &Path,
+        bytes: &[u8],
+        pin: Option<&str>,
+        library: Option<&Path>,
+    ) -> Result<Model, InferenceError> {
+        let sha256 = sha256(bytes);
+        if let Some(pin) = pin
             && !pin.eq_ignore_ascii_case(&sha256)
         {
             return Err(InferenceError::PinMismatch {
                 model: name.to_owned(),
-                path: def.path.clone(),
-                expected: pin.clone(),
+                path: path.to_owned(),
+                expected: pin.to_owned(),
                 actual: sha256,
             });
         }
-        let opened = Sessions::open(name, def, &bytes, library)?;
+        // Errors name the file this version came from, not the config's.
+        let def = &ModelDef {
+            path: path.to_owned(),
+            ..def.clone()
+        };
+        let opened = Sessions::open(name, def, bytes, library)?;
         let (inputs, outputs) = (opened.inputs, opened.outputs);
         let mismatch = |what: String| InferenceError::Mismatch {
             model: name.to_owned(),
-            path: def.path.clone(),
+            path: path.to_owned(),
             what,
         };
         check_declared("inputs", &def.inputs, &inputs).map_err(mismatch)?;
         check_declared("outputs", &def.outputs, &outputs).map_err(mismatch)?;
-        tracing::info!(model = name, path = %def.path.display(), sessions = opened.sessions.len(), "model loaded");
+        tracing::info!(model = name, path = %path.display(), sha256, sessions = opened.sessions.len(), "model loaded");
         Ok(Model {
             name: name.to_owned(),
-            path: def.path.clone(),
+            path: path.to_owned(),
             sha256,
             inputs,
             outputs,
@@ -228,6 +258,21 @@ impl Model {
     }
 }
 
+/// The bytes of model `name`'s file `path`.
+fn read(name: &str, path: &Path) -> Result<Vec<u8>, InferenceError> {
+    std::fs::read(path).map_err(|source| InferenceError::Read {
+        model: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A model file's sha256, in lowercase hex. The runtime pins plugins the same way;
+/// models sit below it, so spelt out here.
+fn sha256(bytes: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
 /// `name (type shape), ...` for messages.
 fn describe(specs: &[TensorSpec]) -> String {
     specs
@@ -259,23 +304,32 @@ fn check_declared(
 /// Every model of a pipeline, loaded once and shared by the stages granted them.
 #[derive(Default)]
 pub struct Models {
-    models: BTreeMap<String, Arc<Model>>,
+    models: BTreeMap<String, Arc<LiveModel>>,
 }
 
-/// The models one stage is granted, by name.
-pub type StageModels = Arc<BTreeMap<String, Arc<Model>>>;
+/// The models one stage is granted, by name: each is live, so a stage reads the
+/// version to run when it runs it.
+pub type StageModels = Arc<BTreeMap<String, Arc<LiveModel>>>;
 
 impl Models {
     /// Load every model of `defs`. ONNX Runtime is looked for only if there is one.
+    ///
+    /// With `data_dir` (a pipeline's models), each model serves its active version kept
+    /// under `data_dir/models/NAME/` (the config's file until a `model` job deploys
+    /// another, see [`versions`]), and a model another pipeline of this process already
+    /// loaded from the same `[models.NAME]` is shared with it, so that a switch reaches
+    /// both. Without (`validate`, `plugin test`), the files the config names are loaded
+    /// for this caller alone and nothing is written.
     pub fn load(
         defs: &BTreeMap<String, ModelDef>,
         config: &InferenceConfig,
+        data_dir: Option<&Path>,
     ) -> Result<Models, InferenceError> {
         let models = defs
             .iter()
             .map(|(name, def)| {
-                Model::load(name, def, config.library.as_deref())
-                    .map(|m| (name.clone(), Arc::new(m)))
+                live::open(name, def, config.library.as_deref(), data_dir)
+                    .map(|model| (name.clone(), model))
             })
             .collect::<Result<_, _>>()?;
         Ok(Models { models })

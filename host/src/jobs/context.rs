@@ -131,3 +131,27 @@ impl RunContext {
         self.base_dir.join(path)
     }
 }
+
+/// For tests of jobs that run no pipeline.
+#[cfg(test)]
+pub struct NoPipelines;
+
+#[cfg(test)]
+impl PipelineRunner for NoPipelines {
+    fn replay(
+        &self,
+        config: &Path,
+        _: String,
+        _: String,
+        _: Option<String>,
+        _: RunLog,
+        _: CancellationToken,
+    ) -> BoxFuture<'static, Result<Produced, JobError>> {
+        let config = config.display().to_string();
+        Box::pin(async move {
+            Err(JobError::new(format!(
+                "{config}: no pipelines in these tests"
+            )))
+        })
+    }
+}

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+#[cfg(test)]
+pub use context::NoPipelines;
 pub use context::{PipelineRunner, RunContext, RunLog, Slot};
 pub use schedule::{Schedule, ScheduleError};
 
@@ -27,6 +29,7 @@ crate::registry! { JobKind:
     "command" => command::CommandJob,
     #[cfg(feature = "object-store")] "replay" => replay::ReplayJob,
     #[cfg(feature = "object-store")] "compact" => compact::CompactJob,
+    "model" => model::ModelJob,
 }
 
 /// `[scheduler]`: where the runs of the config's jobs are kept.

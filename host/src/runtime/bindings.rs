@@ -57,7 +57,8 @@ pub use processor::sluice::plugin::{limits, log, metrics, state, types};
 pub use scorer::sluice::plugin::inference;
 
 /// What a plugin's `model` handle refers to: declared here, with the bindings that name
-/// it, so that the bindings import nothing of the capabilities that use them.
+/// it, so that the bindings import nothing of the capabilities that use them. The model
+/// is live: a handle opened once runs whichever version is served when it runs.
 pub struct ModelHandle {
-    pub(crate) model: std::sync::Arc<crate::inference::Model>,
+    pub(crate) model: std::sync::Arc<crate::inference::LiveModel>,
 }

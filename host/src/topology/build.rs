@@ -37,7 +37,8 @@ pub(super) fn build(config: &Config, role: Role) -> Result<Built, StartError> {
     if let Some(failure) = failures.into_iter().next() {
         return Err(failure.into());
     }
-    let models = Models::load(&config.models, &config.inference).map_err(BuildError::Model)?;
+    let models = Models::load(&config.models, &config.inference, Some(&config.data_dir))
+        .map_err(BuildError::Model)?;
     let context = |stage| BuildContext {
         stage,
         runtime: &runtime,

@@ -17,7 +17,8 @@ pub fn try_start_plugins(config: &Config) -> Vec<String> {
     let (plugins, failures) = prepare::load_plugins(&runtime, config);
     let mut problems: Vec<String> = failures.iter().map(ToString::to_string).collect();
     let state = StateStore::in_memory();
-    let models = match Models::load(&config.models, &config.inference) {
+    // The config's own files: validating keeps no versions and switches nothing.
+    let models = match Models::load(&config.models, &config.inference, None) {
         Ok(models) => models,
         Err(error) => {
             problems.push(error.to_string());

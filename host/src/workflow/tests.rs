@@ -5,38 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::Workflow;
 use super::store::{JobState, RunRecord, Status};
 use crate::config::Config;
-use crate::jobs::{JobError, PipelineRunner, Produced, RunLog};
-
-/// The scheduler tests run no pipelines.
-struct NoPipelines;
-
-impl PipelineRunner for NoPipelines {
-    fn replay(
-        &self,
-        _: &Path,
-        _: String,
-        _: String,
-        _: Option<String>,
-        _: RunLog,
-        _: CancellationToken,
-    ) -> BoxFuture<'static, Result<Produced, JobError>> {
-        async { Err(JobError::new("no pipelines in these tests")) }.boxed()
-    }
-}
 
 fn workflow(dir: &Path, jobs: &str) -> Arc<Workflow> {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let path = dir.join("sluice.toml");
     std::fs::write(&path, jobs).unwrap();
     let config = Config::load(&path).unwrap_or_else(|errors| panic!("{}", errors.report()));
-    futures::executor::block_on(Workflow::open(&config, Arc::new(NoPipelines)))
+    futures::executor::block_on(Workflow::open(&config, Arc::new(crate::jobs::NoPipelines)))
         .unwrap()
         .expect("the config has jobs")
 }

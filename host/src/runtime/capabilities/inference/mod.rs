@@ -2,6 +2,10 @@
 //! stage is granted (`grants.models`), by name, on tensors they build from their
 //! events. The host owns the models (`crate::inference`); a plugin holds only handles.
 //!
+//! Models are live (a `model` job may switch one at any time): a call into the plugin
+//! runs each model at the version served when the call first used it, so that one batch
+//! is scored by one version, and the next call takes up a newer one.
+//!
 //! Quotas, per call into the plugin: the bytes of tensors sent and received
 //! (`inference_bytes_per_call`, checked on the inputs before a run and on the outputs
 //! before they reach the guest) and the number of runs (`inference_runs_per_call`), so
@@ -11,6 +15,7 @@
 
 pub mod quotas;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -38,6 +43,9 @@ pub struct InferenceCtx {
     /// Spent in the current call.
     bytes: u64,
     runs: u32,
+    /// The version of each model the current call runs, taken when it first uses it
+    /// (an idle instance holds them until its next call).
+    pinned: BTreeMap<String, Arc<Model>>,
 }
 
 impl InferenceCtx {
@@ -51,17 +59,25 @@ impl InferenceCtx {
             runs_per_call: quotas.runs_per_call,
             bytes: 0,
             runs: 0,
+            pinned: BTreeMap::new(),
         }
     }
 
-    /// Start a call's quotas afresh.
+    /// Start a call's quotas afresh, and let it take up the models' current versions.
     pub fn new_call(&mut self) {
         self.bytes = 0;
         self.runs = 0;
+        self.pinned.clear();
     }
 
-    fn model(&self, handle: &Resource<ModelHandle>) -> wasmtime::Result<Arc<Model>> {
-        Ok(self.handles.get(handle)?.model.clone())
+    /// The version of `handle`'s model that this call runs.
+    fn model(&mut self, handle: &Resource<ModelHandle>) -> wasmtime::Result<Arc<Model>> {
+        let live = &self.handles.get(handle)?.model;
+        Ok(self
+            .pinned
+            .entry(live.name().to_owned())
+            .or_insert_with(|| live.current())
+            .clone())
     }
 
     fn error(&self, code: ErrorCode, model: &str, message: impl std::fmt::Display) -> Error {
