@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod jobs;
 pub mod kafka;
 pub mod postgres;
 pub mod readings;

@@ -3,7 +3,9 @@
 //! run's log, and a non-zero exit fails the run.
 //!
 //! `{slot_start}`, `{slot_end}`, `{slot_date}` and `{slot_ms}` in `args` and `env` name
-//! the run's slot. The program is killed when the run times out or the host stops.
+//! the run's slot. The program is killed when the run times out or the host stops: on
+//! Linux also when the host dies without stopping (`kill -9`, a crash), so that the run
+//! the next start hands back runs alone, not beside the one the dead host left.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,7 +82,7 @@ impl JobKind for CommandJob {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
-            let mut child = command.spawn().map_err(|error| {
+            let mut child = spawn(command).await.map_err(|error| {
                 JobError::new(format!("cannot start {}: {error}", program.display()))
             })?;
             let out = tokio::spawn(copy_lines(child.stdout.take(), run.log.clone()));
@@ -104,6 +106,66 @@ impl JobKind for CommandJob {
         }
         .boxed()
     }
+}
+
+/// Start `command`, tied to the host's life where the system allows it.
+#[cfg(not(target_os = "linux"))]
+async fn spawn(mut command: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    command.spawn()
+}
+
+/// Start `command` so that it is killed when the host process dies (`PR_SET_PDEATHSIG`).
+/// That signal comes when the *thread* that started the program ends, and a runtime's
+/// threads may end before the process does: programs are started from one thread kept
+/// for that, which lives as long as the process.
+#[cfg(target_os = "linux")]
+async fn spawn(mut command: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    use std::sync::{Mutex, OnceLock, mpsc};
+
+    type Request = (
+        tokio::process::Command,
+        tokio::runtime::Handle,
+        tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+    );
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+
+    let host = std::process::id();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The host died before the line above: nothing would signal its death.
+            if libc::getppid() as u32 != host {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("job-programs".into())
+            .spawn(move || {
+                for (mut command, runtime, started) in incoming {
+                    // The child is reaped by the runtime of the run that asked.
+                    let _runtime = runtime.enter();
+                    let _ = started.send(command.spawn());
+                }
+            })
+            .expect("a thread to start job programs from");
+        Mutex::new(requests)
+    });
+    let (started, child) = tokio::sync::oneshot::channel();
+    spawner
+        .lock()
+        .unwrap()
+        .send((command, tokio::runtime::Handle::current(), started))
+        .map_err(|_| std::io::Error::other("the thread starting job programs is gone"))?;
+    child
+        .await
+        .map_err(|_| std::io::Error::other("the thread starting job programs is gone"))?
 }
 
 async fn copy_lines(stream: Option<impl AsyncRead + Unpin>, log: RunLog) {
