@@ -231,7 +231,7 @@ async fn a_run_past_its_timeout_is_killed() {
         every = "1h"
         timeout_secs = 1
         command = "sh"
-        args = ["-c", "sleep 30; touch finished"]
+        args = ["-c", "sleep 37; touch finished"]
     "#,
     );
     let stop = CancellationToken::new();
@@ -244,6 +244,10 @@ async fn a_run_past_its_timeout_is_killed() {
         took < 15_000,
         "the program was killed, not waited for: {took} ms"
     );
+    // Nor is what it started (`sleep`) left running: the whole group is stopped.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sleeping = std::process::Command::new("pgrep").args(["-f", "^sleep 37$"]).output().unwrap();
+    assert!(sleeping.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&sleeping.stdout));
     assert!(!dir.path().join("finished").exists());
     stop.cancel();
 }

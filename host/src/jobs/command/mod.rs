@@ -82,20 +82,26 @@ impl JobKind for CommandJob {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
+            // Its own process group: what it starts in turn is stopped with it.
+            #[cfg(unix)]
+            command.process_group(0);
             let mut child = spawn(command).await.map_err(|error| {
                 JobError::new(format!("cannot start {}: {error}", program.display()))
             })?;
             let out = tokio::spawn(copy_lines(child.stdout.take(), run.log.clone()));
             let err = tokio::spawn(copy_lines(child.stderr.take(), run.log.clone()));
+            let group = child.id();
             let status = tokio::select! {
                 status = child.wait() => status,
                 () = run.cancel.cancelled() => {
-                    // kill_on_drop would too; killing here waits for the exit.
+                    kill_group(group);
                     let _ = child.kill().await;
                     return Err(JobError::new(format!("{} was stopped", program.display())));
                 }
             }
             .map_err(|error| JobError::new(format!("waiting for {}: {error}", program.display())))?;
+            // Whatever it left running in the background would hold its output open.
+            kill_group(group);
             let _ = out.await;
             let _ = err.await;
             if status.success() {
@@ -106,6 +112,19 @@ impl JobKind for CommandJob {
         }
         .boxed()
     }
+}
+
+/// Kill the process group a job's program leads (itself and what it started).
+fn kill_group(leader: Option<u32>) {
+    #[cfg(target_os = "linux")]
+    if let Some(pid) = leader.and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: a plain system call; a group already gone is ESRCH, ignored.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = leader;
 }
 
 /// Start `command`, tied to the host's life where the system allows it.
