@@ -1,7 +1,8 @@
 //! Two central hosts (`sluice run`, the real binary) keeping their jobs' runs in one
 //! real PostgreSQL (`[scheduler] postgres`): each slot of a job runs once between them,
 //! on either host, and so does the job depending on it; a host killed (`kill -9`)
-//! during a run leaves it to the other, which runs it again once its lock is gone.
+//! during a run leaves it to the other, which runs it again once its lock is gone; the
+//! database restarting stops nothing for good.
 //!
 //! The jobs are shell commands appending `slot_end_ms host` lines to files beside the configs,
 //! so the files show what ran where, whatever the runs' records say.
@@ -99,7 +100,7 @@ fn succeeded(runs: &[serde_json::Value]) -> BTreeSet<(i64, String)> {
 
 #[test]
 fn two_hosts_on_one_postgres_run_each_slot_once() {
-    let postgres = Postgres::start();
+    let mut postgres = Postgres::start();
     let dir = tempfile::tempdir().unwrap();
     let (api_a, api_b) = (free_port(), free_port());
     let a = Host::start(
@@ -233,4 +234,29 @@ fn two_hosts_on_one_postgres_run_each_slot_once() {
         postgres.query("SELECT count(*) FROM sluice_job_runs WHERE job = 'slow'"),
         "1"
     );
+
+    // The database restarts: the host connects again and goes on with the next slots.
+    postgres.restart();
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The first answers may be errors: the host finds its connection broken.
+    let ran_since = || {
+        let answer = http_get(survivor_api, "/v1/jobs/after/runs?limit=500");
+        let runs: Vec<serde_json::Value> = answer
+            .filter(|(status, _)| *status == 200)
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or_default();
+        succeeded(&runs).iter().any(|(slot, _)| *slot > restarted)
+    };
+    while !ran_since() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slot ran after the database restarted:\n{}",
+            survivor.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
