@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::jobs::{JobDef, PipelineRunner, Schedule, Slot};
-use store::{EmbeddedStore, JobState, RunRecord, RunStore, Status, StoreError, Trigger};
+use store::{JobState, RunRecord, RunStore, Status, StoreError, Trigger};
 
 /// An operator's request that cannot be done, with the HTTP status it answers.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +50,9 @@ pub struct Workflow {
     pipelines: Arc<dyn PipelineRunner>,
     /// Wakes the scheduler when an operator changes something.
     wake: Notify,
-    /// The attempts this process runs, by job and slot end, to stop them.
-    attempts: Mutex<HashMap<(String, i64), CancellationToken>>,
+    /// The attempts this process runs, by job and slot end: the attempt's number, and
+    /// what stops it.
+    attempts: Mutex<HashMap<(String, i64), (u32, CancellationToken)>>,
 }
 
 /// One job as `GET /v1/jobs` lists it.
@@ -80,7 +81,7 @@ impl Workflow {
         if config.jobs.is_empty() {
             return Ok(None);
         }
-        let store = RunStore::Embedded(EmbeddedStore::shared(&config.data_dir.join("jobs.redb"))?);
+        let store = RunStore::open(&config.scheduler, &config.data_dir)?;
         let host = config.scheduler.host.clone().unwrap_or_else(host_name);
         Ok(Some(Arc::new(Workflow {
             jobs: config.jobs.clone(),

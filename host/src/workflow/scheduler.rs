@@ -20,13 +20,8 @@ const SLOTS_PER_TICK: usize = 100;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(workflow: Arc<Workflow>, stop: CancellationToken) {
-    match workflow.store.release_orphans(&workflow.host).await {
-        Ok(released) => {
-            for run in released {
-                tracing::warn!(job = run.job, slot = %Slot::format(run.slot_end_ms), "a run the host stopped during runs again");
-            }
-        }
-        Err(error) => tracing::error!("jobs: {error}"),
+    if let Err(error) = release_orphans(&workflow).await {
+        tracing::error!("jobs: {error}");
     }
     tracing::info!(
         jobs = workflow.jobs.len(),
@@ -48,21 +43,51 @@ pub(super) async fn run(workflow: Arc<Workflow>, stop: CancellationToken) {
         .lock()
         .unwrap()
         .values()
-        .cloned()
+        .map(|(_, cancel)| cancel.clone())
         .collect();
     for attempt in attempts {
         attempt.cancel();
     }
 }
 
+/// Hand back the runs left `running` by a host that stopped during them.
+async fn release_orphans(workflow: &Workflow) -> Result<(), super::StoreError> {
+    for run in workflow.store.release_orphans(&workflow.host).await? {
+        tracing::warn!(job = run.job, slot = %Slot::format(run.slot_end_ms), host = run.host, "a run whose host stopped during it runs again");
+    }
+    Ok(())
+}
+
+/// Stop the attempts of this host whose run is no longer theirs (`active` read before
+/// any was started): another host took it over while this one had lost the database.
+fn stop_taken_over(workflow: &Workflow, active: &[RunRecord]) {
+    let attempts = workflow.attempts.lock().unwrap();
+    for ((job, slot), (attempt, cancel)) in attempts.iter() {
+        let still_ours = active.iter().any(|run| {
+            (&run.job, run.slot_end_ms) == (job, *slot)
+                && run.status == Status::Running
+                && run.attempts == *attempt
+                && run.host.as_ref() == Some(&workflow.host)
+        });
+        if !still_ours && !cancel.is_cancelled() {
+            tracing::warn!(job, slot = %Slot::format(*slot), "another host took the run over; this attempt stops");
+            cancel.cancel();
+        }
+    }
+}
+
 async fn tick(workflow: &Arc<Workflow>, stop: &CancellationToken) -> Result<(), super::StoreError> {
     let now = now_ms();
+    if workflow.store.is_shared() {
+        release_orphans(workflow).await?;
+    }
     for job in workflow.jobs.values() {
         if let Some(schedule) = &job.schedule {
             record_due_slots(workflow, job, schedule, now).await?;
         }
     }
     let active = workflow.store.active().await?;
+    stop_taken_over(workflow, &active);
     // When each job's run going on started (one runs at a time per job).
     let mut running: std::collections::HashMap<&str, i64> = active
         .iter()
@@ -87,7 +112,8 @@ async fn tick(workflow: &Arc<Workflow>, stop: &CancellationToken) -> Result<(), 
                 skipped.status = Status::Skipped;
                 skipped.reason =
                     Some("the previous run was still going (concurrency = \"skip\")".into());
-                workflow.store.put(&skipped).await?;
+                // Unless another host claimed it meanwhile, its previous run having ended.
+                workflow.store.replace(&skipped, run).await?;
             }
             continue;
         }
@@ -112,13 +138,15 @@ async fn record_due_slots(
     schedule: &crate::jobs::Schedule,
     now: i64,
 ) -> Result<(), super::StoreError> {
-    let mut state = workflow.store.job_state(&job.name).await?;
+    let state = workflow.store.job_state(&job.name).await?;
     if state.paused {
         return Ok(());
     }
     let Some(cursor) = state.cursor_ms else {
-        state.cursor_ms = schedule.latest_at(now);
-        return workflow.store.set_job_state(&job.name, &state).await;
+        return match schedule.latest_at(now) {
+            Some(latest) => workflow.store.advance_cursor(&job.name, latest).await,
+            None => Ok(()),
+        };
     };
     let mut due = Vec::new();
     let mut at = cursor;
@@ -146,26 +174,26 @@ async fn record_due_slots(
             tracing::info!(job = job.name, slot = %Slot::format(end), "missed slot skipped");
         }
     }
-    state.cursor_ms = Some(newest);
-    workflow.store.set_job_state(&job.name, &state).await
+    workflow.store.advance_cursor(&job.name, newest).await
 }
 
 fn start_attempt(workflow: &Arc<Workflow>, job: &JobDef, run: RunRecord, stop: &CancellationToken) {
     let cancel = stop.child_token();
-    workflow
-        .attempts
-        .lock()
-        .unwrap()
-        .insert((job.name.clone(), run.slot_end_ms), cancel.clone());
+    workflow.attempts.lock().unwrap().insert(
+        (job.name.clone(), run.slot_end_ms),
+        (run.attempts, cancel.clone()),
+    );
     let workflow = workflow.clone();
     let job = job.clone();
     // A timeout cancels `cancel` too; only the host's own stop is not the job's failure.
     let host_stopping = stop.clone();
     tokio::spawn(async move {
         let key = (job.name.clone(), run.slot_end_ms);
+        let claimed = run.clone();
         let run = attempt(&workflow, &job, run, cancel).await;
         workflow.attempts.lock().unwrap().remove(&key);
-        if let Err(error) = settle(&workflow, &job, run, host_stopping.is_cancelled()).await {
+        let stopping = host_stopping.is_cancelled();
+        if let Err(error) = settle(&workflow, &job, run, &claimed, stopping).await {
             tracing::error!(job = job.name, "jobs: {error}");
         }
         workflow.wake.notify_one();
@@ -236,22 +264,37 @@ async fn attempt(
     run
 }
 
-/// Store how an attempt ended, and make due what follows from it.
+/// Store how the attempt that claimed `claimed` ended, and make due what follows from
+/// it: the runs of the jobs depending on it are created here, by whichever host settles
+/// it, so once.
 async fn settle(
     workflow: &Workflow,
     job: &JobDef,
     mut run: RunRecord,
+    claimed: &RunRecord,
     host_stopping: bool,
 ) -> Result<(), super::StoreError> {
     let slot = run.slot_end_ms;
     let at = Slot::format(slot);
+    // An attempt ends succeeded or failed. A failure is retried while retries are left,
+    // and is not the job's own when the host is stopping: the next start runs it again.
+    if run.status == Status::Failed && host_stopping {
+        run.status = Status::Waiting;
+        run.attempts = run.attempts.saturating_sub(1);
+    } else if run.status == Status::Failed && run.attempts <= job.retries {
+        run.status = Status::Retrying;
+        run.next_attempt_ms = Some(now_ms() + job.backoff(run.attempts + 1).as_millis() as i64);
+    }
+    if !workflow.store.finish(&run, claimed).await? {
+        tracing::warn!(job = job.name, slot = %at, "another host took the run over; this attempt's outcome is not kept");
+        return Ok(());
+    }
     match run.status {
         Status::Succeeded => {
             tracing::info!(job = job.name, slot = %at, "job run succeeded");
             finished(&job.name, "succeeded");
             metrics::gauge!("sluice_job_last_success_timestamp_seconds", "job" => job.name.clone())
                 .set(now_ms() as f64 / 1000.0);
-            workflow.store.put(&run).await?;
             for dependent in workflow
                 .jobs
                 .values()
@@ -268,23 +311,14 @@ async fn settle(
                 }
             }
         }
-        _ if host_stopping => {
-            // Not the job's failure: the next start runs it again.
-            run.status = Status::Waiting;
-            run.attempts = run.attempts.saturating_sub(1);
-            workflow.store.put(&run).await?;
-        }
-        _ if run.attempts <= job.retries => {
+        Status::Waiting => {}
+        Status::Retrying => {
             let wait = job.backoff(run.attempts + 1);
             tracing::warn!(job = job.name, slot = %at, attempt = run.attempts, reason = run.reason, "job run failed; retrying in {} s", wait.as_secs());
-            run.status = Status::Retrying;
-            run.next_attempt_ms = Some(now_ms() + wait.as_millis() as i64);
-            workflow.store.put(&run).await?;
         }
         _ => {
             tracing::error!(job = job.name, slot = %at, attempts = run.attempts, reason = run.reason, "job run failed");
             finished(&job.name, "failed");
-            workflow.store.put(&run).await?;
             for dependent in workflow.descendants(&job.name) {
                 let mut skipped = RunRecord::new(
                     &dependent,

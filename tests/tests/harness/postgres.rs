@@ -89,48 +89,11 @@ impl Postgres {
             )
             .unwrap();
         }
-        // Another test may take the port between `free_port` and the server's bind: then
-        // this server exits, and a connection to the port would reach the other one. So
-        // it is ready only when the pid file of its own data directory says so (with its
-        // port), and a lost port is tried again.
+        // A port another process took is tried again.
         let (port, child) = (0..5)
             .find_map(|_| {
                 let port = free_port();
-                let mut server = as_postgres(&bin("postgres"));
-                server
-                    .arg("-D")
-                    .arg(&data)
-                    .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-                    .arg(dir.path());
-                if tls.is_some() {
-                    server
-                        .args(["-c", "ssl=on", "-c"])
-                        .arg(format!("ssl_cert_file={}", cert.display()))
-                        .arg("-c")
-                        .arg(format!("ssl_key_file={}", key.display()));
-                }
-                let mut child = server
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                loop {
-                    if child.try_wait().unwrap().is_some() {
-                        return None;
-                    }
-                    let pid_file =
-                        std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
-                    let own = pid_file.lines().nth(3) == Some(&port.to_string());
-                    if own && pid_file.contains("ready") {
-                        return Some((port, child));
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "PostgreSQL did not get ready within 30 s"
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                serve(dir.path(), port, tls.is_some()).map(|child| (port, child))
             })
             .expect("PostgreSQL could not take a free port in 5 tries");
         Postgres {
@@ -139,6 +102,26 @@ impl Postgres {
             child,
             password: tls.map(|_| PASSWORD),
         }
+    }
+
+    /// Stop the server (fast: sessions are ended) and start it again on its port, as an
+    /// operator restarting the database does.
+    pub fn restart(&mut self) {
+        self.stop("fast");
+        self.child = serve(self.dir.path(), self.port, self.password.is_some())
+            .expect("PostgreSQL could not take its port again");
+    }
+
+    fn stop(&mut self, mode: &str) {
+        // `runuser` does not pass signals on: stop the server itself.
+        let _ = as_postgres(&bin("pg_ctl"))
+            .args(["-m", mode, "stop", "-D"])
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The libpq connection string of the `postgres` database (with the password when
@@ -173,14 +156,54 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // `runuser` does not pass signals on: stop the server itself.
-        let _ = as_postgres(&bin("pg_ctl"))
-            .args(["-m", "immediate", "stop", "-D"])
-            .arg(self.dir.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop("immediate");
+    }
+}
+
+/// Run the cluster in `dir` (`data/`, and `server.crt` and `server.key` with `tls`) on
+/// `port`; `None` when it exits before it is ready (another process took the port).
+/// The names of `server.crt` and `server.key` are those `start_with` writes.
+///
+/// Another test may take the port between `free_port` and the server's bind: then this
+/// server exits, and a connection to the port would reach the other one. So it is
+/// ready only when the pid file of its own data directory says so (with its port).
+fn serve(dir: &std::path::Path, port: u16, tls: bool) -> Option<Child> {
+    let data = dir.join("data");
+    let mut server = as_postgres(&bin("postgres"));
+    server
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+        .arg(dir);
+    if tls {
+        server
+            .args(["-c", "ssl=on", "-c"])
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.join("server.crt").display()
+            ))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", dir.join("server.key").display()));
+    }
+    let mut child = server
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+        let own = pid_file.lines().nth(3) == Some(&port.to_string());
+        if own && pid_file.contains("ready") {
+            return Some(child);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PostgreSQL did not get ready within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

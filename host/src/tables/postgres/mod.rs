@@ -67,6 +67,28 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+impl Connector {
+    /// A client of the database, its connection driven by a task of its own that logs,
+    /// as `user`'s, how it ended; a closed client ([`Client::is_closed`]) is connected
+    /// again by its user.
+    pub async fn connect(&self, user: String) -> Result<Client, PgError> {
+        let (client, connection) =
+            self.config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|error| PgError::Connect {
+                    tls: self.describe(),
+                    error,
+                })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!("{user}: PostgreSQL connection ended: {}", chain(&error));
+            }
+        });
+        Ok(client)
+    }
+}
+
 pub struct PgTable {
     name: String,
     sql_table: String,
@@ -93,25 +115,10 @@ impl PgTable {
     async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, PgError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = self
+            let client = self
                 .connector
-                .config
-                .connect(self.connector.tls.clone())
-                .await
-                .map_err(|error| PgError::Connect {
-                    tls: self.connector.describe(),
-                    error,
-                })?;
-            let table = self.name.clone();
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::warn!(
-                        table,
-                        "serving: PostgreSQL connection ended: {}",
-                        chain(&error)
-                    );
-                }
-            });
+                .connect(format!("serving table `{}`", self.name))
+                .await?;
             client
                 .batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, updated_ms bigint NOT NULL, vals jsonb NOT NULL)",

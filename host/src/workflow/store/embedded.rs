@@ -111,6 +111,20 @@ impl EmbeddedStore {
         })
     }
 
+    pub fn advance_cursor(&self, job: &str, cursor_ms: i64) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut jobs = txn.open_table(JOBS)?;
+            let mut state: JobState = match jobs.get(job)? {
+                Some(bytes) => decode(bytes.value())?,
+                None => JobState::default(),
+            };
+            state.cursor_ms = state.cursor_ms.max(Some(cursor_ms));
+            let bytes = serde_json::to_vec(&state).expect("a job state serializes");
+            jobs.insert(job, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
     pub fn insert(&self, run: &RunRecord) -> Result<bool, StoreError> {
         self.write(|txn| {
             let key = key(&run.job, run.slot_end_ms);
@@ -127,6 +141,17 @@ impl EmbeddedStore {
         self.write(|txn| store(txn, run))
     }
 
+    pub fn replace(&self, run: &RunRecord, was: &RunRecord) -> Result<bool, StoreError> {
+        self.write(|txn| {
+            let stored = fetch(txn, &key(&run.job, run.slot_end_ms))?;
+            if !stored.is_some_and(|stored| stored.is_still(was)) {
+                return Ok(false);
+            }
+            store(txn, run)?;
+            Ok(true)
+        })
+    }
+
     pub fn claim(
         &self,
         job: &str,
@@ -141,12 +166,7 @@ impl EmbeddedStore {
             if !run.is_due(now_ms) {
                 return Ok(None);
             }
-            run.status = Status::Running;
-            run.attempts += 1;
-            run.started_ms = Some(now_ms);
-            run.ended_ms = None;
-            run.next_attempt_ms = None;
-            run.host = Some(host.to_owned());
+            run.start_attempt(host, now_ms);
             store(txn, &run)?;
             Ok(Some(run))
         })
@@ -201,8 +221,7 @@ impl EmbeddedStore {
         let mut released = Vec::new();
         for mut run in self.active()? {
             if run.status == Status::Running && run.host.as_deref() == Some(host) {
-                run.status = Status::Waiting;
-                run.reason = Some("the host stopped during the run; it runs again".into());
+                run.hand_back();
                 self.put(&run)?;
                 released.push(run);
             }

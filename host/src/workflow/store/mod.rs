@@ -2,17 +2,29 @@
 //! they produced) and each job's schedule cursor and pause switch.
 //!
 //! Embedded in the host's data directory ([`embedded`], redb: crash-safe, one host), or
-//! in PostgreSQL when several central hosts share the jobs: then every change of a run's
-//! status is one statement guarded by the database, so that of two hosts only one
-//! claims a slot.
+//! in PostgreSQL when several central hosts share the jobs ([`postgres`]): then every
+//! change of a run's status is guarded by the database, so that of two hosts only one
+//! claims a slot, and a run whose host died is found by the database's locks.
+//!
+//! How an attempt goes through a store: [`RunStore::claim`] takes a due run (and, in
+//! PostgreSQL, a lock held while the attempt runs), [`RunStore::finish`] stores how it
+//! ended (and releases the lock); any other change made on what the scheduler read
+//! before is a [`RunStore::replace`], which does nothing when the run changed since.
 
 mod embedded;
+#[cfg(feature = "postgres")]
+mod postgres;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::jobs::{Produced, Slot};
+use crate::jobs::{Produced, SchedulerConfig, Slot};
 
 pub use embedded::EmbeddedStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PgStore;
 
 #[derive(Debug, thiserror::Error)]
 #[error("job runs ({place}): {message}")]
@@ -113,6 +125,28 @@ impl RunRecord {
         }
     }
 
+    /// Start an attempt on `host` at `now_ms`: `running`, with one more attempt.
+    fn start_attempt(&mut self, host: &str, now_ms: i64) {
+        self.status = Status::Running;
+        self.attempts += 1;
+        self.started_ms = Some(now_ms);
+        self.ended_ms = None;
+        self.next_attempt_ms = None;
+        self.host = Some(host.to_owned());
+    }
+
+    /// Hand back a run whose host stopped during it: it waits to run again.
+    fn hand_back(&mut self) {
+        self.status = Status::Waiting;
+        self.reason = Some("the host stopped during the run; it runs again".into());
+    }
+
+    /// Whether the run is still where `was` left it: nobody claimed, settled or took it
+    /// over since (the same status, attempts and host).
+    fn is_still(&self, was: &RunRecord) -> bool {
+        self.status == was.status && self.attempts == was.attempts && self.host == was.host
+    }
+
     /// Whether a scheduler may start it at `now_ms`.
     pub fn is_due(&self, now_ms: i64) -> bool {
         match self.status {
@@ -134,40 +168,87 @@ pub struct JobState {
 /// Runs kept per job; older final ones are forgotten.
 pub const RUNS_KEPT: usize = 500;
 
+/// Call a store's method: the embedded one's are blocking, PostgreSQL's asynchronous.
+macro_rules! on_store {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            RunStore::Embedded(store) => store.$method($($arg),*),
+            #[cfg(feature = "postgres")]
+            RunStore::Postgres(store) => store.$method($($arg),*).await,
+        }
+    };
+}
+
 /// The run store of a host.
 pub enum RunStore {
-    Embedded(std::sync::Arc<EmbeddedStore>),
+    Embedded(Arc<EmbeddedStore>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<PgStore>),
 }
 
 impl RunStore {
-    pub async fn job_state(&self, job: &str) -> Result<JobState, StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.job_state(job),
+    /// The store `[scheduler]` names: PostgreSQL (connected at first use), else
+    /// `jobs.redb` in `data_dir`.
+    pub fn open(scheduler: &SchedulerConfig, data_dir: &Path) -> Result<RunStore, StoreError> {
+        match &scheduler.postgres {
+            #[cfg(feature = "postgres")]
+            Some(connection) => Ok(RunStore::Postgres(Arc::new(PgStore::new(connection)?))),
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => Err(StoreError {
+                place: "[scheduler] postgres".into(),
+                message: "this sluice is built without PostgreSQL (cargo feature `postgres`)"
+                    .into(),
+            }),
+            None => Ok(RunStore::Embedded(EmbeddedStore::shared(
+                &data_dir.join("jobs.redb"),
+            )?)),
         }
     }
 
-    pub async fn set_job_state(&self, job: &str, state: &JobState) -> Result<(), StoreError> {
+    /// Whether other hosts share the store: then a run orphaned by one of them is looked
+    /// for at every tick ([`RunStore::release_orphans`]), not only at the start.
+    pub fn is_shared(&self) -> bool {
         match self {
-            RunStore::Embedded(store) => store.set_job_state(job, state),
+            RunStore::Embedded(_) => false,
+            #[cfg(feature = "postgres")]
+            RunStore::Postgres(_) => true,
         }
+    }
+
+    pub async fn job_state(&self, job: &str) -> Result<JobState, StoreError> {
+        on_store!(self.job_state(job))
+    }
+
+    pub async fn set_job_state(&self, job: &str, state: &JobState) -> Result<(), StoreError> {
+        on_store!(self.set_job_state(job, state))
+    }
+
+    /// Move `job`'s cursor to `cursor_ms` unless it is past it already (another host
+    /// moved it on); its pause switch stays as it is.
+    pub async fn advance_cursor(&self, job: &str, cursor_ms: i64) -> Result<(), StoreError> {
+        on_store!(self.advance_cursor(job, cursor_ms))
     }
 
     /// Keep `run` unless a run of its job and slot exists; whether it was kept.
     pub async fn insert(&self, run: &RunRecord) -> Result<bool, StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.insert(run),
-        }
+        on_store!(self.insert(run))
     }
 
     /// Replace the run of `run`'s job and slot.
     pub async fn put(&self, run: &RunRecord) -> Result<(), StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.put(run),
-        }
+        on_store!(self.put(run))
+    }
+
+    /// Replace the run of `run`'s job and slot if it is still where `was` (read before)
+    /// left it; whether it was replaced (not when another host claimed or settled it).
+    pub async fn replace(&self, run: &RunRecord, was: &RunRecord) -> Result<bool, StoreError> {
+        on_store!(self.replace(run, was))
     }
 
     /// Take a due run for `host`: it becomes `running` with one more attempt. `None` when
-    /// it is no longer due (another host took it, an operator changed it).
+    /// it is no longer due (another host took it, an operator changed it). In
+    /// PostgreSQL the attempt holds a lock on the run until [`RunStore::finish`]: while
+    /// it does, no other host takes the run over.
     pub async fn claim(
         &self,
         job: &str,
@@ -175,42 +256,43 @@ impl RunStore {
         host: &str,
         now_ms: i64,
     ) -> Result<Option<RunRecord>, StoreError> {
+        on_store!(self.claim(job, slot_end_ms, host, now_ms))
+    }
+
+    /// Store how the attempt that claimed `claimed` ended (`run`), and release its lock.
+    /// `false` when the run is no longer that attempt's: another host took it over after
+    /// this one lost the database, and `run` is not kept.
+    pub async fn finish(&self, run: &RunRecord, claimed: &RunRecord) -> Result<bool, StoreError> {
         match self {
-            RunStore::Embedded(store) => store.claim(job, slot_end_ms, host, now_ms),
+            RunStore::Embedded(store) => store.replace(run, claimed),
+            #[cfg(feature = "postgres")]
+            RunStore::Postgres(store) => store.finish(run, claimed).await,
         }
     }
 
     pub async fn get(&self, job: &str, slot_end_ms: i64) -> Result<Option<RunRecord>, StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.get(job, slot_end_ms),
-        }
+        on_store!(self.get(job, slot_end_ms))
     }
 
     pub async fn remove(&self, job: &str, slot_end_ms: i64) -> Result<(), StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.remove(job, slot_end_ms),
-        }
+        on_store!(self.remove(job, slot_end_ms))
     }
 
     /// `job`'s newest runs, newest slot first.
     pub async fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.runs(job, limit),
-        }
+        on_store!(self.runs(job, limit))
     }
 
-    /// Every run not yet final (waiting, running, retrying), of every job.
+    /// Every run not yet final (waiting, running, retrying), of every job, by job and
+    /// slot.
     pub async fn active(&self) -> Result<Vec<RunRecord>, StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.active(),
-        }
+        on_store!(self.active())
     }
 
-    /// Runs `running` on `host` that no attempt of this process holds: left by a host
-    /// that stopped during them. They are handed back as `waiting`.
+    /// Runs `running` that no attempt holds, handed back as `waiting`. Embedded: the
+    /// runs of `host` (called at the start, when this process holds none). PostgreSQL:
+    /// the runs of any host whose lock is free, its holder's session gone with its host.
     pub async fn release_orphans(&self, host: &str) -> Result<Vec<RunRecord>, StoreError> {
-        match self {
-            RunStore::Embedded(store) => store.release_orphans(host),
-        }
+        on_store!(self.release_orphans(host))
     }
 }
