@@ -1,7 +1,9 @@
 //! The admin page (`GET /admin`), served by the host itself: the pipeline's stages in
 //! columns with their live rates, errors, dead letters and queue depth; the plugins
-//! with their sha256; the models; the fleet's devices. A static page (no framework)
-//! that polls `GET /v1/admin/overview` every second.
+//! with their sha256; the models; the fleet's devices; the jobs, when the config has
+//! some, with their newest runs, a run's log, and buttons to run, retry, pause and
+//! resume them. A static page (no framework) that polls `GET /v1/admin/overview` every
+//! second and `GET /v1/jobs` every two.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

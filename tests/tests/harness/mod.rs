@@ -2,6 +2,7 @@
 //! binary as a child process, an MQTT publisher, and readers of what came out.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fleet;
 pub mod jobs;
 pub mod kafka;
@@ -808,16 +809,20 @@ pub fn seq_counts(values: &[serde_json::Value]) -> HashMap<u64, usize> {
     counts
 }
 
+/// How the tests run Debian's Chromium.
+pub const HEADLESS: [&str; 5] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+];
+
 /// Debian's Chromium, headless, on `url` (JavaScript runs for 4 s of virtual time).
 pub fn chromium(args: &[&str], url: &str) -> std::process::Output {
     Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-        ])
-        .args(["--virtual-time-budget=4000", "--window-size=1280,900"])
+        .args(HEADLESS)
+        .arg("--virtual-time-budget=4000")
         .args(args)
         .arg(url)
         .output()
