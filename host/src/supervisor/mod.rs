@@ -108,6 +108,18 @@ async fn open_jobs(
     })
 }
 
+/// Whether `config` runs jobs and nothing that ends by itself: its pipeline, without
+/// sources, is over at once, and the host goes on for the jobs until stopped.
+fn schedules_only(config: &Config) -> bool {
+    #[cfg(feature = "jobs")]
+    return config.sources.is_empty() && !config.jobs.is_empty();
+    #[cfg(not(feature = "jobs"))]
+    return {
+        let _ = config;
+        false
+    };
+}
+
 /// The directory a config's relative paths (fleet group configs) start from.
 fn base_dir(config: &Config) -> &Path {
     config.file.parent().unwrap_or(Path::new(""))
@@ -190,10 +202,23 @@ impl Supervisor {
     }
 
     /// Resolves when the running pipeline ends by itself (its sources finished, or a
-    /// stage failed); never while none runs. Safe to cancel: select on it.
+    /// stage failed); never while none runs, nor while a config without sources has
+    /// jobs to run (a host of jobs only). Safe to cancel: select on it.
     pub async fn ended(&mut self) -> Result<(), StageError> {
-        let Some(running) = &mut self.running else {
+        if self
+            .running
+            .as_ref()
+            .is_none_or(|running| schedules_only(&running.config))
+        {
             return std::future::pending().await;
+        }
+        self.join().await
+    }
+
+    /// Wait for the running pipeline's task, then stop what serves beside it.
+    async fn join(&mut self) -> Result<(), StageError> {
+        let Some(running) = &mut self.running else {
+            return Ok(());
         };
         let result = (&mut running.run.task)
             .await
@@ -209,10 +234,7 @@ impl Supervisor {
 
     /// Wait until the running pipeline ends, then release the API and the broker.
     pub async fn wait(mut self) -> Result<(), StageError> {
-        let result = match self.running.is_some() {
-            true => self.ended().await,
-            false => Ok(()),
-        };
+        let result = self.join().await;
         self.release().await;
         result
     }

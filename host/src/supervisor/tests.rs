@@ -159,3 +159,38 @@ async fn a_refused_config_leaves_the_running_pipeline_as_it_is() {
     supervisor.drain().await.unwrap();
     assert_eq!(stored(dir.path(), "a"), "{\"n\":1}\n{\"n\":2}\n");
 }
+
+#[cfg(feature = "jobs")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_of_jobs_only_runs_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.toml");
+    let text = format!(
+        r#"data_dir = "{data}"
+
+[jobs.tick]
+type = "command"
+every = "1s"
+command = "sh"
+args = ["-c", "echo {{slot_ms}} >> ticks"]
+"#,
+        data = dir.path().join("data").display(),
+    );
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(&file).unwrap_or_else(|errors| panic!("{}", errors.report()));
+    let mut supervisor = Supervisor::start(config).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_millis(3500), supervisor.ended()).await;
+    assert!(
+        ended.is_err(),
+        "the host went on without sources: {ended:?}"
+    );
+    let ticks = std::fs::read_to_string(dir.path().join("ticks")).unwrap_or_default();
+    assert!(
+        ticks.lines().count() >= 2,
+        "its job ran each second: {ticks:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), supervisor.drain())
+        .await
+        .expect("a stop ends it")
+        .unwrap();
+}

@@ -32,6 +32,8 @@ pub enum WorkflowError {
     #[error("no job `{0}`")]
     UnknownJob(String),
     #[error("{0}")]
+    NoRun(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
@@ -135,15 +137,16 @@ impl Workflow {
                 depends_on: job.depends_on.clone(),
                 paused: self.store.job_state(&job.name).await?.paused,
                 next_run_ms: schedule.and_then(|s| s.next_after(now)),
-                runs: self.store.runs(&job.name, runs).await?,
+                runs: without_logs(self.store.runs(&job.name, runs).await?),
             });
         }
         Ok(summaries)
     }
 
+    /// `job`'s newest runs, without their logs ([`Workflow::run_of`] has them).
     pub async fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, WorkflowError> {
         self.job(job)?;
-        Ok(self.store.runs(job, limit).await?)
+        Ok(without_logs(self.store.runs(job, limit).await?))
     }
 
     pub async fn run_of(&self, job: &str, slot_end_ms: i64) -> Result<RunRecord, WorkflowError> {
@@ -278,6 +281,14 @@ impl Workflow {
         self.wake.notify_one();
         Ok(state)
     }
+}
+
+/// Runs as lists show them: a log is fetched with its run, not with every poll of a list.
+fn without_logs(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
+    for run in &mut runs {
+        run.log.clear();
+    }
+    runs
 }
 
 /// The directory of the config `file`, absolute: a program runs there (`""` is no

@@ -34,7 +34,7 @@ fn answer<T: serde::Serialize>(result: Result<T, WorkflowError>) -> Response {
         Ok(value) => Json(value).into_response(),
         Err(error) => {
             let status = match &error {
-                WorkflowError::UnknownJob(_) => StatusCode::NOT_FOUND,
+                WorkflowError::UnknownJob(_) | WorkflowError::NoRun(_) => StatusCode::NOT_FOUND,
                 WorkflowError::Conflict(_) => StatusCode::CONFLICT,
                 WorkflowError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 WorkflowError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -89,8 +89,8 @@ pub struct RunRecord {
     /// Why it failed, was skipped or retries.
     #[serde(default)]
     pub reason: Option<String>,
-    /// The tail of its output (`jobs::RunLog`).
-    #[serde(default)]
+    /// The tail of its output (`jobs::RunLog`); left out of lists.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub log: String,
     #[serde(default)]
     pub produced: Produced,
