@@ -25,8 +25,8 @@ fn row(page: &mut Browser, job: &str) -> Option<Vec<String>> {
 
 #[test]
 fn the_admin_page_shows_jobs_their_runs_and_logs_and_retries_a_failed_run() {
-    // `admin_token` goes on in the harness's `[api]`; a host of jobs alone stops at once
-    // (its pipeline is empty), so an idle HTTP source keeps it running.
+    // `admin_token` goes on in the harness's `[api]`; the jobs run beside a pipeline, as
+    // on a central host.
     let host = Pipeline::start(&format!(
         r#"admin_token = "{TOKEN}"
 
