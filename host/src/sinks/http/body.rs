@@ -13,6 +13,12 @@
 //!
 //! A field's text can therefore never close a string or add a member: an alert whose
 //! name holds `"` or `\n` stays one string.
+//!
+//! A placeholder may translate values: `{{status: firing=trigger, resolved=resolve}}`
+//! is `trigger` where `status` is `firing`, `resolve` where it is `resolved`, and the
+//! field itself otherwise (so that a receiver refuses what nobody mapped, visibly). One
+//! sink can then speak a receiver's vocabulary (PagerDuty's `event_action`) without
+//! splitting the stream, which would let a `resolve` overtake its `trigger`.
 
 use serde::de::IgnoredAny;
 
@@ -40,8 +46,46 @@ enum Part {
 struct Field {
     /// The dotted path inside `{{...}}`.
     path: String,
+    /// `value=replacement` pairs after a `:`.
+    map: Vec<(String, String)>,
     /// How many characters the placeholder takes in the template, braces included.
     width: usize,
+}
+
+impl Field {
+    /// `path` or `path: a=b, c=d`; `None` when a pair has no `=` or a side is empty.
+    fn parse(inside: &str, width: usize) -> Option<Field> {
+        let (path, map) = inside.split_once(':').unwrap_or((inside, ""));
+        let map = map
+            .split(',')
+            .filter(|pair| !pair.trim().is_empty())
+            .map(|pair| {
+                let (from, to) = pair.split_once('=')?;
+                let (from, to) = (from.trim(), to.trim());
+                (!from.is_empty() && !to.is_empty()).then(|| (from.to_owned(), to.to_owned()))
+            })
+            .collect::<Option<_>>()?;
+        let path = path.trim();
+        (!path.is_empty()).then(|| Field {
+            path: path.to_owned(),
+            map,
+            width,
+        })
+    }
+
+    /// The field's value in `payload`, translated by the map.
+    fn value<'a>(&'a self, payload: &'a serde_json::Value) -> Option<std::borrow::Cow<'a, serde_json::Value>> {
+        use std::borrow::Cow;
+        let value = template::field(Some(payload), &self.path)?;
+        let text = match value {
+            serde_json::Value::String(text) => Cow::Borrowed(text.as_str()),
+            other => Cow::Owned(other.to_string()),
+        };
+        Some(match self.map.iter().find(|(from, _)| *from == text) {
+            Some((_, to)) => Cow::Owned(serde_json::Value::from(to.as_str())),
+            None => Cow::Borrowed(value),
+        })
+    }
 }
 
 /// Why a body template cannot be used, with where (1-based line and column).
@@ -49,8 +93,10 @@ struct Field {
 pub enum BodyError {
     #[error("`body` has an unclosed `{{{{` at line {line}, column {column}")]
     Unclosed { line: usize, column: usize },
-    #[error("`body` has an empty `{{{{}}}}` at line {line}, column {column}")]
-    Empty { line: usize, column: usize },
+    #[error(
+        "`body` has a placeholder at line {line}, column {column} that is neither `{{{{field}}}}` nor `{{{{field: value=replacement, ...}}}}`"
+    )]
+    Placeholder { line: usize, column: usize },
     #[error("`body` is not JSON at line {line}, column {column}: {message}")]
     NotJson {
         line: usize,
@@ -84,16 +130,12 @@ impl BodyTemplate {
                         let (line, column) = at(offset);
                         BodyError::Unclosed { line, column }
                     })?;
-                let name = text[offset + 2..close].trim();
-                if name.is_empty() {
+                let width = text[offset..close + 2].chars().count();
+                let field = Field::parse(&text[offset + 2..close], width).ok_or_else(|| {
                     let (line, column) = at(offset);
-                    return Err(BodyError::Empty { line, column });
-                }
+                    BodyError::Placeholder { line, column }
+                })?;
                 parts.push(Part::Text(std::mem::take(&mut literal)));
-                let field = Field {
-                    path: name.to_owned(),
-                    width: text[offset..close + 2].chars().count(),
-                };
                 parts.push(if in_string {
                     Part::InString(field)
                 } else {
@@ -147,9 +189,10 @@ impl BodyTemplate {
         let payload =
             template::payload_fields(event, &self.fields).ok_or(RenderError::NotAnObject)?;
         Ok(self.render_with(|part| match part {
-            Part::Value(field) => template::field(Some(&payload), &field.path)
-                .map_or_else(|| "null".to_owned(), serde_json::Value::to_string),
-            Part::InString(field) => match template::field(Some(&payload), &field.path) {
+            Part::Value(field) => field
+                .value(&payload)
+                .map_or_else(|| "null".to_owned(), |value| value.to_string()),
+            Part::InString(field) => match field.value(&payload).as_deref() {
                 Some(serde_json::Value::Null) | None => String::new(),
                 Some(serde_json::Value::String(text)) => escape(text),
                 Some(other) => escape(&other.to_string()),
@@ -246,6 +289,24 @@ mod tests {
     }
 
     #[test]
+    fn a_placeholder_translates_the_values_it_maps() {
+        let template = r#"{"action": {{status: firing=trigger, resolved=resolve}}, "t": "{{status:firing=on}}", "n": {{n: 1=one}}}"#;
+        let render = |payload: &str| render(template, payload);
+        assert_eq!(
+            render(r#"{"status":"firing","n":1}"#),
+            serde_json::json!({"action": "trigger", "t": "on", "n": "one"})
+        );
+        assert_eq!(
+            render(r#"{"status":"resolved","n":2}"#),
+            serde_json::json!({"action": "resolve", "t": "resolved", "n": 2})
+        );
+        assert_eq!(
+            render(r#"{"status":"pending"}"#),
+            serde_json::json!({"action": "pending", "t": "pending", "n": null})
+        );
+    }
+
+    #[test]
     fn a_template_without_placeholders_is_sent_as_written() {
         let body = BodyTemplate::parse(r#"{"ping": true}"#).unwrap();
         assert_eq!(
@@ -271,10 +332,13 @@ mod tests {
             BodyTemplate::parse("{\n  \"a\": {{alert\n}").unwrap_err(),
             BodyError::Unclosed { line: 2, column: 8 }
         );
-        assert_eq!(
-            BodyTemplate::parse(r#"{"a": {{ }}}"#).unwrap_err(),
-            BodyError::Empty { line: 1, column: 7 }
-        );
+        for broken in [r#"{"a": {{ }}}"#, r#"{"a": {{s: x}}}"#, r#"{"a": {{s: x=}}}"#] {
+            assert_eq!(
+                BodyTemplate::parse(broken).unwrap_err(),
+                BodyError::Placeholder { line: 1, column: 7 },
+                "{broken}"
+            );
+        }
         let error = BodyTemplate::parse("{\n  \"a\": {{alert}},\n  \"b\" 1\n}").unwrap_err();
         assert!(
             matches!(error, BodyError::NotJson { line: 3, column: 7, .. }),

@@ -19,12 +19,15 @@ struct Got {
     body: String,
 }
 
+/// A scripted answer: status, `Retry-After`, body.
+type Answer = (u16, Option<&'static str>, String);
+
 /// An HTTP server answering each request with the next scripted answer (200 once they
 /// run out), recording what it got.
 struct Receiver {
     url: String,
     got: Arc<Mutex<Vec<Got>>>,
-    answers: Arc<Mutex<VecDeque<(u16, Option<&'static str>, String)>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl Receiver {
@@ -41,7 +44,7 @@ impl Receiver {
                     headers,
                     body,
                 });
-                let (status, retry_after, body): (u16, Option<&str>, String) =
+                let (status, retry_after, body): Answer =
                     script.lock().unwrap().pop_front().unwrap_or((200, None, String::new()));
                 let mut response = axum::response::Response::new(axum::body::Body::from(body));
                 *response.status_mut() = StatusCode::from_u16(status).unwrap();
