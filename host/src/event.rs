@@ -30,16 +30,21 @@ impl Event {
 
     /// The payload as text, lossily, for logs and error messages.
     pub fn payload_preview(&self, max: usize) -> String {
-        let text = String::from_utf8_lossy(&self.payload);
-        if text.len() <= max {
-            return text.into_owned();
-        }
-        let cut = (0..=max)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        format!("{}…", &text[..cut])
+        preview(&self.payload, max)
     }
+}
+
+/// `bytes` as text, lossily, cut to at most `max` bytes (and marked `…` if cut).
+pub fn preview(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= max {
+        return text.into_owned();
+    }
+    let cut = (0..=max)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}…", &text[..cut])
 }
 
 /// Header names the host derives (`kafka.partition`, `kafka.offset`, the dead-letter

@@ -89,7 +89,7 @@ pub struct AgentOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("asking {url}: {}", Causes(.source))]
+    #[error("asking {url}: {}", crate::connect::Causes(.source))]
     Http {
         url: String,
         #[source]
@@ -119,22 +119,6 @@ pub enum AgentError {
     Tls(#[from] crate::connect::certs::TlsError),
     #[error("cannot make the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-}
-
-/// An error with its causes, `a: b: c`: reqwest's own message leaves out why a request
-/// failed (a refused TLS handshake, an expired certificate, a closed connection).
-struct Causes<'a>(&'a reqwest::Error);
-
-impl std::fmt::Display for Causes<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = std::error::Error::source(self.0);
-        while let Some(error) = cause {
-            write!(f, ": {error}")?;
-            cause = error.source();
-        }
-        Ok(())
-    }
 }
 
 impl AgentError {

@@ -5,7 +5,7 @@
 //! the host's clients ([`client_tls`]).
 
 pub mod certs;
-#[cfg(feature = "mqtt")]
+#[cfg(any(feature = "mqtt", feature = "http-sink"))]
 pub mod client_tls;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -28,5 +28,21 @@ impl SettingsError {
             stage: stage.to_owned(),
             problem: problem.to_string(),
         }
+    }
+}
+
+/// An error with its causes, `a: b: c`: an HTTP client's own message leaves out why a
+/// request failed (a refused TLS handshake, an expired certificate, a closed connection).
+pub struct Causes<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }

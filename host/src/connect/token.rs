@@ -1,9 +1,11 @@
 //! Bearer tokens, checked one way for every listener that takes them: HTTP ingest,
 //! tables, the fleet's device routes and the API's admin routes. A token in a config is
 //! read straight into a [`BearerToken`], which refuses an empty one at config load (an
-//! unset `${VAR:-}` must not become a token that anyone can present).
+//! unset `${VAR:-}` must not become a token that anyone can present). A token the host
+//! presents to a server it calls (the `http` sink's) is a [`ClientToken`], refused empty
+//! the same way.
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -41,13 +43,48 @@ impl std::fmt::Debug for BearerToken {
 
 impl<'de> serde::Deserialize<'de> for BearerToken {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let token = String::deserialize(deserializer)?;
-        if token.is_empty() {
-            return Err(serde::de::Error::custom(
-                "a token cannot be empty: set it, e.g. \"${ADMIN_TOKEN}\" with ADMIN_TOKEN in the environment",
-            ));
-        }
+        let token = non_empty(String::deserialize(deserializer)?)?;
         Ok(BearerToken::new(&token))
+    }
+}
+
+/// `token`, unless it is empty.
+fn non_empty<E: serde::de::Error>(token: String) -> Result<String, E> {
+    if token.is_empty() {
+        return Err(E::custom(
+            "a token cannot be empty: set it, e.g. \"${ADMIN_TOKEN}\" with ADMIN_TOKEN in the environment",
+        ));
+    }
+    Ok(token)
+}
+
+/// A token the host presents as `Authorization: Bearer <token>` to a server it calls.
+/// Its `Debug` hides it, and the header it makes is marked sensitive (kept out of HTTP/2
+/// header compression tables and of the client's logs).
+#[derive(Clone)]
+pub struct ClientToken(HeaderValue);
+
+impl ClientToken {
+    /// The `Authorization` header's value.
+    pub fn authorization(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientToken(..)")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientToken {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let token = non_empty(String::deserialize(deserializer)?)?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            serde::de::Error::custom("a token must be visible ASCII, without line breaks")
+        })?;
+        value.set_sensitive(true);
+        Ok(ClientToken(value))
     }
 }
 

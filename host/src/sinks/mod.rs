@@ -22,6 +22,7 @@ crate::registry! { SinkConfig:
     #[cfg(feature = "mqtt")] "uplink" => uplink::UplinkSinkConfig,
     #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSinkConfig,
     #[cfg(feature = "object-store")] "object_store" => object_store::ObjectStoreSinkConfig,
+    #[cfg(feature = "http-sink")] "http" => http::HttpSinkConfig,
 }
 
 /// The config of one sink kind.
@@ -47,6 +48,12 @@ pub trait Sink: Send {
     /// Only sinks that declare `rejects` refuse; a refused event is not written.
     fn take_rejected(&mut self) -> Vec<DeadLetter> {
         Vec::new()
+    }
+    /// How long to wait before writing again after a failed write, when the sink knows
+    /// better than the loop's own backoff (a server's `Retry-After`, a backoff with
+    /// jitter that many hosts share); `None` takes the loop's.
+    fn retry_delay(&self) -> Option<Duration> {
+        None
     }
     /// Finish: flush buffers, wait for outstanding broker acknowledgements.
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>>;
@@ -76,7 +83,8 @@ pub async fn run(
                 Ok(()) => break,
                 Err((batch, error)) => {
                     metrics.errors.increment(1);
-                    tracing::warn!(%stage, "write failed, retrying in {backoff:?}: {error}");
+                    let delay = sink.retry_delay().unwrap_or(backoff);
+                    tracing::warn!(%stage, "write failed, retrying in {delay:?}: {error}");
                     tokio::select! {
                         _ = abort.cancelled() => {
                             // Shutting down for good: leave these for redelivery.
@@ -84,7 +92,7 @@ pub async fn run(
                             batch.fail();
                             return Err(StageError::new(&stage, StageFailure::GaveUp { events, source: error }));
                         }
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     pending = batch;

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod kafka;
 pub mod postgres;
 pub mod readings;
+pub mod receiver;
 pub mod s3;
 pub mod tls;
 
@@ -542,6 +543,17 @@ pub struct HttpPipeline {
 
 impl HttpPipeline {
     pub fn start(source: &str, stages: &str, stdout: Stdio) -> HttpPipeline {
+        HttpPipeline::start_env(source, stages, stdout, &[])
+    }
+
+    /// [`HttpPipeline::start`] with `env` in the host's environment (the `${VAR}`s its
+    /// config names).
+    pub fn start_env(
+        source: &str,
+        stages: &str,
+        stdout: Stdio,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> HttpPipeline {
         let dir = tempfile::tempdir().unwrap();
         let (api, ingest) = (free_port(), free_port());
         let config = dir.path().join("pipeline.toml");
@@ -551,7 +563,9 @@ impl HttpPipeline {
             dir.path().join("data").display()
         );
         std::fs::write(&config, text).unwrap();
-        let host = Host::start(&config, api, stdout);
+        let host = Host::start_probed_env(&config, api, stdout, env, |port| {
+            http_get(port, "/ready").is_some_and(|(status, _)| status == 200)
+        });
         HttpPipeline { host, ingest, dir }
     }
 
