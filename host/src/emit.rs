@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::event::Event;
 use crate::pipeline::{Outputs, StageError};
 use crate::runtime::{DeferredWrites, Processed};
+use crate::state::StateError;
 
 /// Send `processed` and commit `writes` once it is settled. `call` names the call in
 /// the logs ("a tick", "a collect").
@@ -43,15 +44,19 @@ pub async fn emit_then_commit(
             return Ok(());
         }
     }
-    commit(stage, writes, call).await?;
+    commit(stage, move || writes.commit(), call).await?;
     Ok(())
 }
 
-/// Commit a call's state writes off the async workers (the store syncs to disk).
-/// `Ok(false)` when the store refused them (the stage's state is full): logged, and the
-/// call's work will come again.
-pub async fn commit(stage: &str, writes: DeferredWrites, call: &str) -> Result<bool, StageError> {
-    let committed = tokio::task::spawn_blocking(move || writes.commit())
+/// Commit a call's state writes (`writes` commits them) off the async workers (the
+/// store syncs to disk). `Ok(false)` when the store refused them (the stage's state is
+/// full): logged, and the call's work will come again.
+pub async fn commit(
+    stage: &str,
+    writes: impl FnOnce() -> Result<(), StateError> + Send + 'static,
+    call: &str,
+) -> Result<bool, StageError> {
+    let committed = tokio::task::spawn_blocking(writes)
         .await
         .map_err(|error| StageError::new(stage, error))?;
     match committed {

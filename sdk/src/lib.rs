@@ -33,6 +33,10 @@
 //! `scorer` world and may run the ONNX models its stage is granted: see [`inference`].
 //! With the `timed` feature (which implies `processor`), it targets `timed-processor`:
 //! the host also calls [`Processor::tick`] on the stage's schedule.
+//!
+//! Without a world feature only the world-free parts are built — [`json`] paths and
+//! [`predicate`]s — so that the host evaluates conditions written for the filter
+//! plugin with the very same code, natively.
 
 #[cfg(all(feature = "processor", feature = "collector"))]
 compile_error!("enable exactly one of the `processor` and `collector` features of sluice-sdk");
@@ -40,23 +44,26 @@ compile_error!("enable exactly one of the `processor` and `collector` features o
 compile_error!(
     "the `timed` and `inference` features of sluice-sdk are separate worlds: enable one"
 );
-#[cfg(not(any(feature = "processor", feature = "collector")))]
-compile_error!("enable one of the `processor` or `collector` features of sluice-sdk");
 
 // The generated bindings name this crate by its external name, also from inside it.
 extern crate self as sluice_sdk;
 
+#[cfg(any(feature = "processor", feature = "collector"))]
 mod batch;
 mod error;
+#[cfg(any(feature = "processor", feature = "collector"))]
 #[doc(hidden)]
 pub mod export;
+#[cfg(any(feature = "processor", feature = "collector"))]
 pub mod host;
 #[cfg(feature = "inference")]
 pub mod inference;
 pub mod json;
+#[cfg(any(feature = "processor", feature = "collector"))]
 mod output;
 pub mod predicate;
 
+#[cfg(any(feature = "processor", feature = "collector"))]
 #[doc(hidden)]
 pub mod __bindings {
     //! The generated WIT bindings of the enabled world. Not part of the SDK's API.
@@ -101,11 +108,14 @@ pub mod __bindings {
         runtime_path: "sluice_sdk::__wit_bindgen::rt",
     });
 }
+#[cfg(any(feature = "processor", feature = "collector"))]
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+#[cfg(any(feature = "processor", feature = "collector"))]
 pub use batch::{Batch, Event};
 pub use error::Error;
+#[cfg(any(feature = "processor", feature = "collector"))]
 pub use output::{NewEvent, Output};
 
 /// A transform, filter, flat-map or router.
@@ -113,6 +123,7 @@ pub use output::{NewEvent, Output};
 /// The host calls [`Processor::process_batch`] once per batch; its default calls
 /// [`Processor::process`] for every event and turns an event's `Err` into a rejection
 /// (the host dead-letters that event with the message) without failing the batch.
+#[cfg(any(feature = "processor", feature = "collector"))]
 pub trait Processor: Sized + 'static {
     /// The stage's config, deserialized from the JSON object the host passes to `init`.
     type Config: serde::de::DeserializeOwned;
@@ -145,6 +156,7 @@ pub trait Processor: Sized + 'static {
 }
 
 /// A collector, called on the schedule its stage config sets.
+#[cfg(any(feature = "processor", feature = "collector"))]
 pub trait Collector: Sized + 'static {
     /// The stage's config, deserialized from the JSON object the host passes to `init`.
     type Config: serde::de::DeserializeOwned;
@@ -157,6 +169,7 @@ pub trait Collector: Sized + 'static {
 }
 
 /// Everything a plugin usually needs.
+#[cfg(any(feature = "processor", feature = "collector"))]
 pub mod prelude {
     pub use crate::host::{limits, log, metrics, state};
     pub use crate::{Batch, Collector, Error, Event, NewEvent, Output, Processor};

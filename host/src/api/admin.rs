@@ -1,9 +1,10 @@
 //! The admin page (`GET /admin`), served by the host itself: the pipeline's stages in
 //! columns with their live rates, errors, dead letters and queue depth; the plugins
-//! with their sha256; the models; the fleet's devices; the jobs, when the config has
-//! some, with their newest runs, a run's log, and buttons to run, retry, pause and
-//! resume them. A static page (no framework) that polls `GET /v1/admin/overview` every
-//! second and `GET /v1/jobs` every two.
+//! with their sha256; the models; the fleet's devices; the alert stages' firing alerts
+//! and the newest resolved ones; the jobs, when the config has some, with their newest
+//! runs, a run's log, and buttons to run, retry, pause and resume them. A static page
+//! (no framework) that polls `GET /v1/admin/overview` every second and `GET /v1/jobs`
+//! every two.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -170,6 +171,7 @@ impl Overview {
             "models": self.models,
             "devices": self.fleet.as_ref().map(|fleet| fleet.devices()),
             "rollouts": self.fleet.as_ref().map(|fleet| fleet.rollouts()),
+            "alerts": crate::transforms::alert::board::snapshot(),
         })
     }
 }

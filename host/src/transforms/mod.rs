@@ -9,6 +9,7 @@ use crate::pipeline::{Batch, Outputs, StageError};
 
 crate::registry! { TransformConfig:
     "wasm" => wasm::WasmTransformConfig,
+    "alert" => alert::AlertTransformConfig,
 }
 
 /// The config of one transform kind.

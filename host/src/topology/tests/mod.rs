@@ -2,6 +2,7 @@
 //! acknowledgements and dead letters. Every assertion is on counters the components
 //! keep; waits poll those counters with a deadline, never a fixed sleep.
 
+mod alert;
 mod components;
 
 use std::collections::BTreeMap;

@@ -268,7 +268,7 @@ async fn work(
             .map_err(|error| StageError::new(&stage, error))?;
         if let (Some(call_token), Some(settled), Some(writes)) = (call_token, settled, writes) {
             call_token.handed_on();
-            let stored = settled.await.is_ok() && commit(&stage, writes, "a batch").await?;
+            let stored = settled.await.is_ok() && commit(&stage, move || writes.commit(), "a batch").await?;
             drop(calling);
             if !stored {
                 // The writes are dropped and the inputs failed: the source delivers them
