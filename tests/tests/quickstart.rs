@@ -36,6 +36,8 @@ fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
     let config = root.join("examples/quickstart/sluice.toml");
     let out = root.join("target/quickstart/telemetry");
     let before = read_lines(&out).len();
+    let inbox = root.join("target/quickstart/alerts");
+    let alerts_before = read_lines(&inbox).len();
     let host = Host::start(&config, 9598, Stdio::null());
     let gateways = [gateway(&root, "gateway-1"), gateway(&root, "gateway-2")];
     let from = |gateway: &str| {
@@ -61,6 +63,23 @@ fn the_quickstart_runs_its_gateways_as_agents_of_the_central_host() {
         "alerts do not go to the telemetry files: {last}"
     );
     assert_eq!(last["anomaly"], false, "the model scored it: {last}");
+
+    // Anomalies become one alert per device, posted to the webhook (the host's own
+    // `alert_inbox` stands in for the receiver).
+    wait_until(
+        Duration::from_secs(60),
+        "a firing alert through the webhook",
+        || {
+            read_lines(&inbox)[alerts_before..].iter().any(|alert| {
+                alert["text"]
+                    .as_str()
+                    .is_some_and(|text| text.ends_with(" is firing"))
+            })
+        },
+    );
+    let alert = read_lines(&inbox).pop().unwrap();
+    assert!(alert["temperature_c"].as_f64().unwrap() > 80.0, "{alert}");
+    assert!(alert["since"].as_str().unwrap().ends_with('Z'), "{alert}");
 
     // The central host knows each gateway: the release it runs (from its polls) and its
     // last heartbeat (over MQTT), reporting that release's version, with the uplink's
