@@ -3,8 +3,9 @@
 //! The modules form layers that import downwards only (`docs/architecture.md`, checked
 //! by `tests/architecture.rs`):
 //!
-//! - at the bottom: [`event`], [`counters`] (typed metrics), [`tls`], [`buffer`],
-//!   [`state`], [`storage`]; above them [`pipeline`] (batches, acks, outputs, the
+//! - at the bottom: [`event`], [`counters`] (typed metrics), [`signals`] (what higher
+//!   layers know of the host, for its own events), [`tls`], [`buffer`], [`state`],
+//!   [`storage`]; above them [`pipeline`] (batches, acks, outputs, the
 //!   batcher), [`template`], [`tables`];
 //! - [`inference`] (ONNX models), then [`runtime`] (the sandboxed plugin runtime);
 //! - [`connect`]: connections shared by every kind (MQTT settings, Kafka, bearer tokens);
@@ -34,6 +35,7 @@ pub mod jobs;
 pub mod pipeline;
 pub mod release;
 pub mod runtime;
+pub mod signals;
 pub mod sinks;
 pub mod sources;
 pub mod state;

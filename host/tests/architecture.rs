@@ -19,7 +19,9 @@ use std::path::Path;
 /// The host's top-level modules, bottom layer first. A module may use the layers below
 /// its own, never its own layer's siblings nor the layers above.
 const LAYERS: &[&[&str]] = &[
-    &["event", "counters", "tls", "buffer", "state", "storage"],
+    &[
+        "event", "counters", "signals", "tls", "buffer", "state", "storage",
+    ],
     &["pipeline", "template", "tables"],
     &["inference"],
     &["runtime"],

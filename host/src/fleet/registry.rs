@@ -94,6 +94,14 @@ impl FleetState {
     pub fn record_heartbeat(&self, device: &str, heartbeat: Heartbeat) -> bool {
         match self.status.lock().unwrap().get_mut(device) {
             Some(status) => {
+                crate::signals::heartbeat(crate::signals::DeviceHeartbeat {
+                    device_id: device.to_owned(),
+                    group: status.group.clone(),
+                    received_ms: heartbeat.received_ms,
+                    buffered_entries: heartbeat.buffered_entries,
+                    buffered_bytes: heartbeat.buffered_bytes,
+                    dropped_entries: heartbeat.dropped,
+                });
                 status.heartbeat = Some(heartbeat);
                 true
             }

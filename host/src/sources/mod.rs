@@ -14,6 +14,7 @@ crate::registry! { SourceConfig:
     #[cfg(feature = "kafka")] "kafka" => kafka::KafkaSourceConfig,
     #[cfg(feature = "object-store")] "replay" => replay::ReplaySourceConfig,
     "wasm" => wasm::WasmSourceConfig,
+    #[cfg(feature = "host-events")] "host_events" => host_events::HostEventsSourceConfig,
 }
 
 /// The config of one source kind.

@@ -319,6 +319,12 @@ async fn settle(
         _ => {
             tracing::error!(job = job.name, slot = %at, attempts = run.attempts, reason = run.reason, "job run failed");
             finished(&job.name, "failed");
+            crate::signals::job_failed(crate::signals::JobFailure {
+                job: job.name.clone(),
+                slot: at.clone(),
+                reason: run.reason.clone().unwrap_or_default(),
+                attempts: run.attempts,
+            });
             for dependent in workflow.descendants(&job.name) {
                 let mut skipped = RunRecord::new(
                     &dependent,
