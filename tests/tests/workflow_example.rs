@@ -1,6 +1,7 @@
 //! examples/workflow end to end: the example's configs and train.py, unchanged, run by
 //! the real binary against a real S3 server (s3s-fs) with ONNX Runtime, the nightly
-//! schedule set to fire once, seconds after the start, and `compact` every 5 s.
+//! schedule set to fire once, seconds after the start, and `compact` every 5 s (paused
+//! while the nightly jobs run, as the example's schedules keep them apart).
 //!
 //! - Six devices post readings all along (three go quiet before the nightly slot ends).
 //!   trainset → train → deploy-model → rescore each succeed for that slot, in that
@@ -75,7 +76,7 @@ impl Workflow {
             ("API_PORT", api.to_string()),
             ("INGEST_PORT", ingest.to_string()),
             ("TRAIN_SCHEDULE", schedule),
-            ("COMPACT_EVERY", "5s".to_owned()),
+            ("COMPACT_SCHEDULE", "*/5 * * * * *".to_owned()),
         ]);
         let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, OsStr::new(v))).collect();
         // Named relative to the working directory, as the README runs it; the host names
@@ -86,6 +87,9 @@ impl Workflow {
             now_ms() < slot - 3 * QUIET_BEFORE_MS,
             "the host took too long to start: the nightly slot ends at {slot}"
         );
+        // Kept apart from the nightly replays, as the example's schedules keep it: a
+        // replay finding an object merged away since it listed the lake fails.
+        jobs::operate(api, "compact", "pause");
         Workflow {
             host,
             api,
@@ -267,13 +271,24 @@ fn the_nightly_jobs_retrain_switch_the_live_model_and_rescore_each_reading_once(
                 let name = format!("{}-{number}", if quiet { "quiet" } else { "steady" });
                 let stop = &stop;
                 let more = move || {
-                    !stop.load(Ordering::Relaxed) && !(quiet && now_ms() >= slot - QUIET_BEFORE_MS)
+                    !stop.load(Ordering::Relaxed) && (!quiet || now_ms() < slot - QUIET_BEFORE_MS)
                 };
                 scope.spawn(move || device(ingest, name, number, more))
             })
             .collect();
         let runs = workflow.chain_succeeds(&CHAIN);
-        // The steady devices go on under the new version a while.
+        // Compaction merges the live lake, and the steady devices go on under the new
+        // version a while.
+        jobs::operate(api, "compact", "resume");
+        wait_until(
+            Duration::from_secs(30),
+            "a compaction merging objects",
+            || {
+                jobs::runs(api, "compact").iter().any(|run| {
+                    status(run) == "succeeded" && run["produced"]["objects"].as_u64() > Some(0)
+                })
+            },
+        );
         std::thread::sleep(Duration::from_secs(2));
         stop.store(true, Ordering::Relaxed);
         let posted: Vec<Posted> = devices
@@ -309,21 +324,14 @@ fn the_nightly_jobs_retrain_switch_the_live_model_and_rescore_each_reading_once(
         "{deploy:#}"
     );
 
-    // Compaction ran beside all that, every 5 s; paused (and at rest) before the lake is
-    // read, as a reader of the raw files must (a merge in the middle holds rows twice).
+    // Compaction paused (and at rest) before the lake is read, as a reader of the raw
+    // files must: a merge in the middle holds rows twice.
     jobs::operate(api, "compact", "pause");
     wait_until(Duration::from_secs(30), "compaction at rest", || {
         jobs::runs(api, "compact")
             .iter()
             .all(|run| status(run) != "running")
     });
-    let compactions = jobs::runs(api, "compact");
-    assert!(
-        compactions
-            .iter()
-            .any(|run| status(run) == "succeeded" && run["produced"]["objects"].as_u64() > Some(0)),
-        "a compaction merged objects: {compactions:#?}"
-    );
 
     // Every posted reading stored once, nothing else.
     let lake = s3.bucket_dir("lake").join("telemetry");
