@@ -571,3 +571,20 @@ fn a_parquet_object_store_sink_has_a_dead_letter_route_and_a_file_sink_has_none(
     );
     assert_eq!(at, position_of(&text, r#""files.dead_letter""#));
 }
+
+#[test]
+fn a_model_named_from_two_directories_is_declared_as_one_file() {
+    // A host's config and a replay job's beside it in a subdirectory name the same
+    // file: equal declarations, so the job's pipeline shares the host's live model.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    std::fs::write(dir.path().join("m.onnx"), b"").unwrap();
+    let declared = |config: &str, path: &str| {
+        let text = format!("{}\n[models.m]\npath = \"{path}\"\n", valid());
+        let config = Config::from_text(&dir.path().join(config), &text, |_| None).unwrap();
+        config.models["m"].clone()
+    };
+    let host = declared("sluice.toml", "m.onnx");
+    assert_eq!(host, declared("jobs/rescore.toml", "../m.onnx"));
+    assert_eq!(host.path, dir.path().canonicalize().unwrap().join("m.onnx"));
+}

@@ -5,9 +5,9 @@
 //! both arrive centrally, and `sluice fleet status` lists both with their release.
 //!
 //! The example's two configs are copied unchanged into a temporary directory laid out
-//! as the repository is (`examples/production/`, with `target/plugins` beside it), so
-//! that what they name relative to themselves (`../../target/...`: the plugins, the
-//! releases, the data) resolves there and nothing is written into the repository.
+//! as the repository is ([`example_copy`]), so that what they name relative to
+//! themselves (`../../target/...`: the plugins, the releases, the data) resolves there
+//! and nothing is written into the repository.
 
 mod harness;
 
@@ -46,20 +46,12 @@ fn from(out: &Path, gateway: &str) -> usize {
 
 #[test]
 fn the_production_example_runs_signed_releases_on_gateways_known_by_their_certificates() {
-    let temporary = tempfile::tempdir().unwrap();
+    let (temporary, configs) = example_copy(
+        "production",
+        &["central.toml", "gateway.toml"],
+        &["sensor-sim", "map"],
+    );
     let root = temporary.path();
-    let configs = root.join("examples/production");
-    std::fs::create_dir_all(&configs).unwrap();
-    for file in ["central.toml", "gateway.toml"] {
-        std::fs::copy(example().join(file), configs.join(file)).unwrap();
-    }
-    std::fs::create_dir_all(root.join("target")).unwrap();
-    let plugins = PathBuf::from(plugin("sensor-sim"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    plugin("map");
-    std::os::unix::fs::symlink(&plugins, root.join("target/plugins")).unwrap();
 
     // Certificates, the fleet's keys and the gateways' first release, as the README
     // makes them.

@@ -396,7 +396,14 @@ impl Loader {
                 "models" => {
                     for (name, value) in self.section(value, "models") {
                         if let Some(mut model) = self.typed::<ModelDef>(value) {
-                            model.path = self.resolve(&model.path);
+                            // One spelling per file, whether the config was named relative
+                            // to the working directory or not: the pipelines of a process
+                            // (a replay job's beside the host's) share a model, and its kept
+                            // versions, only when their declarations are equal.
+                            let path = self.resolve(&model.path);
+                            model.path = std::fs::canonicalize(&path)
+                                .or_else(|_| std::path::absolute(&path))
+                                .unwrap_or(path);
                             config.models.insert(name.into_inner().into_owned(), model);
                         }
                     }

@@ -2,10 +2,11 @@
 //! API (`/v1/jobs`) and through `sluice jobs`.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{http_get, http_post, sluice_binary};
+use super::{http_get, http_post, sluice_binary, wait_until};
 
 /// `job`'s runs (up to 500), oldest slot first, as `GET /v1/jobs/{job}/runs` lists them.
 pub fn runs(api: u16, job: &str) -> Vec<Value> {
@@ -22,6 +23,25 @@ pub fn run_of(api: u16, job: &str, slot_end_ms: i64) -> Option<Value> {
     runs(api, job)
         .into_iter()
         .find(|run| run["slot_end_ms"].as_i64() == Some(slot_end_ms))
+}
+
+/// The run of `job`'s slot ending at `slot_end_ms` with its log, once it is over
+/// (waiting for it to be created, for a job depending on others).
+pub fn wait_final(api: u16, job: &str, slot_end_ms: i64, timeout: Duration) -> Value {
+    let path = format!("/v1/jobs/{job}/runs/{slot_end_ms}");
+    let mut last = Value::Null;
+    wait_until(
+        timeout,
+        &format!("{job}'s run of slot {slot_end_ms} to end"),
+        || {
+            last = match http_get(api, &path) {
+                Some((200, body)) => serde_json::from_str(&body).unwrap(),
+                _ => Value::Null,
+            };
+            !last.is_null() && is_final(&last)
+        },
+    );
+    last
 }
 
 /// `POST /v1/jobs/{job}/{action}` (`run`, `retry`, `pause`, `resume`): the answer.

@@ -170,6 +170,36 @@ pub fn plugin(name: &str) -> String {
     path.canonicalize().unwrap().display().to_string()
 }
 
+/// A temporary directory laid out as the repository is for `examples/NAME`: its `files`
+/// copied unchanged into `examples/NAME/`, with `target/plugins` (the built plugins,
+/// `plugins` of them checked to be there) and `models` linked beside, so that what the
+/// configs name relative to themselves (`../../target/...`, `../../models/...`) resolves
+/// there and nothing is written into the repository. The directory, and the example's
+/// copy in it.
+pub fn example_copy(name: &str, files: &[&str], plugins: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = tempfile::tempdir().unwrap();
+    let copy = root.path().join("examples").join(name);
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in files {
+        std::fs::copy(
+            repository.join("examples").join(name).join(file),
+            copy.join(file),
+        )
+        .unwrap();
+    }
+    let built: Vec<String> = plugins.iter().map(|name| plugin(name)).collect();
+    let plugin_dir = Path::new(&built[0]).parent().unwrap();
+    std::fs::create_dir_all(root.path().join("target")).unwrap();
+    std::os::unix::fs::symlink(plugin_dir, root.path().join("target/plugins")).unwrap();
+    std::os::unix::fs::symlink(
+        repository.join("models").canonicalize().unwrap(),
+        root.path().join("models"),
+    )
+    .unwrap();
+    (root, copy)
+}
+
 /// `sluice fleet keygen DIR`: the fleet's signing key pair, `(DIR/fleet.key,
 /// DIR/fleet.pub)`.
 pub fn fleet_keygen(dir: &Path) -> (PathBuf, PathBuf) {
@@ -261,7 +291,17 @@ impl Host {
     /// Start `sluice run CONFIG` and wait until it is ready. `stdout` is where the
     /// console sink writes.
     pub fn start(config: &Path, api_port: u16, stdout: Stdio) -> Host {
-        Host::start_probed(config, api_port, stdout, |port| {
+        Host::start_env(config, api_port, stdout, &[])
+    }
+
+    /// [`Host::start`] with `env` set in the host's environment.
+    pub fn start_env(
+        config: &Path,
+        api_port: u16,
+        stdout: Stdio,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Host {
+        Host::start_probed_env(config, api_port, stdout, env, |port| {
             http_get(port, "/ready").is_some_and(|(status, _)| status == 200)
         })
     }

@@ -71,6 +71,18 @@ impl S3 {
         )
     }
 
+    /// The environment that points object_store (`s3://` URLs without `options`) and
+    /// pyarrow at this server: `AWS_ENDPOINT_URL`, the keys, a region, plain HTTP.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
     /// Freeze the server (SIGSTOP): requests stall as in an outage.
     pub fn pause(&self) {
         signal(&self.child, "-STOP");
@@ -118,14 +130,16 @@ print(json.dumps({
     "max_seq": max(seqs) if seqs else None,
 }))
 "#;
-    pyarrow(script, dir)
+    pyarrow(script, dir, &[])
 }
 
-/// Run a pyarrow `script` on `dir` (its `sys.argv[1]`) and parse the JSON it prints.
-fn pyarrow(script: &str, dir: &Path) -> serde_json::Value {
+/// Run a pyarrow `script` on `dir` (its `sys.argv[1]`, `args` after it) and parse the
+/// JSON it prints.
+fn pyarrow(script: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
     let output = Command::new("python3")
         .args(["-c", script])
         .arg(dir)
+        .args(args)
         .output()
         .expect("python3 with pyarrow: run scripts/setup");
     assert!(
@@ -146,7 +160,7 @@ for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.parquet")):
     seqs += pq.read_table(path, columns=["seq"]).column("seq").to_pylist()
 print(json.dumps(seqs))
 "#;
-    serde_json::from_value(pyarrow(script, dir)).unwrap()
+    serde_json::from_value(pyarrow(script, dir, &[])).unwrap()
 }
 
 /// Each `.parquet` file under `dir` in name order: its column types and row count.
@@ -160,5 +174,19 @@ for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.parquet")):
     files.append({"rows": table.num_rows, "types": {f.name: str(f.type) for f in table.schema}})
 print(json.dumps(files))
 "#;
-    serde_json::from_value(pyarrow(script, dir)).unwrap()
+    serde_json::from_value(pyarrow(script, dir, &[])).unwrap()
+}
+
+/// Every row of the `.parquet` files under `dir`, file after file, as a JSON object of
+/// its `columns`.
+pub fn rows(dir: &Path, columns: &[&str]) -> Vec<serde_json::Value> {
+    let script = r#"
+import json, sys, pathlib
+import pyarrow.parquet as pq
+rows = []
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.parquet")):
+    rows += pq.read_table(path, columns=sys.argv[2:]).to_pylist()
+print(json.dumps(rows, default=str))
+"#;
+    serde_json::from_value(pyarrow(script, dir, columns)).unwrap()
 }

@@ -29,6 +29,11 @@ pub struct ServingSinkConfig {
     /// Values kept per key, newest first.
     #[serde(default = "one")]
     pub keep: usize,
+    /// Payload field holding the event time (epoch ms or RFC 3339) that orders a key's
+    /// values; without it (or when unreadable), the event's timestamp. A reading a
+    /// replay scores again then has the time of its live copy, and replaces it.
+    #[serde(default)]
+    pub time_field: Option<String>,
     #[serde(
         rename = "ttl_secs",
         default,
@@ -182,6 +187,7 @@ impl ServingSinkConfig {
         ServingSink {
             table,
             key: self.key.clone(),
+            time_field: self.time_field.clone(),
             ttl: self.ttl,
             rejected: Vec::new(),
         }
@@ -191,8 +197,19 @@ impl ServingSinkConfig {
 pub struct ServingSink {
     table: Arc<Table>,
     key: String,
+    time_field: Option<String>,
     ttl: Option<Duration>,
     rejected: Vec<DeadLetter>,
+}
+
+/// The time in the `field` of `value`: epoch milliseconds, or (with the object-store
+/// feature, which brings the time parser) RFC 3339.
+fn time_of(value: &serde_json::Value, field: &str) -> Option<i64> {
+    let time = crate::template::field(Some(value), field)?;
+    #[cfg(feature = "object-store")]
+    return crate::storage::time_ms(time);
+    #[cfg(not(feature = "object-store"))]
+    time.as_i64()
 }
 
 /// The text of the key field of `value`.
@@ -224,11 +241,16 @@ impl super::Sink for ServingSink {
                     });
                     continue;
                 };
+                let timestamp_ms = self
+                    .time_field
+                    .as_deref()
+                    .and_then(|field| time_of(&value, field))
+                    .unwrap_or(event.timestamp_ms);
                 values.push((
                     key,
                     Value {
                         value,
-                        timestamp_ms: event.timestamp_ms,
+                        timestamp_ms,
                         expires_ms: self.ttl.map(|ttl| crate::event::now_ms() + ttl.as_millis() as i64),
                     },
                 ));
@@ -258,5 +280,57 @@ impl super::Sink for ServingSink {
 
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), SinkError>> {
         async { Ok(()) }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::pipeline::Ack;
+    use crate::sinks::Sink;
+    use crate::tables::Access;
+
+    /// One reading `{"device_id":"d0","ts":TS,"score":SCORE}` that arrived at `arrived`.
+    fn reading(ts: i64, score: f64, arrived: i64) -> Batch {
+        let mut batch = Batch::default();
+        let payload = format!(r#"{{"device_id":"d0","ts":{ts},"score":{score}}}"#);
+        let event = Event {
+            timestamp_ms: arrived,
+            ..Event::new(payload, "score")
+        };
+        batch.push(event, Ack::none());
+        batch
+    }
+
+    /// The scores `d0` holds after the live reading and then its re-scored copy (stamped
+    /// with its `ts`, as a replay stamps it) went through a sink of `config`.
+    async fn after_rescore(config: &str) -> Vec<serde_json::Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let config: ServingSinkConfig = toml::from_str(config).unwrap();
+        let table = Table::open("rescored", &dir.path().join("t.redb"), 1, Access::default())
+            .unwrap();
+        let mut sink = config.sink(table.clone());
+        // Read at 1000, arrived 40 ms later; scored again by a replay, which stamps it 1000.
+        for batch in [reading(1_000, 0.1, 1_040), reading(1_000, 0.7, 1_000)] {
+            assert!(sink.write(batch).await.is_ok());
+        }
+        let values = table.get("d0", 0).await.unwrap().unwrap();
+        values.iter().map(|v| v.value["score"].clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn with_a_time_field_a_reading_scored_again_replaces_its_live_copy() {
+        let keyed = "table = \"rescored\"\nkey = \"device_id\"\npublic = true";
+        assert_eq!(
+            after_rescore(&format!("{keyed}\ntime_field = \"ts\"")).await,
+            [0.7],
+            "one time: the later write goes first"
+        );
+        assert_eq!(
+            after_rescore(keyed).await,
+            [0.1],
+            "by arrival, the live copy is newer than the replayed one"
+        );
     }
 }
