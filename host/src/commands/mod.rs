@@ -1,6 +1,6 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
-#[cfg(feature = "fleet")]
+#[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
 mod api_client;
 pub mod buffer;
 #[cfg(feature = "cross-compile")]

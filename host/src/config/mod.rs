@@ -229,7 +229,9 @@ impl Config {
             base,
             diagnostics: Vec::new(),
             broken: Default::default(),
+            #[cfg(feature = "jobs")]
             job_dependencies: Default::default(),
+            #[cfg(feature = "jobs")]
             broken_jobs: Default::default(),
         };
         let config = match DeTable::parse(text) {
@@ -306,8 +308,10 @@ struct Loader {
     /// Stages whose tables did not parse (already reported).
     broken: std::collections::BTreeSet<String>,
     /// Each job's `depends_on`, with where each entry is written.
+    #[cfg(feature = "jobs")]
     job_dependencies: BTreeMap<String, Vec<(String, Range<usize>)>>,
     /// Jobs whose tables did not parse (already reported).
+    #[cfg(feature = "jobs")]
     broken_jobs: std::collections::BTreeSet<String>,
 }
 
