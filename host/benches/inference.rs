@@ -1,4 +1,7 @@
-//! The anomaly model at batch sizes 1, 32 and 256, four ways, in one run:
+//! Two models at batch sizes 1, 32 and 256, four ways each, in one run. The models:
+//! `anomaly` (a 20-tree RandomForest, well under a microsecond a row: the pipeline's own
+//! cost shows) and `isolation_forest` (50 trees of an IsolationForest, tens of
+//! microseconds a row: the model's cost dominates, as a real model's does). The ways:
 //!
 //! - *pipeline*: the `anomaly` Wasm plugin scoring JSON events through the full stage
 //!   path (encode the batch, call the plugin, which parses the features, builds the
@@ -10,7 +13,8 @@
 //! - *python*: onnxruntime's `InferenceSession.run` on a prepared numpy array.
 //!
 //! Every session runs with one intra-op thread and full graph optimisation.
-//! Run: `scripts/build-plugins --rust-only && cargo bench -p sluice --bench inference`.
+//! Run: `scripts/build-plugins --rust-only && cargo bench -p sluice --bench inference`
+//! (`models/isolation_forest.onnx` is made by `python3 models/train_isolation_forest.py`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -73,8 +77,32 @@ fn best_rate(size: usize, mut run_batch: impl FnMut(usize)) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// One model the bench scores with, and how the `anomaly` plugin is told to read it.
+struct Scored {
+    name: &'static str,
+    /// The output the plugin takes its score from, and its columns.
+    output: &'static str,
+    columns: usize,
+    plugin_config: &'static str,
+}
+
+const MODELS: [Scored; 2] = [
+    Scored {
+        name: "anomaly",
+        output: "probabilities",
+        columns: 2,
+        plugin_config: "{}",
+    },
+    Scored {
+        name: "isolation_forest",
+        output: "outlier_score",
+        columns: 1,
+        plugin_config: r#"{"model": "isolation_forest", "output": "outlier_score", "class": 0, "threshold": 0.0}"#,
+    },
+];
+
 /// Python onnxruntime's best inferences/s per batch size, from the same rows.
-fn python(rows: &[f32]) -> Vec<f64> {
+fn python(scored: &Scored, rows: &[f32]) -> Vec<f64> {
     let script = r#"
 import json, sys, time
 import numpy as np, onnxruntime as ort
@@ -91,13 +119,14 @@ for size in request["sizes"]:
     for _ in range(request["runs"] + 1):
         start = time.perf_counter()
         for batch in batches:
-            session.run(["probabilities"], {"features": batch})
+            session.run([request["output"]], {"features": batch})
         best = max(best, len(batches) * size / (time.perf_counter() - start))
     rates.append(best)
 json.dump(rates, sys.stdout)
 "#;
     let request = json!({
-        "model": repo("models/anomaly.onnx"), "rows": rows, "sizes": BATCH_SIZES,
+        "model": repo(&format!("models/{}.onnx", scored.name)), "output": scored.output,
+        "rows": rows, "sizes": BATCH_SIZES,
         "per_run": ROWS_PER_RUN, "runs": RUNS,
     });
     let mut child = Command::new("python3")
@@ -116,50 +145,66 @@ json.dump(rates, sys.stdout)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let model_path = repo("models/anomaly.onnx");
-    let def: ModelDef = toml::from_str(&format!("path = {:?}", model_path.display().to_string()))?;
-    let models = Models::load(
-        &[("anomaly".to_owned(), def)].into(),
-        &InferenceConfig::default(),
-        None,
-    )?;
-
+    let defs = MODELS
+        .iter()
+        .map(|scored| {
+            let path = repo(&format!("models/{}.onnx", scored.name));
+            let def: ModelDef =
+                toml::from_str(&format!("path = {:?}", path.display().to_string()))?;
+            Ok((scored.name.to_owned(), def))
+        })
+        .collect::<Result<_, Box<dyn std::error::Error>>>()?;
+    let models = Models::load(&defs, &InferenceConfig::default(), None)?;
     let runtime = Runtime::new(RuntimeOptions::default())?;
-    let plugin = runtime.load("anomaly", &repo("target/plugins/anomaly.wasm"), None)?;
-    let grants = Grants {
-        models: vec!["anomaly".to_owned()],
-        ..Grants::default()
-    };
-    let spec = StageSpec {
-        stage: "score".into(),
-        config: "{}".to_owned(),
-        limits: Limits::default(),
-        models: models.grant("score", &grants.models)?,
-        grants,
-        state: StateStore::in_memory(),
-    };
-    let pool = InstancePool::new(&runtime, plugin, World::Processor, spec, 1)?;
-    let model = models.grant("score", &["anomaly".to_owned()])?["anomaly"].clone();
-
-    // Raw ort, as a Rust program without Sluice would call it (in the process's one
-    // ONNX Runtime environment, which ort allows only once).
-    let mut session = ort::session::Session::builder(environment(None)?)?
-        .with_intra_threads(1)?
-        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
-        .commit_from_file(&model_path)?;
-
     let all = readings(ROWS_PER_RUN);
     let rows = features(&all);
     let events: Vec<Event> = all
         .iter()
         .map(|r| Event::new(r.to_string().into_bytes(), "bench"))
         .collect();
-    let python = python(&rows);
 
     println!(
-        "| batch | pipeline inf/s | host run inf/s | raw ort inf/s | python inf/s | pipeline/raw | host run/raw | python/raw |"
+        "| model | batch | pipeline inf/s | host run inf/s | raw ort inf/s | python inf/s | pipeline/raw | host run/raw | python/raw |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for scored in &MODELS {
+        bench(scored, &runtime, &models, &events, &rows)?;
+    }
+    Ok(())
+}
+
+/// One model's rows of the table.
+fn bench(
+    scored: &Scored,
+    runtime: &Runtime,
+    models: &Models,
+    events: &[Event],
+    rows: &[f32],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let plugin = runtime.load("anomaly", &repo("target/plugins/anomaly.wasm"), None)?;
+    let grants = Grants {
+        models: vec![scored.name.to_owned()],
+        ..Grants::default()
+    };
+    let spec = StageSpec {
+        stage: "score".into(),
+        config: scored.plugin_config.to_owned(),
+        limits: Limits::default(),
+        models: models.grant("score", &grants.models)?,
+        grants,
+        state: StateStore::in_memory(),
+    };
+    let pool = InstancePool::new(runtime, plugin, World::Processor, spec, 1)?;
+    let model = models.grant("score", &[scored.name.to_owned()])?[scored.name].current();
+
+    // Raw ort, as a Rust program without Sluice would call it (in the process's one
+    // ONNX Runtime environment, which ort allows only once).
+    let mut session = ort::session::Session::builder(environment(None)?)?
+        .with_intra_threads(1)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
+        .commit_from_file(repo(&format!("models/{}.onnx", scored.name)))?;
+    let python = python(scored, rows);
+
     for (i, size) in BATCH_SIZES.into_iter().enumerate() {
         let slice = |n: usize| n * size..(n + 1) * size;
         let pipeline = best_rate(size, |n| {
@@ -180,13 +225,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let values = rows[range.start * 3..range.end * 3].to_vec();
             let input = ort::value::Tensor::from_array(([size, 3], values)).unwrap();
             let outputs = session.run(ort::inputs!["features" => input]).unwrap();
-            let (_, p) = outputs["probabilities"]
-                .try_extract_tensor::<f32>()
-                .unwrap();
-            assert_eq!(p.len(), size * 2);
+            let (_, scores) = outputs[scored.output].try_extract_tensor::<f32>().unwrap();
+            assert_eq!(scores.len(), size * scored.columns);
         });
         println!(
-            "| {size} | {pipeline:.0} | {host:.0} | {raw:.0} | {:.0} | {:.0}% | {:.0}% | {:.0}% |",
+            "| {} | {size} | {pipeline:.0} | {host:.0} | {raw:.0} | {:.0} | {:.0}% | {:.0}% | {:.0}% |",
+            scored.name,
             python[i],
             100.0 * pipeline / raw,
             100.0 * host / raw,

@@ -83,12 +83,13 @@ impl Features {
             ..Features::default()
         };
         for (position, event) in events.iter().enumerate() {
-            match row(event, fields) {
-                Ok(row) => {
-                    features.values.extend(row);
-                    features.events.push(position);
+            let start = features.values.len();
+            match read_row(event, fields, &mut features.values) {
+                Ok(()) => features.events.push(position),
+                Err(reason) => {
+                    features.values.truncate(start);
+                    features.unusable.push((position, reason));
                 }
-                Err(reason) => features.unusable.push((position, reason)),
             }
         }
         features
@@ -108,18 +109,28 @@ impl Features {
     }
 }
 
-fn row(event: &Event<'_>, fields: &[impl AsRef<str>]) -> Result<Vec<f32>, String> {
-    let payload: serde_json::Value = event.json().map_err(|e| e.to_string())?;
-    fields
-        .iter()
-        .map(|field| {
-            let field = field.as_ref();
-            crate::json::get(&payload, field)
-                .and_then(serde_json::Value::as_f64)
-                .map(|v| v as f32)
-                .ok_or_else(|| format!("feature `{field}` is missing or not a number"))
-        })
-        .collect()
+/// One event's features, appended to `values`, read from its payload's own text: the
+/// JSON is checked once and each field found by scanning, without building a document
+/// (what a per-event `serde_json::Value` costs is most of a small model's time in a
+/// pipeline). On an error, `values` may hold part of the row.
+fn read_row(
+    event: &Event<'_>,
+    fields: &[impl AsRef<str>],
+    values: &mut Vec<f32>,
+) -> Result<(), String> {
+    let text = event.text().map_err(|e| e.to_string())?;
+    let payload = crate::json::RawObject::parse(text).map_err(|e| e.to_string())?;
+    for field in fields {
+        let field = field.as_ref();
+        // A JSON number's text is one that `f64` parses; anything else (a string,
+        // `null`, an object) is not a number.
+        let value = payload
+            .get(field)
+            .and_then(|value| value.parse::<f64>().ok())
+            .ok_or_else(|| format!("feature `{field}` is missing or not a number"))?;
+        values.push(value as f32);
+    }
+    Ok(())
 }
 
 /// The WIT name of an element type, for messages.

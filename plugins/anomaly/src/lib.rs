@@ -77,6 +77,8 @@ fn default_route() -> String {
 pub struct Anomaly {
     model: Model,
     config: Config,
+    /// The output payload, reused between events.
+    buffer: Vec<u8>,
 }
 
 impl Processor for Anomaly {
@@ -101,7 +103,11 @@ impl Processor for Anomaly {
                     .join(", ")
             )));
         }
-        Ok(Anomaly { model, config })
+        Ok(Anomaly {
+            model,
+            config,
+            buffer: Vec::new(),
+        })
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
@@ -115,7 +121,7 @@ impl Processor for Anomaly {
 
 impl Anomaly {
     /// Score every usable event in one model run.
-    fn score(&self, events: &[Event<'_>], out: &mut Output) -> Result<(), Error> {
+    fn score(&mut self, events: &[Event<'_>], out: &mut Output) -> Result<(), Error> {
         let features = Features::from_json(events, &self.config.features);
         for (index, reason) in &features.unusable {
             out.reject(&events[*index], reason.clone());
@@ -138,30 +144,37 @@ impl Anomaly {
             let event = &events[index];
             let score = probabilities[row * classes + self.config.class];
             let anomaly = score >= self.config.threshold;
-            let payload = append(event.payload(), round4(score), anomaly)?;
+            append(&mut self.buffer, event.payload(), round4(score), anomaly)?;
             let route = anomaly.then_some(self.config.route.as_str());
-            out.emit(event, &payload, route);
+            out.emit(event, &self.buffer, route);
         }
         Ok(())
     }
 }
 
 /// The JSON object `payload` with `"anomaly_score"` and `"anomaly"` appended, its own
-/// bytes untouched (re-serializing would reorder keys and reformat numbers).
-fn append(payload: &[u8], score: f64, anomaly: bool) -> Result<Vec<u8>, Error> {
-    let text = std::str::from_utf8(payload).map_err(|_| Error::new("payload is not UTF-8"))?;
-    let body = text
-        .trim_end()
-        .strip_suffix('}')
+/// bytes untouched (re-serializing would reorder keys and reformat numbers), written
+/// into `out`. Bytes, not text: the features were read from the payload, so it is
+/// JSON, whose whitespace is ASCII.
+fn append(out: &mut Vec<u8>, payload: &[u8], score: f64, anomaly: bool) -> Result<(), Error> {
+    let body = payload
+        .trim_ascii_end()
+        .strip_suffix(b"}")
         .ok_or_else(|| Error::new("payload is not a JSON object"))?;
-    let separator = if body.trim_end().ends_with('{') {
-        ""
-    } else {
-        ","
-    };
+    out.clear();
+    out.extend_from_slice(body);
+    if !body.trim_ascii_end().ends_with(b"{") {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"anomaly_score\":");
     // serde_json prints a float as JSON does (`0.0`, not Rust's `0`).
-    let score = serde_json::Value::from(score);
-    Ok(format!("{body}{separator}\"anomaly_score\":{score},\"anomaly\":{anomaly}}}").into_bytes())
+    serde_json::to_writer(&mut *out, &score).map_err(|e| Error::new(e.to_string()))?;
+    out.extend_from_slice(if anomaly {
+        b",\"anomaly\":true}"
+    } else {
+        b",\"anomaly\":false}"
+    });
+    Ok(())
 }
 
 /// Four decimals: enough for a score, and stable across runtimes' last-bit noise.
@@ -177,23 +190,25 @@ mod tests {
 
     #[test]
     fn score_and_label_are_appended_to_the_payload_as_written() {
-        let appended = |payload: &str| {
-            String::from_utf8(append(payload.as_bytes(), 0.9876, true).unwrap()).unwrap()
+        let appended = |payload: &str, score: f64, anomaly: bool| {
+            let mut out = b"stale".to_vec();
+            append(&mut out, payload.as_bytes(), score, anomaly)
+                .map(|()| String::from_utf8(out).unwrap())
         };
         assert_eq!(
-            appended(r#"{"t": 1e2, "b":2} "#),
+            appended(r#"{"t": 1e2, "b":2} "#, 0.9876, true).unwrap(),
             r#"{"t": 1e2, "b":2,"anomaly_score":0.9876,"anomaly":true}"#
         );
         assert_eq!(
-            appended("{ }"),
+            appended("{ }", 0.9876, true).unwrap(),
             r#"{ "anomaly_score":0.9876,"anomaly":true}"#
         );
         assert_eq!(
-            String::from_utf8(append(b"{}", round4(0.0), false).unwrap()).unwrap(),
+            appended("{}", round4(0.0), false).unwrap(),
             r#"{"anomaly_score":0.0,"anomaly":false}"#
         );
         assert_eq!(
-            append(b"[1]", 0.0, false).unwrap_err().to_string(),
+            appended("[1]", 0.0, false).unwrap_err().to_string(),
             "payload is not a JSON object"
         );
     }
