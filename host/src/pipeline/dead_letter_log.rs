@@ -153,7 +153,7 @@ pub fn search(stage: Option<&str>, text: Option<&str>, limit: usize) -> Vec<Arc<
                 .collect::<Vec<_>>()
         })
         .collect();
-    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    found.sort_unstable_by_key(|letter| std::cmp::Reverse(letter.id));
     found.truncate(limit);
     found
 }
