@@ -55,6 +55,11 @@ pub const ERRORS: Series = Series::counter("sluice_errors_total");
 /// fail rather than count as delivered. Recorded under the stage `pipeline`, since a
 /// token does not know who held it last; anything above zero names a path to look at.
 pub const UNSETTLED: Series = Series::counter("sluice_acks_unsettled_total");
+/// Batch calls a stage made (plugin calls, sink writes, collections, ticks), and the
+/// time they took in all: the admin page's mean call time, which the
+/// `sluice_batch_duration_seconds` histogram cannot give back (see above).
+pub const CALLS: Series = Series::counter("sluice_batch_calls_total");
+pub const CALL_NANOSECONDS: Series = Series::counter("sluice_batch_call_nanoseconds_total");
 /// Batches waiting in a stage's input channel.
 pub const QUEUE_DEPTH: Series = Series::gauge("sluice_queue_depth");
 /// Entries, bytes, dropped entries and entries lost to corruption of an uplink's disk

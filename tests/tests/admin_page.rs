@@ -1,6 +1,7 @@
 //! The admin page in a real browser (Debian's Chromium, headless): it loads from the
-//! host, shows every stage of the pipeline with a rate above zero while events flow,
-//! and the plugins with their sha256. A screenshot is kept as a test artifact.
+//! host, draws every stage of the pipeline as a node of its graph with a rate above zero
+//! while events flow, and lists the plugins with their sha256. A screenshot is kept as a
+//! test artifact (`admin_graph.rs` checks the graph's layout, edges and colours).
 
 mod harness;
 
@@ -54,6 +55,11 @@ path = "readings"
     assert!(dom.contains("live ·"), "the page reached the host:\n{dom}");
     let (stages, rates) = admin_page(&dom);
     assert_eq!(stages, ["sensors", "plausible", "readings"], "{dom}");
+    assert_eq!(
+        dom.matches("<g class=\"node").count(),
+        3,
+        "each stage a node of the graph:\n{dom}"
+    );
     assert_eq!(rates.len(), 3, "{dom}");
     assert!(
         rates.iter().all(|rate| *rate > 0.0),

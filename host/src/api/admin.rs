@@ -1,14 +1,17 @@
-//! The admin page (`GET /admin`), served by the host itself: the pipeline's stages in
-//! columns with their live rates, errors, dead letters and queue depth; the plugins
-//! with their sha256; the models; the fleet's devices; the alert stages' firing alerts
-//! and the newest resolved ones; the jobs, when the config has some, with their newest
-//! runs, a run's log, and buttons to run, retry, pause and resume them. A static page
-//! (no framework) that polls `GET /v1/admin/overview` every second and `GET /v1/jobs`
-//! every two.
+//! The admin page (`GET /admin`), served by the host itself: the pipeline drawn as a
+//! graph, its stages with their live rates, errors, dead letters, queue depth, mean call
+//! time and a sparkline of their last five minutes, its edges with their rates; the
+//! newest dead letters, searchable ([`dead_letters`]); the plugins with their sha256;
+//! the models; the fleet's devices; the alert stages' firing alerts and the newest
+//! resolved ones; the jobs, when the config has some, with their newest runs, a run's
+//! log, and buttons to run, retry, pause and resume them. A static page (no framework,
+//! nothing fetched from elsewhere) that polls `GET /v1/admin/overview` every second and
+//! `GET /v1/jobs` and `GET /v1/dead-letters` every two.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+mod dead_letters;
+mod history;
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -20,16 +23,19 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::config::NodeKind;
 
+use history::Sampler;
+
 const PAGE: &str = include_str!("admin.html");
 
-/// What the page shows that does not change while the pipeline runs, and the last
-/// counter sample, from which rates are computed.
+/// What the page shows that does not change while the pipeline runs, and the sampler
+/// of what does.
 pub struct Overview {
     stages: Vec<Stage>,
+    edges: Vec<Edge>,
     plugins: Vec<Plugin>,
     models: Vec<Model>,
     fleet: Option<Arc<crate::fleet::registry::FleetState>>,
-    sample: Mutex<Sample>,
+    sampler: Arc<Sampler>,
 }
 
 #[derive(Clone, Serialize)]
@@ -38,6 +44,14 @@ struct Stage {
     kind: &'static str,
     component: String,
     inputs: Vec<String>,
+}
+
+/// A stage reading an output of another: `route` is `None` for the default output.
+#[derive(Serialize)]
+struct Edge {
+    from: String,
+    route: Option<String>,
+    to: String,
 }
 
 #[derive(Serialize)]
@@ -53,22 +67,15 @@ struct Model {
     path: String,
 }
 
-struct Sample {
-    at: Instant,
-    counts: BTreeMap<String, (u64, u64)>,
-    rates: BTreeMap<String, (f64, f64)>,
-}
-
-/// Rates are recomputed at most this often; polls in between get the last ones.
-const MIN_SAMPLE_SECS: f64 = 0.5;
-
 impl Overview {
+    /// The overview of `config`'s pipeline, sampling its counters until it is dropped.
+    /// Needs a Tokio runtime.
     pub fn new(
         config: &Config,
         fleet: Option<Arc<crate::fleet::registry::FleetState>>,
     ) -> Arc<Overview> {
-        let stages = config
-            .graph()
+        let graph = config.graph();
+        let stages: Vec<Stage> = graph
             .nodes
             .iter()
             .map(|node| Stage {
@@ -80,6 +87,17 @@ impl Overview {
                 },
                 component: node.component.clone(),
                 inputs: node.inputs.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        let edges = graph
+            .nodes
+            .iter()
+            .flat_map(|node| {
+                node.inputs.iter().map(|input| Edge {
+                    from: input.stage.clone(),
+                    route: input.route.clone(),
+                    to: node.name.clone(),
+                })
             })
             .collect();
         let plugins = config
@@ -101,16 +119,14 @@ impl Overview {
                 path: model.path.display().to_string(),
             })
             .collect();
+        let sampler = Sampler::start(stages.iter().map(|stage| &stage.name));
         Arc::new(Overview {
             stages,
+            edges,
             plugins,
             models,
             fleet,
-            sample: Mutex::new(Sample {
-                at: Instant::now(),
-                counts: BTreeMap::new(),
-                rates: BTreeMap::new(),
-            }),
+            sampler,
         })
     }
 
@@ -119,54 +135,40 @@ impl Overview {
         let (taken, sent) = (totals(EVENTS_IN), totals(EVENTS_OUT));
         let (errors, dead) = (totals(ERRORS), totals(DEAD_LETTERED));
         let queued = totals(QUEUE_DEPTH);
-        let count = |map: &BTreeMap<String, u64>, stage: &str| map.get(stage).copied().unwrap_or(0);
-        let rates = {
-            let mut sample = self.sample.lock().unwrap();
-            let elapsed = sample.at.elapsed().as_secs_f64();
-            if elapsed >= MIN_SAMPLE_SECS {
-                let counts: BTreeMap<String, (u64, u64)> = self
-                    .stages
-                    .iter()
-                    .map(|s| {
-                        (
-                            s.name.clone(),
-                            (count(&taken, &s.name), count(&sent, &s.name)),
-                        )
-                    })
-                    .collect();
-                sample.rates = counts
-                    .iter()
-                    .map(|(stage, (now_in, now_out))| {
-                        let (was_in, was_out) = sample.counts.get(stage).copied().unwrap_or((0, 0));
-                        let rate = |now: u64, was: u64| now.saturating_sub(was) as f64 / elapsed;
-                        (
-                            stage.clone(),
-                            (rate(*now_in, was_in), rate(*now_out, was_out)),
-                        )
-                    })
-                    .collect();
-                sample.counts = counts;
-                sample.at = Instant::now();
-            }
-            sample.rates.clone()
+        let count = |map: &std::collections::BTreeMap<String, u64>, stage: &str| {
+            map.get(stage).copied().unwrap_or(0)
         };
+        let rates = self.sampler.live();
         let stages: Vec<serde_json::Value> = self
             .stages
             .iter()
             .map(|stage| {
-                let (rate_in, rate_out) = rates.get(&stage.name).copied().unwrap_or((0.0, 0.0));
+                let live = rates.stages.get(&stage.name).copied().unwrap_or_default();
                 serde_json::json!({
                     "name": stage.name, "kind": stage.kind, "component": stage.component,
                     "inputs": stage.inputs,
                     "events_in": count(&taken, &stage.name), "events_out": count(&sent, &stage.name),
-                    "rate_in": rate_in, "rate_out": rate_out,
+                    "rate_in": live.rate_in, "rate_out": live.rate_out,
                     "errors": count(&errors, &stage.name), "dead_lettered": count(&dead, &stage.name),
+                    "errors_per_s": live.errors_per_s, "dead_letters_per_s": live.dead_letters_per_s,
                     "queue_depth": count(&queued, &stage.name),
+                    "call_ms": live.call_ms,
+                    "history": self.sampler.history(&stage.name),
                 })
+            })
+            .collect();
+        let edges: Vec<serde_json::Value> = self
+            .edges
+            .iter()
+            .map(|edge| {
+                let output = (edge.from.clone(), edge.route.clone());
+                let rate = rates.outputs.get(&output).copied().unwrap_or(0.0);
+                serde_json::json!({ "from": edge.from, "route": edge.route, "to": edge.to, "rate": rate })
             })
             .collect();
         serde_json::json!({
             "stages": stages,
+            "edges": edges,
             "plugins": self.plugins,
             "models": self.models,
             "devices": self.fleet.as_ref().map(|fleet| fleet.devices()),
@@ -189,4 +191,5 @@ pub fn routes(overview: Arc<Overview>) -> Router {
                 async move { Json(overview.snapshot()).into_response() }
             }),
         )
+        .route("/v1/dead-letters", get(dead_letters::list))
 }

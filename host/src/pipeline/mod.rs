@@ -1,10 +1,13 @@
 //! The data plane's primitives: batches on bounded channels, acknowledgements flowing
 //! back to sources, how sources gather batches, a stage's outputs and dead letters, its
-//! metrics and its errors.
+//! metrics (with the events of each route, [`flow`]), the newest dead letters
+//! ([`dead_letter_log`]) and its errors.
 
 mod ack;
 mod batch;
 mod batcher;
+pub mod dead_letter_log;
+pub mod flow;
 mod metrics;
 mod outputs;
 

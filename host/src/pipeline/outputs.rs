@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 use super::ack::Ack;
 use super::batch::Batch;
+use super::dead_letter_log::StageDeadLetterLog;
+use super::flow::Flow;
 use super::metrics::StageMetrics;
 use crate::counters::{self, Gauge, QUEUE_DEPTH};
 use crate::event::{Event, now_ms};
@@ -55,6 +57,10 @@ pub struct Outputs {
     routes: HashMap<String, Vec<Inlet>>,
     dead_letter: Vec<Inlet>,
     metrics: StageMetrics,
+    /// Events sent per route, for the admin page's edges.
+    flow: Flow,
+    /// The newest dead letters, for the admin page's dead-letter browser.
+    dead_letter_log: StageDeadLetterLog,
 }
 
 /// An event that a stage could not handle, with why.
@@ -72,12 +78,16 @@ impl Outputs {
         dead_letter: Vec<Inlet>,
     ) -> Self {
         let metrics = StageMetrics::new(&stage);
+        let flow = Flow::new(&stage, routes.keys());
+        let dead_letter_log = StageDeadLetterLog::of(&stage);
         Outputs {
             stage,
             default,
             routes,
             dead_letter,
             metrics,
+            flow,
+            dead_letter_log,
         }
     }
 
@@ -107,6 +117,7 @@ impl Outputs {
             return self.dead_letter(dead).await;
         }
         self.metrics.events_out.increment(batch.len() as u64);
+        self.flow.default.add(batch.len());
         fan_out(&self.default, batch).await
     }
 
@@ -121,6 +132,7 @@ impl Outputs {
             }
         }
         self.metrics.events_out.increment(batch.len() as u64);
+        self.flow.default.add(batch.len());
         if let Some(last) = permits.pop() {
             for permit in permits {
                 permit.send(Batch {
@@ -163,6 +175,7 @@ impl Outputs {
         }
         for (route, batch) in by_route {
             self.metrics.events_out.increment(batch.len() as u64);
+            self.flow.route(&route).add(batch.len());
             fan_out(&self.routes[&*route], batch).await?;
         }
         self.dead_letter(dead).await
@@ -197,9 +210,11 @@ impl Outputs {
             return Ok(());
         }
         self.metrics.dead_lettered.increment(dead.len() as u64);
+        self.flow.dead_letter.add(dead.len());
         let mut batch = Batch::with_capacity(dead.len());
         for letter in dead {
             tracing::warn!(stage = %self.stage, reason = %letter.reason, payload = %letter.event.payload_preview(120), "dead letter");
+            self.dead_letter_log.record(&letter.event, &letter.reason);
             batch.push(
                 dead_letter_event(&self.stage, &letter.event, &letter.reason),
                 letter.ack,

@@ -108,9 +108,7 @@ pub async fn run(
                 .map_err(|closed| StageError::new(&stage, closed))?;
         }
         metrics.events_out.increment(count - refused);
-        metrics
-            .batch_seconds
-            .record(started.elapsed().as_secs_f64());
+        metrics.record_call(started.elapsed());
     }
     sink.close()
         .await

@@ -1,7 +1,7 @@
 //! Debian's Chromium, headless, driven over the DevTools protocol on a pipe
 //! (`--remote-debugging-pipe`: JSON messages ended by a NUL, read from its descriptor 3
-//! and written to its descriptor 4): one page to read with JavaScript and click through
-//! with the mouse.
+//! and written to its descriptor 4): one page to read with JavaScript, click through
+//! with the mouse and type into.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -95,6 +95,11 @@ impl Browser {
                 json!({ "type": kind, "x": at[0], "y": at[1], "button": "left", "clickCount": 1 }),
             );
         }
+    }
+
+    /// Type `text` into the focused element, as a keyboard would (it fires `input`).
+    pub fn type_text(&mut self, text: &str) {
+        self.call("Input.insertText", json!({ "text": text }));
     }
 
     fn send(&mut self, method: &str, params: Value) -> u64 {

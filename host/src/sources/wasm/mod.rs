@@ -91,8 +91,7 @@ impl super::Source for WasmSource {
                     .map_err(|error| StageError::new(&stage, error))?;
                 outputs
                     .metrics()
-                    .batch_seconds
-                    .record(started.elapsed().as_secs_f64());
+.record_call(started.elapsed());
                 match collected {
                     Ok((processed, writes)) => {
                         let taken = processed.emitted.iter().filter(|e| e.route.is_none()).count();

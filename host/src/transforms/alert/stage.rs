@@ -108,8 +108,7 @@ impl AlertStage {
         let stored = self.step(changes, tracks, outputs, board, "a batch").await?;
         outputs
             .metrics()
-            .batch_seconds
-            .record(started.elapsed().as_secs_f64());
+.record_call(started.elapsed());
         if stored {
             folded.into_iter().for_each(Ack::dropped);
         } else {

@@ -191,8 +191,7 @@ async fn work(
         .map_err(|error| StageError::new(&stage, error))?;
         outputs
             .metrics()
-            .batch_seconds
-            .record(started.elapsed().as_secs_f64());
+.record_call(started.elapsed());
         let (processed, writes) = match processed {
             Ok(processed) => processed,
             Err(error) => {

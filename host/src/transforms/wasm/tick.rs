@@ -58,8 +58,7 @@ async fn tick(
     .map_err(|error| StageError::new(&stage, error))?;
     outputs
         .metrics()
-        .batch_seconds
-        .record(started.elapsed().as_secs_f64());
+.record_call(started.elapsed());
     let (processed, writes) = match ticked {
         Ok(ticked) => ticked,
         Err(error) => {
