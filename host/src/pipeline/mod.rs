@@ -1,12 +1,13 @@
 //! The data plane's primitives: batches on bounded channels, acknowledgements flowing
 //! back to sources, how sources gather batches, a stage's outputs and dead letters, its
-//! metrics and its errors.
+//! metrics and its errors, and the taps that sample what leaves a stage.
 
 mod ack;
 mod batch;
 mod batcher;
 mod metrics;
 mod outputs;
+pub mod tap;
 
 pub use ack::Ack;
 pub use batch::Batch;

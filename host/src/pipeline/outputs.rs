@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::ack::Ack;
 use super::batch::Batch;
 use super::metrics::StageMetrics;
+use super::tap::{self, TapPoint};
 use crate::counters::{self, Gauge, QUEUE_DEPTH};
 use crate::event::{Event, now_ms};
 
@@ -55,6 +56,27 @@ pub struct Outputs {
     routes: HashMap<String, Vec<Inlet>>,
     dead_letter: Vec<Inlet>,
     metrics: StageMetrics,
+    taps: Taps,
+}
+
+/// The stage's tap points, looked up once so that a send pays only their load.
+struct Taps {
+    default: Arc<TapPoint>,
+    routes: HashMap<String, Arc<TapPoint>>,
+    dead_letter: Arc<TapPoint>,
+}
+
+impl Taps {
+    fn of(stage: &str, routes: &HashMap<String, Vec<Inlet>>) -> Taps {
+        Taps {
+            default: tap::point(stage, None),
+            routes: routes
+                .keys()
+                .map(|route| (route.clone(), tap::point(stage, Some(route))))
+                .collect(),
+            dead_letter: tap::point(stage, Some("dead_letter")),
+        }
+    }
 }
 
 /// An event that a stage could not handle, with why.
@@ -72,7 +94,9 @@ impl Outputs {
         dead_letter: Vec<Inlet>,
     ) -> Self {
         let metrics = StageMetrics::new(&stage);
+        let taps = Taps::of(&stage, &routes);
         Outputs {
+            taps,
             stage,
             default,
             routes,
@@ -107,6 +131,7 @@ impl Outputs {
             return self.dead_letter(dead).await;
         }
         self.metrics.events_out.increment(batch.len() as u64);
+        self.taps.default.offer(&batch.events);
         fan_out(&self.default, batch).await
     }
 
@@ -121,6 +146,7 @@ impl Outputs {
             }
         }
         self.metrics.events_out.increment(batch.len() as u64);
+        self.taps.default.offer(&batch.events);
         if let Some(last) = permits.pop() {
             for permit in permits {
                 permit.send(Batch {
@@ -163,6 +189,7 @@ impl Outputs {
         }
         for (route, batch) in by_route {
             self.metrics.events_out.increment(batch.len() as u64);
+            self.taps.routes[&*route].offer(&batch.events);
             fan_out(&self.routes[&*route], batch).await?;
         }
         self.dead_letter(dead).await
@@ -205,6 +232,7 @@ impl Outputs {
                 letter.ack,
             );
         }
+        self.taps.dead_letter.offer(&batch.events);
         fan_out(&self.dead_letter, batch).await
     }
 }
