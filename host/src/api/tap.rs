@@ -21,6 +21,8 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use crate::config::{Config, DEAD_LETTER};
+use crate::event::Event;
+use crate::event_record::EventRecord;
 use crate::pipeline::tap::{self, DEFAULT_RATE, MAX_RATE, Tap};
 
 /// How often the stream reports its counts while they change.
@@ -150,7 +152,7 @@ struct Stream {
 }
 
 impl Stream {
-    /// The next records queued (as many as are there, up to the limit), a status line
+    /// The records of the events queued (as many as are there, up to the limit), a status line
     /// when the counts changed and a second has passed, or the last status line.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if self.ended {
@@ -162,16 +164,15 @@ impl Stream {
                 return Some(self.status());
             }
             tokio::select! {
-                record = self.tap.recv() => {
-                    let Some(record) = record else {
+                event = self.tap.recv() => {
+                    let Some(event) = event else {
                         self.ended = true;
                         return Some(self.status());
                     };
-                    let mut chunk = BytesMut::from(&record[..]);
-                    self.sent += 1;
-                    while !self.limit_reached() && let Some(record) = self.tap.try_recv() {
-                        chunk.extend_from_slice(&record);
-                        self.sent += 1;
+                    let mut chunk = BytesMut::new();
+                    self.push_record(&mut chunk, &event);
+                    while !self.limit_reached() && let Some(event) = self.tap.try_recv() {
+                        self.push_record(&mut chunk, &event);
                     }
                     return Some(chunk.freeze());
                 }
@@ -182,6 +183,13 @@ impl Stream {
                 }
             }
         }
+    }
+
+    fn push_record(&mut self, chunk: &mut BytesMut, event: &Event) {
+        let record = EventRecord::of(self.tap.stage(), self.tap.route(), event);
+        chunk.extend_from_slice(record.to_line().as_bytes());
+        chunk.extend_from_slice(b"\n");
+        self.sent += 1;
     }
 
     fn limit_reached(&self) -> bool {

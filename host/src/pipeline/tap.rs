@@ -1,8 +1,8 @@
 //! Taps: a live sample of the events leaving a stage, for `sluice tap` (`GET
 //! /v1/tap/{stage}`). A tap must never slow the pipeline: each subscriber takes at most
-//! its rate of events per second, as records on a bounded channel that is never waited
-//! for, and what it does not take is only counted. Nobody tapping, a send path pays one
-//! relaxed atomic load per batch.
+//! its rate of events per second, copied onto a bounded channel that is never waited
+//! for, and what it does not take is only counted; its reader makes the records, off the
+//! pipeline's tasks. Nobody tapping, a send path pays one relaxed atomic load per batch.
 //!
 //! Points live in one process-wide registry keyed by stage name and route, not by
 //! pipeline instance: a reload that keeps a stage's name keeps its taps.
@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::event::Event;
@@ -52,8 +51,8 @@ pub fn point(stage: &str, route: Option<&str>) -> Arc<TapPoint> {
 pub fn subscribe(stage: &str, route: Option<&str>, rate: u32) -> Tap {
     let rate = rate.max(1);
     let point = point(stage, route);
-    // A second's worth of records may wait for a slow reader; beyond that they drop.
-    let (sender, records) = mpsc::channel(rate as usize);
+    // A second's worth of events may wait for a slow reader; beyond that they drop.
+    let (sender, events) = mpsc::channel(rate as usize);
     let id = NEXT_SUBSCRIBER.fetch_add(1, Ordering::Relaxed);
     let dropped = Arc::new(AtomicU64::new(0));
     {
@@ -61,7 +60,7 @@ pub fn subscribe(stage: &str, route: Option<&str>, rate: u32) -> Tap {
         subscribers.push(Subscriber {
             id,
             bucket: TokenBucket::new(rate, Instant::now()),
-            records: sender,
+            events: sender,
             dropped: dropped.clone(),
         });
         point.tapped.store(subscribers.len(), Ordering::Relaxed);
@@ -69,7 +68,7 @@ pub fn subscribe(stage: &str, route: Option<&str>, rate: u32) -> Tap {
     Tap {
         point,
         id,
-        records,
+        events,
         dropped,
     }
 }
@@ -86,7 +85,7 @@ pub struct TapPoint {
 struct Subscriber {
     id: u64,
     bucket: TokenBucket,
-    records: mpsc::Sender<Bytes>,
+    events: mpsc::Sender<Event>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -99,7 +98,7 @@ impl TapPoint {
         }
     }
 
-    /// Spend the subscribers' rates on `events` now and make their records, to deliver
+    /// Spend the subscribers' rates on `events` now and copy what they take, to deliver
     /// later (a sink's, once its write succeeded); `None` when nobody taps.
     #[inline]
     pub fn sample(&self, events: &[Event]) -> Option<Sample> {
@@ -124,45 +123,41 @@ impl TapPoint {
             .iter_mut()
             .map(|subscriber| Take {
                 count: subscriber.bucket.take(events.len(), now),
-                records: subscriber.records.clone(),
+                events: subscriber.events.clone(),
                 dropped: subscriber.dropped.clone(),
             })
             .collect();
-        // Every subscriber takes from the front: the records are made once, outside the lock.
+        // Every subscriber takes from the front: one copy serves them all.
         let most = takes.iter().map(|take| take.count).max().unwrap_or(0);
-        let lines = events[..most]
-            .iter()
-            .map(|event| record_line(&self.stage, self.route.as_deref(), event))
-            .collect();
         Sample {
-            lines,
+            events: events[..most].to_vec(),
             takes,
             offered: events.len(),
         }
     }
 }
 
-/// A batch's records for each subscriber, and how many each let go for its rate.
+/// A batch's events for each subscriber, and how many each let go for its rate.
 pub struct Sample {
-    lines: Vec<Bytes>,
+    events: Vec<Event>,
     takes: Vec<Take>,
     offered: usize,
 }
 
 struct Take {
     count: usize,
-    records: mpsc::Sender<Bytes>,
+    events: mpsc::Sender<Event>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Sample {
-    /// Queue the records without waiting; what is over a rate or finds its subscriber's
+    /// Queue the events without waiting; what is over a rate or finds its subscriber's
     /// queue full is counted as dropped.
     pub fn deliver(self) {
         for take in self.takes {
             let mut dropped = (self.offered - take.count) as u64;
-            for line in &self.lines[..take.count] {
-                if take.records.try_send(line.clone()).is_err() {
+            for event in &self.events[..take.count] {
+                if take.events.try_send(event.clone()).is_err() {
                     dropped += 1;
                 }
             }
@@ -173,25 +168,34 @@ impl Sample {
     }
 }
 
-/// One subscriber's records (JSON lines, each ending in a newline); dropping it
-/// unsubscribes.
+/// One subscriber's sample; dropping it unsubscribes.
 pub struct Tap {
     point: Arc<TapPoint>,
     id: u64,
-    records: mpsc::Receiver<Bytes>,
+    events: mpsc::Receiver<Event>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Tap {
-    /// The next record, waiting for one (the point keeps the sender while subscribed,
-    /// so this does not end on its own).
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        self.records.recv().await
+    /// The stage tapped.
+    pub fn stage(&self) -> &str {
+        &self.point.stage
     }
 
-    /// A record if one is queued now.
-    pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.records.try_recv().ok()
+    /// The route tapped (`None`: the default output).
+    pub fn route(&self) -> Option<&str> {
+        self.point.route.as_deref()
+    }
+
+    /// The next event, waiting for one (the point keeps the sender while subscribed,
+    /// so this does not end on its own).
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// An event if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
     }
 
     /// Events let go so far: over the rate, or with the queue full.
@@ -234,44 +238,6 @@ impl TokenBucket {
         let taken = (self.tokens as usize).min(wanted);
         self.tokens -= taken as f64;
         taken
-    }
-}
-
-/// The event's record, one JSON line with its newline.
-fn record_line(stage: &str, route: Option<&str>, event: &Event) -> Bytes {
-    let mut line = stand_in::line(stage, route, event);
-    line.push('\n');
-    Bytes::from(line)
-}
-
-mod stand_in {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD as BASE64;
-    use serde_json::json;
-
-    use crate::event::Event;
-
-    pub fn line(stage: &str, route: Option<&str>, event: &Event) -> String {
-        let (payload, encoding) = match serde_json::from_slice::<serde_json::Value>(&event.payload)
-        {
-            Ok(value) => (value, "json"),
-            Err(_) => match std::str::from_utf8(&event.payload) {
-                Ok(text) => (json!(text), "utf8"),
-                Err(_) => (json!(BASE64.encode(&event.payload)), "base64"),
-            },
-        };
-        let headers: serde_json::Map<String, serde_json::Value> = event
-            .headers
-            .iter()
-            .map(|(name, value)| (name.clone(), json!(String::from_utf8_lossy(value))))
-            .collect();
-        json!({
-            "stage": stage, "route": route,
-            "key": event.key.as_ref().map(|key| String::from_utf8_lossy(key).into_owned()),
-            "timestamp_ms": event.timestamp_ms, "headers": headers,
-            "payload": payload, "payload_encoding": encoding,
-        })
-        .to_string()
     }
 }
 

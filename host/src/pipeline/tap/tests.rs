@@ -37,34 +37,30 @@ fn batch(count: usize) -> Batch {
     batch
 }
 
-fn records(tap: &mut Tap) -> Vec<serde_json::Value> {
+/// The payloads of the events queued for `tap`, as JSON.
+fn sampled(tap: &mut Tap) -> Vec<serde_json::Value> {
     std::iter::from_fn(|| tap.try_recv())
-        .map(|line| {
-            assert!(line.ends_with(b"\n"), "a record is one line");
-            serde_json::from_slice(&line).unwrap()
-        })
+        .map(|event| serde_json::from_slice(&event.payload).unwrap())
         .collect()
 }
 
 #[tokio::test]
-async fn a_tapped_output_delivers_records_at_its_rate_and_counts_the_rest_as_dropped() {
+async fn a_tapped_output_delivers_its_rate_of_events_and_counts_the_rest_as_dropped() {
     let (outputs, mut readers) = outputs("tap-rate", &[]);
     let mut tap = subscribe("tap-rate", None, 10);
 
     outputs.send(batch(100)).await.unwrap();
-    let first = records(&mut tap);
+    let first = sampled(&mut tap);
     // A second's worth at once, from the front of the batch, as the stage sent them.
     assert_eq!(first.len(), 10);
-    assert_eq!(first[0]["stage"], "tap-rate");
-    assert_eq!(first[0]["route"], serde_json::Value::Null);
-    assert_eq!(first[3]["payload"]["seq"], 3);
+    assert_eq!(first[3]["seq"], 3);
     assert_eq!(tap.dropped(), 90);
     // The pipeline itself lost nothing.
     assert_eq!(readers[0].try_recv().unwrap().len(), 100);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     outputs.send(batch(100)).await.unwrap();
-    let later = records(&mut tap).len();
+    let later = sampled(&mut tap).len();
     assert!(
         (2..=4).contains(&later),
         "{later} records after 0.3 s at 10/s"
@@ -110,6 +106,10 @@ async fn a_route_and_the_dead_letters_are_tapped_apart_from_the_default_output()
     let mut default = subscribe("tap-routes", None, 100);
     let mut alerts = subscribe("tap-routes", Some("alerts"), 100);
     let mut dead = subscribe("tap-routes", Some("dead_letter"), 100);
+    assert_eq!(
+        (alerts.stage(), alerts.route()),
+        ("tap-routes", Some("alerts"))
+    );
 
     let routed = vec![
         (None, Event::new(r#"{"t":20}"#, "t"), Ack::none()),
@@ -127,19 +127,18 @@ async fn a_route_and_the_dead_letters_are_tapped_apart_from_the_default_output()
     };
     outputs.dead_letter(vec![letter]).await.unwrap();
 
-    let default = records(&mut default);
+    let default = sampled(&mut default);
     assert_eq!(default.len(), 1);
-    assert_eq!(default[0]["payload"]["t"], 20);
-    let alerts = records(&mut alerts);
+    assert_eq!(default[0]["t"], 20);
+    let alerts = sampled(&mut alerts);
     assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0]["route"], "alerts");
-    assert_eq!(alerts[0]["payload"]["t"], 90);
+    assert_eq!(alerts[0]["t"], 90);
     // The dead-letter point shows the record that is sent on: the reason with the event.
-    let dead = records(&mut dead);
+    let dead = sampled(&mut dead);
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0]["route"], "dead_letter");
-    assert_eq!(dead[0]["payload"]["reason"], "no field `t`");
-    assert_eq!(dead[0]["payload"]["payload"], "not json");
+    assert_eq!(dead[0]["stage"], "tap-routes");
+    assert_eq!(dead[0]["reason"], "no field `t`");
+    assert_eq!(dead[0]["payload"], "not json");
 }
 
 #[tokio::test]
@@ -151,11 +150,11 @@ async fn a_tap_outlives_the_outputs_it_was_made_under() {
     // A reload builds the stage's outputs again under the same name.
     let (after, _new) = outputs("tap-reload", &[]);
     after.send(batch(2)).await.unwrap();
-    assert_eq!(records(&mut tap).len(), 3);
+    assert_eq!(sampled(&mut tap).len(), 3);
 }
 
 #[test]
-fn a_subscriber_that_does_not_read_loses_records_not_the_pipeline() {
+fn a_subscriber_that_does_not_read_loses_events_not_the_pipeline() {
     let tap = subscribe("tap-full", None, 5);
     let point = point("tap-full", None);
     point.offer(&batch(5).events);
