@@ -6,10 +6,12 @@
 //!
 //! One host runs every round. A run posts `EVENTS` readings of ~200 bytes from `POSTERS`
 //! threads, `LINES` per request, and is timed from the first post to the last `200`
-//! (the HTTP source answers once every event is fsynced in the files). Each round runs
-//! both variants back to back, in turns first; the host's CPU (user + system, from
-//! /proc) is taken over each run. The tap is a real `sluice tap` process, its output
-//! counted to prove it was taking events throughout.
+//! (the HTTP source answers once every event is fsynced in the files): *flat out*, as
+//! fast as the host takes them (its throughput), and *paced* at `PACE` events a second
+//! (what the same work costs it in CPU at a steady load). Each round runs both
+//! variants back to back, in turns first; the host's CPU (user + system, from /proc) is
+//! taken over each run. The tap is a real `sluice tap` process, its output counted to
+//! prove it was taking events throughout.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -25,6 +27,8 @@ const EVENTS: usize = 200_000;
 const LINES: usize = 500;
 const POSTERS: usize = 4;
 const ROUNDS: usize = 6;
+/// The paced runs' load, in events per second.
+const PACE: f64 = 50_000.0;
 
 const STAGES: &str = r#"
 [plugins.filter]
@@ -70,8 +74,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
 
-/// Post every body from `POSTERS` threads, each retrying what is pushed back (429).
-fn post_all(host: &HttpPipeline, bodies: &Arc<Vec<Vec<u8>>>) -> Measured {
+/// Post every body from `POSTERS` threads, each retrying what is pushed back (429); at
+/// `pace` events a second, or flat out.
+fn post_all(host: &HttpPipeline, bodies: &Arc<Vec<Vec<u8>>>, pace: Option<f64>) -> Measured {
     let next = Arc::new(AtomicUsize::new(0));
     let pid = host.host.child.id();
     let cpu_before = cpu_seconds(pid);
@@ -85,6 +90,10 @@ fn post_all(host: &HttpPipeline, bodies: &Arc<Vec<Vec<u8>>>) -> Measured {
                     let Some(body) = bodies.get(index) else {
                         return;
                     };
+                    if let Some(pace) = pace {
+                        let due = started + Duration::from_secs_f64((index * LINES) as f64 / pace);
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    }
                     loop {
                         match http_post(ingest, "/ingest", &[], body).0 {
                             200 => break,
@@ -107,7 +116,7 @@ fn post_all(host: &HttpPipeline, bodies: &Arc<Vec<Vec<u8>>>) -> Measured {
 }
 
 /// A run with `sluice tap … shape` (default rate, no limit) reading throughout.
-fn tapped(host: &HttpPipeline, bodies: &Arc<Vec<Vec<u8>>>) -> Measured {
+fn tapped(host: &HttpPipeline, bodies: &Arc<Vec<Vec<u8>>>, pace: Option<f64>) -> Measured {
     let opened = host.host.log_text().matches("tap opened").count();
     let records = host.dir.path().join("tapped.jsonl");
     let mut tap = Command::new(sluice_binary())
@@ -121,7 +130,7 @@ fn tapped(host: &HttpPipeline, bodies: &Arc<Vec<Vec<u8>>>) -> Measured {
     wait_until(Duration::from_secs(10), "the tap to open", || {
         host.host.log_text().matches("tap opened").count() > opened
     });
-    let measured = post_all(host, bodies);
+    let measured = post_all(host, bodies, pace);
     terminate(&tap);
     tap.wait().unwrap();
     let taken = std::fs::read_to_string(&records).unwrap().lines().count();
@@ -153,35 +162,44 @@ fn main() {
         .collect();
     let bodies = Arc::new(bodies);
     eprintln!("warm-up");
-    post_all(&host, &bodies);
-    let (mut plain, mut with_tap) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        eprintln!("round {}/{ROUNDS}", round + 1);
-        if round % 2 == 0 {
-            plain.push(post_all(&host, &bodies));
-            with_tap.push(tapped(&host, &bodies));
-        } else {
-            with_tap.push(tapped(&host, &bodies));
-            plain.push(post_all(&host, &bodies));
+    post_all(&host, &bodies, None);
+    for (load, pace) in [("flat out", None), ("paced at 50k/s", Some(PACE))] {
+        let (mut plain, mut with_tap) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            eprintln!("{load}: round {}/{ROUNDS}", round + 1);
+            if round % 2 == 0 {
+                plain.push(post_all(&host, &bodies, pace));
+                with_tap.push(tapped(&host, &bodies, pace));
+            } else {
+                with_tap.push(tapped(&host, &bodies, pace));
+                plain.push(post_all(&host, &bodies, pace));
+            }
         }
+        report(load, &plain, &with_tap);
     }
+}
+
+/// The table of one load's runs, and the ratios.
+fn report(load: &str, plain: &[Measured], with_tap: &[Measured]) {
     let best = |runs: &[Measured]| runs.iter().map(|m| m.rate).fold(0.0, f64::max);
     let rates = |runs: &[Measured]| runs.iter().map(|m| m.rate).collect::<Vec<_>>();
     let cpu = |runs: &[Measured]| median(runs.iter().map(|m| m.cpu_per_100k).collect());
-    let paired = median(
-        plain
-            .iter()
-            .zip(&with_tap)
-            .map(|(plain, tapped)| tapped.rate / plain.rate)
-            .collect(),
-    );
+    let paired = |of: fn(&Measured) -> f64| {
+        median(
+            plain
+                .iter()
+                .zip(with_tap)
+                .map(|(plain, tapped)| of(tapped) / of(plain))
+                .collect(),
+        )
+    };
     println!(
-        "| HTTP → filter → map (Wasm) → file, {EVENTS} events of ~200 bytes, {ROUNDS} rounds | best events/s | median events/s | median CPU s per 100k events |"
+        "| {load}: HTTP → filter → map (Wasm) → file, {EVENTS} events of ~200 bytes, {ROUNDS} rounds | best events/s | median events/s | median CPU s per 100k events |"
     );
     println!("|---|---:|---:|---:|");
     for (name, runs) in [
-        ("nobody tapping", &plain),
-        ("`sluice tap` on `shape` (100 events/s)", &with_tap),
+        ("nobody tapping", plain),
+        ("`sluice tap` on `shape` (100 events/s)", with_tap),
     ] {
         println!(
             "| {name} | {:.0} | {:.0} | {:.3} |",
@@ -191,18 +209,19 @@ fn main() {
         );
     }
     println!();
-    println!("| tapped relative to untapped | value |");
+    println!("| {load}: tapped relative to untapped | value |");
     println!("|---|---:|");
     println!(
         "| throughput, best run of each | {:.1}% |",
-        best(&with_tap) / best(&plain) * 100.0
+        best(with_tap) / best(plain) * 100.0
     );
     println!(
         "| throughput, median of {ROUNDS} back-to-back pairs | {:.1}% |",
-        paired * 100.0
+        paired(|m| m.rate) * 100.0
     );
     println!(
-        "| CPU per event, medians | {:.1}% |",
-        cpu(&with_tap) / cpu(&plain) * 100.0
+        "| CPU per event, median of {ROUNDS} back-to-back pairs | {:.1}% |",
+        paired(|m| m.cpu_per_100k) * 100.0
     );
+    println!();
 }
