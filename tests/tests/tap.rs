@@ -182,6 +182,26 @@ fn a_tap_samples_a_stage_a_route_the_dead_letters_and_a_sink_while_events_flow()
     let sampled = records(&shape);
     assert_eq!(sampled.len(), 20);
     for record in &sampled {
+        // The event record a pipeline test reads back, and nothing else.
+        let mut fields: Vec<&str> = record
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "headers",
+                "key",
+                "payload",
+                "payload_encoding",
+                "route",
+                "stage",
+                "timestamp_ms"
+            ]
+        );
         assert_eq!(record["stage"], "shape");
         assert_eq!(record["route"], serde_json::Value::Null);
         assert_eq!(record["payload_encoding"], "json");
