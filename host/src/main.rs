@@ -55,6 +55,9 @@ enum Command {
     #[cfg(all(feature = "jobs", feature = "fleet"))]
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
+    /// Print a live, rate-limited sample of the events leaving a running host's stage.
+    #[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+    Tap(commands::tap::TapArgs),
     /// Check an uplink's disk buffer for damage, and repair it.
     #[command(subcommand)]
     Buffer(commands::buffer::BufferCommand),
@@ -91,6 +94,8 @@ fn main() -> std::process::ExitCode {
         Command::Fleet(command) => commands::fleet::run(command),
         #[cfg(all(feature = "jobs", feature = "fleet"))]
         Command::Jobs(command) => commands::jobs::run(command),
+        #[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+        Command::Tap(args) => commands::tap::run(args),
         Command::Buffer(command) => return exit(commands::buffer::run(command)),
         Command::Plugin(command) => commands::plugin::run(command),
         #[cfg(feature = "inference")]

@@ -1,7 +1,8 @@
 //! The host's HTTP API: Prometheus `/metrics`, liveness `/health` and readiness
 //! `/ready` (a pipeline runs), the serving tables (`/v1/tables`, [`tables`]), the admin
-//! page (`/admin`, [`admin`]) and the fleet's routes when the config has a `[fleet]`
-//! ([`crate::fleet::routes`]). The operator surfaces are guarded by one auth layer
+//! page (`/admin`, [`admin`]), live samples of a stage's events (`/v1/tap`, [`tap`])
+//! and the fleet's routes when the config has a `[fleet]` ([`crate::fleet::routes`]).
+//! The operator surfaces are guarded by one auth layer
 //! ([`auth`]); the listener (TLS, timeouts, caps) is every listener's
 //! ([`crate::connect::listener`]).
 //!
@@ -26,6 +27,7 @@ use crate::connect::listener::{Listener, ListenerError, ListenerSettings};
 pub mod admin;
 pub mod auth;
 mod tables;
+pub mod tap;
 
 #[derive(Debug, thiserror::Error)]
 #[error("API: {0}")]
@@ -81,17 +83,21 @@ impl ApiServer {
         &self.settings
     }
 
-    /// Serve a config's routes and tokens: the admin page over `overview`, the tables,
-    /// the fleet, and `operators` (more routes for admins only: the jobs).
+    /// Serve a config's routes and tokens: the admin page over `overview`, taps on
+    /// `outlets`, the tables, the fleet, and `operators` (more routes for admins only:
+    /// the jobs).
     pub fn set_routes(
         &self,
         config: &ApiConfig,
         overview: Arc<admin::Overview>,
+        outlets: Arc<tap::Outlets>,
         fleet: Option<Arc<crate::fleet::registry::FleetState>>,
         operators: Router,
     ) {
         *self.access.write().unwrap() = auth::AdminAccess::new(config);
-        let mut operators = admin::routes(overview).merge(operators);
+        let mut operators = admin::routes(overview)
+            .merge(tap::routes(outlets))
+            .merge(operators);
         let mut router = tables::routes();
         if let Some(fleet) = fleet {
             operators = operators.merge(crate::fleet::routes::admin_routes(fleet.clone()));

@@ -1,7 +1,10 @@
 //! A client of a running host's API for the operator commands (`sluice fleet status`,
-//! `sluice jobs`): its URL, the admin token from a file, and the CA of its certificate.
+//! `sluice jobs`, `sluice tap`): its URL, the admin token from a file, and the CA of its
+//! certificate.
 
 use std::path::PathBuf;
+
+use std::time::Duration;
 
 use anyhow::Context;
 use sluice::connect::client_tls::ClientTls;
@@ -20,6 +23,9 @@ pub struct ApiArgs {
     pub ca_file: Option<PathBuf>,
 }
 
+/// How long a request may take, or a stream's connection and headers.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct ApiClient {
     base: String,
     token: Option<String>,
@@ -30,7 +36,8 @@ pub struct ApiClient {
 impl ApiClient {
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         sluice::tls::use_ring();
-        let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        // A whole request is timed per request: a stream may last as long as it is read.
+        let mut client = reqwest::Client::builder().connect_timeout(TIMEOUT);
         if args.ca_file.is_some() {
             let tls = ClientTls {
                 ca_file: args.ca_file.as_deref(),
@@ -66,10 +73,7 @@ impl ApiClient {
     /// Send a request; an answer other than 2xx is an error carrying the host's message.
     fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.client.request(method, &url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let request = self.request(method, &url).timeout(TIMEOUT);
         self.runtime.block_on(async {
             let response = request
                 .send()
@@ -78,13 +82,75 @@ impl ApiClient {
             let status = response.status();
             let body = response.text().await?;
             if !status.is_success() {
-                let message = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|json| json["error"].as_str().map(str::to_owned))
-                    .unwrap_or(body);
-                anyhow::bail!("{url} answered {status}: {message}");
+                return Err(refusal(&url, status, body));
             }
             serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
         })
     }
+
+    /// GET a stream of lines at the path `segments` (each percent-encoded) with `query`,
+    /// handing each line to `each` as it arrives until the host ends the stream or
+    /// `each` returns false. An answer other than 2xx is an error carrying the host's
+    /// message.
+    pub fn stream_lines(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        mut each: impl FnMut(&str) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let mut url =
+            reqwest::Url::parse(&self.base).with_context(|| format!("{}: not a URL", self.base))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("{}: not a base URL", self.base))?
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let request = self.request(reqwest::Method::GET, url.as_str());
+        self.runtime.block_on(async {
+            let mut response = tokio::time::timeout(TIMEOUT, request.send())
+                .await
+                .with_context(|| format!("asking {url}: no answer in {TIMEOUT:?}"))?
+                .with_context(|| format!("asking {url}"))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(refusal(url.as_str(), status, response.text().await?));
+            }
+            let mut pending = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .with_context(|| format!("reading {url}"))?
+            {
+                pending.extend_from_slice(&chunk);
+                while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let line = std::str::from_utf8(&line[..end])
+                        .with_context(|| format!("{url}: a line is not UTF-8"))?;
+                    if !each(line)? {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
+/// The error of a refused request: the status, and the host's `error` if it sent one.
+fn refusal(url: &str, status: reqwest::StatusCode, body: String) -> anyhow::Error {
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|json| json["error"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    anyhow::anyhow!("{url} answered {status}: {message}")
 }

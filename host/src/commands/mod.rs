@@ -17,3 +17,5 @@ pub mod plugin_build;
 #[cfg(feature = "object-store")]
 pub mod replay;
 mod scaffold;
+#[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+pub mod tap;

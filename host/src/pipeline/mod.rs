@@ -1,7 +1,8 @@
 //! The data plane's primitives: batches on bounded channels, acknowledgements flowing
 //! back to sources, how sources gather batches, a stage's outputs and dead letters, its
 //! metrics (with the events of each route, [`flow`]), the newest dead letters
-//! ([`dead_letter_log`]) and its errors.
+//! ([`dead_letter_log`]), its errors, and the taps that sample what leaves a stage
+//! ([`tap`]).
 
 mod ack;
 mod batch;
@@ -10,6 +11,7 @@ pub mod dead_letter_log;
 pub mod flow;
 mod metrics;
 mod outputs;
+pub mod tap;
 
 pub use ack::Ack;
 pub use batch::Batch;

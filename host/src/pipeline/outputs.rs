@@ -15,6 +15,7 @@ use super::batch::Batch;
 use super::dead_letter_log::StageDeadLetterLog;
 use super::flow::Flow;
 use super::metrics::StageMetrics;
+use super::tap::{self, TapPoint};
 use crate::counters::{self, Gauge, QUEUE_DEPTH};
 use crate::event::{Event, now_ms};
 
@@ -61,6 +62,27 @@ pub struct Outputs {
     flow: Flow,
     /// The newest dead letters, for the admin page's dead-letter browser.
     dead_letter_log: StageDeadLetterLog,
+    taps: Taps,
+}
+
+/// The stage's tap points, looked up once so that a send pays only their load.
+struct Taps {
+    default: Arc<TapPoint>,
+    routes: HashMap<String, Arc<TapPoint>>,
+    dead_letter: Arc<TapPoint>,
+}
+
+impl Taps {
+    fn of(stage: &str, routes: &HashMap<String, Vec<Inlet>>) -> Taps {
+        Taps {
+            default: tap::point(stage, None),
+            routes: routes
+                .keys()
+                .map(|route| (route.clone(), tap::point(stage, Some(route))))
+                .collect(),
+            dead_letter: tap::point(stage, Some("dead_letter")),
+        }
+    }
 }
 
 /// An event that a stage could not handle, with why.
@@ -80,7 +102,9 @@ impl Outputs {
         let metrics = StageMetrics::new(&stage);
         let flow = Flow::new(&stage, routes.keys());
         let dead_letter_log = StageDeadLetterLog::of(&stage);
+        let taps = Taps::of(&stage, &routes);
         Outputs {
+            taps,
             stage,
             default,
             routes,
@@ -118,6 +142,7 @@ impl Outputs {
         }
         self.metrics.events_out.increment(batch.len() as u64);
         self.flow.default.add(batch.len());
+        self.taps.default.offer(&batch.events);
         fan_out(&self.default, batch).await
     }
 
@@ -133,6 +158,7 @@ impl Outputs {
         }
         self.metrics.events_out.increment(batch.len() as u64);
         self.flow.default.add(batch.len());
+        self.taps.default.offer(&batch.events);
         if let Some(last) = permits.pop() {
             for permit in permits {
                 permit.send(Batch {
@@ -176,6 +202,7 @@ impl Outputs {
         for (route, batch) in by_route {
             self.metrics.events_out.increment(batch.len() as u64);
             self.flow.route(&route).add(batch.len());
+            self.taps.routes[&*route].offer(&batch.events);
             fan_out(&self.routes[&*route], batch).await?;
         }
         self.dead_letter(dead).await
@@ -220,6 +247,7 @@ impl Outputs {
                 letter.ack,
             );
         }
+        self.taps.dead_letter.offer(&batch.events);
         fan_out(&self.dead_letter, batch).await
     }
 }

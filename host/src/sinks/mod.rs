@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{BuildContext, BuildError, Declaration};
 use crate::pipeline::{
-    Batch, DeadLetter, Outputs, SinkError, StageError, StageFailure, StageMetrics,
+    Batch, DeadLetter, Outputs, SinkError, StageError, StageFailure, StageMetrics, tap,
 };
 
 crate::registry! { SinkConfig:
@@ -62,7 +62,9 @@ pub trait Sink: Send {
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Feed `input` into `sink` until every upstream stage is done; what it refuses goes
-/// to `dead_letters` (present when the sink declares `rejects`).
+/// to `dead_letters` (present when the sink declares `rejects`). The sink's tap point
+/// shows what it stored: a batch's sample once its write succeeded, unless the sink
+/// refused some of it (which of its events it cannot tell).
 pub async fn run(
     stage: String,
     mut sink: Box<dyn Sink>,
@@ -71,11 +73,14 @@ pub async fn run(
     abort: CancellationToken,
 ) -> Result<(), StageError> {
     let metrics = StageMetrics::new(&stage);
+    let stored = tap::point(&stage, None);
     sink.start();
     while let Some(batch) = input.recv().await {
         let count = batch.len() as u64;
         metrics.events_in.increment(count);
         let started = std::time::Instant::now();
+        // Taken before the write, which consumes the batch.
+        let sample = stored.sample(&batch.events);
         let mut pending = batch;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -101,6 +106,9 @@ pub async fn run(
         }
         let rejected = sink.take_rejected();
         let refused = rejected.len() as u64;
+        if let Some(sample) = sample.filter(|_| refused == 0) {
+            sample.deliver();
+        }
         if let Some(outputs) = &dead_letters {
             outputs
                 .dead_letter(rejected)

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, ApiServer, admin::Overview};
+use crate::api::{ApiError, ApiServer, admin::Overview, tap::Outlets};
 use crate::config::Config;
 use crate::pipeline::StageError;
 use crate::topology::{self, Pipeline};
@@ -290,6 +290,7 @@ impl Supervisor {
             api.set_routes(
                 settings,
                 Overview::new(config, fleet.clone()),
+                Outlets::new(config),
                 fleet,
                 operators,
             );
