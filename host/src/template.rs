@@ -91,20 +91,23 @@ impl Template {
         payload: Option<&serde_json::Value>,
         clean: impl Fn(&str) -> String,
     ) -> String {
-        self.render_with(|path| field_text(payload, path, &clean))
+        let mut out = String::new();
+        self.render_into(&mut out, |path, out| {
+            out.push_str(&field_text(payload, path, &clean))
+        });
+        out
     }
 
-    /// The text with each placeholder's name replaced by `value(name)`, for callers
-    /// whose placeholders are not all payload fields (partition dates, say).
-    pub fn render_with(&self, mut value: impl FnMut(&str) -> String) -> String {
-        let mut out = String::new();
+    /// The text appended to `out`, with `value` appending each placeholder's text given
+    /// its name, for callers whose placeholders are not all payload fields (partition
+    /// dates, say) and who render into one buffer per event without allocating.
+    pub fn render_into(&self, out: &mut String, mut value: impl FnMut(&str, &mut String)) {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Field(name) => out.push_str(&value(name)),
+                Part::Field(name) => value(name, out),
             }
         }
-        out
     }
 }
 

@@ -14,7 +14,7 @@
 //! - other events (MQTT, HTTP, collectors) have no position a redelivery repeats, so an
 //!   object is named after its first event's time (the `time_field`, else the event's
 //!   timestamp) and a hash of its contents,
-//!   `{first timestamp ms}-{sha256 prefix}`: an identical object gets an identical name,
+//!   `{first timestamp ms}-{64 bits of its XXH3-128}`: an identical object gets an identical name,
 //!   but a redelivery that groups events differently makes a new object (at least once).
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -115,9 +115,10 @@ impl Partitioner {
         })
     }
 
-    /// The partition path of `event` (without leading or trailing `/`) and its event
-    /// time in epoch milliseconds.
-    pub fn render(&mut self, event: &Event) -> (String, i64) {
+    /// The partition path of `event` (without leading or trailing `/`) written into
+    /// `out` (cleared first: one buffer serves every event), and its event time in
+    /// epoch milliseconds.
+    pub fn render_into(&mut self, event: &Event, out: &mut String) -> i64 {
         let payload = if self.fields.is_empty() {
             None
         } else {
@@ -138,13 +139,18 @@ impl Partitioner {
             self.minute = Some((minute, time_parts(millis)));
         }
         let parts = &self.minute.as_ref().expect("filled above").1;
-        let out = self.template.render_with(|name| {
+        out.clear();
+        self.template.render_into(out, |name, out| {
             match TIME_PARTS.iter().position(|part| *part == name) {
-                Some(index) => parts[index].clone(),
-                None => template::field_text(payload.as_ref(), name, clean),
+                Some(index) => out.push_str(&parts[index]),
+                None => out.push_str(&template::field_text(payload.as_ref(), name, clean)),
             }
         });
-        (out.trim_matches('/').to_owned(), millis)
+        let end = out.trim_end_matches('/').len();
+        out.truncate(end);
+        let start = out.len() - out.trim_start_matches('/').len();
+        out.drain(..start);
+        millis
     }
 }
 
@@ -263,6 +269,13 @@ mod tests {
         }
     }
 
+    /// The partition and time of `event`, rendered into a buffer that held another's.
+    fn render(partitioner: &mut Partitioner, event: &Event) -> (String, i64) {
+        let mut out = "/stale/".to_owned();
+        let millis = partitioner.render_into(event, &mut out);
+        (out, millis)
+    }
+
     #[test]
     fn partitions_render_event_time_and_cleaned_fields() {
         let mut hive =
@@ -270,20 +283,20 @@ mod tests {
         // 2026-11-29T10:42:00Z
         let at = 1_795_948_920_000;
         assert_eq!(
-            hive.render(&event(r#"{"device_id":"a/b c"}"#, at)),
+            render(&mut hive, &event(r#"{"device_id":"a/b c"}"#, at)),
             ("dt=2026-11-29/hour=10/device=a_b_c".to_owned(), at)
         );
         assert_eq!(
-            hive.render(&event("not json", at)).0,
+            render(&mut hive, &event("not json", at)).0,
             "dt=2026-11-29/hour=10/device=_"
         );
         let mut by_field = Partitioner::parse("{year}/{month}/{day}", Some("ts".into())).unwrap();
         assert_eq!(
-            by_field.render(&event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)),
+            render(&mut by_field, &event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)),
             ("2024/02/03".to_owned(), 1_706_933_106_000)
         );
         assert_eq!(
-            by_field.render(&event(r#"{"ts":0}"#, at)),
+            render(&mut by_field, &event(r#"{"ts":0}"#, at)),
             ("1970/01/01".to_owned(), 0)
         );
     }

@@ -32,7 +32,6 @@ use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
 use object_store::ObjectStore;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use self::encode::{Body, Column, Compression, Encoder, Format};
@@ -208,7 +207,7 @@ struct Open {
     first_offset: Option<i64>,
     last_offset: Option<i64>,
     first_timestamp_ms: i64,
-    digest: Sha256,
+    digest: twox_hash::XxHash3_128,
     held: Held,
 }
 
@@ -258,15 +257,31 @@ impl Writer {
     fn add(&mut self, batch: Batch) -> Result<Vec<DeadLetter>, encode::EncodeError> {
         // If encoding fails halfway, no event of this batch may count as stored.
         let guard = Held(batch.acks.clone());
-        let mut groups: BTreeMap<ObjectKey, Vec<Entry>> = BTreeMap::new();
+        // The partition is rendered into one reused buffer and looked up by `&str`: a
+        // partition's path is allocated once per batch, not once per event.
+        let mut groups: Vec<(ObjectKey, Vec<Entry>)> = Vec::new();
+        let mut by_partition: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut partition = String::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
-            let (partition, time_ms) = self.partitioner.render(&event);
+            let time_ms = self.partitioner.render_into(&event, &mut partition);
             let (stream, offset) = layout::stream_of(&event);
-            groups
-                .entry((partition, stream))
-                .or_default()
-                .push((event, ack, offset, time_ms));
+            let streams = match by_partition.get_mut(partition.as_str()) {
+                Some(streams) => streams,
+                None => by_partition.entry(partition.clone()).or_default(),
+            };
+            let at = match streams.iter().find(|&&at| groups[at].0.1 == stream) {
+                Some(&at) => at,
+                None => {
+                    streams.push(groups.len());
+                    groups.push(((partition.clone(), stream), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            groups[at].1.push((event, ack, offset, time_ms));
         }
+        // Objects in the order of their keys: sealing order does not depend on the order
+        // events arrived in.
+        groups.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         let mut rejected = Vec::new();
         for (key, entries) in groups {
             let open = match self.open.entry(key.clone()) {
@@ -279,7 +294,7 @@ impl Writer {
                     first_offset: None,
                     last_offset: None,
                     first_timestamp_ms: 0,
-                    digest: Sha256::new(),
+                    digest: twox_hash::XxHash3_128::new(),
                     held: Held::default(),
                 }),
             };
@@ -302,8 +317,8 @@ impl Writer {
                 open.events += 1;
                 open.bytes += event.payload.len() as u64;
                 open.digest
-                    .update((event.payload.len() as u64).to_le_bytes());
-                open.digest.update(&event.payload);
+                    .write(&(event.payload.len() as u64).to_le_bytes());
+                open.digest.write(&event.payload);
                 open.held.0.push(ack);
             }
             if open.events >= self.max_events || open.bytes >= self.max_bytes {
@@ -337,7 +352,7 @@ impl Writer {
             &key.1,
             offsets,
             open.first_timestamp_ms,
-            &open.digest.finalize(),
+            &open.digest.finish_128().to_le_bytes(),
         );
         let dir = crate::storage::join(&self.prefix, &key.0);
         let kafka = match (&key.1, offsets) {
