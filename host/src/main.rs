@@ -55,6 +55,10 @@ enum Command {
     #[cfg(all(feature = "jobs", feature = "fleet"))]
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
+    /// A live view of a running host in the terminal: stages' rates, errors, dead
+    /// letters and queues, the fleet's devices, and a tap on a stage's events.
+    #[cfg(feature = "top")]
+    Top(commands::top::TopArgs),
     /// Check an uplink's disk buffer for damage, and repair it.
     #[command(subcommand)]
     Buffer(commands::buffer::BufferCommand),
@@ -91,6 +95,8 @@ fn main() -> std::process::ExitCode {
         Command::Fleet(command) => commands::fleet::run(command),
         #[cfg(all(feature = "jobs", feature = "fleet"))]
         Command::Jobs(command) => commands::jobs::run(command),
+        #[cfg(feature = "top")]
+        Command::Top(args) => commands::top::run(args),
         Command::Buffer(command) => return exit(commands::buffer::run(command)),
         Command::Plugin(command) => commands::plugin::run(command),
         #[cfg(feature = "inference")]

@@ -1,6 +1,9 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
-#[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+#[cfg(all(
+    feature = "fleet",
+    any(feature = "cross-compile", feature = "jobs", feature = "top")
+))]
 mod api_client;
 pub mod buffer;
 #[cfg(feature = "cross-compile")]
@@ -17,3 +20,5 @@ pub mod plugin_build;
 #[cfg(feature = "object-store")]
 pub mod replay;
 mod scaffold;
+#[cfg(feature = "top")]
+pub mod top;
