@@ -256,7 +256,13 @@ impl Model {
         self.alerts_firing = overview.alerts.firing.len();
         self.refreshed_ms = Some(now_ms);
         self.error = None;
-        if self.selected.is_none() {
+        // The first row until a key chooses; again when the chosen stage is gone (a reload).
+        let name = self.selected.as_deref();
+        if !self
+            .stages
+            .iter()
+            .any(|stage| Some(stage.name.as_str()) == name)
+        {
             self.selected = self.rows().first().map(|row| row.name.clone());
         }
         Ok(())

@@ -285,7 +285,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     /// The screen as text, one string per row.
-    fn screen(model: &Model, tap: Option<&TapPane>) -> Vec<String> {
+    fn render(model: &Model, tap: Option<&TapPane>) -> Vec<String> {
         let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
         terminal.draw(|frame| draw(frame, model, tap)).unwrap();
         let buffer = terminal.backend().buffer();
@@ -305,9 +305,12 @@ mod tests {
 
     /// The words of a stage's row after its name, without the border.
     fn cells_after<'a>(screen: &'a [String], name: &str) -> Vec<&'a str> {
-        let words: Vec<&str> = row(screen, name).split_whitespace().collect();
+        let words: Vec<&str> = row(screen, name)
+            .split(|c: char| c.is_whitespace() || c == '│')
+            .filter(|word| !word.is_empty())
+            .collect();
         let at = words.iter().position(|word| *word == name).unwrap();
-        words[at + 1..words.len() - 1].to_vec()
+        words[at + 1..].to_vec()
     }
 
     fn model_of_two_polls() -> Model {
@@ -336,7 +339,7 @@ mod tests {
     #[test]
     fn the_screen_shows_every_stage_with_its_rates_and_the_keys() {
         let model = model_of_two_polls();
-        let screen = screen(&model, None);
+        let screen = render(&model, None);
         assert_eq!(
             cells_after(&screen, "sensors"),
             [
@@ -373,16 +376,16 @@ mod tests {
     #[test]
     fn the_sort_indicator_marks_the_sort_column_in_its_direction() {
         let mut model = model_of_two_polls();
-        assert!(row(&screen(&model, None), "component").contains("name▲"));
+        assert!(row(&render(&model, None), "component").contains("name▲"));
         model.cycle_sort();
-        let screen_now = screen(&model, None);
-        let header = row(&screen_now, "component");
+        let screen = render(&model, None);
+        let header = row(&screen, "component");
         assert!(
             header.contains("in/s▼") && !header.contains("name▲"),
             "{header}"
         );
         model.reverse();
-        assert!(row(&screen(&model, None), "component").contains("in/s▲"));
+        assert!(row(&render(&model, None), "component").contains("in/s▲"));
     }
 
     #[test]
@@ -392,7 +395,7 @@ mod tests {
             "http://h/v1/admin/overview answered 401 Unauthorized".into(),
             3_603_000,
         );
-        let screen = screen(&model, None);
+        let screen = render(&model, None);
         assert!(
             row(&screen, "poll failed")
                 .contains("01:00:03 UTC, retrying: http://h/v1/admin/overview answered 401"),
@@ -412,7 +415,7 @@ mod tests {
             "gw2": { "group": "gateways", "last_seen_ms": null },
         }});
         model.apply(overview, Instant::now(), 100_000).unwrap();
-        let screen = screen(&model, None);
+        let screen = render(&model, None);
         assert!(row(&screen, "devices: 1 of 2 online").contains('┌'));
         let gw1: Vec<&str> = row(&screen, "gw1").split_whitespace().collect();
         assert_eq!(
@@ -435,7 +438,7 @@ mod tests {
             ));
         }
         tap.take_line(r#"{"tap":{"sent":40,"dropped":2}}"#);
-        let screen = screen(&model, Some(&tap));
+        let screen = render(&model, Some(&tap));
         assert!(row(&screen, "tap: plausible").contains("sent 40   dropped 2"));
         let events: Vec<&String> = screen.iter().filter(|l| l.contains("{\"seq\":")).collect();
         assert!(events.len() > 5, "{screen:?}");
@@ -449,7 +452,7 @@ mod tests {
         assert!(screen.last().unwrap().contains("Esc close tap"));
 
         tap.error = Some("http://h/v1/tap/plausible answered 404 Not Found: no such stage".into());
-        let screen = screen(&model, Some(&tap));
+        let screen = render(&model, Some(&tap));
         assert!(row(&screen, "404 Not Found").contains("no such stage"));
     }
 }
