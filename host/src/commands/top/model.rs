@@ -302,7 +302,8 @@ impl Model {
                 .iter()
                 .filter(|s| s.kind == kind)
                 .map(rate)
-                .sum()
+                // Not `sum`, whose empty sum is -0.0.
+                .fold(0.0, |sum, rate| sum + rate)
         };
         Totals {
             rate_in: sum("source", |s| s.rate_out),

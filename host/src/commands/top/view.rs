@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 
 use super::model::{DeviceRow, Model, SortColumn, StageRow};
 use super::tap::TapPane;
@@ -16,7 +16,8 @@ const DEVICE_ROWS: u16 = 8;
 pub fn draw(frame: &mut Frame, model: &Model, tap: Option<&TapPane>) {
     let devices = model.devices.as_ref();
     let [header, stages, devices_area, tap_area, footer] = Layout::vertical([
-        Constraint::Length(3),
+        // Two lines, and two for a failed poll's message.
+        Constraint::Length(4),
         Constraint::Min(5),
         Constraint::Length(devices.map_or(0, |d| (d.len() as u16).clamp(1, DEVICE_ROWS) + 3)),
         Constraint::Percentage(if tap.is_some() { 45 } else { 0 }),
@@ -63,6 +64,7 @@ fn header_lines(model: &Model) -> Paragraph<'static> {
         )),
         problem,
     ])
+    .wrap(Wrap { trim: true })
 }
 
 /// The stages' columns: label, width, and the sort column it stands for.
