@@ -70,6 +70,7 @@ impl ApiClient {
         self.send(reqwest::Method::GET, path)
     }
 
+    #[cfg(feature = "jobs")]
     pub fn post(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         self.send(reqwest::Method::POST, path)
     }
