@@ -56,8 +56,15 @@ enum Command {
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
     /// Print a live, rate-limited sample of the events leaving a running host's stage.
-    #[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+    #[cfg(all(
+        feature = "fleet",
+        any(feature = "cross-compile", feature = "jobs", feature = "top")
+    ))]
     Tap(commands::tap::TapArgs),
+    /// A live view of a running host in the terminal: stages' rates, errors, dead
+    /// letters and queues, the fleet's devices, and a tap on a stage's events.
+    #[cfg(feature = "top")]
+    Top(commands::top::TopArgs),
     /// Check an uplink's disk buffer for damage, and repair it.
     #[command(subcommand)]
     Buffer(commands::buffer::BufferCommand),
@@ -94,8 +101,13 @@ fn main() -> std::process::ExitCode {
         Command::Fleet(command) => commands::fleet::run(command),
         #[cfg(all(feature = "jobs", feature = "fleet"))]
         Command::Jobs(command) => commands::jobs::run(command),
-        #[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+        #[cfg(all(
+            feature = "fleet",
+            any(feature = "cross-compile", feature = "jobs", feature = "top")
+        ))]
         Command::Tap(args) => commands::tap::run(args),
+        #[cfg(feature = "top")]
+        Command::Top(args) => commands::top::run(args),
         Command::Buffer(command) => return exit(commands::buffer::run(command)),
         Command::Plugin(command) => commands::plugin::run(command),
         #[cfg(feature = "inference")]

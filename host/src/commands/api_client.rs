@@ -1,10 +1,8 @@
 //! A client of a running host's API for the operator commands (`sluice fleet status`,
-//! `sluice jobs`, `sluice tap`): its URL, the admin token from a file, and the CA of its
+//! `sluice jobs`, `sluice tap`, `sluice top`): its URL, the admin token from a file, and the CA of its
 //! certificate.
 
 use std::path::PathBuf;
-
-use std::time::Duration;
 
 use anyhow::Context;
 use sluice::connect::client_tls::ClientTls;
@@ -23,8 +21,10 @@ pub struct ApiArgs {
     pub ca_file: Option<PathBuf>,
 }
 
-/// How long a request may take, or a stream's connection and headers.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an ordinary request may take, or a stream's connection and headers; a
+/// streamed answer (a tap) has no limit on its length, since it lasts until the reader
+/// drops it.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct ApiClient {
     base: String,
@@ -36,8 +36,7 @@ pub struct ApiClient {
 impl ApiClient {
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         sluice::tls::use_ring();
-        // A whole request is timed per request: a stream may last as long as it is read.
-        let mut client = reqwest::Client::builder().connect_timeout(TIMEOUT);
+        let mut client = reqwest::Client::builder().connect_timeout(REQUEST_TIMEOUT);
         if args.ca_file.is_some() {
             let tls = ClientTls {
                 ca_file: args.ca_file.as_deref(),
@@ -62,30 +61,53 @@ impl ApiClient {
         })
     }
 
+    /// The host's API as given, without a trailing `/`.
+    #[cfg(feature = "top")]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         self.send(reqwest::Method::GET, path)
     }
 
+    #[cfg(feature = "jobs")]
     pub fn post(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         self.send(reqwest::Method::POST, path)
     }
 
-    /// Send a request; an answer other than 2xx is an error carrying the host's message.
-    fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// A GET whose answer is read as it arrives (an NDJSON tap), to be awaited on
+    /// [`ApiClient::spawn`]: the response once its status is a success, else the
+    /// host's message.
+    #[cfg(feature = "top")]
+    pub fn stream(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = anyhow::Result<reqwest::Response>> + Send + 'static {
         let url = format!("{}{path}", self.base);
-        let request = self.request(method, &url).timeout(TIMEOUT);
-        self.runtime.block_on(async {
+        let request = self.request(reqwest::Method::GET, &url);
+        async move {
             let response = request
                 .send()
                 .await
                 .with_context(|| format!("asking {url}"))?;
             let status = response.status();
-            let body = response.text().await?;
             if !status.is_success() {
+                let body = response.text().await.unwrap_or_default();
                 return Err(refusal(&url, status, body));
             }
-            serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
-        })
+            Ok(response)
+        }
+    }
+
+    /// Run `task` on the client's runtime (a stream's reader beside a blocking caller).
+    #[cfg(feature = "top")]
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(task)
     }
 
     /// GET a stream of lines at the path `segments` (each percent-encoded) with `query`,
@@ -109,9 +131,9 @@ impl ApiClient {
         }
         let request = self.request(reqwest::Method::GET, url.as_str());
         self.runtime.block_on(async {
-            let mut response = tokio::time::timeout(TIMEOUT, request.send())
+            let mut response = tokio::time::timeout(REQUEST_TIMEOUT, request.send())
                 .await
-                .with_context(|| format!("asking {url}: no answer in {TIMEOUT:?}"))?
+                .with_context(|| format!("asking {url}: no answer in {REQUEST_TIMEOUT:?}"))?
                 .with_context(|| format!("asking {url}"))?;
             let status = response.status();
             if !status.is_success() {
@@ -144,9 +166,27 @@ impl ApiClient {
             None => request,
         }
     }
+
+    /// Send a request; an answer other than 2xx is an error carrying the host's message.
+    fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let request = self.request(method, &url).timeout(REQUEST_TIMEOUT);
+        self.runtime.block_on(async {
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("asking {url}"))?;
+            let status = response.status();
+            let body = response.text().await?;
+            if !status.is_success() {
+                return Err(refusal(&url, status, body));
+            }
+            serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
+        })
+    }
 }
 
-/// The error of a refused request: the status, and the host's `error` if it sent one.
+/// An answer other than 2xx, with the host's `{"error": ...}` message (or its body).
 fn refusal(url: &str, status: reqwest::StatusCode, body: String) -> anyhow::Error {
     let message = serde_json::from_str::<serde_json::Value>(&body)
         .ok()

@@ -1,6 +1,9 @@
 #[cfg(feature = "fleet")]
 pub mod agent;
-#[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+#[cfg(all(
+    feature = "fleet",
+    any(feature = "cross-compile", feature = "jobs", feature = "top")
+))]
 mod api_client;
 pub mod buffer;
 #[cfg(feature = "cross-compile")]
@@ -17,5 +20,10 @@ pub mod plugin_build;
 #[cfg(feature = "object-store")]
 pub mod replay;
 mod scaffold;
-#[cfg(all(feature = "fleet", any(feature = "cross-compile", feature = "jobs")))]
+#[cfg(all(
+    feature = "fleet",
+    any(feature = "cross-compile", feature = "jobs", feature = "top")
+))]
 pub mod tap;
+#[cfg(feature = "top")]
+pub mod top;
