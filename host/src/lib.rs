@@ -6,7 +6,7 @@
 //! - at the bottom: [`event`], [`counters`] (typed metrics), [`signals`] (what higher
 //!   layers know of the host, for its own events), [`tls`], [`buffer`], [`state`],
 //!   [`storage`]; above them [`pipeline`] (batches, acks, outputs, the
-//!   batcher), [`template`], [`tables`];
+//!   batcher), [`template`], [`tables`], [`event_record`] (an event as a line of JSON);
 //! - [`inference`] (ONNX models), then [`runtime`] (the sandboxed plugin runtime);
 //! - [`connect`]: connections shared by every kind (MQTT settings, Kafka, bearer tokens);
 //! - [`component`], then the kinds: [`sources`], [`transforms`], [`sinks`];
@@ -28,6 +28,7 @@ pub mod connect;
 pub mod counters;
 pub mod emit;
 pub mod event;
+pub mod event_record;
 pub mod fleet;
 pub mod inference;
 #[cfg(feature = "jobs")]

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "event", "counters", "signals", "tls", "buffer", "state", "storage",
     ],
-    &["pipeline", "template", "tables"],
+    &["pipeline", "template", "tables", "event_record"],
     &["inference"],
     &["runtime"],
     &["connect", "release"],
