@@ -17,3 +17,4 @@ pub mod plugin_build;
 #[cfg(feature = "object-store")]
 pub mod replay;
 mod scaffold;
+pub mod test;

@@ -73,13 +73,23 @@ impl Suite {
         })
     }
 
-    /// The files the tests come from: the config, and the file beside it if it exists.
+    /// The files the tests come from, in order.
     pub fn files(&self) -> Vec<&Path> {
-        let mut files = vec![self.harness.config().file.as_path()];
-        if self.beside.exists() {
-            files.push(&self.beside);
+        let mut files: Vec<&Path> = Vec::new();
+        for test in &self.tests {
+            if !files.contains(&test.file.as_path()) {
+                files.push(&test.file);
+            }
         }
         files
+    }
+
+    /// How many tests [`run`](Self::run) runs with `filter`.
+    pub fn selected(&self, filter: Option<&str>) -> usize {
+        self.tests
+            .iter()
+            .filter(|test| selects(filter, test))
+            .count()
     }
 
     /// Run every test (those whose name contains `filter`, if given), one after the
@@ -91,7 +101,7 @@ impl Suite {
     ) -> Vec<TestResult> {
         let mut results = Vec::new();
         for test in &self.tests {
-            if filter.is_some_and(|filter| !test.name.contains(filter)) {
+            if !selects(filter, test) {
                 continue;
             }
             let started = Instant::now();
@@ -115,4 +125,8 @@ impl Suite {
         }
         results
     }
+}
+
+fn selects(filter: Option<&str>, test: &TestCase) -> bool {
+    filter.is_none_or(|filter| test.name.contains(filter))
 }

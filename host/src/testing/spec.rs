@@ -20,6 +20,8 @@ use crate::event_record::EventRecord;
 #[derive(Debug)]
 pub struct TestCase {
     pub name: String,
+    /// The file it is written in.
+    pub file: PathBuf,
     pub steps: Vec<Step>,
     pub outputs: Vec<OutputCheck>,
     pub dead_letters: Vec<DeadLetterCheck>,
@@ -196,7 +198,7 @@ pub fn load(stages: &Stages<'_>, beside: &Path) -> Result<Vec<TestCase>, SpecErr
                             format!("two tests are named `{}`", test.name.get_ref()),
                         );
                     }
-                    if let Some(test) = reader.test(test) {
+                    if let Some(test) = reader.test(test, path) {
                         tests.push(test);
                     }
                 }
@@ -305,7 +307,7 @@ impl Reader<'_, '_> {
         self.diagnostics.last_mut().unwrap()
     }
 
-    fn test(&mut self, raw: RawTest) -> Option<TestCase> {
+    fn test(&mut self, raw: RawTest, file: &Path) -> Option<TestCase> {
         let before = self.diagnostics.len();
         let name = raw.name.into_inner();
         let steps: Vec<Step> = raw
@@ -334,6 +336,7 @@ impl Reader<'_, '_> {
             .collect();
         (self.diagnostics.len() == before).then_some(TestCase {
             name,
+            file: file.to_owned(),
             steps,
             outputs,
             dead_letters,
