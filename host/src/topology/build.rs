@@ -19,10 +19,13 @@ use crate::transforms::Transform;
 /// The sink that takes dead letters no configured stage reads.
 pub const DEFAULT_DEAD_LETTER_SINK: &str = "_dead_letter";
 
+/// A built transform and its stage's name.
+pub(crate) type NamedTransform = (String, Box<dyn Transform>);
+
 /// Every stage of a pipeline, built and not yet running.
 pub(super) struct Built {
     pub sources: Vec<(String, Box<dyn Source>)>,
-    pub transforms: Vec<(String, Box<dyn Transform>)>,
+    pub transforms: Vec<NamedTransform>,
     /// The configured sinks, and the dead-letter fallback when some stage needs it.
     pub sinks: Vec<(String, Box<dyn Sink>)>,
 }
@@ -124,7 +127,7 @@ impl Toolkit {
         config: &Config,
         state: &Arc<StateStore>,
         data_dir: &Path,
-    ) -> Result<Vec<(String, Box<dyn Transform>)>, BuildError> {
+    ) -> Result<Vec<NamedTransform>, BuildError> {
         config
             .transforms
             .iter()
