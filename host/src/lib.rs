@@ -12,8 +12,9 @@
 //! - [`component`], then the kinds: [`sources`], [`transforms`], [`sinks`];
 //! - [`config`]: the user's TOML mapped onto the kinds, validated with precise diagnostics;
 //! - [`topology`]: a config built, wired and spawned as one pipeline;
-//! - [`broker`], [`fleet`] and `workflow` (the jobs' runs, and the pipelines they
-//!   start), then [`api`], then the [`supervisor`] that starts, replaces and drains
+//! - [`broker`], [`fleet`], `workflow` (the jobs' runs, and the pipelines they
+//!   start) and [`testing`] (`sluice test`: pipelines run against their tests), then
+//!   [`api`], then the [`supervisor`] that starts, replaces and drains
 //!   pipelines with their services, and the device's [`agent`].
 
 #[cfg(feature = "fleet")]
@@ -45,6 +46,7 @@ pub mod storage;
 pub mod supervisor;
 pub mod tables;
 pub mod template;
+pub mod testing;
 pub mod tls;
 pub mod topology;
 pub mod transforms;

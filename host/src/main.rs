@@ -33,7 +33,14 @@ enum Command {
         config: std::path::PathBuf,
     },
     /// Check a pipeline config and report every problem with its place.
-    Validate { config: std::path::PathBuf },
+    Validate {
+        config: std::path::PathBuf,
+        /// Then run its tests (`[[tests]]` in it and in `X.test.toml` beside it).
+        #[arg(long)]
+        test: bool,
+    },
+    /// Run a pipeline's tests (`[[tests]]`) in process, with its real plugins and models.
+    Test(commands::test::TestArgs),
     /// Print a pipeline's stage graph.
     Graph {
         config: std::path::PathBuf,
@@ -91,7 +98,16 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Run { config } => commands::pipeline::run(&config),
-        Command::Validate { config } => commands::pipeline::validate(&config),
+        Command::Validate { config, test } => {
+            let valid = commands::pipeline::validate(&config);
+            if test {
+                return exit(
+                    valid.and_then(|()| commands::test::run(commands::test::TestArgs::all(config))),
+                );
+            }
+            valid
+        }
+        Command::Test(args) => return exit(commands::test::run(args)),
         Command::Graph { config, format } => commands::pipeline::graph(&config, format),
         #[cfg(feature = "object-store")]
         Command::Replay(args) => commands::replay::run(args),

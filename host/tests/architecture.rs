@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
     &["sources", "transforms", "sinks", "jobs"],
     &["config"],
     &["topology"],
-    &["broker", "fleet", "workflow"],
+    &["broker", "fleet", "workflow", "testing"],
     &["api"],
     &["supervisor"],
     &["agent"],

@@ -228,7 +228,10 @@ fn top_shows_every_stage_with_live_rates_sorts_taps_and_restores_the_terminal() 
     let screen = top.wait_for("the tap pane's events", |s| {
         s.contains("tap: ") && s.contains("\"seq\":")
     });
-    assert!(!screen.contains("answered"), "the tap was not refused: {screen}");
+    assert!(
+        !screen.contains("answered"),
+        "the tap was not refused: {screen}"
+    );
     assert!(
         screen.contains("Esc close tap"),
         "the keys say how to close it: {screen}"

@@ -25,5 +25,6 @@ mod scaffold;
     any(feature = "cross-compile", feature = "jobs", feature = "top")
 ))]
 pub mod tap;
+pub mod test;
 #[cfg(feature = "top")]
 pub mod top;

@@ -173,7 +173,7 @@ impl std::fmt::Display for Input {
 /// The route every stage has for events it could not handle.
 pub const DEAD_LETTER: &str = "dead_letter";
 
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "data_dir",
     "api",
     "broker",
@@ -186,6 +186,7 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "fleet",
     "jobs",
     "scheduler",
+    "tests",
 ];
 
 impl Config {
@@ -437,6 +438,20 @@ impl Loader {
                         if let Some(stage) = self.stage(entry, true, crate::sinks::KINDS) {
                             config.sinks.insert(stage.name.clone(), stage);
                         }
+                    }
+                }
+                // `sluice test` reads them (docs/testing.md); a pipeline runs without them.
+                "tests" => {
+                    let tables = matches!(value.get_ref(), DeValue::Array(items)
+                        if items.iter().all(|item| matches!(item.get_ref(), DeValue::Table(_))));
+                    if !tables {
+                        self.error(
+                            value.span(),
+                            "`tests` must be an array of tables, `[[tests]]`",
+                        )
+                        .hint = Some(
+                            "write each test as `[[tests]]` with a `name` (docs/testing.md)".into(),
+                        );
                     }
                 }
                 #[cfg(not(feature = "jobs"))]

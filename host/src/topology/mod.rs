@@ -23,8 +23,10 @@ use crate::runtime::PluginError;
 use crate::state::StateError;
 
 pub use build::DEFAULT_DEAD_LETTER_SINK;
+pub(crate) use build::Toolkit;
 pub use check::try_start_plugins;
 pub use wire::CHANNEL_BATCHES;
+pub(crate) use wire::{Channels, declared_routes};
 
 /// How often the pipeline logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);

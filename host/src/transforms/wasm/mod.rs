@@ -1,9 +1,11 @@
 //! `type = "wasm"` transform: a processor plugin, `parallelism` instances wide. A batch
 //! that fails is split until its bad events are isolated; those go to the stage's
 //! `dead_letter` route with the reason, the rest go on. A plugin that exports `tick`
-//! is also called on a schedule ([`tick`]).
+//! is also called on a schedule ([`tick`]), or when a test asks ([`ManualTicks`]).
 
 mod tick;
+
+pub use tick::{ManualTicks, NotTicked};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub struct WasmTransformConfig {
         with = "serde_with::As::<Option<serde_with::DurationMilliSeconds<u64>>>"
     )]
     pub tick_interval: Option<Duration>,
+    /// Set by `sluice test`: the stage ticks when the test asks, not on a timer.
+    #[serde(skip)]
+    pub manual_ticks: Option<ManualTicks>,
 }
 
 fn one() -> usize {
@@ -95,6 +100,7 @@ impl super::TransformConfig for WasmTransformConfig {
             pool,
             parallelism: self.parallelism,
             tick_interval: self.tick_interval,
+            manual_ticks: self.manual_ticks.clone(),
         }))
     }
 }
@@ -103,6 +109,7 @@ pub struct WasmTransform {
     pool: Arc<InstancePool>,
     parallelism: usize,
     tick_interval: Option<Duration>,
+    manual_ticks: Option<ManualTicks>,
 }
 
 impl Transform for WasmTransform {
@@ -133,6 +140,7 @@ impl Transform for WasmTransform {
                 tokio::spawn(tick::run(
                     self.pool.clone(),
                     self.tick_interval,
+                    self.manual_ticks.clone(),
                     outputs.clone(),
                     calls.clone(),
                     input_ended.clone(),
