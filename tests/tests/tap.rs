@@ -350,3 +350,81 @@ fn a_slow_tap_drops_from_its_sample_never_from_the_pipeline() {
     assert_eq!(seqs.len() as u64, posted);
     assert_eq!(read_lines(&files).len() as u64, posted);
 }
+
+#[test]
+fn a_saved_tap_is_a_recording_that_sluice_test_replays() {
+    let ingest = free_port();
+    let host = pipeline(ingest);
+    let api = host.host.api_port;
+    let token = token_file(host.dir.path());
+    let saved = host.dir.path().join("valid.jsonl");
+    let traffic = Traffic::start(ingest, 20);
+    let recorded = tap(
+        api,
+        &[
+            "valid",
+            "--limit",
+            "25",
+            "--save",
+            saved.to_str().unwrap(),
+            "--token-file",
+            &token,
+        ],
+    );
+    traffic.stop();
+    assert!(recorded.status.success(), "{}", stderr(&recorded));
+    let hot = records(&recorded)
+        .iter()
+        .filter(|record| record["payload"]["temperature"].as_u64().unwrap() > 80)
+        .count();
+
+    // Live traffic recorded at `valid`, turned into a test of what comes after it.
+    let tests = |shaped: usize| {
+        format!(
+            r#"
+[[tests]]
+name = "recorded readings are shaped and routed"
+
+[[tests.inputs]]
+insert_at = "shape"
+recording = "valid.jsonl"
+
+[[tests.outputs]]
+extract_from = "shape"
+count = {shaped}
+conditions = [{{ field = "site", eq = "plant-1" }}]
+
+[[tests.outputs]]
+extract_from = "route.hot"
+count = {hot}
+conditions = [{{ field = "temperature", gt = 80 }}]
+
+[[tests.dead_letters]]
+stage = "route"
+reason = "default output, which no stage reads"
+count = {cold}
+"#,
+            cold = 25 - hot
+        )
+    };
+    let test_file = host.dir.path().join("pipeline.test.toml");
+    let run = || {
+        Command::new(sluice_binary())
+            .arg("test")
+            .arg(host.dir.path().join("pipeline.toml"))
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&test_file, tests(25)).unwrap();
+    let passed = run();
+    let stdout = String::from_utf8_lossy(&passed.stdout);
+    assert!(passed.status.success(), "{stdout}{}", stderr(&passed));
+    assert!(stdout.contains("1 passed"), "{stdout}");
+
+    // The same recording under a wrong count fails, and says by how much.
+    std::fs::write(&test_file, tests(24)).unwrap();
+    let failed = run();
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("24") && stdout.contains("25"), "{stdout}");
+}
