@@ -478,6 +478,27 @@ extract_from = "out"
     );
     assert_eq!(messages.len(), 7, "{messages:?}");
 
+    // Keys that belong to written events, on a tick or a recording (whose records carry
+    // their own), each at its place.
+    let recording = "{\"stage\":\"valid\",\"route\":null,\"key\":null,\"timestamp_ms\":1,\"headers\":{},\"payload\":{},\"payload_encoding\":\"json\"}\n";
+    let problems = refused(
+        "[[tests]]\nname = \"t\"\n[[tests.inputs]]\ntick = \"shape\"\nkey = \"k\"\n\
+         [[tests.inputs]]\ninsert_at = \"shape\"\nrecording = \"r.jsonl\"\ntimestamp_ms = 5\n",
+        &[("r.jsonl", recording)],
+    );
+    let messages: Vec<(&str, usize)> = problems
+        .iter()
+        .map(|(message, line, _)| (message.as_str(), *line))
+        .collect();
+    assert_eq!(messages[0], ("`key` does not apply to a `tick` input", 5));
+    assert_eq!(
+        messages[2],
+        (
+            "`timestamp_ms` does not apply to a recording: its records carry their own",
+            9
+        )
+    );
+
     // An unknown key, at its place.
     let problems = refused(
         "[[tests]]\nname = \"t\"\n[[tests.inputs]]\ninsert_at = \"shape\"\nevnts = [1]\n",

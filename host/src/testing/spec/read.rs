@@ -58,6 +58,35 @@ struct RawInput {
     now_ms: Option<Spanned<i64>>,
 }
 
+impl RawInput {
+    /// Where each kind of payload the input gives is written (one is allowed).
+    fn payload_kinds(&self) -> Vec<(&'static str, Range<usize>)> {
+        [
+            self.events.as_ref().map(|v| ("events", v.span())),
+            self.file.as_ref().map(|v| ("file", v.span())),
+            self.recording.as_ref().map(|v| ("recording", v.span())),
+            self.payload.as_ref().map(|v| ("payload", v.span())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Where each setting of written events (key, headers, time) is.
+    fn event_settings(&self) -> Vec<(&'static str, Range<usize>)> {
+        [
+            self.key.as_ref().map(|v| ("key", v.span())),
+            self.headers.as_ref().map(|v| ("headers", v.span())),
+            self.timestamp_ms
+                .as_ref()
+                .map(|v| ("timestamp_ms", v.span())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutput {
@@ -164,21 +193,11 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn tick(&mut self, input: RawInput) -> Option<Step> {
-        let stage = input.tick.expect("a tick input");
-        let stray = [
-            input.events.as_ref().map(|v| ("events", v.span())),
-            input.file.as_ref().map(|v| ("file", v.span())),
-            input.recording.as_ref().map(|v| ("recording", v.span())),
-            input.payload.as_ref().map(|v| ("payload", v.span())),
-            input.key.as_ref().map(|v| ("key", v.span())),
-            input.headers.as_ref().map(|v| ("headers", v.span())),
-            input
-                .timestamp_ms
-                .as_ref()
-                .map(|v| ("timestamp_ms", v.span())),
-        ];
-        for (key, span) in stray.into_iter().flatten() {
+    fn tick(&mut self, mut input: RawInput) -> Option<Step> {
+        let stage = input.tick.take().expect("a tick input");
+        let mut stray = input.payload_kinds();
+        stray.extend(input.event_settings());
+        for (key, span) in stray {
             self.error(span, format!("`{key}` does not apply to a `tick` input"));
         }
         self.known_stage(&stage)?;
@@ -197,20 +216,12 @@ impl Reader<'_, '_> {
         })
     }
 
-    fn insert(&mut self, input: RawInput, span: Range<usize>) -> Option<Step> {
-        let stage = input.insert_at.expect("an insert input");
+    fn insert(&mut self, mut input: RawInput, span: Range<usize>) -> Option<Step> {
+        let stage = input.insert_at.take().expect("an insert input");
         if let Some(now) = &input.now_ms {
             self.error(now.span(), "`now_ms` applies to a `tick` input only");
         }
-        let kinds: Vec<(&str, Range<usize>)> = [
-            input.events.as_ref().map(|v| ("events", v.span())),
-            input.file.as_ref().map(|v| ("file", v.span())),
-            input.recording.as_ref().map(|v| ("recording", v.span())),
-            input.payload.as_ref().map(|v| ("payload", v.span())),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let kinds = input.payload_kinds();
         match kinds.as_slice() {
             [] => {
                 self.error(
@@ -229,15 +240,7 @@ impl Reader<'_, '_> {
             }
         }
         if input.recording.is_some() {
-            let stray = [
-                input.key.as_ref().map(|v| ("key", v.span())),
-                input.headers.as_ref().map(|v| ("headers", v.span())),
-                input
-                    .timestamp_ms
-                    .as_ref()
-                    .map(|v| ("timestamp_ms", v.span())),
-            ];
-            for (key, at) in stray.into_iter().flatten() {
+            for (key, at) in input.event_settings() {
                 self.error(
                     at,
                     format!("`{key}` does not apply to a recording: its records carry their own"),
