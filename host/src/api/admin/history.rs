@@ -19,8 +19,10 @@ use crate::pipeline::flow;
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Samples kept per stage: five minutes.
 pub const KEPT_SAMPLES: usize = 150;
-/// The shortest window live rates are computed over: shorter ones are mostly noise.
-const MIN_LIVE_WINDOW: Duration = Duration::from_millis(500);
+/// The shortest window live rates are computed over, one sample period: events often
+/// come in bursts a second apart (a device's window closing, an uplink's batch), and a
+/// shorter window shows a steady flow as zero between them.
+const MIN_LIVE_WINDOW: Duration = SAMPLE_EVERY;
 
 /// A stage's counters at one instant.
 #[derive(Clone, Copy, Default)]
@@ -223,7 +225,7 @@ impl Sampler {
         samples.previous = Some(std::mem::replace(&mut samples.latest, reading));
     }
 
-    /// Rates over the last half second to two and a half seconds, up to now: from the
+    /// Rates over the last two to four seconds, up to now: from the
     /// task's latest reading, or from the one before when the latest is too recent.
     pub fn live(&self) -> Rates {
         let now = Reading::now();
