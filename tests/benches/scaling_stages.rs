@@ -10,6 +10,8 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "support/plot.rs"]
+mod plot;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::*;
+use plot::{Axis, Band, Panel, Series};
 
 const STAGES: [usize; 4] = [0, 10, 100, 1000];
 /// Runs of each K; the median counts.
@@ -127,109 +130,38 @@ fn main() {
     println!("plot: {}", out.display());
 }
 
-/// Two panels over K on a log axis: RSS KiB per stage (with eKuiper's 400–500 KB per
-/// rule as a band) and start ms per stage. Plain SVG: nothing to install to draw it.
+/// RSS KiB per stage (with eKuiper's 400–500 KB per rule as a band) and start ms per
+/// stage, over K on a log axis.
 fn plot(points: &[(f64, f64, f64)]) -> String {
-    let (width, height, margin) = (360.0, 240.0, 48.0);
-    let x = |k: f64| margin + (k.log10() - 1.0) / 2.0 * (width - 2.0 * margin);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n",
-        2.0 * width
-    );
-    type Panel = (
-        &'static str,
-        fn(&(f64, f64, f64)) -> f64,
-        Option<(f64, f64)>,
-        usize,
-    );
-    // Start times are read by polling `/ready` every 50 ms: below K = 1,000 the per-stage
-    // figure is under that resolution, and may come out at or below zero.
-    let panels: [Panel; 2] = [
-        (
-            "RSS KiB per stage",
-            |p| p.2,
-            Some((400.0 / 1.024, 500.0 / 1.024)),
-            0,
-        ),
-        (
-            "start ms per stage (50 ms / K resolution)",
-            |p| p.1.max(0.0),
-            None,
-            2,
-        ),
-    ];
-    for (panel, &(title, value, band, decimals)) in panels.iter().enumerate() {
-        let left = panel as f64 * width;
-        let top = band.map_or(0.0, |(_, high)| high);
-        let max = points.iter().map(value).fold(top, f64::max).max(1e-9) * 1.15;
-        let y = |v: f64| height - margin - v / max * (height - 2.0 * margin);
-        writeln!(svg, "<g transform=\"translate({left},0)\">").unwrap();
-        writeln!(
-            svg,
-            "<text x=\"{margin}\" y=\"20\" font-size=\"13\">{title}</text>"
-        )
-        .unwrap();
-        writeln!(
-            svg,
-            "<line x1=\"{margin}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#444\"/><line x1=\"{margin}\" y1=\"{margin}\" x2=\"{margin}\" y2=\"{0}\" stroke=\"#444\"/>",
-            height - margin,
-            width - margin
-        )
-        .unwrap();
-        for k in [10.0, 100.0, 1000.0] {
-            writeln!(
-                svg,
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">K={k}</text>",
-                x(k),
-                height - margin + 16.0
-            )
-            .unwrap();
-        }
-        for tick in [0.0, max / 2.0, max / 1.15] {
-            writeln!(
-                svg,
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{tick:.decimals$}</text>",
-                margin - 4.0,
-                y(tick) + 4.0
-            )
-            .unwrap();
-        }
-        if let Some((low, high)) = band {
-            writeln!(
-                svg,
-                "<rect x=\"{margin}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#f4c27a\" opacity=\"0.5\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">eKuiper, per rule</text>",
-                y(high),
-                width - 2.0 * margin,
-                y(low) - y(high),
-                width - margin - 4.0,
-                y(high) - 4.0
-            )
-            .unwrap();
-        }
-        let line: Vec<String> = points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.0), y(value(p))))
-            .collect();
-        writeln!(
-            svg,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f6fb2\" stroke-width=\"2\"/>",
-            line.join(" ")
-        )
-        .unwrap();
-        for p in points {
-            writeln!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f6fb2\"/><text x=\"{:.1}\" y=\"{:.1}\">{:.decimals$}</text>",
-                x(p.0),
-                y(value(p)),
-                x(p.0) + 5.0,
-                y(value(p)) - 6.0,
-                value(p)
-            )
-            .unwrap();
-        }
-        svg.push_str("</g>\n");
-    }
-    svg.push_str("</svg>\n");
-    svg
+    let series = |value: fn(&(f64, f64, f64)) -> f64| {
+        vec![Series {
+            label: "sluice",
+            points: points.iter().map(|p| (p.0, value(p))).collect(),
+        }]
+    };
+    plot::panels(
+        "K",
+        &[10.0, 100.0, 1000.0],
+        Axis::Log10,
+        &[
+            Panel {
+                title: "RSS KiB per stage",
+                series: series(|p| p.2),
+                band: Some(Band {
+                    low: 400.0 / 1.024,
+                    high: 500.0 / 1.024,
+                    label: "eKuiper, per rule",
+                }),
+                decimals: 0,
+            },
+            // Start times are read by polling `/ready` every 50 ms: below K = 1,000 the
+            // per-stage figure is under that resolution, and may come out at or below zero.
+            Panel {
+                title: "start ms per stage (50 ms / K resolution)",
+                series: series(|p| p.1.max(0.0)),
+                band: None,
+                decimals: 2,
+            },
+        ],
+    )
 }
