@@ -42,7 +42,16 @@ impl Windows {
 }
 
 pub fn window_key(end: i64, key: &str) -> String {
-    format!("{WINDOWS}{end:020}/{key}")
+    let mut state_key = String::new();
+    write_window_key(&mut state_key, end, key);
+    state_key
+}
+
+/// [`window_key`] into `out`, replacing what it held (a buffer reused per event).
+pub fn write_window_key(out: &mut String, end: i64, key: &str) {
+    use std::fmt::Write;
+    out.clear();
+    write!(out, "{WINDOWS}{end:020}/{key}").expect("writing to a String succeeds");
 }
 
 /// The window end a `w/` state key holds.
@@ -50,11 +59,72 @@ pub fn end_of(state_key: &str) -> Option<i64> {
     state_key.strip_prefix(WINDOWS)?.get(..20)?.parse().ok()
 }
 
+/// A key as the events carried it: its JSON text, as serde_json writes the value, and
+/// the text that names it in state keys (strings as they are, other values as JSON).
+/// Held as text, not as a `Value`: a key is compared, hashed and stored per event, and
+/// only a closed window's result needs it as a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Key {
+    json: String,
+    /// `None` when the key is a string whose JSON holds no escape: its text is then the
+    /// JSON between the quotes, and is not kept twice.
+    text: Option<String>,
+}
+
+impl Key {
+    pub fn from_value(value: &Value) -> Key {
+        let json = value.to_string();
+        match value {
+            Value::String(text) if json.len() != text.len() + 2 => Key {
+                json,
+                text: Some(text.clone()),
+            },
+            Value::String(_) => Key { json, text: None },
+            _ => Key {
+                text: Some(json.clone()),
+                json,
+            },
+        }
+    }
+
+    /// The key whose JSON text is `raw` (a payload field as written, or a stored
+    /// key); `None` when `raw` is not JSON. A string without escapes, the common key,
+    /// is taken as it is; anything else goes through serde_json, so that one value
+    /// always makes one key however the payload spelled it.
+    pub fn parse(raw: &str) -> Option<Key> {
+        if raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\') {
+            return Some(Key {
+                json: raw.to_owned(),
+                text: None,
+            });
+        }
+        serde_json::from_str::<Value>(raw)
+            .ok()
+            .map(|value| Key::from_value(&value))
+    }
+
+    /// The key's JSON text (as serde_json writes it).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The key as it names state entries and emitted events.
+    pub fn text(&self) -> &str {
+        self.text
+            .as_deref()
+            .unwrap_or_else(|| &self.json[1..self.json.len() - 1])
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.json).expect("a key's JSON is valid")
+    }
+}
+
 /// What one window of one key has seen.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bucket {
-    /// The key's value as the events carried it (a JSON value).
-    pub key: Value,
+    /// The key as the events carried it.
+    pub key: Key,
     pub count: u64,
     pub sum: f64,
     pub min: f64,
@@ -72,11 +142,11 @@ impl Bucket {
     /// A compact binary form for the state (a bucket is read and written once per
     /// batch that touches it, so JSON's cost would dominate the plugin's).
     pub fn encode(&self) -> Vec<u8> {
-        let key = serde_json::to_vec(&self.key).expect("a JSON value serializes");
+        let key = self.key.json().as_bytes();
         let mut out = Vec::with_capacity(64 + key.len());
         out.push(BUCKET_LAYOUT);
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&key);
+        out.extend_from_slice(key);
         out.extend_from_slice(&self.count.to_le_bytes());
         for number in [self.sum, self.min, self.max, self.first.1, self.last.1] {
             out.extend_from_slice(&number.to_le_bytes());
@@ -101,7 +171,8 @@ impl Bucket {
             return None;
         }
         let key_len = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize;
-        let key = serde_json::from_slice(take(bytes, key_len)?).ok()?;
+        let key = std::str::from_utf8(take(bytes, key_len)?).ok()?;
+        let key = Key::parse(key)?;
         let count = take_u64(bytes)?;
         let mut numbers = [0f64; 5];
         for number in &mut numbers {
@@ -126,7 +197,7 @@ impl Bucket {
         })
     }
 
-    pub fn new(key: Value, with_sketch: bool) -> Self {
+    pub fn new(key: Key, with_sketch: bool) -> Self {
         Bucket {
             key,
             min: f64::INFINITY,
@@ -208,7 +279,7 @@ pub fn result(
 ) -> Value {
     let mut out = Map::new();
     if let Some(field) = key_field {
-        out.insert(field.to_owned(), bucket.key.clone());
+        out.insert(field.to_owned(), bucket.key.to_value());
     }
     out.insert("window_start".into(), json!(start));
     out.insert("window_end".into(), json!(end));
@@ -274,20 +345,36 @@ mod tests {
 
     #[test]
     fn a_bucket_comes_back_from_its_encoding_whole() {
-        let mut bucket = Bucket::new(json!({"site": "a", "n": 1}), true);
+        let mut bucket = Bucket::new(Key::from_value(&json!({"site": "a", "n": 1})), true);
         for (t, v) in [(5, -2.5), (3, 0.0), (9, 1e9)] {
             bucket.add(t, v);
         }
         assert_eq!(Bucket::decode(&bucket.encode()), Some(bucket.clone()));
-        let plain = Bucket::new(json!("d1"), false);
+        let plain = Bucket::new(Key::from_value(&json!("d1")), false);
         assert_eq!(Bucket::decode(&plain.encode()), Some(plain));
         assert_eq!(Bucket::decode(b"{\"count\":1}"), None, "not this layout");
         assert_eq!(Bucket::decode(&bucket.encode()[..20]), None, "cut short");
     }
 
     #[test]
+    fn a_key_is_the_same_however_the_payload_spelled_it() {
+        let plain = Key::parse(r#""k1""#).unwrap();
+        assert_eq!(plain, Key::from_value(&json!("k1")));
+        assert_eq!((plain.json(), plain.text()), (r#""k1""#, "k1"));
+        let escaped = Key::parse(r#""k\u0031""#).unwrap();
+        assert_eq!(escaped, plain, "an escape spells the same string");
+        let quoted = Key::parse(r#""a\"b""#).unwrap();
+        assert_eq!((quoted.json(), quoted.text()), (r#""a\"b""#, r#"a"b"#));
+        let number = Key::parse("1.0e3").unwrap();
+        assert_eq!((number.json(), number.text()), ("1000.0", "1000.0"));
+        assert_eq!(Key::parse("null").unwrap().text(), "null");
+        assert_eq!(Key::parse("{").map(|key| key.json().to_owned()), None);
+        assert_eq!(number.to_value(), json!(1000.0));
+    }
+
+    #[test]
     fn a_bucket_keeps_first_and_last_by_event_time() {
-        let mut bucket = Bucket::new(json!("d1"), true);
+        let mut bucket = Bucket::new(Key::from_value(&json!("d1")), true);
         bucket.add(20, 2.0);
         bucket.add(10, 1.0);
         bucket.add(30, 3.0);
