@@ -12,7 +12,7 @@
 //! the cache starts over, empty, and windows are read from the state again.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use crate::window::{Bucket, Store};
 
@@ -28,7 +28,7 @@ pub struct Cache {
     instance: u64,
     /// The writing calls of this instance so far.
     calls: u64,
-    windows: HashMap<String, Cached>,
+    windows: HashMap<String, Cached, BuildHasherDefault<Fnv>>,
     /// State keys of windows changed in the current call, in the order first changed.
     dirty: Vec<String>,
     /// About how much memory the cached windows take.
@@ -56,7 +56,7 @@ impl Cache {
         Cache {
             instance,
             calls: 0,
-            windows: HashMap::new(),
+            windows: HashMap::default(),
             dirty: Vec::new(),
             bytes: 0,
             budget,
@@ -74,8 +74,10 @@ impl Cache {
     /// last writing call left.
     pub fn begin(&mut self, store: &impl Store) {
         debug_assert!(self.dirty.is_empty(), "a call ended without writing back");
-        let mirrored =
-            self.calls > 0 && store.get(WRITER).is_some_and(|writer| writer == self.marker());
+        let mirrored = self.calls > 0
+            && store
+                .get(WRITER)
+                .is_some_and(|writer| writer == self.marker());
         if !mirrored {
             self.windows.clear();
             self.bytes = 0;
@@ -124,12 +126,14 @@ impl Cache {
     /// changed window back, and name this call as the state's writer.
     pub fn end(&mut self, store: &mut impl Store, wrote: bool) {
         let dirty = std::mem::take(&mut self.dirty);
+        let mut encoded = Vec::new();
         for state_key in &dirty {
             let cached = self
                 .windows
                 .get_mut(state_key.as_str())
                 .expect("a changed window stays cached until the call ends");
-            let encoded = cached.bucket.encode();
+            encoded.clear();
+            cached.bucket.encode_into(&mut encoded);
             let bytes = ENTRY_OVERHEAD + state_key.len() + encoded.len();
             self.bytes = self.bytes - cached.bytes + bytes;
             cached.bytes = bytes;
@@ -147,5 +151,43 @@ impl Cache {
         // Keep the list's room for the next call.
         self.dirty = dirty;
         self.dirty.clear();
+    }
+}
+
+/// FNV-1a over the state key, 64 bits at a time, then mixed. The cache's keys are the plugin's own
+/// (`w/{end}/{key}`), so the flooding that SipHash guards against does not apply, and
+/// SipHash in Wasm cost as much as the rest of a lookup.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            hash =
+                (hash ^ u64::from_le_bytes(word.try_into().expect("8 bytes"))).wrapping_mul(PRIME);
+        }
+        for &byte in words.remainder() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        // A multiply carries low bits up only: mix (murmur3's finalizer), so that the
+        // table's index, from the low bits, and its control bits, from the top, both
+        // depend on every byte.
+        let mut hash = self.0;
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        hash ^ (hash >> 33)
     }
 }

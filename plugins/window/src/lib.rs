@@ -30,8 +30,8 @@ use serde::Deserialize;
 use sluice_sdk::json::RawObject;
 use sluice_sdk::prelude::*;
 
-use crate::engine::{Engine, Reading, Verdict, Watermark};
 use crate::cache::Cache;
+use crate::engine::{Engine, Reading, Verdict, Watermark};
 use crate::window::{Aggregate, Key, Store, Windows};
 
 #[derive(Deserialize)]

@@ -41,17 +41,28 @@ impl Windows {
     }
 }
 
-pub fn window_key(end: i64, key: &str) -> String {
-    let mut state_key = String::new();
-    write_window_key(&mut state_key, end, key);
-    state_key
-}
-
-/// [`window_key`] into `out`, replacing what it held (a buffer reused per event).
+/// The state key of the window of `key` ending at `end`, into `out`, replacing what it
+/// held (a buffer reused per event). The
+/// end's digits are written by hand: `format!`'s padding machinery, once per event,
+/// measured as much as the rest of the key.
 pub fn write_window_key(out: &mut String, end: i64, key: &str) {
-    use std::fmt::Write;
     out.clear();
-    write!(out, "{WINDOWS}{end:020}/{key}").expect("writing to a String succeeds");
+    out.push_str(WINDOWS);
+    if end < 0 {
+        // Before 1970: rare enough for the general path (and the same text).
+        use std::fmt::Write;
+        write!(out, "{end:020}").expect("writing to a String succeeds");
+    } else {
+        let mut digits = [b'0'; 20];
+        let mut rest = end as u64;
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+    }
+    out.push('/');
+    out.push_str(key);
 }
 
 /// The window end a `w/` state key holds.
@@ -139,11 +150,11 @@ pub struct Bucket {
 const BUCKET_LAYOUT: u8 = 1;
 
 impl Bucket {
-    /// A compact binary form for the state (a bucket is read and written once per
-    /// batch that touches it, so JSON's cost would dominate the plugin's).
-    pub fn encode(&self) -> Vec<u8> {
+    /// The bucket in a compact binary form for the state (it is written once per batch
+    /// that touches it, so JSON's cost would dominate the plugin's), appended to `out`
+    /// (a buffer reused per window).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let key = self.key.json().as_bytes();
-        let mut out = Vec::with_capacity(64 + key.len());
         out.push(BUCKET_LAYOUT);
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(key);
@@ -156,14 +167,13 @@ impl Bucket {
         match &self.sketch {
             Some(sketch) => {
                 out.push(1);
-                sketch.encode(&mut out);
+                sketch.encode(out);
             }
             None => out.push(0),
         }
-        out
     }
 
-    /// A bucket written by [`Bucket::encode`]; `None` for anything else.
+    /// A bucket written by [`Bucket::encode_into`]; `None` for anything else.
     pub fn decode(mut bytes: &[u8]) -> Option<Bucket> {
         use crate::sketch::{take, take_u64};
         let bytes = &mut bytes;
@@ -311,6 +321,18 @@ pub fn result(
 mod tests {
     use super::*;
 
+    fn window_key(end: i64, key: &str) -> String {
+        let mut state_key = String::new();
+        write_window_key(&mut state_key, end, key);
+        state_key
+    }
+
+    fn encoded(bucket: &Bucket) -> Vec<u8> {
+        let mut out = Vec::new();
+        bucket.encode_into(&mut out);
+        out
+    }
+
     #[test]
     fn tumbling_and_hopping_windows_hold_an_event() {
         let tumbling = Windows {
@@ -337,6 +359,11 @@ mod tests {
 
     #[test]
     fn state_keys_sort_by_window_end() {
+        assert_eq!(
+            window_key(1_795_948_980_000, "d1"),
+            "w/00000001795948980000/d1"
+        );
+        assert_eq!(window_key(-60_000, "d1"), format!("w/{:020}/d1", -60_000));
         let early = window_key(9_000, "zz");
         let late = window_key(10_000, "aa");
         assert!(early < late);
@@ -349,11 +376,11 @@ mod tests {
         for (t, v) in [(5, -2.5), (3, 0.0), (9, 1e9)] {
             bucket.add(t, v);
         }
-        assert_eq!(Bucket::decode(&bucket.encode()), Some(bucket.clone()));
+        assert_eq!(Bucket::decode(&encoded(&bucket)), Some(bucket.clone()));
         let plain = Bucket::new(Key::from_value(&json!("d1")), false);
-        assert_eq!(Bucket::decode(&plain.encode()), Some(plain));
+        assert_eq!(Bucket::decode(&encoded(&plain)), Some(plain));
         assert_eq!(Bucket::decode(b"{\"count\":1}"), None, "not this layout");
-        assert_eq!(Bucket::decode(&bucket.encode()[..20]), None, "cut short");
+        assert_eq!(Bucket::decode(&encoded(&bucket)[..20]), None, "cut short");
     }
 
     #[test]
