@@ -270,3 +270,44 @@ fn one_plugin_serves_many_stages_with_separate_state() {
         0
     );
 }
+
+/// The `window` plugin keeps open windows in its instance between calls. What it holds
+/// must never run ahead of the stage's state: a call whose writes the host dropped (its
+/// outputs were not taken) and a call of another instance of the stage both change
+/// what the state holds behind the instance's back.
+#[test]
+fn window_results_count_only_what_the_state_kept_across_instances_and_dropped_calls() {
+    let runtime = runtime();
+    let config = json!({
+        "size_ms": 60_000, "key": "device", "field": "v", "time_field": "ts",
+        "watermark": "events", "flush_on_stop": true, "aggregates": ["count", "sum"],
+    });
+    let spec = spec("per_minute", config);
+    let first = pool(&runtime, "window", World::Processor, spec.clone());
+    let second = pool(&runtime, "window", World::Processor, spec);
+    let readings = |values: &[u32]| -> Vec<sluice::event::Event> {
+        let payloads: Vec<String> = values
+            .iter()
+            .map(|v| format!(r#"{{"device":"d1","ts":{},"v":{v}}}"#, 120_000 + v))
+            .collect();
+        events(&payloads.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    first.process(&readings(&[1])).unwrap();
+    second.process(&readings(&[2])).unwrap();
+    first.process(&readings(&[4])).unwrap();
+    // Processed, but its writes are dropped, as when its outputs are not taken.
+    let (_, writes) = first.process_isolating(&readings(&[8])).unwrap();
+    drop(writes.expect("the whole batch succeeded"));
+    first.process(&readings(&[16])).unwrap();
+    let (closed, writes) = first.tick(0, true).unwrap();
+    writes.commit().unwrap();
+    assert_eq!(
+        payloads(&closed)
+            .iter()
+            .map(|payload| serde_json::from_str::<Value>(payload).unwrap())
+            .collect::<Vec<_>>(),
+        [
+            json!({"device": "d1", "window_start": 120_000, "window_end": 180_000, "count": 4, "sum": 23.0})
+        ]
+    );
+}

@@ -154,8 +154,12 @@ impl StateStore {
                 None => Self::measure(&table, stage)?,
             };
             let mut stored = before;
+            // One buffer for every key of the commit: `stage \0` stays, the key changes.
+            let mut full = Self::full_key(stage, "");
+            let stage_prefix_len = full.len();
             for (key, value) in writes {
-                let full = Self::full_key(stage, key);
+                full.truncate(stage_prefix_len);
+                full.push_str(key);
                 let old = match value {
                     Some(value) => table.insert(full.as_str(), value.as_slice()),
                     None => table.remove(full.as_str()),
@@ -224,24 +228,47 @@ impl Transaction {
         StateStore::get(snapshot, &self.stage, key)
     }
 
-    /// The bytes pending after writing `value_len` bytes (`None`: a delete) under `key`,
-    /// so that a caller can refuse the write before making it.
-    pub fn pending_bytes_with(&self, key: &str, value_len: Option<usize>) -> u64 {
-        let replaced = self
-            .writes
-            .get(key)
-            .map_or(0, |old| entry_bytes(key, old.as_ref().map(Vec::len)));
-        self.pending_bytes - replaced + entry_bytes(key, value_len)
+    /// Write `value` under `key` (`None`: delete it), unless that would leave more than
+    /// `limit` bytes pending: then nothing changes, and the error is the bytes it would
+    /// have left. One walk of the pending writes: a call writes each of its windows,
+    /// its dedup identities, once, and that walk is most of a write's cost.
+    pub fn write_within(
+        &mut self,
+        key: String,
+        value: Option<Vec<u8>>,
+        limit: u64,
+    ) -> Result<(), u64> {
+        use std::collections::btree_map::Entry;
+        let added = entry_bytes(&key, value.as_ref().map(Vec::len));
+        let (replaced, entry) = match self.writes.entry(key) {
+            Entry::Occupied(entry) => (
+                entry_bytes(entry.key(), entry.get().as_ref().map(Vec::len)),
+                Entry::Occupied(entry),
+            ),
+            vacant => (0, vacant),
+        };
+        let pending = self.pending_bytes - replaced + added;
+        if pending > limit {
+            return Err(pending);
+        }
+        self.pending_bytes = pending;
+        match entry {
+            Entry::Occupied(mut entry) => {
+                entry.insert(value);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(value);
+            }
+        }
+        Ok(())
     }
 
     pub fn put(&mut self, key: String, value: Vec<u8>) {
-        self.pending_bytes = self.pending_bytes_with(&key, Some(value.len()));
-        self.writes.insert(key, Some(value));
+        let _ = self.write_within(key, Some(value), u64::MAX);
     }
 
     pub fn delete(&mut self, key: String) {
-        self.pending_bytes = self.pending_bytes_with(&key, None);
-        self.writes.insert(key, None);
+        let _ = self.write_within(key, None, u64::MAX);
     }
 
     /// Committed entries merged with this call's pending writes, in key order. Fails
@@ -375,10 +402,13 @@ mod tests {
         let mut txn = Transaction::new(store.clone(), Arc::from("s"));
         txn.put("a".into(), vec![0; 600]);
         assert_eq!(
-            txn.pending_bytes_with("a", Some(10)),
-            11,
-            "a rewrite replaces"
+            txn.write_within("b".into(), Some(vec![0; 10]), 611),
+            Err(612),
+            "over the pending limit"
         );
+        txn.write_within("a".into(), Some(vec![0; 10]), 11)
+            .expect("a rewrite replaces");
+        txn.put("a".into(), vec![0; 600]);
         txn.commit(1000).unwrap();
         txn.put("b".into(), vec![0; 600]);
         match txn.commit(1000) {

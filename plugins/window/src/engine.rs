@@ -6,13 +6,14 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::window::{self, Aggregate, Bucket, Store, WATERMARK, WINDOWS, Windows};
+use crate::cache::Cache;
+use crate::window::{self, Aggregate, Bucket, Key, Store, WATERMARK, WINDOWS, Windows};
 
 /// One event, read: its time, its key and (for windows) its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub time: i64,
-    pub key: Value,
+    pub key: Key,
     pub value: f64,
 }
 
@@ -32,7 +33,7 @@ pub enum Verdict {
 /// What a closed window emits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Closed {
-    pub key: Value,
+    pub key: Key,
     pub window_end: i64,
     pub payload: Value,
 }
@@ -55,6 +56,8 @@ pub struct Engine {
     pub aggregates: Vec<Aggregate>,
     /// Close every open window at the final tick, not only those due.
     pub flush_on_stop: bool,
+    /// Open windows this instance holds between calls.
+    pub cache: Cache,
 }
 
 impl Engine {
@@ -71,14 +74,24 @@ impl Engine {
         clock.saturating_sub(self.lateness_ms)
     }
 
-    /// Fold `readings` into their windows, in order. `now_ms` is the wall clock.
-    pub fn fold(&self, store: &mut impl Store, readings: &[Reading], now_ms: i64) -> Vec<Verdict> {
-        let mut latest = latest_event(store);
-        let mut buckets: HashMap<String, Bucket> = HashMap::new();
+    /// Fold `readings` into their windows, in order. `now_ms` is the wall clock. Each
+    /// window is read from the state at most once (not at all when cached) and written
+    /// back once, at the end: the call's writes commit together, before its inputs are
+    /// released.
+    pub fn fold(
+        &mut self,
+        store: &mut impl Store,
+        readings: &[Reading],
+        now_ms: i64,
+    ) -> Vec<Verdict> {
+        self.cache.begin(store);
+        let with_sketch = self.with_sketch();
+        let stored_latest = latest_event(store);
+        let mut latest = stored_latest;
+        let mut state_key = String::new();
         let mut verdicts = Vec::with_capacity(readings.len());
         for reading in readings {
             let closed_before = self.closed_before(latest, now_ms);
-            let key = key_text(&reading.key);
             let mut folded = false;
             let mut newest_end = i64::MIN;
             for (_, end) in self.windows.containing(reading.time) {
@@ -86,14 +99,12 @@ impl Engine {
                 if end <= closed_before {
                     continue;
                 }
-                let state_key = window::window_key(end, &key);
-                let bucket = buckets.entry(state_key.clone()).or_insert_with(|| {
-                    store
-                        .get(&state_key)
-                        .and_then(|bytes| Bucket::decode(&bytes))
-                        .unwrap_or_else(|| Bucket::new(reading.key.clone(), self.with_sketch()))
-                });
-                bucket.add(reading.time, reading.value);
+                window::write_window_key(&mut state_key, end, reading.key.text());
+                self.cache
+                    .window_mut(store, &state_key, || {
+                        Bucket::new(reading.key.clone(), with_sketch)
+                    })
+                    .add(reading.time, reading.value);
                 folded = true;
             }
             if folded {
@@ -106,27 +117,28 @@ impl Engine {
                 });
             }
         }
-        for (state_key, bucket) in &buckets {
-            store.put(state_key, &bucket.encode());
-        }
-        if latest != latest_event(store) {
+        let moved = latest != stored_latest;
+        if moved {
             store.put(WATERMARK, &latest.to_le_bytes());
         }
+        self.cache.end(store, moved);
         verdicts
     }
 
     /// Close the windows due at `now_ms` (all of them when stopping with
     /// `flush_on_stop`), at most `max` of them, earliest end first, and delete them.
     pub fn close_due(
-        &self,
+        &mut self,
         store: &mut impl Store,
         now_ms: i64,
         stopping: bool,
         max: u32,
     ) -> Vec<Closed> {
+        self.cache.begin(store);
         let closed_before = self.closed_before(latest_event(store), now_ms);
         let flush = stopping && self.flush_on_stop;
         let mut closed = Vec::new();
+        let mut deleted = false;
         for (state_key, bytes) in store.scan(WINDOWS, max) {
             let Some(end) = window::end_of(&state_key) else {
                 continue;
@@ -135,6 +147,8 @@ impl Engine {
                 break;
             }
             store.delete(&state_key);
+            self.cache.forget(&state_key);
+            deleted = true;
             // A bucket the plugin cannot read back is dropped rather than kept forever.
             let Some(bucket) = Bucket::decode(&bytes) else {
                 continue;
@@ -146,6 +160,7 @@ impl Engine {
                 window_end: end,
             });
         }
+        self.cache.end(store, deleted);
         closed
     }
 }
@@ -157,21 +172,13 @@ fn latest_event(store: &impl Store) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
-/// A key as text for state keys: strings as they are, other values as JSON.
-pub fn key_text(key: &Value) -> String {
-    match key {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// One event per key per `interval_ms`: the first of each interval passes.
 pub fn downsample(store: &mut impl Store, readings: &[Reading], interval_ms: i64) -> Vec<Verdict> {
     let mut last: HashMap<String, i64> = HashMap::new();
     readings
         .iter()
         .map(|reading| {
-            let state_key = format!("d/{}", key_text(&reading.key));
+            let state_key = format!("d/{}", reading.key.text());
             let interval = reading.time.div_euclid(interval_ms);
             let passed = *last.entry(state_key.clone()).or_insert_with(|| {
                 store
@@ -198,7 +205,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Default)]
+    #[derive(Default, Clone)]
     struct Memory(BTreeMap<String, Vec<u8>>);
 
     impl Store for Memory {
@@ -235,20 +242,21 @@ mod tests {
                 .map(|a| Aggregate::parse(a).unwrap())
                 .collect(),
             flush_on_stop: false,
+            cache: Cache::with_instance(1, usize::MAX),
         }
     }
 
     fn reading(time: i64, device: &str, value: f64) -> Reading {
         Reading {
             time,
-            key: json!(device),
+            key: Key::from_value(&json!(device)),
             value,
         }
     }
 
     #[test]
     fn windows_close_on_the_wall_clock_while_no_event_arrives() {
-        let engine = engine(Watermark::WallClock, 200);
+        let mut engine = engine(Watermark::WallClock, 200);
         let mut store = Memory::default();
         let verdicts = engine.fold(
             &mut store,
@@ -278,9 +286,127 @@ mod tests {
         );
     }
 
+    /// Count and sum of every window, closed at the end.
+    fn totals(engine: &mut Engine, store: &mut Memory) -> Vec<(String, i64, Value, Value)> {
+        engine.flush_on_stop = true;
+        engine
+            .close_due(store, 0, true, 1000)
+            .into_iter()
+            .map(|closed| {
+                let payload = closed.payload;
+                let count = payload["count"].clone();
+                (
+                    closed.key.text().to_owned(),
+                    closed.window_end,
+                    count,
+                    payload["sum"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_reads_each_window_once_and_writes_it_back_once() {
+        /// Counts the window reads and writes that reach the store.
+        #[derive(Default)]
+        struct Counting {
+            store: Memory,
+            reads: std::cell::Cell<usize>,
+            writes: usize,
+        }
+        impl Store for Counting {
+            fn get(&self, key: &str) -> Option<Vec<u8>> {
+                self.reads
+                    .set(self.reads.get() + key.starts_with(WINDOWS) as usize);
+                self.store.get(key)
+            }
+            fn put(&mut self, key: &str, value: &[u8]) {
+                self.writes += key.starts_with(WINDOWS) as usize;
+                self.store.put(key, value)
+            }
+            fn delete(&mut self, key: &str) {
+                self.store.delete(key)
+            }
+            fn scan(&self, prefix: &str, limit: u32) -> Vec<(String, Vec<u8>)> {
+                self.store.scan(prefix, limit)
+            }
+        }
+        let mut engine = engine(Watermark::Events, 0);
+        let mut store = Counting::default();
+        let batch: Vec<Reading> = (0..10)
+            .map(|n| reading(5_000 + n, ["a", "b"][n as usize % 2], 1.0))
+            .collect();
+        engine.fold(&mut store, &batch, 0);
+        assert_eq!((store.reads.get(), store.writes), (2, 2));
+        engine.fold(&mut store, &batch, 0);
+        assert_eq!(
+            (store.reads.get(), store.writes),
+            (2, 4),
+            "the second batch finds both windows cached, and writes each back once"
+        );
+    }
+
+    #[test]
+    fn windows_cached_by_a_call_whose_writes_were_discarded_are_read_again() {
+        let mut engine = engine(Watermark::Events, 0);
+        let mut store = Memory::default();
+        engine.fold(&mut store, &[reading(5_000, "a", 1.0)], 0);
+        // The host discards a call's writes (a failed call, outputs not taken): the
+        // engine folded into its cache all the same.
+        engine.fold(&mut store.clone(), &[reading(5_100, "a", 10.0)], 0);
+        engine.fold(&mut store, &[reading(5_200, "a", 100.0)], 0);
+        assert_eq!(
+            totals(&mut engine, &mut store),
+            [("a".to_owned(), 6_000, json!(2), json!(101.0))]
+        );
+    }
+
+    #[test]
+    fn windows_cached_by_one_instance_are_read_again_after_another_wrote() {
+        let mut first = engine(Watermark::Events, 0);
+        let mut second = Engine {
+            cache: Cache::with_instance(2, usize::MAX),
+            ..engine(Watermark::Events, 0)
+        };
+        let mut store = Memory::default();
+        for (n, from_first) in [true, false, true, true].into_iter().enumerate() {
+            let instance = if from_first { &mut first } else { &mut second };
+            instance.fold(&mut store, &[reading(5_000 + n as i64, "a", 1.0)], 0);
+        }
+        assert_eq!(
+            totals(&mut second, &mut store),
+            [("a".to_owned(), 6_000, json!(4), json!(4.0))]
+        );
+    }
+
+    #[test]
+    fn a_tick_whose_deletions_were_discarded_leaves_no_stale_window_behind() {
+        let mut engine = engine(Watermark::Events, 0);
+        let mut store = Memory::default();
+        engine.fold(
+            &mut store,
+            &[reading(5_000, "a", 1.0), reading(6_000, "b", 2.0)],
+            0,
+        );
+        // The tick's results were not taken: its deletion of [5000, 6000) is dropped.
+        assert_eq!(engine.close_due(&mut store.clone(), 0, false, 100).len(), 1);
+        engine.fold(&mut store, &[reading(6_500, "b", 3.0)], 0);
+        // The budget: a cache past it starts over, and windows come from the state.
+        engine.cache = Cache::with_instance(1, 0);
+        engine.fold(&mut store, &[reading(6_600, "b", 4.0)], 0);
+        engine.fold(&mut store, &[reading(6_700, "b", 5.0)], 0);
+        assert_eq!(
+            totals(&mut engine, &mut store),
+            [
+                ("a".to_owned(), 6_000, json!(1), json!(1.0)),
+                ("b".to_owned(), 7_000, json!(4), json!(14.0))
+            ]
+        );
+    }
+
     #[test]
     fn late_events_are_judged_by_the_watermark_and_out_of_order_ones_within_lateness_count() {
-        let engine = engine(Watermark::Events, 500);
+        let mut engine = engine(Watermark::Events, 500);
         let mut store = Memory::default();
         engine.fold(
             &mut store,
@@ -324,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_tick_closes_at_most_its_limit_earliest_first() {
-        let engine = engine(Watermark::Events, 0);
+        let mut engine = engine(Watermark::Events, 0);
         let mut store = Memory::default();
         let readings: Vec<Reading> = (0..10).map(|n| reading(n * 1000, "a", 1.0)).collect();
         engine.fold(&mut store, &readings, 0);

@@ -21,15 +21,18 @@
 //! crash in between emits that result again after the restart (at least once, whole
 //! windows only). See `docs/windows.md`.
 
+mod cache;
 mod engine;
 mod sketch;
 mod window;
 
 use serde::Deserialize;
+use sluice_sdk::json::RawObject;
 use sluice_sdk::prelude::*;
 
+use crate::cache::Cache;
 use crate::engine::{Engine, Reading, Verdict, Watermark};
-use crate::window::{Aggregate, Store, Windows};
+use crate::window::{Aggregate, Key, Store, Windows};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,32 +137,44 @@ pub struct Window {
 }
 
 impl Window {
-    /// Read one event, or say why it cannot be windowed.
+    /// Read one event, or say why it cannot be windowed. The payload is indexed, not
+    /// parsed into a document: only the three fields read are looked at.
     fn read(&self, event: &Event<'_>) -> Result<Reading, Error> {
-        let payload: serde_json::Value = event.json()?;
+        let payload = RawObject::parse(event.text()?)?;
         let time = match (self.time, &self.time_field) {
-            (Time::Event, Some(field)) => sluice_sdk::json::get(&payload, field)
-                .and_then(serde_json::Value::as_i64)
+            (Time::Event, Some(field)) => payload
+                .get(field)
+                .and_then(|text| text.parse::<i64>().ok())
                 .ok_or_else(|| {
                     Error::new(format!("event has no `{field}` (epoch ms) for its time"))
                 })?,
             _ => event.timestamp_ms(),
         };
         let key = match &self.engine.key_field {
-            Some(field) => sluice_sdk::json::get(&payload, field)
-                .filter(|value| !value.is_null())
-                .cloned()
+            Some(field) => payload
+                .get(field)
+                .filter(|text| &**text != "null")
+                .and_then(|text| Key::parse(&text))
                 .ok_or_else(|| Error::new(format!("event has no `{field}` to group by")))?,
-            None => serde_json::Value::Null,
+            None => Key::from_value(&serde_json::Value::Null),
         };
         let value = match (&self.field, self.mode) {
             (_, Mode::Downsample) => 0.0,
-            (Some(field), _) => sluice_sdk::json::get(&payload, field)
-                .and_then(serde_json::Value::as_f64)
+            (Some(field), _) => payload
+                .get(field)
+                .and_then(|text| number(&text))
                 .ok_or_else(|| Error::new(format!("event has no number `{field}` to aggregate")))?,
             (None, _) => unreachable!("checked in new"),
         };
         Ok(Reading { time, key, value })
+    }
+}
+
+/// The number a field's JSON text holds (checked JSON: a number, or another kind).
+fn number(text: &str) -> Option<f64> {
+    match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => text.parse().ok(),
+        _ => None,
     }
 }
 
@@ -208,6 +223,9 @@ impl Processor for Window {
                 key_field: config.key,
                 aggregates,
                 flush_on_stop: config.flush_on_stop,
+                // A quarter of the instance's memory: room for a batch's events and
+                // results besides.
+                cache: Cache::new((limits::get().memory_bytes / 4) as usize),
             },
             mode: config.mode,
             time: config.time,
@@ -219,19 +237,23 @@ impl Processor for Window {
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
         let reading = self.read(event)?;
-        self.apply(&[(*event, reading)], out);
+        self.apply(&[*event], &[reading], out);
         Ok(())
     }
 
     fn process_batch(&mut self, batch: &Batch, out: &mut Output) -> Result<(), Error> {
-        let mut read = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        let mut readings = Vec::with_capacity(batch.len());
         for event in batch.events() {
             match self.read(&event) {
-                Ok(reading) => read.push((event, reading)),
+                Ok(reading) => {
+                    events.push(event);
+                    readings.push(reading);
+                }
                 Err(error) => out.reject(&event, error.to_string()),
             }
         }
-        self.apply(&read, out);
+        self.apply(&events, &readings, out);
         Ok(())
     }
 
@@ -243,7 +265,7 @@ impl Processor for Window {
         for closed in self.engine.close_due(&mut HostState, now_ms, stopping, max) {
             out.push(
                 &NewEvent {
-                    key: Some(engine::key_text(&closed.key).into_bytes()),
+                    key: Some(closed.key.text().as_bytes().to_vec()),
                     timestamp_ms: closed.window_end,
                     origin: "window".to_owned(),
                     ..NewEvent::json(&closed.payload)?
@@ -256,15 +278,15 @@ impl Processor for Window {
 }
 
 impl Window {
-    fn apply(&mut self, read: &[(Event<'_>, Reading)], out: &mut Output) {
-        let readings: Vec<Reading> = read.iter().map(|(_, reading)| reading.clone()).collect();
+    /// Fold `readings`, read from `events`, and pass on or refuse what is not folded.
+    fn apply(&mut self, events: &[Event<'_>], readings: &[Reading], out: &mut Output) {
         let verdicts = match self.mode {
             Mode::Downsample => {
-                engine::downsample(&mut HostState, &readings, self.engine.windows.size_ms)
+                engine::downsample(&mut HostState, readings, self.engine.windows.size_ms)
             }
-            _ => self.engine.fold(&mut HostState, &readings, now_ms()),
+            _ => self.engine.fold(&mut HostState, readings, now_ms()),
         };
-        for ((event, _), verdict) in read.iter().zip(verdicts) {
+        for (event, verdict) in events.iter().zip(verdicts) {
             match verdict {
                 Verdict::Folded | Verdict::Drop => {}
                 Verdict::Forward => out.forward(event),

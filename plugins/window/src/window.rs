@@ -41,8 +41,28 @@ impl Windows {
     }
 }
 
-pub fn window_key(end: i64, key: &str) -> String {
-    format!("{WINDOWS}{end:020}/{key}")
+/// The state key of the window of `key` ending at `end`, into `out`, replacing what it
+/// held (a buffer reused per event). The
+/// end's digits are written by hand: `format!`'s padding machinery, once per event,
+/// measured as much as the rest of the key.
+pub fn write_window_key(out: &mut String, end: i64, key: &str) {
+    out.clear();
+    out.push_str(WINDOWS);
+    if end < 0 {
+        // Before 1970: rare enough for the general path (and the same text).
+        use std::fmt::Write;
+        write!(out, "{end:020}").expect("writing to a String succeeds");
+    } else {
+        let mut digits = [b'0'; 20];
+        let mut rest = end as u64;
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+    }
+    out.push('/');
+    out.push_str(key);
 }
 
 /// The window end a `w/` state key holds.
@@ -50,11 +70,72 @@ pub fn end_of(state_key: &str) -> Option<i64> {
     state_key.strip_prefix(WINDOWS)?.get(..20)?.parse().ok()
 }
 
+/// A key as the events carried it: its JSON text, as serde_json writes the value, and
+/// the text that names it in state keys (strings as they are, other values as JSON).
+/// Held as text, not as a `Value`: a key is compared, hashed and stored per event, and
+/// only a closed window's result needs it as a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Key {
+    json: String,
+    /// `None` when the key is a string whose JSON holds no escape: its text is then the
+    /// JSON between the quotes, and is not kept twice.
+    text: Option<String>,
+}
+
+impl Key {
+    pub fn from_value(value: &Value) -> Key {
+        let json = value.to_string();
+        match value {
+            Value::String(text) if json.len() != text.len() + 2 => Key {
+                json,
+                text: Some(text.clone()),
+            },
+            Value::String(_) => Key { json, text: None },
+            _ => Key {
+                text: Some(json.clone()),
+                json,
+            },
+        }
+    }
+
+    /// The key whose JSON text is `raw` (a payload field as written, or a stored
+    /// key); `None` when `raw` is not JSON. A string without escapes, the common key,
+    /// is taken as it is; anything else goes through serde_json, so that one value
+    /// always makes one key however the payload spelled it.
+    pub fn parse(raw: &str) -> Option<Key> {
+        if raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\') {
+            return Some(Key {
+                json: raw.to_owned(),
+                text: None,
+            });
+        }
+        serde_json::from_str::<Value>(raw)
+            .ok()
+            .map(|value| Key::from_value(&value))
+    }
+
+    /// The key's JSON text (as serde_json writes it).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The key as it names state entries and emitted events.
+    pub fn text(&self) -> &str {
+        self.text
+            .as_deref()
+            .unwrap_or_else(|| &self.json[1..self.json.len() - 1])
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.json).expect("a key's JSON is valid")
+    }
+}
+
 /// What one window of one key has seen.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bucket {
-    /// The key's value as the events carried it (a JSON value).
-    pub key: Value,
+    /// The key as the events carried it.
+    pub key: Key,
     pub count: u64,
     pub sum: f64,
     pub min: f64,
@@ -69,14 +150,14 @@ pub struct Bucket {
 const BUCKET_LAYOUT: u8 = 1;
 
 impl Bucket {
-    /// A compact binary form for the state (a bucket is read and written once per
-    /// batch that touches it, so JSON's cost would dominate the plugin's).
-    pub fn encode(&self) -> Vec<u8> {
-        let key = serde_json::to_vec(&self.key).expect("a JSON value serializes");
-        let mut out = Vec::with_capacity(64 + key.len());
+    /// The bucket in a compact binary form for the state (it is written once per batch
+    /// that touches it, so JSON's cost would dominate the plugin's), appended to `out`
+    /// (a buffer reused per window).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let key = self.key.json().as_bytes();
         out.push(BUCKET_LAYOUT);
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&key);
+        out.extend_from_slice(key);
         out.extend_from_slice(&self.count.to_le_bytes());
         for number in [self.sum, self.min, self.max, self.first.1, self.last.1] {
             out.extend_from_slice(&number.to_le_bytes());
@@ -86,14 +167,13 @@ impl Bucket {
         match &self.sketch {
             Some(sketch) => {
                 out.push(1);
-                sketch.encode(&mut out);
+                sketch.encode(out);
             }
             None => out.push(0),
         }
-        out
     }
 
-    /// A bucket written by [`Bucket::encode`]; `None` for anything else.
+    /// A bucket written by [`Bucket::encode_into`]; `None` for anything else.
     pub fn decode(mut bytes: &[u8]) -> Option<Bucket> {
         use crate::sketch::{take, take_u64};
         let bytes = &mut bytes;
@@ -101,7 +181,8 @@ impl Bucket {
             return None;
         }
         let key_len = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize;
-        let key = serde_json::from_slice(take(bytes, key_len)?).ok()?;
+        let key = std::str::from_utf8(take(bytes, key_len)?).ok()?;
+        let key = Key::parse(key)?;
         let count = take_u64(bytes)?;
         let mut numbers = [0f64; 5];
         for number in &mut numbers {
@@ -126,7 +207,7 @@ impl Bucket {
         })
     }
 
-    pub fn new(key: Value, with_sketch: bool) -> Self {
+    pub fn new(key: Key, with_sketch: bool) -> Self {
         Bucket {
             key,
             min: f64::INFINITY,
@@ -208,7 +289,7 @@ pub fn result(
 ) -> Value {
     let mut out = Map::new();
     if let Some(field) = key_field {
-        out.insert(field.to_owned(), bucket.key.clone());
+        out.insert(field.to_owned(), bucket.key.to_value());
     }
     out.insert("window_start".into(), json!(start));
     out.insert("window_end".into(), json!(end));
@@ -240,6 +321,18 @@ pub fn result(
 mod tests {
     use super::*;
 
+    fn window_key(end: i64, key: &str) -> String {
+        let mut state_key = String::new();
+        write_window_key(&mut state_key, end, key);
+        state_key
+    }
+
+    fn encoded(bucket: &Bucket) -> Vec<u8> {
+        let mut out = Vec::new();
+        bucket.encode_into(&mut out);
+        out
+    }
+
     #[test]
     fn tumbling_and_hopping_windows_hold_an_event() {
         let tumbling = Windows {
@@ -266,6 +359,11 @@ mod tests {
 
     #[test]
     fn state_keys_sort_by_window_end() {
+        assert_eq!(
+            window_key(1_795_948_980_000, "d1"),
+            "w/00000001795948980000/d1"
+        );
+        assert_eq!(window_key(-60_000, "d1"), format!("w/{:020}/d1", -60_000));
         let early = window_key(9_000, "zz");
         let late = window_key(10_000, "aa");
         assert!(early < late);
@@ -274,20 +372,36 @@ mod tests {
 
     #[test]
     fn a_bucket_comes_back_from_its_encoding_whole() {
-        let mut bucket = Bucket::new(json!({"site": "a", "n": 1}), true);
+        let mut bucket = Bucket::new(Key::from_value(&json!({"site": "a", "n": 1})), true);
         for (t, v) in [(5, -2.5), (3, 0.0), (9, 1e9)] {
             bucket.add(t, v);
         }
-        assert_eq!(Bucket::decode(&bucket.encode()), Some(bucket.clone()));
-        let plain = Bucket::new(json!("d1"), false);
-        assert_eq!(Bucket::decode(&plain.encode()), Some(plain));
+        assert_eq!(Bucket::decode(&encoded(&bucket)), Some(bucket.clone()));
+        let plain = Bucket::new(Key::from_value(&json!("d1")), false);
+        assert_eq!(Bucket::decode(&encoded(&plain)), Some(plain));
         assert_eq!(Bucket::decode(b"{\"count\":1}"), None, "not this layout");
-        assert_eq!(Bucket::decode(&bucket.encode()[..20]), None, "cut short");
+        assert_eq!(Bucket::decode(&encoded(&bucket)[..20]), None, "cut short");
+    }
+
+    #[test]
+    fn a_key_is_the_same_however_the_payload_spelled_it() {
+        let plain = Key::parse(r#""k1""#).unwrap();
+        assert_eq!(plain, Key::from_value(&json!("k1")));
+        assert_eq!((plain.json(), plain.text()), (r#""k1""#, "k1"));
+        let escaped = Key::parse(r#""k\u0031""#).unwrap();
+        assert_eq!(escaped, plain, "an escape spells the same string");
+        let quoted = Key::parse(r#""a\"b""#).unwrap();
+        assert_eq!((quoted.json(), quoted.text()), (r#""a\"b""#, r#"a"b"#));
+        let number = Key::parse("1.0e3").unwrap();
+        assert_eq!((number.json(), number.text()), ("1000.0", "1000.0"));
+        assert_eq!(Key::parse("null").unwrap().text(), "null");
+        assert_eq!(Key::parse("{").map(|key| key.json().to_owned()), None);
+        assert_eq!(number.to_value(), json!(1000.0));
     }
 
     #[test]
     fn a_bucket_keeps_first_and_last_by_event_time() {
-        let mut bucket = Bucket::new(json!("d1"), true);
+        let mut bucket = Bucket::new(Key::from_value(&json!("d1")), true);
         bucket.add(20, 2.0);
         bucket.add(10, 1.0);
         bucket.add(30, 3.0);

@@ -81,17 +81,18 @@ impl StateCtx {
         Ok(())
     }
 
-    /// Refuse a write that would leave more than the per-call budget pending.
-    fn check_pending(&self, key: &str, value_len: Option<usize>) -> wasmtime::Result<()> {
-        let pending = self.txn.pending_bytes_with(key, value_len);
-        if pending > self.write_bytes_per_call {
-            return Err(limit(
-                "state_write_bytes_per_call",
-                format!("{pending} bytes of state writes pending in one call"),
-                self.write_bytes_per_call,
-            ));
-        }
-        Ok(())
+    /// Write `value` under `key` (`None`: delete), or refuse a write that would leave
+    /// more than the per-call budget pending.
+    fn write(&mut self, key: String, value: Option<Vec<u8>>) -> wasmtime::Result<()> {
+        self.txn
+            .write_within(key, value, self.write_bytes_per_call)
+            .map_err(|pending| {
+                limit(
+                    "state_write_bytes_per_call",
+                    format!("{pending} bytes of state writes pending in one call"),
+                    self.write_bytes_per_call,
+                )
+            })
     }
 }
 
@@ -165,16 +166,12 @@ impl state::Host for StateCtx {
                 self.value_bytes.into(),
             ));
         }
-        self.check_pending(&key, Some(value.len()))?;
-        self.txn.put(key, value);
-        Ok(())
+        self.write(key, Some(value))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         self.check_key(&key)?;
-        self.check_pending(&key, None)?;
-        self.txn.delete(key);
-        Ok(())
+        self.write(key, None)
     }
 
     fn scan_prefix(
