@@ -3,13 +3,15 @@
 //! beside it its limit, the raw relay (the same source and sink, no stage), each with
 //! the host pinned (`taskset`) to one core and to both cores of the machine.
 //!
-//! The source is HTTP: `POSTERS` threads of this process post NDJSON bodies of `BATCH`
-//! events (~200 bytes each) as fast as the host answers (it answers once the file sink
-//! has fsynced the batch), so the load generator costs little per event and needs no
-//! broker, whose own CPU would otherwise set the pace (`pipeline_relay`: Mosquitto takes
-//! most of the machine). It still runs on the same two cores: its CPU and the
-//! machine's busy time are printed beside each figure. Variants alternate; the best of
-//! `RUNS` runs counts.
+//! The source is HTTP: 4 or 8 threads of this process (`POSTERS`) post NDJSON bodies of
+//! `BATCH` events (~200 bytes each) as fast as the host answers (it answers once the
+//! file sink has fsynced the batch), so the load generator costs little per event and
+//! needs no broker, whose own CPU would otherwise set the pace (`pipeline_relay`:
+//! Mosquitto takes most of the machine). Each poster has one batch in flight, so the
+//! posters bound the batches the pipeline holds at once. The load generator still runs
+//! on the same two cores: its CPU, the machine's busy time and what other processes
+//! took are printed beside each figure, with the posts the host refused as full (429).
+//! Variants alternate; the best of `RUNS` runs counts.
 //!
 //! Run: `cargo build --release -p sluice && cargo bench -p sluice-e2e --bench scaling_cores`.
 //! Prints the table and writes the plot to `docs/benchmarks/scaling-cores.svg`.
@@ -24,6 +26,7 @@ mod process;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::{Host, free_port, http_post, payload, plugin};
@@ -31,10 +34,10 @@ use plot::{Axis, Panel, Series};
 
 /// Events per POST: one batch through the pipeline.
 const BATCH: usize = 2000;
-/// Concurrent posters: enough batches in flight for two workers of each stage.
-const POSTERS: usize = 4;
-const POSTS_PER_POSTER: usize = 100;
-const EVENTS: usize = BATCH * POSTERS * POSTS_PER_POSTER;
+/// Concurrent posters, each with one batch in flight: 4 keep two workers of each stage
+/// busy only if no batch waits elsewhere; 8 fill the stages' input channels too.
+const POSTERS: [usize; 2] = [4, 8];
+const EVENTS: usize = 800_000;
 const RUNS: usize = 3;
 
 /// A pipeline measured: its name and the stages between source `in` and sink `out`.
@@ -109,6 +112,8 @@ struct Measured {
     host_cores: f64,
     generator_cores: f64,
     machine_cores: f64,
+    /// Posts answered 429 (the source's output channel full) and posted again.
+    refused: u64,
 }
 
 /// Jiffies the machine has spent busy (everything but idle and iowait), over all CPUs.
@@ -158,18 +163,22 @@ fn lines(dir: &Path) -> usize {
         .sum()
 }
 
-/// Post `body` until it is taken (the pipeline answers 429 while it is full).
-fn post(port: u16, body: &[u8]) {
+/// Post `body` until it is taken (the pipeline answers 429 while it is full), counting
+/// the refusals.
+fn post(port: u16, body: &[u8], refused: &AtomicU64) {
     loop {
         match http_post(port, "/ingest", &[], body) {
             (200, _) => return,
-            (429, _) => std::thread::sleep(Duration::from_millis(1)),
+            (429, _) => {
+                refused.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
             (status, answer) => panic!("the host answered {status}: {answer}"),
         }
     }
 }
 
-fn run(dir: &Path, binary: &Path, variant: &Variant, body: &[u8]) -> Measured {
+fn run(dir: &Path, binary: &Path, variant: &Variant, posters: usize, body: &[u8]) -> Measured {
     let run_dir = tempfile::tempdir_in(dir).unwrap();
     let (api, ingest) = (free_port(), free_port());
     let out = run_dir.path().join("data").join("out");
@@ -179,7 +188,11 @@ fn run(dir: &Path, binary: &Path, variant: &Variant, body: &[u8]) -> Measured {
          {stages}\n[sinks.out]\ntype = \"file\"\ninputs = [\"{last}\"]\npath = \"out\"\n",
         data = run_dir.path().join("data").display(),
         stages = (variant.stages)(variant.parallelism),
-        last = if variant.parallelism == 0 { "in" } else { "shape" },
+        last = if variant.parallelism == 0 {
+            "in"
+        } else {
+            "shape"
+        },
     );
     let config = run_dir.path().join("pipeline.toml");
     std::fs::write(&config, text).unwrap();
@@ -188,7 +201,9 @@ fn run(dir: &Path, binary: &Path, variant: &Variant, body: &[u8]) -> Measured {
     let host = Host::start(&config, api, Stdio::null());
     let pid = host.child.id();
     // One batch first, so that every stage's instances exist before the clock starts.
-    post(ingest, body);
+    let refused = AtomicU64::new(0);
+    post(ingest, body, &refused);
+    refused.store(0, Ordering::Relaxed);
 
     let (host_before, mine_before, machine_before) = (
         process::cpu_seconds(pid),
@@ -197,10 +212,10 @@ fn run(dir: &Path, binary: &Path, variant: &Variant, body: &[u8]) -> Measured {
     );
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..POSTERS {
+        for _ in 0..posters {
             scope.spawn(|| {
-                for _ in 0..POSTS_PER_POSTER {
-                    post(ingest, body);
+                for _ in 0..EVENTS / BATCH / posters {
+                    post(ingest, body, &refused);
                 }
             });
         }
@@ -223,6 +238,7 @@ fn run(dir: &Path, binary: &Path, variant: &Variant, body: &[u8]) -> Measured {
         host_cores: (host_after - host_before) / elapsed,
         generator_cores: (mine_after - mine_before) / elapsed,
         machine_cores: (machine_after - machine_before) / elapsed,
+        refused: refused.load(Ordering::Relaxed),
     }
 }
 
@@ -237,61 +253,73 @@ fn main() {
             line
         })
         .collect();
-    // best[variant][cores]
-    let mut best = [[Measured::default(); 2]; 3];
+    // best[posters][variant][cores]
+    let mut best = [[[Measured::default(); 2]; 3]; 2];
     for round in 0..RUNS {
-        for (v, variant) in VARIANTS.iter().enumerate() {
-            for (c, binary) in binaries.iter().enumerate() {
-                eprintln!(
-                    "round {}/{RUNS}: {} on {} core(s)",
-                    round + 1,
-                    variant.name,
-                    CORES[c]
-                );
-                let measured = run(dir.path(), binary, variant, &body);
-                if measured.rate > best[v][c].rate {
-                    best[v][c] = measured;
+        for (p, posters) in POSTERS.iter().enumerate() {
+            for (v, variant) in VARIANTS.iter().enumerate() {
+                for (c, binary) in binaries.iter().enumerate() {
+                    eprintln!(
+                        "round {}/{RUNS}: {} on {} core(s), {posters} posters",
+                        round + 1,
+                        variant.name,
+                        CORES[c]
+                    );
+                    let measured = run(dir.path(), binary, variant, *posters, &body);
+                    if measured.rate > best[p][v][c].rate {
+                        best[p][v][c] = measured;
+                    }
                 }
             }
         }
     }
     println!(
-        "| pipeline ({EVENTS} events of ~200 bytes, HTTP NDJSON in batches of {BATCH} from {POSTERS} posters → file, fsynced; best of {RUNS}) | host cores (taskset) | events/s | of the relay on as many cores | host CPU (cores busy) | host CPU µs per event | load generator CPU (cores) | machine busy (of 2 cores) |"
+        "| pipeline ({EVENTS} events of ~200 bytes, HTTP NDJSON in batches of {BATCH} → file, fsynced; best of {RUNS}) | posters (batches in flight) | host cores (taskset) | events/s | of the relay on as many cores | host CPU (cores busy) | host CPU µs per event | load generator CPU (cores) | other processes (cores) | machine busy (of 2 cores) | posts refused (429) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (v, variant) in VARIANTS.iter().enumerate() {
-        for (c, cores) in CORES.iter().enumerate() {
-            let m = best[v][c];
-            println!(
-                "| {} | {cores} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} |",
-                variant.name,
-                m.rate,
-                m.rate / best[0][c].rate * 100.0,
-                m.host_cores,
-                m.host_cores * 1e6 / m.rate,
-                m.generator_cores,
-                m.machine_cores,
-            );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (p, posters) in POSTERS.iter().enumerate() {
+        for (v, variant) in VARIANTS.iter().enumerate() {
+            for (c, cores) in CORES.iter().enumerate() {
+                let m = best[p][v][c];
+                println!(
+                    "| {} | {posters} | {cores} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    variant.name,
+                    m.rate,
+                    m.rate / best[p][0][c].rate * 100.0,
+                    m.host_cores,
+                    m.host_cores * 1e6 / m.rate,
+                    m.generator_cores,
+                    (m.machine_cores - m.host_cores - m.generator_cores).max(0.0),
+                    m.machine_cores,
+                    m.refused,
+                );
+            }
         }
     }
     println!();
-    println!("| pipeline | events/s on 1 core | on 2 cores | gained by the second core | 2 cores / 1 core |");
-    println!("|---|---:|---:|---:|---:|");
-    for (v, variant) in VARIANTS.iter().enumerate() {
-        let (one, two) = (best[v][0].rate, best[v][1].rate);
-        println!(
-            "| {} | {one:.0} | {two:.0} | {:.0} | {:.2}x |",
-            variant.name,
-            two - one,
-            two / one
-        );
+    println!(
+        "| pipeline | posters | events/s on 1 core | on 2 cores | gained by the second core | 2 cores / 1 core |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (p, posters) in POSTERS.iter().enumerate() {
+        for (v, variant) in VARIANTS.iter().enumerate() {
+            let (one, two) = (best[p][v][0].rate, best[p][v][1].rate);
+            println!(
+                "| {} | {posters} | {one:.0} | {two:.0} | {:.0} | {:.2}x |",
+                variant.name,
+                two - one,
+                two / one
+            );
+        }
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/scaling-cores.svg");
-    std::fs::write(&out, plot(&best)).unwrap();
+    let out =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/scaling-cores.svg");
+    std::fs::write(&out, plot(&best[1])).unwrap();
     println!("plot: {}", out.display());
 }
 
-/// Events/s and the host's busy cores over the cores it may use, a line per variant.
+/// Events/s and the host's busy cores over the cores it may use, a line per variant
+/// (with 8 posters).
 fn plot(best: &[[Measured; 2]; 3]) -> String {
     let series = |value: fn(&Measured) -> f64| {
         VARIANTS

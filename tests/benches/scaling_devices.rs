@@ -14,6 +14,7 @@
 //!
 //! Run: `cargo build --release -p sluice && cargo bench -p sluice-e2e --bench scaling_devices`.
 //! Prints the table and writes the plot to `docs/benchmarks/scaling-devices.svg`.
+//! `SCALING_DEVICES=5000` measures that N alone (e.g. under `perf`), and writes no plot.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -184,7 +185,12 @@ async fn warm_up(port: u16) {
         if next == acked && next < WARM_UP_READINGS {
             let reading = format!("{{\"seq\":{next},\"temperature\":21.5,\"battery\":3.7}}");
             client
-                .publish("sensors/warm-up/telemetry", QoS::AtLeastOnce, false, reading)
+                .publish(
+                    "sensors/warm-up/telemetry",
+                    QoS::AtLeastOnce,
+                    false,
+                    reading,
+                )
                 .await
                 .unwrap();
             next += 1;
@@ -475,14 +481,13 @@ groups.sensors = {{ config = "device.toml" }}
 fn run_sluice(runtime: &tokio::runtime::Runtime, devices: usize) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let arrivals = Arc::new(Arrivals::default());
-    let listener = runtime
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let receiver_port = listener.local_addr().unwrap().port();
     let receiver = runtime.spawn(receive(listener, arrivals.clone()));
     let (api, port) = (free_port(), free_port());
     let config = host_config(dir.path(), api, port, receiver_port, devices);
     let host = Host::start(&config, api, Stdio::null());
+    eprintln!("host pid {}", host.child.id());
     let broker = Broker {
         pid: host.child.id(),
         port,
@@ -524,16 +529,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let only: Option<usize> = std::env::var("SCALING_DEVICES")
+        .ok()
+        .map(|n| n.parse().expect("SCALING_DEVICES is a number of devices"));
     let mut rows = Vec::new();
-    for devices in DEVICES {
-        eprintln!("{devices} devices: Sluice");
+    for devices in only.map_or(DEVICES.to_vec(), |n| vec![n]) {
+        eprintln!("{devices} devices: Sluice (host pid below)");
         let sluice = run_sluice(&runtime, devices);
         eprintln!("{devices} devices: Mosquitto");
         let mosquitto = run_mosquitto(&runtime, devices);
         rows.push((devices, sluice, mosquitto));
     }
     println!(
-        "| devices (1 reading/s each, QoS 1, own connection) | broker | readings/s delivered | RSS MiB (0 devices → N) | RSS KiB per device | CPU µs per reading | latency p50 ms | p99 ms | sent | lost | duplicates | client errors | load generator CPU (cores) |"
+        "| devices (1 reading/s each, QoS 1, own connection) | broker | readings/s delivered | RSS MiB (0 devices → N) | RSS KiB per device | CPU µs per reading | latency p50 ms | p99 ms | sent | lost (not received 30 s after the last send) | duplicates | client errors | load generator CPU (cores) |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (devices, sluice, mosquitto) in &rows {
@@ -570,6 +578,9 @@ fn main() {
             sluice.cpu_us_per_reading / mosquitto.cpu_us_per_reading,
             sluice.p99_ms / mosquitto.p99_ms,
         );
+    }
+    if only.is_some() {
+        return;
     }
     let out = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../docs/benchmarks/scaling-devices.svg");
