@@ -109,6 +109,11 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// The broker's process id, for its CPU time and memory in /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Freeze the broker (SIGSTOP): connections stall as in a network outage, and
     /// sessions stay as they are.
     pub fn pause(&self) {
