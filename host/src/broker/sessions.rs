@@ -88,6 +88,10 @@ pub struct Sessions {
 #[derive(Default)]
 struct Registry {
     sessions: HashMap<String, Arc<Session>>,
+    /// The sessions with at least one subscription: those a message may be routed to.
+    /// Most connected clients (devices) only publish, and a publish looks at these
+    /// alone, so that its cost does not grow with every client connected.
+    subscribers: HashMap<String, Arc<Session>>,
     /// The last retained message of each topic (kept in memory only).
     retained: BTreeMap<String, Publish>,
 }
@@ -136,7 +140,9 @@ impl Sessions {
                     )
                 })
                 .collect();
-            registry.sessions.insert(client_id, Arc::new(session));
+            let session = Arc::new(session);
+            registry.note_subscriptions(&session);
+            registry.sessions.insert(client_id, session);
         }
         // A queue whose session never reached `sessions.json` (a crash in between) held
         // nothing anyone was promised.
@@ -180,6 +186,8 @@ impl Sessions {
         let (session, session_present) = match previous {
             Some(previous) if previous.persistent && !clean_session => (previous, true),
             previous => {
+                // The new session starts without the old one's subscriptions.
+                registry.subscribers.remove(client_id);
                 if previous.is_some_and(|p| p.persistent) {
                     registry.sessions.remove(client_id);
                     self.save(&registry)?;
@@ -241,6 +249,7 @@ impl Sessions {
                 added | (before != Some(QoS::AtLeastOnce))
             })
         };
+        registry.note_subscriptions(&session);
         if added {
             self.save(&registry)?;
         }
@@ -261,20 +270,22 @@ impl Sessions {
                 .is_some_and(|s| Arc::ptr_eq(s, session))
         {
             registry.sessions.remove(&session.client_id);
+            registry.subscribers.remove(&session.client_id);
         }
     }
 
     /// Add subscriptions (QoS already granted); returns the retained messages they match.
     pub fn subscribe(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         filters: &[(String, QoS)],
     ) -> Result<Vec<Publish>, SessionError> {
-        let registry = self.registry.lock().unwrap();
+        let mut registry = self.registry.lock().unwrap();
         {
             let mut subscriptions = session.subscriptions.lock().unwrap();
             subscriptions.extend(filters.iter().cloned());
         }
+        registry.note_subscriptions(session);
         if session.persistent {
             self.save(&registry)?;
         }
@@ -286,14 +297,19 @@ impl Sessions {
             .collect())
     }
 
-    pub fn unsubscribe(&self, session: &Session, filters: &[String]) -> Result<(), SessionError> {
-        let registry = self.registry.lock().unwrap();
+    pub fn unsubscribe(
+        &self,
+        session: &Arc<Session>,
+        filters: &[String],
+    ) -> Result<(), SessionError> {
+        let mut registry = self.registry.lock().unwrap();
         {
             let mut subscriptions = session.subscriptions.lock().unwrap();
             filters.iter().for_each(|f| {
                 subscriptions.remove(f);
             });
         }
+        registry.note_subscriptions(session);
         if session.persistent {
             self.save(&registry)?;
         }
@@ -323,7 +339,7 @@ impl Sessions {
                 }
                 let targets: Vec<&Arc<Session>> = match only {
                     Some(session) => vec![session],
-                    None => registry.sessions.values().collect(),
+                    None => registry.subscribers.values().collect(),
                 };
                 for session in targets {
                     match session.wants(&message.topic, message.qos) {
@@ -382,6 +398,30 @@ impl Sessions {
     }
 }
 
+impl Registry {
+    /// Keep `session` among the subscribers exactly while it holds a subscription and
+    /// is the session of its client id.
+    fn note_subscriptions(&mut self, session: &Arc<Session>) {
+        let current = (self.sessions.get(&session.client_id))
+            .is_none_or(|registered| Arc::ptr_eq(registered, session));
+        if !current {
+            return;
+        }
+        if session.subscriptions.lock().unwrap().is_empty() {
+            self.subscribers.remove(&session.client_id);
+        } else {
+            self.subscribers
+                .insert(session.client_id.clone(), session.clone());
+        }
+    }
+
+    /// How many sessions a publish is matched against.
+    #[cfg(test)]
+    fn subscribers(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
 impl Session {
     fn new(client_id: &str, persistent: bool, queue: Queue) -> Session {
         Session {
@@ -409,5 +449,98 @@ fn send_live(session: &Session, message: &Publish) {
     if !sent && live.is_some() {
         ::metrics::counter!("sluice_broker_dropped_total", "reason" => "qos0_client_slow")
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(topic: &str) -> Publish {
+        Publish::new(topic, QoS::AtLeastOnce, b"{}".to_vec())
+    }
+
+    fn held(session: &Session) -> usize {
+        session.queue.read(0, usize::MAX).unwrap().len()
+    }
+
+    /// Thousands of devices that only publish stay out of every publish's routing,
+    /// while those that subscribe get what they asked for, exactly as long as they ask.
+    #[tokio::test]
+    async fn a_publish_is_matched_only_against_sessions_that_subscribe() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = Sessions::open(dir.path(), 1 << 20).unwrap();
+        let stop = CancellationToken::new();
+        sessions
+            .declare("source", &["sensors/+/telemetry".to_owned()])
+            .unwrap();
+        let devices: Vec<Attached> = (0..1000)
+            .map(|n| sessions.attach(&format!("dev-{n}"), true, &stop).unwrap())
+            .collect();
+        let consumer = sessions.attach("consumer", true, &stop).unwrap();
+        (sessions.subscribe(
+            &consumer.session,
+            &[("sensors/#".to_owned(), QoS::AtLeastOnce)],
+        ))
+        .unwrap();
+        let subscribers = || sessions.registry.lock().unwrap().subscribers();
+        assert_eq!(subscribers(), 2, "the source and the consumer");
+
+        let source = sessions.registry.lock().unwrap().sessions["source"].clone();
+        sessions
+            .route(&[reading("sensors/dev-1/telemetry")], None)
+            .await
+            .unwrap();
+        assert_eq!((held(&source), held(&consumer.session)), (1, 1));
+        assert!(devices.iter().all(|device| held(&device.session) == 0));
+
+        sessions
+            .unsubscribe(&consumer.session, &["sensors/#".to_owned()])
+            .unwrap();
+        assert_eq!(subscribers(), 1);
+        sessions
+            .route(&[reading("sensors/dev-2/telemetry")], None)
+            .await
+            .unwrap();
+        assert_eq!((held(&source), held(&consumer.session)), (2, 1));
+    }
+
+    /// A session replaced by a clean one under the same client id takes its
+    /// subscriptions with it, and a clean session's end takes it out of the routing.
+    #[tokio::test]
+    async fn replaced_and_ended_sessions_leave_the_routing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = Sessions::open(dir.path(), 1 << 20).unwrap();
+        let stop = CancellationToken::new();
+        let filters = [("alerts/#".to_owned(), QoS::AtLeastOnce)];
+        let first = sessions.attach("watcher", true, &stop).unwrap();
+        sessions.subscribe(&first.session, &filters).unwrap();
+        let second = sessions.attach("watcher", true, &stop).unwrap();
+        let subscribers = || sessions.registry.lock().unwrap().subscribers();
+        assert_eq!(subscribers(), 0, "the new session has no subscriptions");
+        // The first connection ends after the takeover: the new session is not touched.
+        sessions.detach(&first.session, first.generation);
+        sessions.subscribe(&second.session, &filters).unwrap();
+        sessions.route(&[reading("alerts/a")], None).await.unwrap();
+        assert_eq!((held(&first.session), held(&second.session)), (0, 1));
+        sessions.detach(&second.session, second.generation);
+        assert_eq!(subscribers(), 0);
+    }
+
+    /// Persistent sessions kept in `sessions.json` are routed to after a restart.
+    #[tokio::test]
+    async fn stored_subscribers_are_routed_to_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sessions = Sessions::open(dir.path(), 1 << 20).unwrap();
+            sessions
+                .declare("source", &["sensors/#".to_owned()])
+                .unwrap();
+        }
+        let sessions = Sessions::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(sessions.registry.lock().unwrap().subscribers(), 1);
+        sessions.route(&[reading("sensors/a")], None).await.unwrap();
+        let source = sessions.registry.lock().unwrap().sessions["source"].clone();
+        assert_eq!(held(&source), 1);
     }
 }
