@@ -115,19 +115,27 @@ impl Partitioner {
         })
     }
 
+    /// The payload's top-level fields rendering reads: what the caller reads out of
+    /// each payload for [`Partitioner::render_into`].
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
     /// The partition path of `event` (without leading or trailing `/`) written into
     /// `out` (cleared first: one buffer serves every event), and its event time in
-    /// epoch milliseconds.
-    pub fn render_into(&mut self, event: &Event, out: &mut String) -> i64 {
-        let payload = if self.fields.is_empty() {
-            None
-        } else {
-            template::payload_fields(event, &self.fields)
-        };
+    /// epoch milliseconds. `payload`: the payload's [`Partitioner::fields`], as
+    /// [`template::payload_fields`] reads them (the sink reads them in the same pass
+    /// as its schema check).
+    pub fn render_into(
+        &mut self,
+        event: &Event,
+        payload: Option<&serde_json::Value>,
+        out: &mut String,
+    ) -> i64 {
         let millis = self
             .time_field
             .as_deref()
-            .and_then(|path| template::field(payload.as_ref(), path))
+            .and_then(|path| template::field(payload, path))
             .and_then(crate::storage::time_ms)
             .unwrap_or(event.timestamp_ms);
         let minute = millis.div_euclid(60_000);
@@ -143,7 +151,7 @@ impl Partitioner {
         self.template.render_into(out, |name, out| {
             match TIME_PARTS.iter().position(|part| *part == name) {
                 Some(index) => out.push_str(&parts[index]),
-                None => out.push_str(&template::field_text(payload.as_ref(), name, clean)),
+                None => out.push_str(&template::field_text(payload, name, clean)),
             }
         });
         let end = out.trim_end_matches('/').len();
@@ -272,7 +280,8 @@ mod tests {
     /// The partition and time of `event`, rendered into a buffer that held another's.
     fn render(partitioner: &mut Partitioner, event: &Event) -> (String, i64) {
         let mut out = "/stale/".to_owned();
-        let millis = partitioner.render_into(event, &mut out);
+        let fields = super::super::scan::unchecked_fields(event, partitioner.fields());
+        let millis = partitioner.render_into(event, fields.as_ref(), &mut out);
         (out, millis)
     }
 
