@@ -26,7 +26,7 @@ use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 
-use super::scan::{self, RowCheck, Scanned};
+use super::scan::{self, Fields, RowCheck};
 use crate::event::Event;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -243,15 +243,18 @@ impl Encoder {
         })
     }
 
-    /// Read `event` once for the partition fields `wanted` and, under a declared
-    /// schema, whether it fits for sure (what [`Encoder::append`] takes as `all_fit`).
-    pub fn scan(&self, event: &Event, wanted: &[String]) -> Scanned {
+    /// Read `event` once for the partition fields `wanted` (into `fields`) and, under
+    /// a declared schema, whether it fits for sure (what [`Encoder::append`] takes as
+    /// `all_fit`).
+    pub fn scan(&self, event: &Event, wanted: &[String], fields: &mut Fields) -> bool {
         match &self.check {
-            Some(check) if self.trust_check.load(Ordering::Relaxed) => check.scan(event, wanted),
-            _ => Scanned {
-                fields: scan::unchecked_fields(event, wanted),
-                fits: false,
-            },
+            Some(check) if self.trust_check.load(Ordering::Relaxed) => {
+                check.scan(event, wanted, fields)
+            }
+            _ => {
+                scan::unchecked_fields(event, wanted, fields);
+                false
+            }
         }
     }
 
@@ -260,9 +263,7 @@ impl Encoder {
         if let EncodeError::Unforeseen(_) = &error
             && self.trust_check.swap(false, Ordering::Relaxed)
         {
-            tracing::error!(
-                "{error}; every event now takes the exact path, one flush per group"
-            );
+            tracing::error!("{error}; every event now takes the exact path, one flush per group");
         }
         error
     }
@@ -381,7 +382,11 @@ impl Encoder {
         }
     }
 
-    fn decoder(&self, schema: &SchemaRef, rows: usize) -> Result<Decoder, arrow_schema::ArrowError> {
+    fn decoder(
+        &self,
+        schema: &SchemaRef,
+        rows: usize,
+    ) -> Result<Decoder, arrow_schema::ArrowError> {
         ReaderBuilder::new(schema.clone())
             .with_batch_size(rows.max(1))
             .with_strict_mode(self.reject_unknown_fields)
@@ -432,7 +437,10 @@ fn decode_into(
 }
 
 /// Decode `payload` into `decoder`, which must take it as exactly one JSON object.
-pub(super) fn one_row(decoder: &mut Decoder, payload: &[u8]) -> Result<(), arrow_schema::ArrowError> {
+pub(super) fn one_row(
+    decoder: &mut Decoder,
+    payload: &[u8],
+) -> Result<(), arrow_schema::ArrowError> {
     // The decoder reads a stream: a payload holding half an object, or two, would
     // shift every row after it.
     let before = decoder.len();

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use object_store::path::Path;
 use object_store::ObjectStore;
+use object_store::path::Path;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -264,12 +264,15 @@ impl Writer {
         let mut groups: Vec<(ObjectKey, Vec<Entry>)> = Vec::new();
         let mut by_partition: HashMap<String, Vec<usize>> = HashMap::new();
         let mut partition = String::new();
+        let mut fields = Vec::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
             // One pass reads the partition fields and checks the schema.
-            let scanned = self.encoder.scan(&event, self.partitioner.fields());
-            let time_ms =
-                self.partitioner
-                    .render_into(&event, scanned.fields.as_ref(), &mut partition);
+            let fits = self
+                .encoder
+                .scan(&event, self.partitioner.fields(), &mut fields);
+            let time_ms = self
+                .partitioner
+                .render_into(&event, &fields, &mut partition);
             let (stream, offset) = layout::stream_of(&event);
             let streams = match by_partition.get_mut(partition.as_str()) {
                 Some(streams) => streams,
@@ -283,7 +286,7 @@ impl Writer {
                     groups.len() - 1
                 }
             };
-            groups[at].1.push((event, ack, offset, time_ms, scanned.fits));
+            groups[at].1.push((event, ack, offset, time_ms, fits));
         }
         // Objects in the order of their keys: sealing order does not depend on the order
         // events arrived in.

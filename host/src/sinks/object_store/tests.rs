@@ -257,7 +257,9 @@ async fn buffered_and_exactly_checked_rows_keep_their_order_across_batches() {
     let letters = lake.take_rejected();
     assert_eq!(letters.len(), refused);
     assert!(letters.iter().all(|letter| letter.reason.contains("many")));
-    letters.into_iter().for_each(|letter| letter.ack.delivered());
+    letters
+        .into_iter()
+        .for_each(|letter| letter.ack.delivered());
     Box::new(lake).close().await.unwrap();
     assert_eq!(acked.load(Ordering::SeqCst), expected.len() + refused);
 
