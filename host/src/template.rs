@@ -211,7 +211,12 @@ pub fn field_text(
     path: &str,
     clean: impl Fn(&str) -> String,
 ) -> String {
-    match field(payload, path) {
+    value_text(field(payload, path), clean)
+}
+
+/// What [`field_text`] makes of a field's value, once found.
+pub fn value_text(value: Option<&serde_json::Value>, clean: impl Fn(&str) -> String) -> String {
+    match value {
         Some(serde_json::Value::String(text)) => clean(text),
         Some(serde_json::Value::Null) | None => "_".to_owned(),
         Some(other) => clean(&other.to_string()),

@@ -13,6 +13,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::RecordBatch;
 use arrow_json::ReaderBuilder;
@@ -25,6 +26,7 @@ use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 
+use super::scan::{self, Fields, RowCheck};
 use crate::event::Event;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -87,6 +89,11 @@ pub enum EncodeError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("compressing: {0}")]
     Io(#[from] std::io::Error),
+    /// A payload the schema check passed was refused by arrow-json after all: the
+    /// rows buffered with it are lost, so their object is given up (its events fail
+    /// back to the source) and the check is no longer trusted.
+    #[error("a payload the schema check passed was refused by the JSON decoder: {0}")]
+    Unforeseen(arrow_schema::ArrowError),
 }
 
 /// How every object of one sink is encoded.
@@ -97,6 +104,10 @@ pub struct Encoder {
     schema: Option<SchemaRef>,
     reject_unknown_fields: bool,
     row_group_rows: usize,
+    /// Under a declared schema: which payloads arrow-json takes for sure ([`scan`]).
+    check: Option<RowCheck>,
+    /// Cleared for good if arrow-json ever refuses a payload the check passed.
+    trust_check: AtomicBool,
 }
 
 /// An object being filled.
@@ -108,18 +119,60 @@ pub enum Body {
 }
 
 /// An object's Parquet writer, and the rows decoded for it but not yet written: each
-/// `write` costs per column, so the small batches a partitioned stream gets are
-/// gathered into writes of [`WRITE_ROWS`].
+/// `write` and each decoder flush costs per column, so rows are gathered into writes
+/// of [`WRITE_ROWS`]. Events the schema check passes stay in the object's decoder
+/// until then; the record batches of events that took the exact path wait in
+/// `pending`.
 pub struct ParquetBody {
     writer: ArrowWriter<Vec<u8>>,
     decoder: Option<Decoder>,
+    /// Payload bytes in `decoder` not flushed yet.
+    buffered_bytes: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
 }
 
 const WRITE_ROWS: usize = 8192;
+/// Payload bytes a decoder buffers at most before it is flushed: keeps its 32-bit
+/// string offsets and tape positions far from overflowing whatever the event sizes.
+const BUFFER_BYTES: usize = 32 << 20;
 
 impl ParquetBody {
+    /// Decode `events`, all passed by the schema check, into the object's decoder,
+    /// flushing it every [`WRITE_ROWS`] rows.
+    fn decode_fitting(
+        &mut self,
+        encoder: &Encoder,
+        schema: &SchemaRef,
+        events: &[&Event],
+    ) -> Result<(), EncodeError> {
+        for event in events {
+            let decoder = match &mut self.decoder {
+                Some(decoder) => decoder,
+                empty => empty.insert(encoder.decoder(schema, WRITE_ROWS)?),
+            };
+            one_row(decoder, &event.payload).map_err(EncodeError::Unforeseen)?;
+            self.buffered_bytes += event.payload.len();
+            if decoder.len() >= WRITE_ROWS || self.buffered_bytes >= BUFFER_BYTES {
+                self.flush_decoder()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows in the object's decoder into `pending`.
+    fn flush_decoder(&mut self) -> Result<(), EncodeError> {
+        self.buffered_bytes = 0;
+        let Some(decoder) = &mut self.decoder else {
+            return Ok(());
+        };
+        match decoder.flush() {
+            Ok(Some(batch)) => self.add(batch),
+            Ok(None) => Ok(()),
+            Err(error) => Err(EncodeError::Unforeseen(error)),
+        }
+    }
+
     fn add(&mut self, batch: RecordBatch) -> Result<(), EncodeError> {
         self.pending_rows += batch.num_rows();
         self.pending.push(batch);
@@ -130,9 +183,13 @@ impl ParquetBody {
     }
 
     fn write_pending(&mut self) -> Result<(), EncodeError> {
-        if let Some(first) = self.pending.first() {
-            let rows = arrow_select::concat::concat_batches(&first.schema(), &self.pending)?;
-            self.writer.write(&rows)?;
+        match self.pending.as_slice() {
+            [] => {}
+            [rows] => self.writer.write(rows)?,
+            [first, ..] => {
+                let rows = arrow_select::concat::concat_batches(&first.schema(), &self.pending)?;
+                self.writer.write(&rows)?;
+            }
         }
         self.pending.clear();
         self.pending_rows = 0;
@@ -159,6 +216,7 @@ impl Encoder {
             }
             (_, Some(chosen)) => chosen,
         };
+        let row_group_rows = row_group_rows.max(1);
         if format == Format::Jsonl && schema.is_some() {
             return Err("`schema` applies to Parquet only".into());
         }
@@ -171,13 +229,43 @@ impl Encoder {
                 Ok(Arc::new(Schema::new(fields)))
             })
             .transpose()?;
+        let check = schema
+            .as_deref()
+            .and_then(|schema| RowCheck::new(schema, reject_unknown_fields));
         Ok(Encoder {
             format,
             compression,
             schema,
             reject_unknown_fields,
-            row_group_rows: row_group_rows.max(1),
+            row_group_rows,
+            check,
+            trust_check: AtomicBool::new(true),
         })
+    }
+
+    /// Read `event` once for the partition fields `wanted` (into `fields`) and, under
+    /// a declared schema, whether it fits for sure (what [`Encoder::append`] takes as
+    /// `all_fit`).
+    pub fn scan(&self, event: &Event, wanted: &[String], fields: &mut Fields) -> bool {
+        match &self.check {
+            Some(check) if self.trust_check.load(Ordering::Relaxed) => {
+                check.scan(event, wanted, fields)
+            }
+            _ => {
+                scan::unchecked_fields(event, wanted, fields);
+                false
+            }
+        }
+    }
+
+    /// `error`, after giving up on the schema check if it is [`EncodeError::Unforeseen`].
+    fn distrust_on(&self, error: EncodeError) -> EncodeError {
+        if let EncodeError::Unforeseen(_) = &error
+            && self.trust_check.swap(false, Ordering::Relaxed)
+        {
+            tracing::error!("{error}; every event now takes the exact path, one flush per group");
+        }
+        error
     }
 
     /// The object name's extension.
@@ -195,6 +283,7 @@ impl Encoder {
             Some(schema) => Body::Parquet(Box::new(ParquetBody {
                 writer: ArrowWriter::try_new(Vec::new(), schema.clone(), Some(self.properties()))?,
                 decoder: None,
+                buffered_bytes: 0,
                 pending: Vec::new(),
                 pending_rows: 0,
             })),
@@ -215,11 +304,13 @@ impl Encoder {
     }
 
     /// Add `events` to `body`. Returns the events that cannot be stored, by index into
-    /// `events`, with why; the others are in `body`.
+    /// `events`, with why; the others are in `body`. `all_fit`: [`Encoder::scan`] passed
+    /// every one of them.
     pub fn append(
         &self,
         body: &mut Body,
         events: &[&Event],
+        all_fit: bool,
     ) -> Result<Vec<(usize, String)>, EncodeError> {
         match body {
             Body::Lines(lines) if self.format == Format::Jsonl => {
@@ -245,6 +336,16 @@ impl Encoder {
                     .schema
                     .clone()
                     .expect("a Parquet body is made only under a declared schema");
+                if all_fit {
+                    parquet
+                        .decode_fitting(self, &schema, events)
+                        .map_err(|error| self.distrust_on(error))?;
+                    return Ok(Vec::new());
+                }
+                // Rows keep their order: what the decoder holds goes first.
+                parquet
+                    .flush_decoder()
+                    .map_err(|error| self.distrust_on(error))?;
                 let (batch, rejected) = match self.decode_reusing(parquet, &schema, events) {
                     Ok(batch) => (batch, Vec::new()),
                     Err(_) => {
@@ -281,7 +382,11 @@ impl Encoder {
         }
     }
 
-    fn decoder(&self, schema: &SchemaRef, rows: usize) -> Result<Decoder, arrow_schema::ArrowError> {
+    fn decoder(
+        &self,
+        schema: &SchemaRef,
+        rows: usize,
+    ) -> Result<Decoder, arrow_schema::ArrowError> {
         ReaderBuilder::new(schema.clone())
             .with_batch_size(rows.max(1))
             .with_strict_mode(self.reject_unknown_fields)
@@ -325,31 +430,37 @@ fn decode_into(
     decoder: &mut Decoder,
     events: &[&Event],
 ) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
-    {
-        for event in events {
-            // The decoder reads a stream: a payload holding half an object, or two,
-            // would shift every row after it.
-            let before = decoder.len();
-            let read = decoder.decode(&event.payload)?;
-            if read != event.payload.len()
-                || decoder.has_partial_record()
-                || decoder.len() != before + 1
-            {
-                return Err(arrow_schema::ArrowError::JsonError(
-                    "payload is not one JSON object".into(),
-                ));
-            }
-        }
-        decoder.flush()
+    for event in events {
+        one_row(decoder, &event.payload)?;
     }
+    decoder.flush()
+}
+
+/// Decode `payload` into `decoder`, which must take it as exactly one JSON object.
+pub(super) fn one_row(
+    decoder: &mut Decoder,
+    payload: &[u8],
+) -> Result<(), arrow_schema::ArrowError> {
+    // The decoder reads a stream: a payload holding half an object, or two, would
+    // shift every row after it.
+    let before = decoder.len();
+    let read = decoder.decode(payload)?;
+    if read != payload.len() || decoder.has_partial_record() || decoder.len() != before + 1 {
+        return Err(arrow_schema::ArrowError::JsonError(
+            "payload is not one JSON object".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Encoder {
-
     /// The finished object's bytes.
     pub fn finish(&self, body: Body) -> Result<Bytes, EncodeError> {
         let bytes = match body {
             Body::Parquet(mut parquet) => {
+                parquet
+                    .flush_decoder()
+                    .map_err(|error| self.distrust_on(error))?;
                 parquet.write_pending()?;
                 parquet.writer.into_inner()?
             }

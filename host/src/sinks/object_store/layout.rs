@@ -115,19 +115,27 @@ impl Partitioner {
         })
     }
 
+    /// The payload's top-level fields rendering reads: what the caller reads out of
+    /// each payload for [`Partitioner::render_into`].
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
     /// The partition path of `event` (without leading or trailing `/`) written into
     /// `out` (cleared first: one buffer serves every event), and its event time in
-    /// epoch milliseconds.
-    pub fn render_into(&mut self, event: &Event, out: &mut String) -> i64 {
-        let payload = if self.fields.is_empty() {
-            None
-        } else {
-            template::payload_fields(event, &self.fields)
-        };
+    /// epoch milliseconds. `fields`: the payload's [`Partitioner::fields`], in order
+    /// (the sink reads them in the same pass as its schema check).
+    pub fn render_into(
+        &mut self,
+        event: &Event,
+        fields: &[Option<serde_json::Value>],
+        out: &mut String,
+    ) -> i64 {
+        let names = &self.fields;
         let millis = self
             .time_field
             .as_deref()
-            .and_then(|path| template::field(payload.as_ref(), path))
+            .and_then(|path| lookup(names, fields, path))
             .and_then(crate::storage::time_ms)
             .unwrap_or(event.timestamp_ms);
         let minute = millis.div_euclid(60_000);
@@ -143,7 +151,7 @@ impl Partitioner {
         self.template.render_into(out, |name, out| {
             match TIME_PARTS.iter().position(|part| *part == name) {
                 Some(index) => out.push_str(&parts[index]),
-                None => out.push_str(&template::field_text(payload.as_ref(), name, clean)),
+                None => out.push_str(&template::value_text(lookup(names, fields, name), clean)),
             }
         });
         let end = out.trim_end_matches('/').len();
@@ -152,6 +160,21 @@ impl Partitioner {
         out.drain(..start);
         millis
     }
+}
+
+/// The value at a dotted `path` of a payload whose top-level fields `names` are
+/// `fields`, as [`template::field`] finds it in the whole payload.
+fn lookup<'a>(
+    names: &[String],
+    fields: &'a [Option<serde_json::Value>],
+    path: &str,
+) -> Option<&'a serde_json::Value> {
+    let mut steps = path.split('.');
+    let first = steps.next()?;
+    let top = fields
+        .get(names.iter().position(|name| name == first)?)?
+        .as_ref()?;
+    steps.try_fold(top, |value, step| value.get(step))
 }
 
 /// `date`, `year`, `month`, `day`, `hour`, `minute` of `millis` in UTC, in the order of
@@ -272,7 +295,9 @@ mod tests {
     /// The partition and time of `event`, rendered into a buffer that held another's.
     fn render(partitioner: &mut Partitioner, event: &Event) -> (String, i64) {
         let mut out = "/stale/".to_owned();
-        let millis = partitioner.render_into(event, &mut out);
+        let mut fields = Vec::new();
+        super::super::scan::unchecked_fields(event, partitioner.fields(), &mut fields);
+        let millis = partitioner.render_into(event, &fields, &mut out);
         (out, millis)
     }
 
@@ -292,7 +317,10 @@ mod tests {
         );
         let mut by_field = Partitioner::parse("{year}/{month}/{day}", Some("ts".into())).unwrap();
         assert_eq!(
-            render(&mut by_field, &event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)),
+            render(
+                &mut by_field,
+                &event(r#"{"ts":"2024-02-03T04:05:06Z"}"#, at)
+            ),
             ("2024/02/03".to_owned(), 1_706_933_106_000)
         );
         assert_eq!(

@@ -20,6 +20,7 @@ mod encode;
 mod layout;
 #[cfg(test)]
 pub mod readings;
+mod scan;
 mod superseded;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,8 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use object_store::path::Path;
 use object_store::ObjectStore;
+use object_store::path::Path;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -222,8 +223,9 @@ struct Sealed {
 
 /// An open object: its partition path and stream.
 type ObjectKey = (String, Stream);
-/// An event on its way into an object, with its token, its Kafka offset and its time.
-type Entry = (Event, Ack, Option<i64>, i64);
+/// An event on its way into an object, with its token, its Kafka offset, its time and
+/// whether it passed the schema check ([`scan`]).
+type Entry = (Event, Ack, Option<i64>, i64, bool);
 
 struct Writer {
     prefix: Path,
@@ -262,8 +264,15 @@ impl Writer {
         let mut groups: Vec<(ObjectKey, Vec<Entry>)> = Vec::new();
         let mut by_partition: HashMap<String, Vec<usize>> = HashMap::new();
         let mut partition = String::new();
+        let mut fields = Vec::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
-            let time_ms = self.partitioner.render_into(&event, &mut partition);
+            // One pass reads the partition fields and checks the schema.
+            let fits = self
+                .encoder
+                .scan(&event, self.partitioner.fields(), &mut fields);
+            let time_ms = self
+                .partitioner
+                .render_into(&event, &fields, &mut partition);
             let (stream, offset) = layout::stream_of(&event);
             let streams = match by_partition.get_mut(partition.as_str()) {
                 Some(streams) => streams,
@@ -277,7 +286,7 @@ impl Writer {
                     groups.len() - 1
                 }
             };
-            groups[at].1.push((event, ack, offset, time_ms));
+            groups[at].1.push((event, ack, offset, time_ms, fits));
         }
         // Objects in the order of their keys: sealing order does not depend on the order
         // events arrived in.
@@ -299,12 +308,18 @@ impl Writer {
                 }),
             };
             let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
-            let mut refused: HashMap<usize, String> = self
-                .encoder
-                .append(&mut open.body, &events)?
-                .into_iter()
-                .collect();
-            for (index, (event, ack, offset, time_ms)) in entries.into_iter().enumerate() {
+            let all_fit = entries.iter().all(|(.., fits)| *fits);
+            let refused = match self.encoder.append(&mut open.body, &events, all_fit) {
+                Ok(refused) => refused,
+                Err(error) => {
+                    // The object's body is in an unknown state: give the object up,
+                    // its events fail back to their sources.
+                    self.open.remove(&key);
+                    return Err(error);
+                }
+            };
+            let mut refused: HashMap<usize, String> = refused.into_iter().collect();
+            for (index, (event, ack, offset, time_ms, _)) in entries.into_iter().enumerate() {
                 if let Some(reason) = refused.remove(&index) {
                     rejected.push(DeadLetter { event, ack, reason });
                     continue;

@@ -1,0 +1,517 @@
+//! One pass over each payload before it is grouped and encoded: it reads the fields the
+//! partition template names and, under a declared schema, tells whether arrow-json is
+//! certain to take the payload as one row.
+//!
+//! Arrow-json finds most problems (a value of the wrong type, a missing required field,
+//! an unknown field in strict mode) only when its buffered rows are flushed into
+//! arrays, and a failed flush loses every row buffered with the culprit. So without
+//! knowing beforehand, every group of events had to be flushed on its own to keep the
+//! dead-letter guarantee: dozens of tiny record batches per batch of events, then a
+//! concatenation. An event this check passes is instead decoded into its object's
+//! long-lived decoder, flushed thousands of rows at a time. An event it does not pass
+//! takes the exact path (decoded and flushed with its group, and on failure one by one,
+//! so that only the culprits are dead-lettered, with arrow-json's own reason).
+//!
+//! The check is conservative: it passes only shapes arrow-json accepts without doubt (a
+//! string for a string column, an integer in range for an integer column, a number or
+//! a string it parses itself for a timestamp, ...) and leaves anything else to the exact
+//! path, including valid events it does not vouch for: a date column's value, a number
+//! given as a string, a payload with an escape (`\`), a number with an exponent, or
+//! invalid UTF-8. It is a byte scanner of JSON's grammar rather than a serde_json
+//! parse: a serde_json pass cost as much as the flushes it saved. The same pass
+//! finds the partition fields, so that partitioning costs no second parse.
+
+use arrow_array::timezone::Tz;
+use arrow_schema::{DataType, Schema, TimeUnit};
+
+use crate::event::Event;
+use crate::template;
+
+/// A payload's top-level fields that partitioning reads, in the order of the names it
+/// asked for (none for one the payload lacks, or every one when the payload is not a
+/// JSON object). Refilled per event: a buffer, not a map per event.
+pub type Fields = Vec<Option<serde_json::Value>>;
+
+/// The declared schema, as the check reads it.
+#[derive(Debug)]
+pub struct RowCheck {
+    columns: Vec<CheckedColumn>,
+    /// Bit `i` set: column `i` is required (not nullable).
+    required: u128,
+    reject_unknown_fields: bool,
+    /// The zone arrow-json parses timestamp strings in (the schema's `+00:00`).
+    utc: Tz,
+}
+
+#[derive(Debug)]
+struct CheckedColumn {
+    name: String,
+    expect: Expect,
+    nullable: bool,
+}
+
+/// The JSON values a column takes for sure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Text,
+    Bool,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Timestamp,
+    /// A type whose values the check leaves to arrow-json (dates): only null passes.
+    NullOnly,
+}
+
+/// Beyond this, a value may round to infinity as a 32-bit float.
+const FLOAT32_LIMIT: f64 = 3.0e38;
+
+impl RowCheck {
+    /// The check for `schema`; none for a schema too wide to track its columns in one
+    /// word (such objects take the exact path always).
+    pub fn new(schema: &Schema, reject_unknown_fields: bool) -> Option<RowCheck> {
+        if schema.fields().len() > 128 {
+            return None;
+        }
+        let mut required = 0u128;
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (index, field) in schema.fields().iter().enumerate() {
+            let expect = match field.data_type() {
+                DataType::Utf8 => Expect::Text,
+                DataType::Boolean => Expect::Bool,
+                DataType::Int32 => Expect::Int32,
+                DataType::Int64 => Expect::Int64,
+                DataType::Float32 => Expect::Float32,
+                DataType::Float64 => Expect::Float64,
+                DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Microsecond, Some(zone))
+                    if zone.as_ref() == "+00:00" =>
+                {
+                    Expect::Timestamp
+                }
+                _ => Expect::NullOnly,
+            };
+            if !field.is_nullable() {
+                required |= 1 << index;
+            }
+            columns.push(CheckedColumn {
+                name: field.name().clone(),
+                expect,
+                nullable: field.is_nullable(),
+            });
+        }
+        Some(RowCheck {
+            columns,
+            required,
+            reject_unknown_fields,
+            utc: "+00:00".parse().expect("a fixed offset parses"),
+        })
+    }
+
+    /// Read `event`'s payload once: the top-level fields `wanted` (for partitioning)
+    /// into `fields`, and whether it fits the schema for sure.
+    pub fn scan(&self, event: &Event, wanted: &[String], fields: &mut Fields) -> bool {
+        let payload = &event.payload;
+        // Invalid UTF-8 is left to the exact path, which names it.
+        if std::str::from_utf8(payload).is_ok()
+            && let Some(fits) = self.scan_object(payload, wanted, fields)
+        {
+            return fits;
+        }
+        // Not a payload this pass reads (not an object, an escape, an exponent, ...):
+        // the fields as partitioning reads them anywhere else, and the exact path
+        // decides.
+        unchecked_fields(event, wanted, fields);
+        false
+    }
+
+    /// [`RowCheck::scan`] of a UTF-8 payload, or none to leave it to serde_json and
+    /// the exact path.
+    fn scan_object(&self, payload: &[u8], wanted: &[String], fields: &mut Fields) -> Option<bool> {
+        let mut cursor = Cursor {
+            bytes: payload,
+            at: 0,
+        };
+        // The value of each wanted field (the last, as a JSON object reader keeps it).
+        let mut found: [Option<(usize, usize)>; MAX_WANTED] = [None; MAX_WANTED];
+        if wanted.len() > MAX_WANTED {
+            return None;
+        }
+        let mut fits = true;
+        let mut seen = 0u128;
+        cursor.skip_whitespace();
+        cursor.expect(b'{')?;
+        cursor.skip_whitespace();
+        if cursor.peek() == Some(b'}') {
+            cursor.at += 1;
+        } else {
+            loop {
+                let (key_start, key_end) = cursor.string()?;
+                let key = &payload[key_start..key_end];
+                cursor.skip_whitespace();
+                cursor.expect(b':')?;
+                cursor.skip_whitespace();
+                let value_start = cursor.at;
+                let value = cursor.value(0)?;
+                if let Some(index) = wanted.iter().position(|name| name.as_bytes() == key) {
+                    found[index] = Some((value_start, cursor.at));
+                }
+                match self.columns.iter().position(|c| c.name.as_bytes() == key) {
+                    Some(index) => {
+                        // A repeated column: arrow-json keeps the last, the check does
+                        // not try.
+                        fits &= seen & (1 << index) == 0;
+                        seen |= 1 << index;
+                        fits = fits && self.fits(&self.columns[index], value, payload);
+                    }
+                    None => fits &= !self.reject_unknown_fields,
+                }
+                cursor.skip_whitespace();
+                match cursor.next()? {
+                    b',' => cursor.skip_whitespace(),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        cursor.skip_whitespace();
+        if cursor.at != payload.len() {
+            return None;
+        }
+        fits &= seen & self.required == self.required;
+        fields.clear();
+        for value in &found[..wanted.len()] {
+            fields.push(match value {
+                Some((start, end)) => Some(serde_json::from_slice(&payload[*start..*end]).ok()?),
+                None => None,
+            });
+        }
+        Some(fits)
+    }
+
+    /// Whether `value` fits `column` for sure.
+    fn fits(&self, column: &CheckedColumn, value: Value, payload: &[u8]) -> bool {
+        let text = |start: usize, end: usize| {
+            std::str::from_utf8(&payload[start..end]).expect("checked as UTF-8")
+        };
+        match (value, column.expect) {
+            (Value::Null, _) => column.nullable,
+            (Value::Bool, expect) => expect == Expect::Bool,
+            (Value::Text(..), Expect::Text) => true,
+            // Arrow-json's own parser, in the schema's zone.
+            (Value::Text(start, end), Expect::Timestamp) => {
+                arrow_cast::parse::string_to_datetime(&self.utc, text(start, end)).is_ok()
+            }
+            // Arrow-json reads any number for a timestamp (as a float beyond 64 bits),
+            // and any number without an exponent (which the scan leaves to serde_json)
+            // as a 64-bit float.
+            (Value::Number { .. }, Expect::Timestamp | Expect::Float64) => true,
+            (Value::Number { start, end, .. }, Expect::Float32) => text(start, end)
+                .parse::<f64>()
+                .is_ok_and(|float| float.abs() < FLOAT32_LIMIT),
+            (
+                Value::Number {
+                    start,
+                    end,
+                    integer: true,
+                },
+                Expect::Int64,
+            ) => text(start, end).parse::<i64>().is_ok(),
+            (
+                Value::Number {
+                    start,
+                    end,
+                    integer: true,
+                },
+                Expect::Int32,
+            ) => text(start, end).parse::<i32>().is_ok(),
+            _ => false,
+        }
+    }
+}
+
+/// Wanted fields a payload is scanned for at most (more: serde_json reads them).
+const MAX_WANTED: usize = 8;
+/// Nesting the scan follows (deeper: serde_json decides, as its own limit is 128).
+const MAX_DEPTH: usize = 64;
+/// A number longer than this is left to serde_json (which refuses one that overflows).
+const MAX_NUMBER: usize = 300;
+
+/// A JSON value the scan read, by where its text is.
+#[derive(Clone, Copy)]
+enum Value {
+    Null,
+    Bool,
+    /// A string's contents (without quotes; it holds no escape).
+    Text(usize, usize),
+    Number {
+        start: usize,
+        end: usize,
+        /// No fraction.
+        integer: bool,
+    },
+    /// An array or an object.
+    Nested,
+}
+
+/// A strict JSON reader over a UTF-8 payload. Its grammar is JSON's (RFC 8259), minus
+/// what it leaves to serde_json by returning none: escapes, exponents, very long
+/// numbers, deep nesting. So whatever it reads, serde_json reads the same way and
+/// arrow-json's tape decoder, which is laxer, reads too.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// A string without escapes or control characters: where its contents are.
+    fn string(&mut self) -> Option<(usize, usize)> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let length = self.bytes[start..]
+            .iter()
+            .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
+        self.at = start + length;
+        self.expect(b'"')?;
+        Some((start, start + length))
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.bytes[self.at..]
+            .starts_with(word)
+            .then(|| self.at += word.len())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while self.peek().is_some_and(|byte| byte.is_ascii_digit()) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> Option<Value> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        let integer = self.peek() != Some(b'.');
+        if !integer {
+            self.at += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) || self.at - start > MAX_NUMBER {
+            return None;
+        }
+        Some(Value::Number {
+            start,
+            end: self.at,
+            integer,
+        })
+    }
+
+    /// One value, arrays and objects read through.
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        match self.peek()? {
+            b'"' => {
+                let (start, end) = self.string()?;
+                Some(Value::Text(start, end))
+            }
+            b't' => self.literal(b"true").map(|()| Value::Bool),
+            b'f' => self.literal(b"false").map(|()| Value::Bool),
+            b'n' => self.literal(b"null").map(|()| Value::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            open @ (b'[' | b'{') if depth < MAX_DEPTH => {
+                self.at += 1;
+                let close = if open == b'[' { b']' } else { b'}' };
+                self.skip_whitespace();
+                if self.peek() == Some(close) {
+                    self.at += 1;
+                    return Some(Value::Nested);
+                }
+                loop {
+                    if open == b'{' {
+                        self.string()?;
+                        self.skip_whitespace();
+                        self.expect(b':')?;
+                        self.skip_whitespace();
+                    }
+                    self.value(depth + 1)?;
+                    self.skip_whitespace();
+                    match self.next()? {
+                        b',' => self.skip_whitespace(),
+                        byte if byte == close => return Some(Value::Nested),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The fields `wanted` of `event`'s payload into `fields`, without a schema check.
+pub fn unchecked_fields(event: &Event, wanted: &[String], fields: &mut Fields) {
+    fields.clear();
+    let mut object = match wanted.is_empty() {
+        true => None,
+        false => template::payload_fields(event, wanted),
+    };
+    let object = object.as_mut().and_then(serde_json::Value::as_object_mut);
+    match object {
+        Some(object) => fields.extend(wanted.iter().map(|name| object.remove(name))),
+        None => fields.resize(wanted.len(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_json::ReaderBuilder;
+    use arrow_schema::{Field, Schema};
+
+    use super::*;
+
+    fn schema(strict: bool) -> (Arc<Schema>, RowCheck) {
+        let utc = || DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("device_id", DataType::Utf8, false),
+            Field::new("seq", DataType::Int64, true),
+            Field::new("small", DataType::Int32, true),
+            Field::new("ts", utc(), true),
+            Field::new("temperature", DataType::Float64, true),
+            Field::new("ratio", DataType::Float32, true),
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("day", DataType::Date32, true),
+        ]));
+        let check = RowCheck::new(&schema, strict).unwrap();
+        (schema, check)
+    }
+
+    /// Whether arrow-json decodes `payload` as exactly one row of `schema`.
+    fn arrow_takes(schema: &Arc<Schema>, strict: bool, payload: &[u8]) -> bool {
+        let mut decoder = ReaderBuilder::new(schema.clone())
+            .with_strict_mode(strict)
+            .build_decoder()
+            .unwrap();
+        super::super::encode::one_row(&mut decoder, payload).is_ok()
+            && matches!(decoder.flush(), Ok(Some(batch)) if batch.num_rows() == 1)
+    }
+
+    const PAYLOADS: &[&[u8]] = &[
+        br#"{"device_id":"a","seq":1,"ts":1795948920000,"temperature":20.5,"site":"n"}"#,
+        br#"  {"device_id":"a","small":-2147483648,"ratio":1.5,"ok":true,"day":null}  "#,
+        br#"{"device_id":"a","ts":"2026-11-29T10:42:00Z","temperature":-0,"ratio":null}"#,
+        br#"{"device_id":"a","seq":9223372036854775807,"ts":1500000000000.5,"temperature":-1.25}"#,
+        br#"{"device_id":"a","unknown":{"nested":[1,{"x":null}]},"ok":false}"#,
+        br#"{"device_id":"a","seq":9223372036854775808}"#,
+        br#"{"device_id":"a","seq":-9223372036854775809}"#,
+        br#"{"device_id":"a","seq":1.0}"#,
+        br#"{"device_id":"a","seq":"1"}"#,
+        br#"{"device_id":"a","small":2147483648}"#,
+        br#"{"device_id":"a","ratio":3.5e38}"#,
+        br#"{"device_id":"a","temperature":1e400}"#,
+        br#"{"device_id":"a","temperature":1.5e3}"#,
+        br#"{"device_id":"a","seq":01}"#,
+        br#"{"device_id":"a","seq":1.}"#,
+        br#"{"device_id":"a","seq":-}"#,
+        b"{\"device_id\":\"a\",\"site\":\"tab\there\"}",
+        br#"{"device_id":"a","x":[1,]}"#,
+        br#"{"device_id":"a",}"#,
+        br#"{"device_id":"a" "seq":1}"#,
+        br#"{"device_id":"a","x":tru}"#,
+        br#"{"device_id":"a","temperature":"20.5"}"#,
+        br#"{"device_id":"a","ts":"yesterday"}"#,
+        br#"{"device_id":"a","ts":"2026-11-29"}"#,
+        br#"{"device_id":"a","ts":18446744073709551616}"#,
+        br#"{"device_id":"a","day":"2026-11-29"}"#,
+        br#"{"device_id":"a","day":20000}"#,
+        br#"{"device_id":"a","ok":1}"#,
+        br#"{"device_id":"a","ok":"true"}"#,
+        br#"{"device_id":7}"#,
+        br#"{"device_id":null}"#,
+        br#"{"device_id":["a"]}"#,
+        br#"{"seq":1}"#,
+        br#"{}"#,
+        br#"{"device_id":"a","device_id":"b"}"#,
+        br#"{"device_id":"a","seq":1,"seq":null}"#,
+        br#"{"device_id":"a\"b"}"#,
+        br#"{"device_id":"a","other":"\ud800"}"#,
+        b"{\"device_id\":\"a\",\"other\":\"\xff\"}",
+        br#"{"device_id":"a"} {"device_id":"b"}"#,
+        br#"{"device_id":"a"}x"#,
+        br#"{"device_id":"a""#,
+        br#"[{"device_id":"a"}]"#,
+        br#"null"#,
+        b"",
+        b"   ",
+        br#""text""#,
+    ];
+
+    #[test]
+    fn passes_only_payloads_arrow_json_takes_as_one_row_and_reads_fields_as_partitioning_does() {
+        let wanted = crate::template::top_level_names(["device_id", "ts"]);
+        for strict in [false, true] {
+            let (schema, check) = schema(strict);
+            let mut passed = Vec::new();
+            for (index, payload) in PAYLOADS.iter().enumerate() {
+                let event = Event::new(payload.to_vec(), "t");
+                let mut fields = Vec::new();
+                let fits = check.scan(&event, &wanted, &mut fields);
+                let shown = String::from_utf8_lossy(payload);
+                if fits {
+                    passed.push(index);
+                    assert!(
+                        arrow_takes(&schema, strict, payload),
+                        "passed, but arrow-json refuses it (strict {strict}): {shown}"
+                    );
+                }
+                let mut read_alone = Vec::new();
+                unchecked_fields(&event, &wanted, &mut read_alone);
+                assert_eq!(fields, read_alone, "{shown}");
+            }
+            // The everyday shapes pass (the first five, but those with a field the schema
+            // does not declare when strict),
+            // and a date or a number beyond 64 bits for a timestamp, which arrow-json reads
+            // as midnight and as a float.
+            let everyday: &[usize] = if strict { &[1, 2, 3] } else { &[0, 1, 2, 3, 4] };
+            let as_timestamps = [&br#""ts":"2026-11-29"}"#[..], &br#"709551616}"#[..]]
+                .map(|end| PAYLOADS.iter().position(|p| p.ends_with(end)).unwrap());
+            assert_eq!(
+                passed,
+                [everyday, &as_timestamps[..]].concat(),
+                "strict {strict}"
+            );
+        }
+    }
+}
