@@ -6,9 +6,9 @@
 //! Run: `cargo build --release -p sluice && cargo bench -p sluice-e2e --bench kafka_hosts`.
 //! Prints the tables and writes the plot to `docs/benchmarks/scaling-hosts.svg`.
 //!
-//! The rate is taken between the first and the ninth tenth of the output records, so
-//! that neither the group join (about half of `session.timeout.ms` on tansu) nor the
-//! tail counts; CPU per process is read from `/proc` over the same span.
+//! The rate is taken from the first output record to the last, so that the start and
+//! the group join (about half of `session.timeout.ms` on tansu, the same for every
+//! variant) do not count; CPU per process is read from `/proc` over the same span.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -38,7 +38,8 @@ enum Variant {
     Sluice,
 }
 
-/// One run: events/s over the steady span, and the cores each process used over it.
+/// One run: events/s from the first output record to the last, and the cores each
+/// process used over that span.
 struct Measured {
     rate: f64,
     cores: BTreeMap<String, f64>,
@@ -110,13 +111,7 @@ impl CpuSampler {
         let nearest = |at: Instant| {
             samples
                 .iter()
-                .min_by_key(|(when, _)| {
-                    if *when > at {
-                        *when - at
-                    } else {
-                        at - *when
-                    }
-                })
+                .min_by_key(|(when, _)| if *when > at { *when - at } else { at - *when })
                 .unwrap()
         };
         let ((start, before), (end, after)) = (nearest(from), nearest(to));
@@ -130,56 +125,63 @@ impl CpuSampler {
 }
 
 /// One run of `variant` with `hosts` members in a fresh group, writing to `output`.
-fn measure(tansu: &Tansu, dir: &std::path::Path, variant: Variant, hosts: usize, output: &str) -> Measured {
+fn measure(
+    tansu: &Tansu,
+    dir: &std::path::Path,
+    variant: Variant,
+    hosts: usize,
+    output: &str,
+) -> Measured {
     tansu.create_topic(output, PARTITIONS);
     let reader = reader(tansu, output);
     let broker = ("tansu".to_owned(), tansu_pid());
     let bench = ("bench (reader, raw relays)".to_owned(), std::process::id());
     let began = Instant::now();
-    let (tenths, cores) = match variant {
-        Variant::Raw => {
-            let relayed = AtomicU64::new(0);
-            std::thread::scope(|scope| {
-                let sampler = CpuSampler::start(vec![broker, bench]);
-                for _ in 0..hosts {
-                    scope.spawn(|| raw_relay(tansu, output, output, &relayed, EVENTS));
-                }
-                let tenths = await_output(&reader, EVENTS);
-                (tenths, sampler.cores(tenths[0], tenths[8]))
-            })
-        }
-        Variant::Sluice => {
-            // Started together, so that they join the group in one round.
-            let started: Vec<_> = std::thread::scope(|scope| {
-                let starting: Vec<_> = (0..hosts)
-                    .map(|host| {
-                        scope.spawn(move || {
-                            let name = format!("{output}-host{host}");
-                            start_sluice(tansu, dir, &name, output, output)
+    let (arrivals, cores) =
+        match variant {
+            Variant::Raw => {
+                let relayed = AtomicU64::new(0);
+                std::thread::scope(|scope| {
+                    let sampler = CpuSampler::start(vec![broker, bench]);
+                    for _ in 0..hosts {
+                        scope.spawn(|| raw_relay(tansu, output, output, &relayed, EVENTS));
+                    }
+                    let arrivals = await_output(&reader, EVENTS);
+                    let cores = sampler.cores(arrivals.first, arrivals.last);
+                    (arrivals, cores)
+                })
+            }
+            Variant::Sluice => {
+                // Started together, so that they join the group in one round.
+                let started: Vec<_> = std::thread::scope(|scope| {
+                    let starting: Vec<_> = (0..hosts)
+                        .map(|host| {
+                            scope.spawn(move || {
+                                let name = format!("{output}-host{host}");
+                                start_sluice(tansu, dir, &name, output, output)
+                            })
                         })
-                    })
-                    .collect();
-                starting.into_iter().map(|host| host.join().unwrap()).collect()
-            });
-            let mut processes = vec![broker, bench];
-            processes.extend(
-                started
-                    .iter()
-                    .enumerate()
-                    .map(|(host, started)| (format!("sluice host {}", host + 1), started.child.id())),
-            );
-            let sampler = CpuSampler::start(processes);
-            let tenths = await_output(&reader, EVENTS);
-            let cores = sampler.cores(tenths[0], tenths[8]);
-            drop(started);
-            (tenths, cores)
-        }
-    };
-    let steady = (tenths[8] - tenths[0]).as_secs_f64();
-    let rate = EVENTS as f64 * 0.8 / steady;
+                        .collect();
+                    starting
+                        .into_iter()
+                        .map(|host| host.join().unwrap())
+                        .collect()
+                });
+                let mut processes = vec![broker, bench];
+                processes.extend(started.iter().enumerate().map(|(host, started)| {
+                    (format!("sluice host {}", host + 1), started.child.id())
+                }));
+                let sampler = CpuSampler::start(processes);
+                let arrivals = await_output(&reader, EVENTS);
+                let cores = sampler.cores(arrivals.first, arrivals.last);
+                drop(started);
+                (arrivals, cores)
+            }
+        };
+    let rate = EVENTS as f64 / (arrivals.last - arrivals.first).as_secs_f64();
     eprintln!(
-        "{variant:?} x{hosts}: {rate:.0} events/s steady, {:.1} s in all, cores {cores:?}",
-        (tenths[9] - began).as_secs_f64()
+        "{variant:?} x{hosts}: {rate:.0} events/s from the first output record, {:.1} s from the start, cores {cores:?}",
+        (arrivals.last - began).as_secs_f64()
     );
     Measured { rate, cores }
 }
@@ -203,14 +205,22 @@ fn main() {
             }
         }
     }
-    let rate = |variant: Variant, hosts: usize| median(runs[&(variant, hosts)].iter().map(|m| m.rate).collect());
+    let rate = |variant: Variant, hosts: usize| {
+        median(runs[&(variant, hosts)].iter().map(|m| m.rate).collect())
+    };
     println!(
-        "| {EVENTS} records of ~200 bytes, {PARTITIONS} partitions, tansu; median of {RUNS} | 1 host events/s | 2 hosts events/s | 2 hosts / 1 host |"
+        "| {EVENTS} records of ~200 bytes, {PARTITIONS} partitions, tansu; median of {RUNS}; first to last output record | 1 host events/s | 2 hosts events/s | 2 hosts / 1 host |"
     );
     println!("|---|---:|---:|---:|");
     for (variant, name) in [
-        (Variant::Raw, "raw rdkafka relay, consumers in one group (the limit)"),
-        (Variant::Sluice, "Sluice: Kafka → map (Wasm) → Kafka, hosts in one group"),
+        (
+            Variant::Raw,
+            "raw rdkafka relay, consumers in one group (the limit)",
+        ),
+        (
+            Variant::Sluice,
+            "Sluice: Kafka → map (Wasm) → Kafka, hosts in one group",
+        ),
     ] {
         let (one, two) = (rate(variant, 1), rate(variant, 2));
         println!("| {name} | {one:.0} | {two:.0} | {:.2}× |", two / one);
@@ -221,7 +231,7 @@ fn main() {
         rate(Variant::Sluice, 2) / rate(Variant::Raw, 2) * 100.0
     );
     println!();
-    println!("| variant | process | cores used (median over the steady span) |");
+    println!("| variant | process | cores used (median, first to last output record) |");
     println!("|---|---|---:|");
     for ((variant, hosts), measured) in &runs {
         let names = measured[0].cores.keys();
@@ -251,7 +261,11 @@ fn plot(rate: &dyn Fn(Variant, usize) -> f64) -> String {
                     .iter()
                     .map(|&hosts| {
                         let value = rate(variant, hosts);
-                        let value = if relative { value / rate(variant, 1) } else { value };
+                        let value = if relative {
+                            value / rate(variant, 1)
+                        } else {
+                            value
+                        };
                         (hosts as f64, value)
                     })
                     .collect(),

@@ -52,8 +52,8 @@ fn timed(tansu: &Tansu, output: &str, start: impl FnOnce()) -> f64 {
     let began = Instant::now();
     start();
     let reader = tansu.consumer(&format!("bench-reader-{output}"), output);
-    let [.., last] = await_output(&reader, EVENTS);
-    EVENTS as f64 / (last - began).as_secs_f64()
+    let arrivals = await_output(&reader, EVENTS);
+    EVENTS as f64 / (arrivals.last - began).as_secs_f64()
 }
 
 fn main() {

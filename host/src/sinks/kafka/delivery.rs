@@ -151,7 +151,10 @@ mod tests {
         second.settle(Err(KafkaError::MessageProduction(
             RDKafkaErrorCode::MessageTimedOut,
         )));
-        assert!(!batch.is_finished(), "not sealed yet: more records may come");
+        assert!(
+            !batch.is_finished(),
+            "not sealed yet: more records may come"
+        );
         batch.sealed();
         batch.finished().await;
         let failed = batch.take_failed();

@@ -26,9 +26,9 @@ use serde::Deserialize;
 
 use delivery::{Deliveries, Pending, ReportContext};
 
+use crate::component::{BuildContext, BuildError, Declaration};
 use crate::event::Event;
 use crate::pipeline::{Batch, DeadLetter, SinkError};
-use crate::component::{BuildContext, BuildError, Declaration};
 use crate::template::{self, Template};
 
 #[derive(Debug, Deserialize)]
@@ -98,23 +98,28 @@ impl super::SinkConfig for KafkaSinkConfig {
 
     fn build(&self, context: &BuildContext<'_>) -> Result<Box<dyn super::Sink>, BuildError> {
         let stage = context.stage;
-        let topic =
-            Template::parse(&self.topic, "topic").map_err(|error| BuildError::stage(stage, error))?;
+        let topic = Template::parse(&self.topic, "topic")
+            .map_err(|error| BuildError::stage(stage, error))?;
         let key = self
             .key
             .as_deref()
             .map(|key| Template::parse(key, "key"))
             .transpose()
             .map_err(|error| BuildError::stage(stage, error))?;
-        let mut config =
-            crate::connect::kafka::client_config(stage, &self.bootstrap_servers, &self.options, REQUIRED)?;
+        let mut config = crate::connect::kafka::client_config(
+            stage,
+            &self.bootstrap_servers,
+            &self.options,
+            REQUIRED,
+        )?;
         if !self.options.contains_key("compression.type") {
             config.set("compression.type", self.compression.codec());
         }
         // A producer connects lazily, on its first record.
-        let producer: ThreadedProducer<ReportContext> = config
-            .create_with_context(ReportContext)
-            .map_err(|error| BuildError::stage(stage, format!("Kafka producer: {error}")))?;
+        let producer: ThreadedProducer<ReportContext> =
+            config
+                .create_with_context(ReportContext)
+                .map_err(|error| BuildError::stage(stage, format!("Kafka producer: {error}")))?;
         let fields = template::top_level_names(
             topic
                 .placeholders()
@@ -238,7 +243,10 @@ impl KafkaSink {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
-                Err((error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), unsent)) => {
+                Err((
+                    error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    unsent,
+                )) => {
                     if full_since.get_or_insert_with(Instant::now).elapsed() >= QUEUE_TIMEOUT {
                         unsent.delivery_opaque.settle(Err(error));
                         return;
