@@ -310,6 +310,7 @@ impl super::Source for KafkaSource {
                     },
                 }
             }
+            // The stream borrows the consumer, which `finish` takes.
             drop(messages);
             self.flush(batcher.take(), &outputs).await?;
             drop(outputs);
