@@ -97,8 +97,8 @@ impl Deliveries {
 
 impl Pending {
     /// The record's outcome: delivered settles its token, a failure keeps it for a retry.
-    pub fn settle(self: Box<Self>, outcome: Result<(), KafkaError>) {
-        let Pending { index, ack, batch } = *self;
+    pub fn settle(self, outcome: Result<(), KafkaError>) {
+        let Pending { index, ack, batch } = self;
         match outcome {
             Ok(()) => ack.delivered(),
             Err(error) => batch
@@ -124,7 +124,7 @@ impl ProducerContext for ReportContext {
             Ok(_) => Ok(()),
             Err((error, _)) => Err(error.clone()),
         };
-        pending.settle(outcome);
+        (*pending).settle(outcome);
     }
 }
 
@@ -145,10 +145,10 @@ mod tests {
         let batch = Deliveries::new();
         let first = batch.pending(0, ack());
         let second = batch.pending(1, ack());
-        first.settle(Ok(()));
+        (*first).settle(Ok(()));
         assert_eq!(delivered.load(Ordering::SeqCst), 1, "settled on its report");
         assert!(!batch.is_finished());
-        second.settle(Err(KafkaError::MessageProduction(
+        (*second).settle(Err(KafkaError::MessageProduction(
             RDKafkaErrorCode::MessageTimedOut,
         )));
         assert!(

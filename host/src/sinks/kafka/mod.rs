@@ -248,14 +248,14 @@ impl KafkaSink {
                     unsent,
                 )) => {
                     if full_since.get_or_insert_with(Instant::now).elapsed() >= QUEUE_TIMEOUT {
-                        unsent.delivery_opaque.settle(Err(error));
+                        (*unsent.delivery_opaque).settle(Err(error));
                         return;
                     }
                     record = unsent;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
                 Err((error, unsent)) => {
-                    unsent.delivery_opaque.settle(Err(error));
+                    (*unsent.delivery_opaque).settle(Err(error));
                     return;
                 }
             }
