@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -265,6 +265,9 @@ impl super::Source for KafkaSource {
             let mut batcher = Batcher::<Vec<Read>>::new(self.limits);
             let mut commits = tokio::time::interval(self.commit_interval);
             commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // One stream for the whole run: `recv` would register and drop a waker slot
+            // per message.
+            let mut messages = self.consumer.stream();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -274,23 +277,41 @@ impl super::Source for KafkaSource {
                     _ = batcher.due() => {
                         self.flush(batcher.take(), &outputs).await?;
                     }
-                    message = self.consumer.recv() => match message {
-                        Ok(message) => {
-                            if let Some(read) = self.read(&message, &mut origins) {
-                                batcher.add().push(read);
+                    message = messages.next() => match message {
+                        Some(Ok(message)) => {
+                            self.gather(&message, &mut origins, &mut batcher);
+                            // What librdkafka already holds joins the batch at once,
+                            // without a turn through the `select!` (and its timers) per
+                            // message.
+                            while !batcher.full() {
+                                match messages.next().now_or_never() {
+                                    Some(Some(Ok(message))) => {
+                                        self.gather(&message, &mut origins, &mut batcher)
+                                    }
+                                    Some(Some(Err(error))) => {
+                                        tracing::warn!(stage = &*stage, "Kafka: {error}");
+                                        break;
+                                    }
+                                    // Nothing ready yet.
+                                    _ => break,
+                                }
                             }
                             if batcher.full() {
                                 self.flush(batcher.take(), &outputs).await?;
                             }
                         }
-                        Err(error) => {
+                        Some(Err(error)) => {
                             // librdkafka reconnects by itself; say so and go on.
                             tracing::warn!(stage = &*stage, "Kafka: {error}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
+                        // The stream of a consumer never ends; were it to, so would the source.
+                        None => break,
                     },
                 }
             }
+            // The stream borrows the consumer, which `finish` takes.
+            drop(messages);
             self.flush(batcher.take(), &outputs).await?;
             drop(outputs);
             self.finish().await;
@@ -301,6 +322,18 @@ impl super::Source for KafkaSource {
 }
 
 impl KafkaSource {
+    /// Add `message` to the batch, unless its partition is no longer this host's.
+    fn gather(
+        &self,
+        message: &BorrowedMessage<'_>,
+        origins: &mut HashMap<String, Arc<str>>,
+        batcher: &mut Batcher<Vec<Read>>,
+    ) {
+        if let Some(read) = self.read(message, origins) {
+            batcher.add().push(read);
+        }
+    }
+
     fn read(
         &self,
         message: &BorrowedMessage<'_>,
