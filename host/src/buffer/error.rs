@@ -17,6 +17,26 @@ pub enum BufferError {
 }
 
 impl BufferError {
+    /// The same error again, for each push of a failed group commit: every one of them
+    /// learns why (the OS error number kept, so a full disk still reads as one).
+    pub(super) fn for_another_waiter(&self) -> BufferError {
+        match self {
+            BufferError::Io { dir, source } => BufferError::Io {
+                dir: dir.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            BufferError::TooLarge { size, max } => BufferError::TooLarge {
+                size: *size,
+                max: *max,
+            },
+            BufferError::NotABuffer { dir } => BufferError::NotABuffer { dir: dir.clone() },
+            BufferError::InUse { dir } => BufferError::InUse { dir: dir.clone() },
+        }
+    }
+
     /// An I/O error on the buffer in `dir`.
     pub fn io(dir: &std::path::Path) -> impl Fn(std::io::Error) -> BufferError + '_ {
         move |source| BufferError::Io {
