@@ -16,6 +16,8 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "support/process.rs"]
+mod process;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -77,22 +79,10 @@ impl Measured {
 
 /// CPU seconds (user + system) and peak RSS (MiB) of process `pid`, from /proc.
 fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    // SC_CLK_TCK is 100 on Linux.
-    (ticks / 100.0, peak_kib / 1024.0)
+    (
+        process::cpu_seconds(pid),
+        process::peak_rss_bytes(pid) as f64 / 1048576.0,
+    )
 }
 
 /// Lines in the files of a directory, counted from what was appended since the last
