@@ -196,9 +196,7 @@ fn run(dir: &Path, binary: &Path, variant: &Variant, posters: usize, body: &[u8]
     );
     let config = run_dir.path().join("pipeline.toml");
     std::fs::write(&config, text).unwrap();
-    // SAFETY: the bench is single-threaded here (the posters are joined after each run).
-    unsafe { std::env::set_var("SLUICE_BIN", binary) };
-    let host = Host::start(&config, api, Stdio::null());
+    let host = Host::start_binary(binary, &config, api, Stdio::null());
     let pid = host.child.id();
     // One batch first, so that every stage's instances exist before the clock starts.
     let refused = AtomicU64::new(0);

@@ -342,6 +342,25 @@ impl Host {
         env: &[(&str, &std::ffi::OsStr)],
         ready: impl Fn(u16) -> bool,
     ) -> Host {
+        Host::launch(&sluice_binary(), config, api_port, stdout, env, ready)
+    }
+
+    /// [`Host::start`] through another program that runs `sluice` (a wrapper such as
+    /// `taskset`), given as `binary`.
+    pub fn start_binary(binary: &Path, config: &Path, api_port: u16, stdout: Stdio) -> Host {
+        Host::launch(binary, config, api_port, stdout, &[], |port| {
+            http_get(port, "/ready").is_some_and(|(status, _)| status == 200)
+        })
+    }
+
+    fn launch(
+        binary: &Path,
+        config: &Path,
+        api_port: u16,
+        stdout: Stdio,
+        env: &[(&str, &std::ffi::OsStr)],
+        ready: impl Fn(u16) -> bool,
+    ) -> Host {
         // Logs go to the temporary directory, never next to a checked-in config.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -349,7 +368,7 @@ impl Host {
             .as_nanos();
         let log =
             std::env::temp_dir().join(format!("sluice-e2e-{}-{nanos}.log", std::process::id()));
-        let child = Command::new(sluice_binary())
+        let child = Command::new(binary)
             .arg("run")
             .arg(config)
             .envs(env.iter().copied())
