@@ -9,7 +9,8 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeValue, ValueDeserializer};
 
-use super::{Entry, Loader, did_you_mean};
+use super::did_you_mean;
+use super::loader::{Entry, Loader};
 use crate::component::Kind;
 use crate::jobs::{Concurrency, JobDef, Schedule};
 
