@@ -128,7 +128,11 @@ pub(super) struct Loader {
 pub(super) type Entry<'i> = (Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>);
 
 impl Loader {
-    pub(super) fn error(&mut self, span: Range<usize>, message: impl Into<String>) -> &mut Diagnostic {
+    pub(super) fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.diagnostics.push(Diagnostic::new(Some(span), message));
         self.diagnostics.last_mut().unwrap()
     }
@@ -288,7 +292,11 @@ impl Loader {
     }
 
     /// The entries of a `[section]` table.
-    pub(super) fn section<'i>(&mut self, value: Spanned<DeValue<'i>>, name: &str) -> Vec<Entry<'i>> {
+    pub(super) fn section<'i>(
+        &mut self,
+        value: Spanned<DeValue<'i>>,
+        name: &str,
+    ) -> Vec<Entry<'i>> {
         let span = value.span();
         match value.into_inner() {
             DeValue::Table(table) => table.into_iter().collect(),
