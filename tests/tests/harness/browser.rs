@@ -31,7 +31,7 @@ impl Browser {
                 r#"exec chromium "$@" 3<&0 4>&1 0</dev/null 1>/dev/null"#,
                 "sh",
             ])
-            .args(super::HEADLESS)
+            .args(HEADLESS)
             .args(["--remote-debugging-pipe", "about:blank"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -150,4 +150,39 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How the tests run Debian's Chromium.
+pub const HEADLESS: [&str; 5] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+];
+
+/// Debian's Chromium, headless, on `url` (JavaScript runs for 4 s of virtual time).
+pub fn chromium(args: &[&str], url: &str) -> std::process::Output {
+    Command::new("chromium")
+        .args(HEADLESS)
+        .arg("--virtual-time-budget=4000")
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium: run scripts/setup")
+}
+
+/// The `data-stage` names and the `data-rate` figures of the admin page's DOM.
+pub fn admin_page(dom: &str) -> (Vec<String>, Vec<f64>) {
+    let attribute = |name: &str| -> Vec<String> {
+        dom.split(&format!("{name}=\""))
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+            .collect()
+    };
+    let rates = attribute("data-rate")
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    (attribute("data-stage"), rates)
 }

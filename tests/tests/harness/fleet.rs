@@ -332,3 +332,48 @@ fn relay(
     client.write_all(&response.body)?;
     client.flush()
 }
+
+/// `sluice fleet keygen DIR`: the fleet's signing key pair, `(DIR/fleet.key,
+/// DIR/fleet.pub)`.
+pub fn fleet_keygen(dir: &Path) -> (PathBuf, PathBuf) {
+    let output = Command::new(sluice_binary())
+        .args(["fleet", "keygen"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sluice fleet keygen: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (dir.join("fleet.key"), dir.join("fleet.pub"))
+}
+
+/// `sluice fleet release CONFIG --group GROUP --key KEY --releases RELEASES --targets
+/// T,...`: the group's next signed release, with its plugins compiled for `targets`;
+/// what it printed.
+pub fn fleet_release(
+    config: &Path,
+    group: &str,
+    key: &Path,
+    releases: &Path,
+    targets: &[&str],
+) -> String {
+    let output = Command::new(sluice_binary())
+        .args(["fleet", "release"])
+        .arg(config)
+        .args(["--group", group, "--key"])
+        .arg(key)
+        .arg("--releases")
+        .arg(releases)
+        .args(["--targets", &targets.join(",")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sluice fleet release: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
