@@ -23,7 +23,7 @@ pub mod readings;
 mod scan;
 mod superseded;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -157,7 +158,7 @@ impl ObjectStoreSinkConfig {
                 max_events: self.max_events,
                 max_bytes: self.max_bytes,
                 max_age: self.max_age,
-                open: HashMap::new(),
+                open: FxHashMap::default(),
                 sealed: Vec::new(),
                 unstored: Vec::new(),
             })),
@@ -234,7 +235,9 @@ struct Writer {
     max_events: usize,
     max_bytes: u64,
     max_age: Duration,
-    open: HashMap<ObjectKey, Open>,
+    /// Looked up per group of every batch: FxHash, as SipHash's resistance to chosen
+    /// keys buys nothing for partition paths.
+    open: FxHashMap<ObjectKey, Open>,
     sealed: Vec<Sealed>,
     /// Kafka objects sealed and not stored yet: gaps in what their assignment has stored.
     unstored: Vec<KafkaPlace>,
@@ -262,7 +265,7 @@ impl Writer {
         // The partition is rendered into one reused buffer and looked up by `&str`: a
         // partition's path is allocated once per batch, not once per event.
         let mut groups: Vec<(ObjectKey, Vec<Entry>)> = Vec::new();
-        let mut by_partition: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_partition: FxHashMap<String, Vec<usize>> = FxHashMap::default();
         let mut partition = String::new();
         let mut fields = Vec::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
@@ -318,7 +321,7 @@ impl Writer {
                     return Err(error);
                 }
             };
-            let mut refused: HashMap<usize, String> = refused.into_iter().collect();
+            let mut refused: FxHashMap<usize, String> = refused.into_iter().collect();
             for (index, (event, ack, offset, time_ms, _)) in entries.into_iter().enumerate() {
                 if let Some(reason) = refused.remove(&index) {
                     rejected.push(DeadLetter { event, ack, reason });
@@ -460,18 +463,27 @@ impl ObjectStoreSink {
     }
 }
 
+/// Run `step` on the writer and take what it sealed. On a multi-threaded runtime it
+/// runs on the calling thread, which hands its other tasks to the other workers
+/// (`block_in_place`): a batch costs no round trip to the blocking pool, no two threads
+/// taking turns. A current-thread runtime has no other worker, so there the step goes
+/// to the blocking pool.
 async fn run_step<T: Send + 'static>(
     writer: &Arc<Mutex<Writer>>,
     step: impl FnOnce(&mut Writer) -> Result<T, encode::EncodeError> + Send + 'static,
 ) -> Result<(T, Vec<Sealed>), SinkError> {
     let writer = writer.clone();
-    tokio::task::spawn_blocking(move || -> Result<(T, Vec<Sealed>), SinkError> {
+    let run = move || -> Result<(T, Vec<Sealed>), SinkError> {
         let mut writer = writer.lock().unwrap();
         let value = step(&mut writer)?;
         Ok((value, std::mem::take(&mut writer.sealed)))
-    })
-    .await
-    .map_err(|error| -> SinkError { error.into() })?
+    };
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        _ => tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|error| -> SinkError { error.into() })?,
+    }
 }
 
 /// Upload `sealed`; what fails goes back into the writer, to be retried.
