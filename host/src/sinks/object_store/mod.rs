@@ -16,6 +16,7 @@
 //! Sources that bound what is in flight without an acknowledgement (MQTT's receive
 //! window) wait for the oldest object to be rolled: keep `max_age_secs` short for them.
 
+mod columns;
 mod encode;
 mod layout;
 #[cfg(test)]
@@ -224,9 +225,9 @@ struct Sealed {
 
 /// An open object: its partition path and stream.
 type ObjectKey = (String, Stream);
-/// An event on its way into an object, with its token, its Kafka offset, its time and
-/// whether it passed the schema check ([`scan`]).
-type Entry = (Event, Ack, Option<i64>, i64, bool);
+/// An event on its way into an object, with its token, its Kafka offset, its time and,
+/// if it passed the schema check ([`scan`]), where its row's cells begin in the batch's.
+type Entry = (Event, Ack, Option<i64>, i64, Option<usize>);
 
 struct Writer {
     prefix: Path,
@@ -268,11 +269,16 @@ impl Writer {
         let mut by_partition: FxHashMap<String, Vec<usize>> = FxHashMap::default();
         let mut partition = String::new();
         let mut fields = Vec::new();
+        let width = self.encoder.row_width();
+        let mut cells = Vec::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
-            // One pass reads the partition fields and checks the schema.
+            // One pass reads the partition fields, checks the schema and converts the
+            // row.
+            let row = cells.len();
             let fits = self
                 .encoder
-                .scan(&event, self.partitioner.fields(), &mut fields);
+                .scan(&event, self.partitioner.fields(), &mut fields, &mut cells)
+                .then_some(row);
             let time_ms = self
                 .partitioner
                 .render_into(&event, &fields, &mut partition);
@@ -310,9 +316,21 @@ impl Writer {
                     held: Held::default(),
                 }),
             };
-            let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
-            let all_fit = entries.iter().all(|(.., fits)| *fits);
-            let refused = match self.encoder.append(&mut open.body, &events, all_fit) {
+            let rows: Option<Vec<usize>> = entries.iter().map(|(.., row)| *row).collect();
+            let appended = match (&mut open.body, rows) {
+                // Every event passed the check: their rows go straight into the object's
+                // columns.
+                (Body::Parquet(parquet), Some(rows)) => parquet
+                    .push_scanned(entries.iter().zip(rows).map(|((event, ..), start)| {
+                        (&event.payload[..], &cells[start..start + width])
+                    }))
+                    .map(|()| Vec::new()),
+                (body, _) => {
+                    let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
+                    self.encoder.append(body, &events)
+                }
+            };
+            let refused = match appended {
                 Ok(refused) => refused,
                 Err(error) => {
                     // The object's body is in an unknown state: give the object up,
