@@ -202,9 +202,7 @@ mod tests {
         ];
         let check = RowCheck::new(&schema, false).unwrap();
         let mut rows = Rows::new(&schema, 4);
-        let mut decoder = ReaderBuilder::new(schema.clone())
-            .build_decoder()
-            .unwrap();
+        let mut decoder = ReaderBuilder::new(schema.clone()).build_decoder().unwrap();
         let mut passed = 0;
         for payload in payloads {
             let event = Event::new(payload.to_string(), "t");

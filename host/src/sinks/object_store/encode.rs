@@ -250,7 +250,9 @@ impl Encoder {
 
     /// The cells of one row [`Encoder::scan`] reads.
     pub fn row_width(&self) -> usize {
-        self.schema.as_ref().map_or(0, |schema| schema.fields().len())
+        self.schema
+            .as_ref()
+            .map_or(0, |schema| schema.fields().len())
     }
 
     /// The object name's extension.

@@ -282,7 +282,8 @@ impl RowCheck {
             (Value::Bool(value), Expect::Bool) => Some(Cell::Bool(value)),
             (Value::Text(start, end), Expect::Text) => Some(Cell::Text(start, end)),
             (Value::Text(start, end), Expect::Timestamp(unit)) => {
-                let time = arrow_cast::parse::string_to_datetime(&self.utc, text(start, end)).ok()?;
+                let time =
+                    arrow_cast::parse::string_to_datetime(&self.utc, text(start, end)).ok()?;
                 Some(Cell::Int64(match unit {
                     TimeUnit::Millisecond => time.timestamp_millis(),
                     _ => time.timestamp_micros(),
@@ -544,7 +545,10 @@ mod tests {
             FieldRef::Text(text) => serde_json::Value::String(text.to_owned()),
             FieldRef::Json(value) => value.clone(),
         };
-        fields.iter().map(|field| field.as_ref().map(json)).collect()
+        fields
+            .iter()
+            .map(|field| field.as_ref().map(json))
+            .collect()
     }
 
     const PAYLOADS: &[&[u8]] = &[
