@@ -17,20 +17,22 @@
 //! window) wait for the oldest object to be rolled: keep `max_age_secs` short for them.
 
 mod columns;
+mod cursor;
 mod encode;
 mod layout;
 #[cfg(test)]
 pub mod readings;
 mod scan;
 mod superseded;
+mod upload;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use rustc_hash::FxHashMap;
@@ -39,7 +41,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::encode::{Body, Column, Compression, Encoder, Format};
 use self::layout::{Partitioner, Stream};
-use self::superseded::{KafkaPlace, delete_covered};
+use self::superseded::KafkaPlace;
+use self::upload::store_or_keep;
 use crate::component::{BuildContext, BuildError, Declaration};
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, DeadLetter, SinkError};
@@ -422,55 +425,8 @@ impl Writer {
     }
 }
 
-/// Store `sealed` objects; the ones that failed come back with the first error.
-async fn upload(
-    stage: &str,
-    store: &Arc<dyn ObjectStore>,
-    writer: &Arc<Mutex<Writer>>,
-    sealed: Vec<Sealed>,
-) -> Result<(), (Vec<Sealed>, SinkError)> {
-    let results: Vec<_> = futures::stream::iter(sealed)
-        .map(|object| async move {
-            let stored = match (crate::storage::put(store.as_ref(), &object.path, object.data.clone()).await, &object.kafka) {
-                (Ok(()), Some(place)) => {
-                    let unstored = writer.lock().unwrap().stored(place);
-                    delete_covered(store, place, &unstored).await
-                }
-                (Ok(()), None) => Ok(()),
-                (Err(error), _) => Err(error),
-            };
-            match stored {
-                Ok(()) => {
-                    tracing::debug!(stage, path = %object.path, events = object.events, bytes = object.data.len(), "object stored");
-                    ::metrics::counter!("sluice_object_store_objects_total", "stage" => stage.to_owned()).increment(1);
-                    ::metrics::counter!("sluice_object_store_bytes_total", "stage" => stage.to_owned())
-                        .increment(object.data.len() as u64);
-                    object.held.delivered();
-                    Ok(())
-                }
-                Err(error) => Err((object, error)),
-            }
-        })
-        .buffer_unordered(CONCURRENT_UPLOADS)
-        .collect()
-        .await;
-    let mut failed = Vec::new();
-    let mut first_error = None;
-    for result in results {
-        if let Err((object, error)) = result {
-            first_error.get_or_insert(error);
-            failed.push(object);
-        }
-    }
-    match first_error {
-        None => Ok(()),
-        Some(error) => Err((failed, error.into())),
-    }
-}
-
 impl ObjectStoreSink {
-    /// Run `step` on the writer off the async workers (encoding is CPU work), then store
-    /// whatever it sealed.
+    /// Run `step` on the writer ([`run_step`]), then store whatever it sealed.
     async fn step<T: Send + 'static>(
         &self,
         step: impl FnOnce(&mut Writer) -> Result<T, encode::EncodeError> + Send + 'static,
@@ -502,24 +458,6 @@ async fn run_step<T: Send + 'static>(
             .await
             .map_err(|error| -> SinkError { error.into() })?,
     }
-}
-
-/// Upload `sealed`; what fails goes back into the writer, to be retried.
-async fn store_or_keep(
-    stage: &str,
-    store: &Arc<dyn ObjectStore>,
-    writer: &Arc<Mutex<Writer>>,
-    sealed: Vec<Sealed>,
-) -> Result<(), SinkError> {
-    if sealed.is_empty() {
-        return Ok(());
-    }
-    upload(stage, store, writer, sealed)
-        .await
-        .map_err(|(failed, error)| {
-            writer.lock().unwrap().sealed.extend(failed);
-            error
-        })
 }
 
 impl super::Sink for ObjectStoreSink {
