@@ -206,11 +206,16 @@ pub fn join(base: &Path, part: &str) -> Path {
 pub fn time_ms(value: &serde_json::Value) -> Option<i64> {
     match value {
         serde_json::Value::Number(number) => number.as_i64(),
-        serde_json::Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|time| time.timestamp_millis()),
+        serde_json::Value::String(text) => text_time_ms(text),
         _ => None,
     }
+}
+
+/// [`time_ms`] of a string value's contents.
+pub fn text_time_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.timestamp_millis())
 }
 
 fn unsupported(scheme: &str) -> StorageError {

@@ -13,7 +13,6 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::RecordBatch;
 use arrow_json::ReaderBuilder;
@@ -26,7 +25,8 @@ use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 
-use super::scan::{self, Fields, RowCheck};
+use super::columns::Rows;
+use super::scan::{self, Cell, Fields, RowCheck};
 use crate::event::Event;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -89,11 +89,6 @@ pub enum EncodeError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("compressing: {0}")]
     Io(#[from] std::io::Error),
-    /// A payload the schema check passed was refused by arrow-json after all: the
-    /// rows buffered with it are lost, so their object is given up (its events fail
-    /// back to the source) and the check is no longer trusted.
-    #[error("a payload the schema check passed was refused by the JSON decoder: {0}")]
-    Unforeseen(arrow_schema::ArrowError),
 }
 
 /// How every object of one sink is encoded.
@@ -104,10 +99,9 @@ pub struct Encoder {
     schema: Option<SchemaRef>,
     reject_unknown_fields: bool,
     row_group_rows: usize,
-    /// Under a declared schema: which payloads arrow-json takes for sure ([`scan`]).
+    /// Under a declared schema: which payloads arrow-json takes for sure, and their
+    /// rows ([`scan`]).
     check: Option<RowCheck>,
-    /// Cleared for good if arrow-json ever refuses a payload the check passed.
-    trust_check: AtomicBool,
 }
 
 /// An object being filled.
@@ -118,58 +112,51 @@ pub enum Body {
     Parquet(Box<ParquetBody>),
 }
 
-/// An object's Parquet writer, and the rows decoded for it but not yet written: each
-/// `write` and each decoder flush costs per column, so rows are gathered into writes
-/// of [`WRITE_ROWS`]. Events the schema check passes stay in the object's decoder
+/// An object's Parquet writer, and the rows made for it but not yet written: each
+/// `write` and each record batch costs per column, so rows are gathered into writes of
+/// [`WRITE_ROWS`]. The rows of events the schema check passes are built into `rows`
 /// until then; the record batches of events that took the exact path wait in
 /// `pending`.
 pub struct ParquetBody {
+    schema: SchemaRef,
     writer: ArrowWriter<Vec<u8>>,
+    rows: Option<Rows>,
+    /// The exact path's decoder, kept between groups (building one costs more than a
+    /// small group's rows).
     decoder: Option<Decoder>,
-    /// Payload bytes in `decoder` not flushed yet.
-    buffered_bytes: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
 }
 
 const WRITE_ROWS: usize = 8192;
-/// Payload bytes a decoder buffers at most before it is flushed: keeps its 32-bit
-/// string offsets and tape positions far from overflowing whatever the event sizes.
+/// Payload bytes `rows` takes at most before it is flushed: keeps its 32-bit string
+/// offsets far from overflowing whatever the event sizes.
 const BUFFER_BYTES: usize = 32 << 20;
 
 impl ParquetBody {
-    /// Decode `events`, all passed by the schema check, into the object's decoder,
-    /// flushing it every [`WRITE_ROWS`] rows.
-    fn decode_fitting(
+    /// Add the rows [`Encoder::scan`] passed, as (payload, the row's cells), to the
+    /// object's columns, flushing them every [`WRITE_ROWS`] rows.
+    pub fn push_scanned<'a>(
         &mut self,
-        encoder: &Encoder,
-        schema: &SchemaRef,
-        events: &[&Event],
+        scanned: impl IntoIterator<Item = (&'a [u8], &'a [Cell])>,
     ) -> Result<(), EncodeError> {
-        for event in events {
-            let decoder = match &mut self.decoder {
-                Some(decoder) => decoder,
-                empty => empty.insert(encoder.decoder(schema, WRITE_ROWS)?),
-            };
-            one_row(decoder, &event.payload).map_err(EncodeError::Unforeseen)?;
-            self.buffered_bytes += event.payload.len();
-            if decoder.len() >= WRITE_ROWS || self.buffered_bytes >= BUFFER_BYTES {
-                self.flush_decoder()?;
+        for (payload, cells) in scanned {
+            let rows = self
+                .rows
+                .get_or_insert_with(|| Rows::new(&self.schema, WRITE_ROWS));
+            rows.push(payload, cells)?;
+            if rows.len() >= WRITE_ROWS || rows.bytes() >= BUFFER_BYTES {
+                self.flush_rows()?;
             }
         }
         Ok(())
     }
 
-    /// The rows in the object's decoder into `pending`.
-    fn flush_decoder(&mut self) -> Result<(), EncodeError> {
-        self.buffered_bytes = 0;
-        let Some(decoder) = &mut self.decoder else {
-            return Ok(());
-        };
-        match decoder.flush() {
-            Ok(Some(batch)) => self.add(batch),
-            Ok(None) => Ok(()),
-            Err(error) => Err(EncodeError::Unforeseen(error)),
+    /// The rows built so far into `pending`.
+    fn flush_rows(&mut self) -> Result<(), EncodeError> {
+        match self.rows.take() {
+            Some(rows) => self.add(rows.finish()?),
+            None => Ok(()),
         }
     }
 
@@ -239,33 +226,33 @@ impl Encoder {
             reject_unknown_fields,
             row_group_rows,
             check,
-            trust_check: AtomicBool::new(true),
         })
     }
 
     /// Read `event` once for the partition fields `wanted` (into `fields`) and, under
-    /// a declared schema, whether it fits for sure (what [`Encoder::append`] takes as
-    /// `all_fit`).
-    pub fn scan(&self, event: &Event, wanted: &[String], fields: &mut Fields) -> bool {
+    /// a declared schema, whether it fits for sure: then its row is appended to `rows`
+    /// (what [`ParquetBody::push_scanned`] takes), else it takes [`Encoder::append`].
+    pub fn scan(
+        &self,
+        event: &Event,
+        wanted: &[String],
+        fields: &mut Fields,
+        rows: &mut Vec<Cell>,
+    ) -> bool {
         match &self.check {
-            Some(check) if self.trust_check.load(Ordering::Relaxed) => {
-                check.scan(event, wanted, fields)
-            }
-            _ => {
+            Some(check) => check.scan(event, wanted, fields, rows),
+            None => {
                 scan::unchecked_fields(event, wanted, fields);
                 false
             }
         }
     }
 
-    /// `error`, after giving up on the schema check if it is [`EncodeError::Unforeseen`].
-    fn distrust_on(&self, error: EncodeError) -> EncodeError {
-        if let EncodeError::Unforeseen(_) = &error
-            && self.trust_check.swap(false, Ordering::Relaxed)
-        {
-            tracing::error!("{error}; every event now takes the exact path, one flush per group");
-        }
-        error
+    /// The cells of one row [`Encoder::scan`] reads.
+    pub fn row_width(&self) -> usize {
+        self.schema
+            .as_ref()
+            .map_or(0, |schema| schema.fields().len())
     }
 
     /// The object name's extension.
@@ -281,9 +268,10 @@ impl Encoder {
     pub fn body(&self) -> Result<Body, EncodeError> {
         Ok(match &self.schema {
             Some(schema) => Body::Parquet(Box::new(ParquetBody {
+                schema: schema.clone(),
                 writer: ArrowWriter::try_new(Vec::new(), schema.clone(), Some(self.properties()))?,
+                rows: None,
                 decoder: None,
-                buffered_bytes: 0,
                 pending: Vec::new(),
                 pending_rows: 0,
             })),
@@ -303,14 +291,12 @@ impl Encoder {
             .build()
     }
 
-    /// Add `events` to `body`. Returns the events that cannot be stored, by index into
-    /// `events`, with why; the others are in `body`. `all_fit`: [`Encoder::scan`] passed
-    /// every one of them.
+    /// Add `events` to `body`, by the exact path. Returns the events that cannot be
+    /// stored, by index into `events`, with why; the others are in `body`.
     pub fn append(
         &self,
         body: &mut Body,
         events: &[&Event],
-        all_fit: bool,
     ) -> Result<Vec<(usize, String)>, EncodeError> {
         match body {
             Body::Lines(lines) if self.format == Format::Jsonl => {
@@ -332,20 +318,9 @@ impl Encoder {
                 Ok(rejected)
             }
             Body::Parquet(parquet) => {
-                let schema = self
-                    .schema
-                    .clone()
-                    .expect("a Parquet body is made only under a declared schema");
-                if all_fit {
-                    parquet
-                        .decode_fitting(self, &schema, events)
-                        .map_err(|error| self.distrust_on(error))?;
-                    return Ok(Vec::new());
-                }
-                // Rows keep their order: what the decoder holds goes first.
-                parquet
-                    .flush_decoder()
-                    .map_err(|error| self.distrust_on(error))?;
+                let schema = parquet.schema.clone();
+                // Rows keep their order: the rows built before go first.
+                parquet.flush_rows()?;
                 let (batch, rejected) = match self.decode_reusing(parquet, &schema, events) {
                     Ok(batch) => (batch, Vec::new()),
                     Err(_) => {
@@ -458,9 +433,7 @@ impl Encoder {
     pub fn finish(&self, body: Body) -> Result<Bytes, EncodeError> {
         let bytes = match body {
             Body::Parquet(mut parquet) => {
-                parquet
-                    .flush_decoder()
-                    .map_err(|error| self.distrust_on(error))?;
+                parquet.flush_rows()?;
                 parquet.write_pending()?;
                 parquet.writer.into_inner()?
             }

@@ -19,6 +19,7 @@
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
+use super::scan::{FieldRef, FieldValue};
 use crate::event::Event;
 use crate::template::{self, Template};
 
@@ -128,15 +129,19 @@ impl Partitioner {
     pub fn render_into(
         &mut self,
         event: &Event,
-        fields: &[Option<serde_json::Value>],
+        fields: &[Option<FieldValue>],
         out: &mut String,
     ) -> i64 {
         let names = &self.fields;
+        let payload = &event.payload[..];
         let millis = self
             .time_field
             .as_deref()
-            .and_then(|path| lookup(names, fields, path))
-            .and_then(crate::storage::time_ms)
+            .and_then(|path| lookup(names, fields, payload, path))
+            .and_then(|field| match field {
+                FieldRef::Text(text) => crate::storage::text_time_ms(text),
+                FieldRef::Json(value) => crate::storage::time_ms(value),
+            })
             .unwrap_or(event.timestamp_ms);
         let minute = millis.div_euclid(60_000);
         if self
@@ -151,7 +156,13 @@ impl Partitioner {
         self.template.render_into(out, |name, out| {
             match TIME_PARTS.iter().position(|part| *part == name) {
                 Some(index) => out.push_str(&parts[index]),
-                None => out.push_str(&template::value_text(lookup(names, fields, name), clean)),
+                None => match lookup(names, fields, payload, name) {
+                    Some(FieldRef::Text(text)) => clean_into(text, out),
+                    Some(FieldRef::Json(value)) => {
+                        out.push_str(&template::value_text(Some(value), clean))
+                    }
+                    None => out.push_str(&template::value_text(None, clean)),
+                },
             }
         });
         let end = out.trim_end_matches('/').len();
@@ -162,19 +173,25 @@ impl Partitioner {
     }
 }
 
-/// The value at a dotted `path` of a payload whose top-level fields `names` are
+/// The value at a dotted `path` of `payload`, whose top-level fields `names` are
 /// `fields`, as [`template::field`] finds it in the whole payload.
 fn lookup<'a>(
     names: &[String],
-    fields: &'a [Option<serde_json::Value>],
+    fields: &'a [Option<FieldValue>],
+    payload: &'a [u8],
     path: &str,
-) -> Option<&'a serde_json::Value> {
+) -> Option<FieldRef<'a>> {
     let mut steps = path.split('.');
     let first = steps.next()?;
     let top = fields
         .get(names.iter().position(|name| name == first)?)?
-        .as_ref()?;
-    steps.try_fold(top, |value, step| value.get(step))
+        .as_ref()?
+        .get(payload);
+    steps.try_fold(top, |field, step| match field {
+        FieldRef::Json(value) => value.get(step).map(FieldRef::Json),
+        // A string has no fields.
+        FieldRef::Text(_) => None,
+    })
 }
 
 /// `date`, `year`, `month`, `day`, `hour`, `minute` of `millis` in UTC, in the order of
@@ -193,19 +210,24 @@ fn time_parts(millis: i64) -> [String; 6] {
 
 /// A field value may not add path levels or characters query engines trip on.
 fn clean(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match cleaned.as_str() {
-        "" | "." | ".." => "_".to_owned(),
-        _ => cleaned,
+    let mut cleaned = String::with_capacity(text.len());
+    clean_into(text, &mut cleaned);
+    cleaned
+}
+
+/// [`clean`], appended to `out` (no string per event).
+fn clean_into(text: &str, out: &mut String) {
+    let start = out.len();
+    out.extend(text.chars().map(|c| {
+        if c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+') {
+            c
+        } else {
+            '_'
+        }
+    }));
+    if matches!(&out[start..], "" | "." | "..") {
+        out.truncate(start);
+        out.push('_');
     }
 }
 

@@ -16,28 +16,33 @@
 //! Sources that bound what is in flight without an acknowledgement (MQTT's receive
 //! window) wait for the oldest object to be rolled: keep `max_age_secs` short for them.
 
+mod columns;
+mod cursor;
 mod encode;
 mod layout;
 #[cfg(test)]
 pub mod readings;
 mod scan;
 mod superseded;
+mod upload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use self::encode::{Body, Column, Compression, Encoder, Format};
 use self::layout::{Partitioner, Stream};
-use self::superseded::{KafkaPlace, delete_covered};
+use self::superseded::KafkaPlace;
+use self::upload::store_or_keep;
 use crate::component::{BuildContext, BuildError, Declaration};
 use crate::event::Event;
 use crate::pipeline::{Ack, Batch, DeadLetter, SinkError};
@@ -157,7 +162,7 @@ impl ObjectStoreSinkConfig {
                 max_events: self.max_events,
                 max_bytes: self.max_bytes,
                 max_age: self.max_age,
-                open: HashMap::new(),
+                open: FxHashMap::default(),
                 sealed: Vec::new(),
                 unstored: Vec::new(),
             })),
@@ -223,9 +228,9 @@ struct Sealed {
 
 /// An open object: its partition path and stream.
 type ObjectKey = (String, Stream);
-/// An event on its way into an object, with its token, its Kafka offset, its time and
-/// whether it passed the schema check ([`scan`]).
-type Entry = (Event, Ack, Option<i64>, i64, bool);
+/// An event on its way into an object, with its token, its Kafka offset, its time and,
+/// if it passed the schema check ([`scan`]), where its row's cells begin in the batch's.
+type Entry = (Event, Ack, Option<i64>, i64, Option<usize>);
 
 struct Writer {
     prefix: Path,
@@ -234,7 +239,9 @@ struct Writer {
     max_events: usize,
     max_bytes: u64,
     max_age: Duration,
-    open: HashMap<ObjectKey, Open>,
+    /// Looked up per group of every batch: FxHash, as SipHash's resistance to chosen
+    /// keys buys nothing for partition paths.
+    open: FxHashMap<ObjectKey, Open>,
     sealed: Vec<Sealed>,
     /// Kafka objects sealed and not stored yet: gaps in what their assignment has stored.
     unstored: Vec<KafkaPlace>,
@@ -262,14 +269,19 @@ impl Writer {
         // The partition is rendered into one reused buffer and looked up by `&str`: a
         // partition's path is allocated once per batch, not once per event.
         let mut groups: Vec<(ObjectKey, Vec<Entry>)> = Vec::new();
-        let mut by_partition: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_partition: FxHashMap<String, Vec<usize>> = FxHashMap::default();
         let mut partition = String::new();
         let mut fields = Vec::new();
+        let width = self.encoder.row_width();
+        let mut cells = Vec::new();
         for (event, ack) in batch.events.into_iter().zip(batch.acks) {
-            // One pass reads the partition fields and checks the schema.
+            // One pass reads the partition fields, checks the schema and converts the
+            // row.
+            let row = cells.len();
             let fits = self
                 .encoder
-                .scan(&event, self.partitioner.fields(), &mut fields);
+                .scan(&event, self.partitioner.fields(), &mut fields, &mut cells)
+                .then_some(row);
             let time_ms = self
                 .partitioner
                 .render_into(&event, &fields, &mut partition);
@@ -307,9 +319,21 @@ impl Writer {
                     held: Held::default(),
                 }),
             };
-            let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
-            let all_fit = entries.iter().all(|(.., fits)| *fits);
-            let refused = match self.encoder.append(&mut open.body, &events, all_fit) {
+            let rows: Option<Vec<usize>> = entries.iter().map(|(.., row)| *row).collect();
+            let appended = match (&mut open.body, rows) {
+                // Every event passed the check: their rows go straight into the object's
+                // columns.
+                (Body::Parquet(parquet), Some(rows)) => parquet
+                    .push_scanned(entries.iter().zip(rows).map(|((event, ..), start)| {
+                        (&event.payload[..], &cells[start..start + width])
+                    }))
+                    .map(|()| Vec::new()),
+                (body, _) => {
+                    let events: Vec<&Event> = entries.iter().map(|(event, ..)| event).collect();
+                    self.encoder.append(body, &events)
+                }
+            };
+            let refused = match appended {
                 Ok(refused) => refused,
                 Err(error) => {
                     // The object's body is in an unknown state: give the object up,
@@ -318,7 +342,7 @@ impl Writer {
                     return Err(error);
                 }
             };
-            let mut refused: HashMap<usize, String> = refused.into_iter().collect();
+            let mut refused: FxHashMap<usize, String> = refused.into_iter().collect();
             for (index, (event, ack, offset, time_ms, _)) in entries.into_iter().enumerate() {
                 if let Some(reason) = refused.remove(&index) {
                     rejected.push(DeadLetter { event, ack, reason });
@@ -401,55 +425,8 @@ impl Writer {
     }
 }
 
-/// Store `sealed` objects; the ones that failed come back with the first error.
-async fn upload(
-    stage: &str,
-    store: &Arc<dyn ObjectStore>,
-    writer: &Arc<Mutex<Writer>>,
-    sealed: Vec<Sealed>,
-) -> Result<(), (Vec<Sealed>, SinkError)> {
-    let results: Vec<_> = futures::stream::iter(sealed)
-        .map(|object| async move {
-            let stored = match (crate::storage::put(store.as_ref(), &object.path, object.data.clone()).await, &object.kafka) {
-                (Ok(()), Some(place)) => {
-                    let unstored = writer.lock().unwrap().stored(place);
-                    delete_covered(store, place, &unstored).await
-                }
-                (Ok(()), None) => Ok(()),
-                (Err(error), _) => Err(error),
-            };
-            match stored {
-                Ok(()) => {
-                    tracing::debug!(stage, path = %object.path, events = object.events, bytes = object.data.len(), "object stored");
-                    ::metrics::counter!("sluice_object_store_objects_total", "stage" => stage.to_owned()).increment(1);
-                    ::metrics::counter!("sluice_object_store_bytes_total", "stage" => stage.to_owned())
-                        .increment(object.data.len() as u64);
-                    object.held.delivered();
-                    Ok(())
-                }
-                Err(error) => Err((object, error)),
-            }
-        })
-        .buffer_unordered(CONCURRENT_UPLOADS)
-        .collect()
-        .await;
-    let mut failed = Vec::new();
-    let mut first_error = None;
-    for result in results {
-        if let Err((object, error)) = result {
-            first_error.get_or_insert(error);
-            failed.push(object);
-        }
-    }
-    match first_error {
-        None => Ok(()),
-        Some(error) => Err((failed, error.into())),
-    }
-}
-
 impl ObjectStoreSink {
-    /// Run `step` on the writer off the async workers (encoding is CPU work), then store
-    /// whatever it sealed.
+    /// Run `step` on the writer ([`run_step`]), then store whatever it sealed.
     async fn step<T: Send + 'static>(
         &self,
         step: impl FnOnce(&mut Writer) -> Result<T, encode::EncodeError> + Send + 'static,
@@ -460,36 +437,27 @@ impl ObjectStoreSink {
     }
 }
 
+/// Run `step` on the writer and take what it sealed. On a multi-threaded runtime it
+/// runs on the calling thread, which hands its other tasks to the other workers
+/// (`block_in_place`): a batch costs no round trip to the blocking pool, no two threads
+/// taking turns. A current-thread runtime has no other worker, so there the step goes
+/// to the blocking pool.
 async fn run_step<T: Send + 'static>(
     writer: &Arc<Mutex<Writer>>,
     step: impl FnOnce(&mut Writer) -> Result<T, encode::EncodeError> + Send + 'static,
 ) -> Result<(T, Vec<Sealed>), SinkError> {
     let writer = writer.clone();
-    tokio::task::spawn_blocking(move || -> Result<(T, Vec<Sealed>), SinkError> {
+    let run = move || -> Result<(T, Vec<Sealed>), SinkError> {
         let mut writer = writer.lock().unwrap();
         let value = step(&mut writer)?;
         Ok((value, std::mem::take(&mut writer.sealed)))
-    })
-    .await
-    .map_err(|error| -> SinkError { error.into() })?
-}
-
-/// Upload `sealed`; what fails goes back into the writer, to be retried.
-async fn store_or_keep(
-    stage: &str,
-    store: &Arc<dyn ObjectStore>,
-    writer: &Arc<Mutex<Writer>>,
-    sealed: Vec<Sealed>,
-) -> Result<(), SinkError> {
-    if sealed.is_empty() {
-        return Ok(());
+    };
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        _ => tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|error| -> SinkError { error.into() })?,
     }
-    upload(stage, store, writer, sealed)
-        .await
-        .map_err(|(failed, error)| {
-            writer.lock().unwrap().sealed.extend(failed);
-            error
-        })
 }
 
 impl super::Sink for ObjectStoreSink {
