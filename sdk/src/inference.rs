@@ -191,8 +191,8 @@ fn read_members<'a>(
 /// parser.
 fn number(text: &str) -> Option<f64> {
     const POWERS: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
     let bytes = text.as_bytes();
     let (negative, digits) = match bytes {
@@ -317,14 +317,43 @@ mod tests {
     #[test]
     fn numbers_read_as_the_standard_parser_reads_them() {
         let mut texts: Vec<String> = [
-            "0", "-0", "0.0", "-0.0", "1", "21.5", "-0.25", "95.5", "0.1", "0.3", "1.7976931348623157",
-            "123456789012345", "1234567890123456", "0.000000000000001", "9007199254740993",
-            "1e2", "-1.5E-3", "1.", ".5", "-", "", "\"1\"", "null", "true", "1.2.3", "12a",
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "21.5",
+            "-0.25",
+            "95.5",
+            "0.1",
+            "0.3",
+            "1.7976931348623157",
+            "123456789012345",
+            "1234567890123456",
+            "0.000000000000001",
+            "9007199254740993",
+            "1e2",
+            "-1.5E-3",
+            "1.",
+            ".5",
+            "-",
+            "",
+            "\"1\"",
+            "null",
+            "true",
+            "1.2.3",
+            "12a",
         ]
         .map(String::from)
         .to_vec();
         // Every split of some digit strings into whole and fraction, either sign.
-        for digits in ["1", "15", "9999999999999999", "123456789012345", "100000000000000"] {
+        for digits in [
+            "1",
+            "15",
+            "9999999999999999",
+            "123456789012345",
+            "100000000000000",
+        ] {
             for at in 0..=digits.len() {
                 for sign in ["", "-"] {
                     texts.push(format!("{sign}{}.{}", &digits[..at], &digits[at..]));

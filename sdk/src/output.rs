@@ -78,11 +78,10 @@ impl Output {
     /// Emit an event derived from `event` (same key, headers, time and origin) with a new
     /// payload, to the default output or to `route`.
     pub fn emit(&mut self, event: &Event<'_>, payload: &[u8], route: Option<&str>) {
-        let result: Result<(), std::convert::Infallible> =
-            self.emit_with(event, route, |data| {
-                data.extend_from_slice(payload);
-                Ok(())
-            });
+        let result: Result<(), std::convert::Infallible> = self.emit_with(event, route, |data| {
+            data.extend_from_slice(payload);
+            Ok(())
+        });
         let Ok(()) = result;
     }
 
@@ -319,7 +318,10 @@ mod tests {
         .unwrap();
         out.emit(&event, b"plain", None);
         let emitted: Vec<(Option<&str>, &[u8])> = out.emitted().collect();
-        assert_eq!(emitted, [(Some("r"), &b"in+out"[..]), (None, &b"plain"[..])]);
+        assert_eq!(
+            emitted,
+            [(Some("r"), &b"in+out"[..]), (None, &b"plain"[..])]
+        );
         let first = &out.inner.events[0];
         assert_eq!(first.key.map(|k| bytes_of(&out, k)), Some(&b"k"[..]));
         assert_eq!(first.headers.count, 1);
