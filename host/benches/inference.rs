@@ -14,7 +14,8 @@
 //!
 //! Every session runs with one intra-op thread and full graph optimisation.
 //! Run: `scripts/build-plugins --rust-only && cargo bench -p sluice --bench inference`
-//! (`models/isolation_forest.onnx` is made by `python3 models/train_isolation_forest.py`).
+//! (`-- anomaly` or `-- isolation_forest` for one model's rows; `models/isolation_forest.onnx`
+//! is made by `python3 models/train_isolation_forest.py`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -167,10 +168,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| model | batch | pipeline inf/s | host run inf/s | raw ort inf/s | python inf/s | pipeline/raw | host run/raw | python/raw |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for scored in &MODELS {
+    for scored in MODELS.iter().filter(|scored| chosen(scored.name)) {
         bench(scored, &runtime, &models, &events, &rows)?;
     }
     Ok(())
+}
+
+/// Whether the command line asks for model `name`: the models named after `--` (say
+/// `cargo bench --bench inference -- anomaly`, for a profile of one), or all of them.
+fn chosen(name: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    named.is_empty() || named.iter().any(|arg| arg == name)
 }
 
 /// One model's rows of the table.

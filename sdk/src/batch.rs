@@ -32,6 +32,7 @@ impl Batch {
     }
 }
 
+#[inline]
 pub(crate) fn push(data: &mut Vec<u8>, bytes: &[u8]) -> wit::Span {
     let span = wit::Span {
         offset: data.len() as u32,
@@ -49,10 +50,12 @@ pub struct Event<'a> {
 }
 
 impl<'a> Event<'a> {
+    #[inline]
     fn raw(&self) -> &'a wit::Event {
         &self.batch.events[self.index]
     }
 
+    #[inline]
     pub(crate) fn bytes(&self, span: wit::Span) -> &'a [u8] {
         let start = span.offset as usize;
         &self.batch.data[start..start + span.len as usize]
@@ -67,6 +70,7 @@ impl<'a> Event<'a> {
         self.raw().key.map(|span| self.bytes(span))
     }
 
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         self.bytes(self.raw().payload)
     }

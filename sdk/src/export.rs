@@ -32,7 +32,7 @@ pub fn process<P: crate::Processor>(
         let mut guard = cell.borrow_mut();
         let plugin = guard.as_mut().ok_or_else(not_initialized)?;
         let batch = crate::Batch::from_wit(batch);
-        let mut output = crate::Output::new();
+        let mut output = crate::Output::for_batch(&batch);
         plugin
             .process_batch(&batch, &mut output)
             .map_err(|error| error.to_string())?;

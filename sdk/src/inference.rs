@@ -58,8 +58,18 @@ pub fn tensor_f32(name: &str, shape: &[u32], values: &[f32]) -> Tensor {
         name: name.to_owned(),
         element_type: ElementType::F32,
         shape: shape.to_vec(),
-        data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data: le_bytes(values),
     }
+}
+
+/// The little-endian bytes of `values`, into a buffer sized once (collecting a
+/// `flat_map` grows it step by step: its length is not known up front).
+fn le_bytes(values: &[f32]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(values.len() * 4);
+    for value in values {
+        data.extend_from_slice(&value.to_le_bytes());
+    }
+    data
 }
 
 /// One row of numeric features per usable event of a batch.
@@ -79,11 +89,24 @@ impl Features {
     /// The `fields` (dotted paths) of each event's JSON payload, as numbers.
     pub fn from_json(events: &[Event<'_>], fields: &[impl AsRef<str>]) -> Features {
         let mut features = Features {
+            values: Vec::with_capacity(events.len() * fields.len()),
             columns: fields.len(),
-            ..Features::default()
+            events: Vec::with_capacity(events.len()),
+            unusable: Vec::new(),
         };
+        // Member names are read in the pass that checks the JSON; a dotted path goes
+        // through the indexed object.
+        let members = fields.iter().all(|field| !field.as_ref().contains('.'));
+        let mut found = vec![None; fields.len()];
         for (position, event) in events.iter().enumerate() {
             let start = features.values.len();
+            if members && read_members(event, fields, &mut found, &mut features.values) {
+                features.events.push(position);
+                continue;
+            }
+            features.values.truncate(start);
+            // The indexed read also says why a row is unusable, in the same words
+            // whichever way the row was tried first.
             match read_row(event, fields, &mut features.values) {
                 Ok(()) => features.events.push(position),
                 Err(reason) => {
@@ -131,6 +154,73 @@ fn read_row(
         values.push(value as f32);
     }
     Ok(())
+}
+
+/// One event's features, the payload's top-level members `fields`, appended to `values`;
+/// false when the payload is not a JSON object holding them all as numbers (`values` may
+/// then hold part of the row). `found` is scratch space, one slot per field.
+fn read_members<'a>(
+    event: &Event<'a>,
+    fields: &[impl AsRef<str>],
+    found: &mut [Option<&'a str>],
+    values: &mut Vec<f32>,
+) -> bool {
+    let Ok(text) = std::str::from_utf8(event.payload()) else {
+        return false;
+    };
+    if crate::json::top_level_fields(text, fields, found).is_err() {
+        return false;
+    }
+    for value in found.iter() {
+        match value.and_then(number) {
+            Some(value) => values.push(value as f32),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The JSON text `text` as a number, exactly as `str::parse::<f64>` reads it (`None` for
+/// a string, `null` or anything else that is not a number).
+///
+/// Telemetry's numbers are mostly short decimals (`21.5`, `-0.25`): those with at most
+/// 15 digits are an integer below 2^53 divided by a power of ten up to 10^22, both exact
+/// in an f64, so one division rounds correctly (Clinger's fast path, which the standard
+/// parser also takes, but only after a general scan that costs more than the division
+/// in a Wasm guest). Anything else (an exponent, more digits) goes to the standard
+/// parser.
+fn number(text: &str) -> Option<f64> {
+    const POWERS: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let bytes = text.as_bytes();
+    let (negative, digits) = match bytes {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, bytes),
+    };
+    let mut mantissa = 0u64;
+    let mut count = 0usize;
+    let mut fraction: Option<usize> = None;
+    for &byte in digits {
+        match byte {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+                count += 1;
+                if count > 15 {
+                    return text.parse().ok();
+                }
+            }
+            b'.' if fraction.is_none() => fraction = Some(count),
+            _ => return text.parse().ok(),
+        }
+    }
+    let scale = count - fraction.unwrap_or(count);
+    if count == 0 || fraction == Some(count) {
+        return text.parse().ok();
+    }
+    let magnitude = mantissa as f64 / POWERS[scale];
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// The WIT name of an element type, for messages.
@@ -222,6 +312,98 @@ mod tests {
             (tensor.shape.as_slice(), tensor.data.len()),
             (&[2, 2][..], 16)
         );
+    }
+
+    #[test]
+    fn numbers_read_as_the_standard_parser_reads_them() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "21.5",
+            "-0.25",
+            "95.5",
+            "0.1",
+            "0.3",
+            "1.7976931348623157",
+            "123456789012345",
+            "1234567890123456",
+            "0.000000000000001",
+            "9007199254740993",
+            "1e2",
+            "-1.5E-3",
+            "1.",
+            ".5",
+            "-",
+            "",
+            "\"1\"",
+            "null",
+            "true",
+            "1.2.3",
+            "12a",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Every split of some digit strings into whole and fraction, either sign.
+        for digits in [
+            "1",
+            "15",
+            "9999999999999999",
+            "123456789012345",
+            "100000000000000",
+        ] {
+            for at in 0..=digits.len() {
+                for sign in ["", "-"] {
+                    texts.push(format!("{sign}{}.{}", &digits[..at], &digits[at..]));
+                    texts.push(format!("{sign}{digits}"));
+                }
+            }
+        }
+        for text in &texts {
+            let expected = text.parse::<f64>().ok();
+            let ours = number(text);
+            assert_eq!(
+                ours.map(f64::to_bits),
+                expected.map(f64::to_bits),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dotted_and_flat_fields_read_the_same_rows_and_reasons() {
+        let events = [
+            r#"{"t":21.5,"v":-3,"n":{"t":2}}"#,
+            r#"{"t":1e400,"v":0.1,"t":7}"#,
+            r#"{"t":null,"v":1}"#,
+            r#"{"v":1}"#,
+            r#"{"t":1,"v":1,}"#,
+            "[1]",
+        ]
+        .map(|p| NewEvent {
+            payload: p.as_bytes().to_vec(),
+            ..NewEvent::default()
+        });
+        let batch = Batch::from_events(&events);
+        let events: Vec<Event<'_>> = batch.events().collect();
+        let flat = Features::from_json(&events, &["t", "v"]);
+        assert_eq!(flat.values, [21.5, -3.0, 7.0, 0.1]);
+        assert_eq!(flat.events, [0, 1]);
+        let reasons: Vec<&str> = flat.unusable.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "feature `t` is missing or not a number",
+                "feature `t` is missing or not a number",
+                "invalid JSON: expected a string, found `}` at byte 13",
+                "expected a JSON object, found array",
+            ]
+        );
+        let dotted = Features::from_json(&events, &["n.t", "v"]);
+        assert_eq!(dotted.values, [2.0, -3.0]);
+        assert_eq!(dotted.unusable.len(), 5);
     }
 
     #[test]

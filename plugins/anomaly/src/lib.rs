@@ -77,8 +77,6 @@ fn default_route() -> String {
 pub struct Anomaly {
     model: Model,
     config: Config,
-    /// The output payload, reused between events.
-    buffer: Vec<u8>,
 }
 
 impl Processor for Anomaly {
@@ -103,11 +101,7 @@ impl Processor for Anomaly {
                     .join(", ")
             )));
         }
-        Ok(Anomaly {
-            model,
-            config,
-            buffer: Vec::new(),
-        })
+        Ok(Anomaly { model, config })
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
@@ -144,24 +138,24 @@ impl Anomaly {
             let event = &events[index];
             let score = probabilities[row * classes + self.config.class];
             let anomaly = score >= self.config.threshold;
-            append(&mut self.buffer, event.payload(), round4(score), anomaly)?;
             let route = anomaly.then_some(self.config.route.as_str());
-            out.emit(event, &self.buffer, route);
+            out.emit_with(event, route, |payload| {
+                append(payload, event.payload(), round4(score), anomaly)
+            })?;
         }
         Ok(())
     }
 }
 
 /// The JSON object `payload` with `"anomaly_score"` and `"anomaly"` appended, its own
-/// bytes untouched (re-serializing would reorder keys and reformat numbers), written
-/// into `out`. Bytes, not text: the features were read from the payload, so it is
-/// JSON, whose whitespace is ASCII.
+/// bytes untouched (re-serializing would reorder keys and reformat numbers), appended to
+/// `out` (the output's buffer: the payload is copied once). Bytes, not text: the
+/// features were read from the payload, so it is JSON, whose whitespace is ASCII.
 fn append(out: &mut Vec<u8>, payload: &[u8], score: f64, anomaly: bool) -> Result<(), Error> {
     let body = payload
         .trim_ascii_end()
         .strip_suffix(b"}")
         .ok_or_else(|| Error::new("payload is not a JSON object"))?;
-    out.clear();
     out.extend_from_slice(body);
     if !body.trim_ascii_end().ends_with(b"{") {
         out.push(b',');
@@ -190,10 +184,13 @@ mod tests {
 
     #[test]
     fn score_and_label_are_appended_to_the_payload_as_written() {
+        // After what the buffer already holds (earlier events' payloads), untouched.
         let appended = |payload: &str, score: f64, anomaly: bool| {
-            let mut out = b"stale".to_vec();
-            append(&mut out, payload.as_bytes(), score, anomaly)
-                .map(|()| String::from_utf8(out).unwrap())
+            let mut out = b"earlier".to_vec();
+            append(&mut out, payload.as_bytes(), score, anomaly).map(|()| {
+                let out = String::from_utf8(out).unwrap();
+                out.strip_prefix("earlier").unwrap().to_owned()
+            })
         };
         assert_eq!(
             appended(r#"{"t": 1e2, "b":2} "#, 0.9876, true).unwrap(),

@@ -335,7 +335,7 @@ fn dot(path: &str) -> Option<usize> {
 /// (see `Scanner::error`): the common unescaped comparison stays small enough to inline.
 #[cold]
 #[inline(never)]
-fn escaped_key_is(key: &str, name: &str) -> bool {
+pub(super) fn escaped_key_is(key: &str, name: &str) -> bool {
     serde_json::from_str::<String>(key).is_ok_and(|key| key == name)
 }
 

@@ -11,15 +11,20 @@ pub(super) struct Scanner<'a> {
     pos: usize,
 }
 
+// The small steps below are marked `#[inline]`: they run a few times per member, and
+// a call between them is not free in a Wasm guest (Cranelift sets up a whole frame on
+// entry, and a `Result` comes back through memory).
 impl<'a> Scanner<'a> {
     pub fn new(text: &'a str) -> Self {
         Scanner { text, pos: 0 }
     }
 
+    #[inline]
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes().get(self.pos).copied()
     }
@@ -40,6 +45,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline]
     pub fn skip_whitespace(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
             self.pos += 1;
@@ -47,6 +53,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consume `byte` (after whitespace) or fail.
+    #[inline]
     pub fn expect(&mut self, byte: u8) -> Result<(), Error> {
         self.skip_whitespace();
         if self.peek() == Some(byte) {
@@ -64,6 +71,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consume `byte` (after whitespace) if it is next.
+    #[inline]
     pub fn eat(&mut self, byte: u8) -> bool {
         self.skip_whitespace();
         let next = self.peek() == Some(byte);
@@ -73,12 +81,14 @@ impl<'a> Scanner<'a> {
         next
     }
 
+    #[inline]
     pub fn at_end(&mut self) -> bool {
         self.skip_whitespace();
         self.pos == self.text.len()
     }
 
     /// The next byte after whitespace, unconsumed.
+    #[inline]
     pub fn next_byte(&mut self) -> Option<u8> {
         self.skip_whitespace();
         self.peek()
@@ -142,10 +152,14 @@ impl<'a> Scanner<'a> {
     }
 
     /// Any value; its text.
+    #[inline]
     pub fn value(&mut self) -> Result<&'a str, Error> {
         self.value_at(0)
     }
 
+    /// A value at nesting `depth`. Scalars, most of a telemetry payload's values, are
+    /// read here, inlined into the caller's loop; objects and arrays out of line.
+    #[inline]
     fn value_at(&mut self, depth: usize) -> Result<&'a str, Error> {
         self.skip_whitespace();
         let start = self.pos;
@@ -153,41 +167,46 @@ impl<'a> Scanner<'a> {
             Some(b'"') => {
                 self.string()?;
             }
-            Some(b'{') => {
-                self.nested(depth)?;
-                self.pos += 1;
-                if !self.eat(b'}') {
-                    loop {
-                        self.string()?;
-                        self.expect(b':')?;
-                        self.value_at(depth + 1)?;
-                        if self.eat(b'}') {
-                            break;
-                        }
-                        self.expect(b',')?;
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.nested(depth)?;
-                self.pos += 1;
-                if !self.eat(b']') {
-                    loop {
-                        self.value_at(depth + 1)?;
-                        if self.eat(b']') {
-                            break;
-                        }
-                        self.expect(b',')?;
-                    }
-                }
-            }
+            Some(b'-' | b'0'..=b'9') => self.number()?,
+            Some(b'{' | b'[') => self.container(depth)?,
             Some(b't') => self.literal("true")?,
             Some(b'f') => self.literal("false")?,
             Some(b'n') => self.literal("null")?,
-            Some(b'-' | b'0'..=b'9') => self.number()?,
             _ => return Err(self.error("expected a value")),
         }
         Ok(&self.text[start..self.pos])
+    }
+
+    /// The object or array that starts here, at nesting `depth`.
+    #[inline(never)]
+    fn container(&mut self, depth: usize) -> Result<(), Error> {
+        self.nested(depth)?;
+        if self.peek() == Some(b'{') {
+            self.pos += 1;
+            if !self.eat(b'}') {
+                loop {
+                    self.string()?;
+                    self.expect(b':')?;
+                    self.value_at(depth + 1)?;
+                    if self.eat(b'}') {
+                        break;
+                    }
+                    self.expect(b',')?;
+                }
+            }
+        } else {
+            self.pos += 1;
+            if !self.eat(b']') {
+                loop {
+                    self.value_at(depth + 1)?;
+                    if self.eat(b']') {
+                        break;
+                    }
+                    self.expect(b',')?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn nested(&self, depth: usize) -> Result<(), Error> {
