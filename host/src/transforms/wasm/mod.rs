@@ -125,14 +125,22 @@ impl Transform for WasmTransform {
             // A tick runs while no batch is being processed: what it reads of the state
             // is not changing under it.
             let calls = Arc::new(RwLock::new(()));
+            // Each worker runs on a thread of its own for the stage's whole life and
+            // calls the plugin right there: a batch then waits for no hand-off to the
+            // blocking pool and back (two thread wake-ups per batch, each a wait for a
+            // core when the machine is busy), and the async workers are never blocked
+            // by a plugin call.
+            let runtime = tokio::runtime::Handle::current();
             let workers: Vec<_> = (0..self.parallelism)
                 .map(|_| {
-                    tokio::spawn(work(
+                    let working = work(
                         self.pool.clone(),
                         input.clone(),
                         outputs.clone(),
                         calls.clone(),
-                    ))
+                    );
+                    let runtime = runtime.clone();
+                    tokio::task::spawn_blocking(move || runtime.block_on(working))
                 })
                 .collect();
             let input_ended = tokio_util::sync::CancellationToken::new();
@@ -173,6 +181,8 @@ impl Transform for WasmTransform {
     }
 }
 
+/// Take batches until the input closes, calling the plugin in place: run it on a thread
+/// of its own, never on an async worker.
 async fn work(
     pool: Arc<InstancePool>,
     input: Arc<Mutex<mpsc::Receiver<Batch>>>,
@@ -187,16 +197,11 @@ async fn work(
         outputs.metrics().events_in.increment(batch.len() as u64);
         let started = std::time::Instant::now();
         let Batch { events, acks } = batch;
-        let worker_pool = pool.clone();
         // Held until the call's state writes are committed, so that a tick never reads
         // the state between a batch and its commit.
         let calling = calls.clone().read_owned().await;
-        let (events, processed) = tokio::task::spawn_blocking(move || {
-            let processed = worker_pool.process_isolating(&events);
-            (events, processed)
-        })
-        .await
-        .map_err(|error| StageError::new(&stage, error))?;
+        // This runs on the worker's own thread (see `run`): the call blocks only it.
+        let processed = pool.process_isolating(&events);
         outputs
             .metrics()
 .record_call(started.elapsed());
@@ -298,6 +303,14 @@ fn keep_reserved_headers(output: &mut Event, input: &Event) {
     if !output.headers.iter().any(reserved) && !input.headers.iter().any(reserved) {
         return;
     }
+    // A plugin that passed the headers through already ends with the input's host
+    // headers, in order: leave them, rather than free and copy every name again.
+    let kept = input.headers.iter().filter(|header| reserved(header));
+    let tail_from = output.headers.len().saturating_sub(kept.clone().count());
+    let (own, tail) = output.headers.split_at(tail_from);
+    if !own.iter().any(reserved) && tail.iter().eq(kept) {
+        return;
+    }
     output.headers.retain(|header| !reserved(header));
     output
         .headers
@@ -331,6 +344,15 @@ mod tests {
             names,
             [("team", &b"dev"[..]), ("kafka.partition", b"2"), ("kafka.offset", b"41")]
         );
+        // Passed through unchanged, they stay where they are.
+        let mut passed = with(&[("team", "dev"), ("kafka.partition", "2"), ("kafka.offset", "41")]);
+        keep_reserved_headers(&mut passed, &input);
+        let names: Vec<&str> = passed.headers.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["team", "kafka.partition", "kafka.offset"]);
+        // A changed value is put back.
+        let mut changed = with(&[("team", "dev"), ("kafka.partition", "2"), ("kafka.offset", "40")]);
+        keep_reserved_headers(&mut changed, &input);
+        assert_eq!(changed.headers[2].1, Bytes::from_static(b"41"));
         // Without host headers on either side, the plugin's headers stay untouched.
         let mut plain = with(&[("team", "dev")]);
         keep_reserved_headers(&mut plain, &with(&[]));
