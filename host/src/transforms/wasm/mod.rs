@@ -19,7 +19,7 @@ use toml::Spanned;
 use crate::emit::commit;
 use crate::event::{Event, is_reserved_header};
 use crate::pipeline::{Ack, Batch, DeadLetter, Outputs, StageError};
-use crate::runtime::{InstancePool, World};
+use crate::runtime::{DeferredWrites, InstancePool, PluginError, Processed, World};
 use super::Transform;
 use crate::component::{BuildContext, BuildError, Declaration, PluginUse};
 
@@ -125,22 +125,14 @@ impl Transform for WasmTransform {
             // A tick runs while no batch is being processed: what it reads of the state
             // is not changing under it.
             let calls = Arc::new(RwLock::new(()));
-            // Each worker runs on a thread of its own for the stage's whole life and
-            // calls the plugin right there: a batch then waits for no hand-off to the
-            // blocking pool and back (two thread wake-ups per batch, each a wait for a
-            // core when the machine is busy), and the async workers are never blocked
-            // by a plugin call.
-            let runtime = tokio::runtime::Handle::current();
             let workers: Vec<_> = (0..self.parallelism)
                 .map(|_| {
-                    let working = work(
+                    tokio::spawn(work(
                         self.pool.clone(),
                         input.clone(),
                         outputs.clone(),
                         calls.clone(),
-                    );
-                    let runtime = runtime.clone();
-                    tokio::task::spawn_blocking(move || runtime.block_on(working))
+                    ))
                 })
                 .collect();
             let input_ended = tokio_util::sync::CancellationToken::new();
@@ -181,8 +173,36 @@ impl Transform for WasmTransform {
     }
 }
 
-/// Take batches until the input closes, calling the plugin in place: run it on a thread
-/// of its own, never on an async worker.
+/// A batch back from its call, with what the plugin made of it.
+type Called = (
+    Vec<Event>,
+    Result<(Processed, Option<DeferredWrites>), PluginError>,
+);
+
+/// Run the plugin on `events` off the async workers' duty. On the multi-threaded
+/// runtime the calling worker hands its other tasks to another thread and makes the call
+/// itself (`block_in_place`): the batch waits for no hand-off to the blocking pool and
+/// back, two thread wake-ups per batch that are each a wait for a core on a busy
+/// machine. A thread per stage would do the same but not scale to a host with hundreds
+/// of stages (the blocking pool holds 512). The single-threaded runtime (tests) has no
+/// other worker to hand to, so there the call goes to the blocking pool.
+async fn call(
+    pool: &Arc<InstancePool>,
+    events: Vec<Event>,
+) -> Result<Called, tokio::task::JoinError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        let processed = tokio::task::block_in_place(|| pool.process_isolating(&events));
+        return Ok((events, processed));
+    }
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let processed = pool.process_isolating(&events);
+        (events, processed)
+    })
+    .await
+}
+
 async fn work(
     pool: Arc<InstancePool>,
     input: Arc<Mutex<mpsc::Receiver<Batch>>>,
@@ -200,8 +220,9 @@ async fn work(
         // Held until the call's state writes are committed, so that a tick never reads
         // the state between a batch and its commit.
         let calling = calls.clone().read_owned().await;
-        // This runs on the worker's own thread (see `run`): the call blocks only it.
-        let processed = pool.process_isolating(&events);
+        let (events, processed) = call(&pool, events)
+            .await
+            .map_err(|error| StageError::new(&stage, error))?;
         outputs
             .metrics()
 .record_call(started.elapsed());
