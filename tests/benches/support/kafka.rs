@@ -122,7 +122,8 @@ pub fn raw_relay(tansu: &Tansu, output: &str, group: &str, relayed: &AtomicU64, 
 }
 
 /// Start a host running the Sluice pipeline: `kafka` source in `group` → `map` (Wasm: rename, unit
-/// conversion, set) → `kafka` sink to `output`. `name` keeps each host's files apart.
+/// conversion, set) → `kafka` sink to `output`, each with its default settings (the
+/// source's batch size among them). `name` keeps each host's files apart.
 pub fn start_sluice(tansu: &Tansu, dir: &Path, name: &str, group: &str, output: &str) -> Host {
     let api = free_port();
     let config: PathBuf = dir.join(format!("{name}.toml"));
@@ -130,7 +131,7 @@ pub fn start_sluice(tansu: &Tansu, dir: &Path, name: &str, group: &str, output: 
         "data_dir = \"{data}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n\
          [plugins.map]\npath = \"{map}\"\n\
          [sources.in]\ntype = \"kafka\"\nbootstrap_servers = \"{broker}\"\ngroup_id = \"{group}\"\n\
-         topics = [\"{INPUT}\"]\nbatch_size = 1000\n\
+         topics = [\"{INPUT}\"]\n\
          options = {{ \"session.timeout.ms\" = \"3000\", \"heartbeat.interval.ms\" = \"500\" }}\n\
          [transforms.shape]\ntype = \"wasm\"\nplugin = \"map\"\ninputs = [\"in\"]\n\
          config = {{ rename = {{ temperature = \"temperature_c\" }}, convert = {{ temperature_c = \"celsius_to_fahrenheit\" }}, set = {{ site = \"plant-1\" }} }}\n\

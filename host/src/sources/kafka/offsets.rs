@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,10 @@ pub struct Offsets {
     state: Mutex<State>,
     /// Signalled when a partition's in-flight events drain.
     drained: Condvar,
+    /// Counts assignments and revocations: what [`Offsets::reading`] returned for a
+    /// partition holds while this has not moved, so the source asks once per partition,
+    /// not per event.
+    changes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -47,10 +52,23 @@ struct Partition {
     name: Option<Bytes>,
 }
 
+impl State {
+    fn track(&mut self, key: &PartitionKey, generation: u64, offset: i64) -> bool {
+        match self.partitions.get_mut(key) {
+            Some(partition) if partition.generation == generation => {
+                partition.in_flight.push_back((offset, false));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Offsets {
     /// The consumer was given these partitions: track each under a new generation.
     pub fn assign(&self, partitions: impl IntoIterator<Item = PartitionKey>) {
         let mut state = self.state.lock().unwrap();
+        self.changes.fetch_add(1, Ordering::AcqRel);
         for key in partitions {
             state.next_generation += 1;
             let generation = state.next_generation;
@@ -87,17 +105,23 @@ impl Offsets {
         Some((partition.generation, name.clone()))
     }
 
-    /// Record that `offset` of a partition enters the pipeline. False when the partition
-    /// was revoked (or reassigned) since the event was read: the event must not be sent.
-    pub fn track(&self, key: &PartitionKey, generation: u64, offset: i64) -> bool {
+    /// Record that these events (`offset` of a partition, read under `generation`) enter
+    /// the pipeline, under one lock for the batch. False for an event whose partition was
+    /// revoked (or reassigned) since it was read: that event must not be sent.
+    pub fn track_all<'a>(
+        &self,
+        reads: impl IntoIterator<Item = (&'a PartitionKey, u64, i64)>,
+    ) -> Vec<bool> {
         let mut state = self.state.lock().unwrap();
-        match state.partitions.get_mut(key) {
-            Some(partition) if partition.generation == generation => {
-                partition.in_flight.push_back((offset, false));
-                true
-            }
-            _ => false,
-        }
+        reads
+            .into_iter()
+            .map(|(key, generation, offset)| state.track(key, generation, offset))
+            .collect()
+    }
+
+    /// Where [`Offsets::reading`]'s answers stand: they hold until this changes.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Every sink has `offset` of a partition (of `generation`).
@@ -165,6 +189,7 @@ impl Offsets {
     /// Forget revoked partitions; acknowledgements still to come for them are ignored.
     pub fn revoke(&self, which: impl Fn(&PartitionKey) -> bool) {
         let mut state = self.state.lock().unwrap();
+        self.changes.fetch_add(1, Ordering::AcqRel);
         state.partitions.retain(|key, _| !which(key));
     }
 }
@@ -183,7 +208,7 @@ mod tests {
         offsets.assign([key(0)]);
         let generation = offsets.reading(&key(0), 1).unwrap().0;
         for offset in 10..15 {
-            assert!(offsets.track(&key(0), generation, offset));
+            assert!(offsets.track_all([(&key(0), generation, offset)])[0]);
         }
         // 12 and 13 finish first: nothing can be committed while 10 is in flight.
         offsets.acknowledge(&key(0), generation, 12);
@@ -203,9 +228,9 @@ mod tests {
         let offsets = Offsets::default();
         offsets.assign([key(0), key(1)]);
         let (old, old_name) = offsets.reading(&key(0), 5).unwrap();
-        assert!(offsets.track(&key(0), old, 5));
+        assert!(offsets.track_all([(&key(0), old, 5)])[0]);
         offsets.revoke(|key| key.1 == 0);
-        assert!(!offsets.track(&key(0), old, 6), "revoked: not sent");
+        assert!(!offsets.track_all([(&key(0), old, 6)])[0], "revoked: not sent");
         offsets.assign([key(0)]);
         let (new, new_name) = offsets.reading(&key(0), 9).unwrap();
         assert_ne!(old, new);
@@ -223,11 +248,25 @@ mod tests {
     }
 
     #[test]
+    fn every_assignment_and_revocation_moves_the_change_count() {
+        let offsets = Offsets::default();
+        let before = offsets.changes();
+        offsets.assign([key(0)]);
+        let assigned = offsets.changes();
+        assert_ne!(before, assigned);
+        let (generation, _) = offsets.reading(&key(0), 1).unwrap();
+        assert_eq!(offsets.track_all([(&key(0), generation, 1), (&key(1), generation, 1)]), [true, false]);
+        assert_eq!(offsets.changes(), assigned, "reading and tracking change nothing");
+        offsets.revoke(|_| true);
+        assert_ne!(offsets.changes(), assigned);
+    }
+
+    #[test]
     fn waiting_for_a_drain_ends_when_the_last_event_is_acknowledged() {
         let offsets = Arc::new(Offsets::default());
         offsets.assign([key(0)]);
         let generation = offsets.reading(&key(0), 1).unwrap().0;
-        offsets.track(&key(0), generation, 1);
+        assert!(offsets.track_all([(&key(0), generation, 1)])[0]);
         let acknowledger = {
             let offsets = offsets.clone();
             std::thread::spawn(move || offsets.acknowledge(&key(0), generation, 1))

@@ -19,7 +19,7 @@ use toml::Spanned;
 use crate::emit::commit;
 use crate::event::{Event, is_reserved_header};
 use crate::pipeline::{Ack, Batch, DeadLetter, Outputs, StageError};
-use crate::runtime::{InstancePool, World};
+use crate::runtime::{DeferredWrites, InstancePool, PluginError, Processed, World};
 use super::Transform;
 use crate::component::{BuildContext, BuildError, Declaration, PluginUse};
 
@@ -173,6 +173,36 @@ impl Transform for WasmTransform {
     }
 }
 
+/// A batch back from its call, with what the plugin made of it.
+type Called = (
+    Vec<Event>,
+    Result<(Processed, Option<DeferredWrites>), PluginError>,
+);
+
+/// Run the plugin on `events` off the async workers' duty. On the multi-threaded
+/// runtime the calling worker hands its other tasks to another thread and makes the call
+/// itself (`block_in_place`): the batch waits for no hand-off to the blocking pool and
+/// back, two thread wake-ups per batch that are each a wait for a core on a busy
+/// machine. A thread per stage would do the same but not scale to a host with hundreds
+/// of stages (the blocking pool holds 512). The single-threaded runtime (tests) has no
+/// other worker to hand to, so there the call goes to the blocking pool.
+async fn call(
+    pool: &Arc<InstancePool>,
+    events: Vec<Event>,
+) -> Result<Called, tokio::task::JoinError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        let processed = tokio::task::block_in_place(|| pool.process_isolating(&events));
+        return Ok((events, processed));
+    }
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let processed = pool.process_isolating(&events);
+        (events, processed)
+    })
+    .await
+}
+
 async fn work(
     pool: Arc<InstancePool>,
     input: Arc<Mutex<mpsc::Receiver<Batch>>>,
@@ -187,16 +217,12 @@ async fn work(
         outputs.metrics().events_in.increment(batch.len() as u64);
         let started = std::time::Instant::now();
         let Batch { events, acks } = batch;
-        let worker_pool = pool.clone();
         // Held until the call's state writes are committed, so that a tick never reads
         // the state between a batch and its commit.
         let calling = calls.clone().read_owned().await;
-        let (events, processed) = tokio::task::spawn_blocking(move || {
-            let processed = worker_pool.process_isolating(&events);
-            (events, processed)
-        })
-        .await
-        .map_err(|error| StageError::new(&stage, error))?;
+        let (events, processed) = call(&pool, events)
+            .await
+            .map_err(|error| StageError::new(&stage, error))?;
         outputs
             .metrics()
 .record_call(started.elapsed());
@@ -298,6 +324,14 @@ fn keep_reserved_headers(output: &mut Event, input: &Event) {
     if !output.headers.iter().any(reserved) && !input.headers.iter().any(reserved) {
         return;
     }
+    // A plugin that passed the headers through already ends with the input's host
+    // headers, in order: leave them, rather than free and copy every name again.
+    let kept = input.headers.iter().filter(|header| reserved(header));
+    let tail_from = output.headers.len().saturating_sub(kept.clone().count());
+    let (own, tail) = output.headers.split_at(tail_from);
+    if !own.iter().any(reserved) && tail.iter().eq(kept) {
+        return;
+    }
     output.headers.retain(|header| !reserved(header));
     output
         .headers
@@ -331,6 +365,15 @@ mod tests {
             names,
             [("team", &b"dev"[..]), ("kafka.partition", b"2"), ("kafka.offset", b"41")]
         );
+        // Passed through unchanged, they stay where they are.
+        let mut passed = with(&[("team", "dev"), ("kafka.partition", "2"), ("kafka.offset", "41")]);
+        keep_reserved_headers(&mut passed, &input);
+        let names: Vec<&str> = passed.headers.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["team", "kafka.partition", "kafka.offset"]);
+        // A changed value is put back.
+        let mut changed = with(&[("team", "dev"), ("kafka.partition", "2"), ("kafka.offset", "40")]);
+        keep_reserved_headers(&mut changed, &input);
+        assert_eq!(changed.headers[2].1, Bytes::from_static(b"41"));
         // Without host headers on either side, the plugin's headers stay untouched.
         let mut plain = with(&[("team", "dev")]);
         keep_reserved_headers(&mut plain, &with(&[]));
