@@ -2,19 +2,30 @@
 //! lateness, closing windows that are due, downsampling. Free of the SDK, so that the
 //! native tests drive exactly what the plugin runs.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::cache::Cache;
-use crate::window::{self, Aggregate, Bucket, Key, Store, WATERMARK, WINDOWS, Windows};
+use crate::open::OpenWindows;
+use crate::window::{self, Aggregate, Bucket, Key, Store, WATERMARK, Windows};
 
-/// One event, read: its time, its key and (for windows) its value.
+/// One event, read: its time, its key (its JSON as [`Key::canonical`] gives it,
+/// borrowed from the payload when it can be) and (for windows) its value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
+pub struct Reading<'k> {
     pub time: i64,
-    pub key: Key,
+    pub key: Cow<'k, str>,
     pub value: f64,
+}
+
+impl Reading<'_> {
+    pub fn into_owned(self) -> Reading<'static> {
+        Reading {
+            key: Cow::Owned(self.key.into_owned()),
+            ..self
+        }
+    }
 }
 
 /// What became of a reading.
@@ -56,8 +67,58 @@ pub struct Engine {
     pub aggregates: Vec<Aggregate>,
     /// Close every open window at the final tick, not only those due.
     pub flush_on_stop: bool,
-    /// Open windows this instance holds between calls.
-    pub cache: Cache,
+    /// The open windows, held in the instance and logged to the state.
+    pub open: OpenWindows,
+}
+
+/// A `process` call folding its readings one by one ([`Engine::folding`]).
+pub struct Folding<'e> {
+    engine: &'e mut Engine,
+    with_sketch: bool,
+    now_ms: i64,
+    stored_latest: i64,
+    latest: i64,
+}
+
+impl Folding<'_> {
+    /// Fold one reading into its open window(s), or judge it late.
+    pub fn fold(&mut self, reading: &Reading<'_>) -> Verdict {
+        let closed_before = self.engine.closed_before(self.latest, self.now_ms);
+        let with_sketch = self.with_sketch;
+        let mut folded = false;
+        let mut newest_end = i64::MIN;
+        let windows = self.engine.windows;
+        for (_, end) in windows.containing(reading.time) {
+            newest_end = newest_end.max(end);
+            if end <= closed_before {
+                continue;
+            }
+            self.engine
+                .open
+                .window_mut(end, &reading.key, |key| Bucket::new(key, with_sketch))
+                .add(reading.time, reading.value);
+            folded = true;
+        }
+        if folded {
+            self.latest = self.latest.max(reading.time);
+            Verdict::Folded
+        } else {
+            Verdict::Late {
+                window_end: newest_end,
+                watermark: closed_before,
+            }
+        }
+    }
+
+    /// End the call: the changed windows and the watermark go to the state, written
+    /// together so that they commit before the call's inputs are released.
+    pub fn finish(self, store: &mut impl Store) {
+        let moved = self.latest != self.stored_latest;
+        if moved {
+            store.put(WATERMARK, &self.latest.to_le_bytes());
+        }
+        self.engine.open.end(store, moved);
+    }
 }
 
 impl Engine {
@@ -74,55 +135,19 @@ impl Engine {
         clock.saturating_sub(self.lateness_ms)
     }
 
-    /// Fold `readings` into their windows, in order. `now_ms` is the wall clock. Each
-    /// window is read from the state at most once (not at all when cached) and written
-    /// back once, at the end: the call's writes commit together, before its inputs are
-    /// released.
-    pub fn fold(
-        &mut self,
-        store: &mut impl Store,
-        readings: &[Reading],
-        now_ms: i64,
-    ) -> Vec<Verdict> {
-        self.cache.begin(store);
-        let with_sketch = self.with_sketch();
+    /// Start folding a call's readings, in order; `now_ms` is the wall clock. Windows
+    /// come from the instance (from the state when the instance's copy is not current)
+    /// and go back to the state once, at [`Folding::finish`].
+    pub fn folding(&mut self, store: &impl Store, now_ms: i64) -> Folding<'_> {
+        self.open.begin(store);
         let stored_latest = latest_event(store);
-        let mut latest = stored_latest;
-        let mut state_key = String::new();
-        let mut verdicts = Vec::with_capacity(readings.len());
-        for reading in readings {
-            let closed_before = self.closed_before(latest, now_ms);
-            let mut folded = false;
-            let mut newest_end = i64::MIN;
-            for (_, end) in self.windows.containing(reading.time) {
-                newest_end = newest_end.max(end);
-                if end <= closed_before {
-                    continue;
-                }
-                window::write_window_key(&mut state_key, end, reading.key.text());
-                self.cache
-                    .window_mut(store, &state_key, || {
-                        Bucket::new(reading.key.clone(), with_sketch)
-                    })
-                    .add(reading.time, reading.value);
-                folded = true;
-            }
-            if folded {
-                latest = latest.max(reading.time);
-                verdicts.push(Verdict::Folded);
-            } else {
-                verdicts.push(Verdict::Late {
-                    window_end: newest_end,
-                    watermark: closed_before,
-                });
-            }
+        Folding {
+            with_sketch: self.with_sketch(),
+            engine: self,
+            now_ms,
+            stored_latest,
+            latest: stored_latest,
         }
-        let moved = latest != stored_latest;
-        if moved {
-            store.put(WATERMARK, &latest.to_le_bytes());
-        }
-        self.cache.end(store, moved);
-        verdicts
     }
 
     /// Close the windows due at `now_ms` (all of them when stopping with
@@ -134,33 +159,23 @@ impl Engine {
         stopping: bool,
         max: u32,
     ) -> Vec<Closed> {
-        self.cache.begin(store);
+        self.open.begin(store);
         let closed_before = self.closed_before(latest_event(store), now_ms);
         let flush = stopping && self.flush_on_stop;
-        let mut closed = Vec::new();
-        let mut deleted = false;
-        for (state_key, bytes) in store.scan(WINDOWS, max) {
-            let Some(end) = window::end_of(&state_key) else {
-                continue;
-            };
-            if end > closed_before && !flush {
-                break;
-            }
-            store.delete(&state_key);
-            self.cache.forget(&state_key);
-            deleted = true;
-            // A bucket the plugin cannot read back is dropped rather than kept forever.
-            let Some(bucket) = Bucket::decode(&bytes) else {
-                continue;
-            };
-            let span = (end - self.windows.size_ms, end);
-            closed.push(Closed {
-                payload: window::result(&bucket, self.key_field.as_deref(), span, &self.aggregates),
-                key: bucket.key,
-                window_end: end,
-            });
-        }
-        self.cache.end(store, deleted);
+        let closed: Vec<Closed> = self
+            .open
+            .close(closed_before, flush, max)
+            .into_iter()
+            .map(|(end, bucket)| {
+                let span = (end - self.windows.size_ms, end);
+                Closed {
+                    payload: window::result(&bucket, self.key_field.as_deref(), span, &self.aggregates),
+                    key: bucket.key,
+                    window_end: end,
+                }
+            })
+            .collect();
+        self.open.end(store, false);
         closed
     }
 }
@@ -178,7 +193,8 @@ pub fn downsample(store: &mut impl Store, readings: &[Reading], interval_ms: i64
     readings
         .iter()
         .map(|reading| {
-            let state_key = format!("d/{}", reading.key.text());
+            let key = Key::parse(&reading.key).expect("a canonical key is JSON");
+            let state_key = format!("d/{}", key.text());
             let interval = reading.time.div_euclid(interval_ms);
             let passed = *last.entry(state_key.clone()).or_insert_with(|| {
                 store
@@ -204,6 +220,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::log::LOG;
+    use crate::open::COMPACTION_FLOOR;
+    use crate::window::WINDOWS;
 
     #[derive(Default, Clone)]
     struct Memory(BTreeMap<String, Vec<u8>>);
@@ -242,15 +261,25 @@ mod tests {
                 .map(|a| Aggregate::parse(a).unwrap())
                 .collect(),
             flush_on_stop: false,
-            cache: Cache::with_instance(1, usize::MAX),
+            open: OpenWindows::with_instance(1, 1 << 20, 16 << 20),
         }
     }
 
-    fn reading(time: i64, device: &str, value: f64) -> Reading {
+    fn reading(time: i64, device: &str, value: f64) -> Reading<'static> {
         Reading {
             time,
-            key: Key::from_value(&json!(device)),
+            key: Cow::Owned(json!(device).to_string()),
             value,
+        }
+    }
+
+    impl Engine {
+        /// Fold a whole call's readings.
+        fn fold(&mut self, store: &mut impl Store, readings: &[Reading], now_ms: i64) -> Vec<Verdict> {
+            let mut folding = self.folding(store, now_ms);
+            let verdicts = readings.iter().map(|reading| folding.fold(reading)).collect();
+            folding.finish(store);
+            verdicts
         }
     }
 
@@ -305,45 +334,145 @@ mod tests {
             .collect()
     }
 
+    /// Counts the reads and writes that reach the store.
+    #[derive(Default)]
+    struct Counting {
+        store: Memory,
+        reads: std::cell::Cell<usize>,
+        writes: usize,
+    }
+
+    impl Store for Counting {
+        fn get(&self, key: &str) -> Option<Vec<u8>> {
+            self.reads.set(self.reads.get() + 1);
+            self.store.get(key)
+        }
+        fn put(&mut self, key: &str, value: &[u8]) {
+            self.writes += 1;
+            self.store.put(key, value)
+        }
+        fn delete(&mut self, key: &str) {
+            self.writes += 1;
+            self.store.delete(key)
+        }
+        fn scan(&self, prefix: &str, limit: u32) -> Vec<(String, Vec<u8>)> {
+            self.reads.set(self.reads.get() + 1);
+            self.store.scan(prefix, limit)
+        }
+    }
+
     #[test]
-    fn a_batch_reads_each_window_once_and_writes_it_back_once() {
-        /// Counts the window reads and writes that reach the store.
-        #[derive(Default)]
-        struct Counting {
-            store: Memory,
-            reads: std::cell::Cell<usize>,
-            writes: usize,
-        }
-        impl Store for Counting {
-            fn get(&self, key: &str) -> Option<Vec<u8>> {
-                self.reads
-                    .set(self.reads.get() + key.starts_with(WINDOWS) as usize);
-                self.store.get(key)
-            }
-            fn put(&mut self, key: &str, value: &[u8]) {
-                self.writes += key.starts_with(WINDOWS) as usize;
-                self.store.put(key, value)
-            }
-            fn delete(&mut self, key: &str) {
-                self.store.delete(key)
-            }
-            fn scan(&self, prefix: &str, limit: u32) -> Vec<(String, Vec<u8>)> {
-                self.store.scan(prefix, limit)
-            }
-        }
+    fn a_batch_writes_one_log_entry_however_many_windows_it_changed() {
         let mut engine = engine(Watermark::Events, 0);
         let mut store = Counting::default();
-        let batch: Vec<Reading> = (0..10)
-            .map(|n| reading(5_000 + n, ["a", "b"][n as usize % 2], 1.0))
+        let batch: Vec<Reading> = (0..100)
+            .map(|n| reading(5_000 + n, &format!("k{n}"), 1.0))
             .collect();
         engine.fold(&mut store, &batch, 0);
-        assert_eq!((store.reads.get(), store.writes), (2, 2));
+        // The first call of an instance reads the state whole (the two scans) and `wm`;
+        // it writes its entry, `wm` and `writer`.
+        assert_eq!((store.reads.get(), store.writes), (3, 3));
         engine.fold(&mut store, &batch, 0);
         assert_eq!(
             (store.reads.get(), store.writes),
-            (2, 4),
-            "the second batch finds both windows cached, and writes each back once"
+            (5, 5),
+            "the second call reads `writer` and `wm` only, and writes its entry and `writer`"
         );
+        assert_eq!(store.store.scan(LOG, 10).len(), 2);
+        assert_eq!(totals(&mut engine, &mut store.store).len(), 100);
+    }
+
+    #[test]
+    fn windows_read_back_from_the_log_are_the_ones_held_and_closed_ones_stay_closed() {
+        let mut engine = engine(Watermark::Events, 0);
+        // Small entries: a call's records spread over several.
+        engine.open = OpenWindows::with_instance(1, 200, 16 << 20);
+        let mut store = Memory::default();
+        let batch: Vec<Reading> = (0..20)
+            .map(|n| reading(5_000 + n * 40, ["a", "b", "c"][n as usize % 3], n as f64))
+            .collect();
+        engine.fold(&mut store, &batch, 0);
+        assert!(store.scan(LOG, 100).len() > 1, "split at the value limit");
+        engine.fold(&mut store, &[reading(6_500, "a", 1.0)], 0);
+        assert_eq!(engine.close_due(&mut store, 0, false, 100).len(), 3);
+        // Another instance reads the log: the three closed windows stay closed.
+        let mut restarted = Engine {
+            open: OpenWindows::with_instance(2, 200, 16 << 20),
+            ..self::engine(Watermark::Events, 0)
+        };
+        assert_eq!(
+            totals(&mut restarted, &mut store),
+            [("a".to_owned(), 7_000, json!(1), json!(1.0))]
+        );
+    }
+
+    #[test]
+    fn the_log_is_compacted_to_the_open_windows_in_the_call_that_passes_its_bound() {
+        let mut engine = engine(Watermark::Events, 0);
+        let mut store = Memory::default();
+        let mut sums = BTreeMap::new();
+        for call in 0..2_000i64 {
+            let batch: Vec<Reading> = (0..10)
+                .map(|n| reading(5_000 + n, &format!("k{n}"), call as f64))
+                .collect();
+            engine.fold(&mut store, &batch, 0);
+            for n in 0..10 {
+                *sums.entry(format!("k{n}")).or_insert(0.0) += call as f64;
+            }
+        }
+        let log_bytes: usize = store
+            .scan(LOG, u32::MAX)
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        assert!(
+            log_bytes < 2 * COMPACTION_FLOOR,
+            "{log_bytes} bytes of log for 10 windows"
+        );
+        let mut reread = Engine {
+            open: OpenWindows::with_instance(2, 1 << 20, 16 << 20),
+            ..self::engine(Watermark::Events, 0)
+        };
+        let expected: Vec<_> = sums
+            .into_iter()
+            .map(|(key, sum)| (key, 6_000, json!(2_000), json!(sum)))
+            .collect();
+        assert_eq!(totals(&mut reread, &mut store), expected);
+    }
+
+    #[test]
+    fn a_store_written_with_one_entry_per_window_is_read_and_moved_into_the_log() {
+        let mut store = Memory::default();
+        // As the layout before the log wrote them: `w/{end}/{key}`, one bucket each.
+        let mut state_key = String::new();
+        for (key, sum) in [("a", 1.0), ("b", 2.0)] {
+            let mut bucket = Bucket::new(Key::from_value(&json!(key)), false);
+            bucket.add(5_500, sum);
+            let mut encoded = Vec::new();
+            bucket.encode_into(&mut encoded);
+            window::write_window_key(&mut state_key, 6_000, key);
+            store.put(&state_key, &encoded);
+        }
+        store.put(WATERMARK, &5_500i64.to_le_bytes());
+        let mut engine = engine(Watermark::Events, 0);
+        engine.fold(&mut store, &[reading(5_600, "a", 10.0)], 0);
+        assert_eq!(
+            store.scan(WINDOWS, 10).len(),
+            1,
+            "the changed window moved into the log"
+        );
+        let mut reread = Engine {
+            open: OpenWindows::with_instance(2, 1 << 20, 16 << 20),
+            ..self::engine(Watermark::Events, 0)
+        };
+        assert_eq!(
+            totals(&mut reread, &mut store),
+            [
+                ("a".to_owned(), 6_000, json!(2), json!(11.0)),
+                ("b".to_owned(), 6_000, json!(1), json!(2.0))
+            ]
+        );
+        assert!(store.scan(WINDOWS, 10).is_empty(), "closed, it left the state");
     }
 
     #[test]
@@ -365,8 +494,8 @@ mod tests {
     fn windows_cached_by_one_instance_are_read_again_after_another_wrote() {
         let mut first = engine(Watermark::Events, 0);
         let mut second = Engine {
-            cache: Cache::with_instance(2, usize::MAX),
-            ..engine(Watermark::Events, 0)
+            open: OpenWindows::with_instance(2, 1 << 20, 16 << 20),
+            ..self::engine(Watermark::Events, 0)
         };
         let mut store = Memory::default();
         for (n, from_first) in [true, false, true, true].into_iter().enumerate() {
@@ -391,8 +520,8 @@ mod tests {
         // The tick's results were not taken: its deletion of [5000, 6000) is dropped.
         assert_eq!(engine.close_due(&mut store.clone(), 0, false, 100).len(), 1);
         engine.fold(&mut store, &[reading(6_500, "b", 3.0)], 0);
-        // The budget: a cache past it starts over, and windows come from the state.
-        engine.cache = Cache::with_instance(1, 0);
+        // An instance started afresh (after a trap) reads the windows from the state.
+        engine.open = OpenWindows::with_instance(1, 1 << 20, 16 << 20);
         engine.fold(&mut store, &[reading(6_600, "b", 4.0)], 0);
         engine.fold(&mut store, &[reading(6_700, "b", 5.0)], 0);
         assert_eq!(
