@@ -169,7 +169,12 @@ impl Engine {
             .map(|(end, bucket)| {
                 let span = (end - self.windows.size_ms, end);
                 Closed {
-                    payload: window::result(&bucket, self.key_field.as_deref(), span, &self.aggregates),
+                    payload: window::result(
+                        &bucket,
+                        self.key_field.as_deref(),
+                        span,
+                        &self.aggregates,
+                    ),
                     key: bucket.key,
                     window_end: end,
                 }
@@ -275,9 +280,17 @@ mod tests {
 
     impl Engine {
         /// Fold a whole call's readings.
-        fn fold(&mut self, store: &mut impl Store, readings: &[Reading], now_ms: i64) -> Vec<Verdict> {
+        fn fold(
+            &mut self,
+            store: &mut impl Store,
+            readings: &[Reading],
+            now_ms: i64,
+        ) -> Vec<Verdict> {
             let mut folding = self.folding(store, now_ms);
-            let verdicts = readings.iter().map(|reading| folding.fold(reading)).collect();
+            let verdicts = readings
+                .iter()
+                .map(|reading| folding.fold(reading))
+                .collect();
             folding.finish(store);
             verdicts
         }
@@ -472,7 +485,10 @@ mod tests {
                 ("b".to_owned(), 6_000, json!(1), json!(2.0))
             ]
         );
-        assert!(store.scan(WINDOWS, 10).is_empty(), "closed, it left the state");
+        assert!(
+            store.scan(WINDOWS, 10).is_empty(),
+            "closed, it left the state"
+        );
     }
 
     #[test]

@@ -149,7 +149,11 @@ struct Reader {
 impl Reader {
     /// Read one indexed event, or say why it cannot be windowed. Only the fields read
     /// are looked at, and the key is borrowed from the payload when it can be.
-    fn read<'p>(&self, event: &Event<'_>, payload: &'p RawObject<'_>) -> Result<Reading<'p>, Error> {
+    fn read<'p>(
+        &self,
+        event: &Event<'_>,
+        payload: &'p RawObject<'_>,
+    ) -> Result<Reading<'p>, Error> {
         let time = match (self.time, &self.time_field) {
             (Time::Event, Some(field)) => payload
                 .get(field)
@@ -165,7 +169,9 @@ impl Reader {
                 .filter(|text| &**text != "null")
                 .and_then(|text| match text {
                     Cow::Borrowed(text) => Key::canonical(text),
-                    Cow::Owned(text) => Key::canonical(&text).map(|key| Cow::Owned(key.into_owned())),
+                    Cow::Owned(text) => {
+                        Key::canonical(&text).map(|key| Cow::Owned(key.into_owned()))
+                    }
                 })
                 .ok_or_else(|| Error::new(format!("event has no `{field}` to group by")))?,
             None => Cow::Borrowed("null"),

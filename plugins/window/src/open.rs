@@ -175,7 +175,9 @@ impl OpenWindows {
         };
         let keys = self.by_end.entry(end).or_default();
         if let Some(&index) = keys.get(slot.bucket.key.json()) {
-            let old = self.slots[index].replace(slot).expect("indexed slots hold a window");
+            let old = self.slots[index]
+                .replace(slot)
+                .expect("indexed slots hold a window");
             self.live_bytes -= old.record_bytes;
             self.legacy -= old.legacy as usize;
         } else {
@@ -194,7 +196,9 @@ impl OpenWindows {
         if keys.is_empty() {
             self.by_end.remove(&end);
         }
-        let slot = self.slots[index].take().expect("indexed slots hold a window");
+        let slot = self.slots[index]
+            .take()
+            .expect("indexed slots hold a window");
         self.free.push(index);
         self.live_bytes -= slot.record_bytes;
         self.legacy -= slot.legacy as usize;
@@ -203,7 +207,12 @@ impl OpenWindows {
 
     /// The window of key JSON `key` (as [`Key::canonical`] gives it) ending at `end`,
     /// made with `new` when not open, and marked changed in this call.
-    pub fn window_mut(&mut self, end: i64, key: &str, new: impl FnOnce(Key) -> Bucket) -> &mut Bucket {
+    pub fn window_mut(
+        &mut self,
+        end: i64,
+        key: &str,
+        new: impl FnOnce(Key) -> Bucket,
+    ) -> &mut Bucket {
         let keys = self.by_end.entry(end).or_default();
         let index = match keys.get(key) {
             Some(&index) => index,
@@ -221,7 +230,9 @@ impl OpenWindows {
                 index
             }
         };
-        let slot = self.slots[index].as_mut().expect("indexed slots hold a window");
+        let slot = self.slots[index]
+            .as_mut()
+            .expect("indexed slots hold a window");
         if !slot.dirty {
             slot.dirty = true;
             self.dirty.push(index);
@@ -244,7 +255,9 @@ impl OpenWindows {
             let mut due: Vec<(&str, Box<str>)> = keys
                 .iter()
                 .map(|(json, &index)| {
-                    let slot = self.slots[index].as_ref().expect("indexed slots hold a window");
+                    let slot = self.slots[index]
+                        .as_ref()
+                        .expect("indexed slots hold a window");
                     (slot.bucket.key.text(), json.clone())
                 })
                 .collect();
@@ -291,7 +304,9 @@ impl OpenWindows {
             self.legacy = 0;
         } else {
             for &index in &self.dirty {
-                let slot = self.slots[index].as_mut().expect("changed windows are open");
+                let slot = self.slots[index]
+                    .as_mut()
+                    .expect("changed windows are open");
                 let record_bytes = chunks.window(slot.end, |out| slot.bucket.encode_into(out));
                 self.live_bytes = self.live_bytes - slot.record_bytes + record_bytes;
                 slot.record_bytes = record_bytes;
