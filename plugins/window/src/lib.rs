@@ -21,17 +21,20 @@
 //! crash in between emits that result again after the restart (at least once, whole
 //! windows only). See `docs/windows.md`.
 
-mod cache;
 mod engine;
+mod log;
+mod open;
 mod sketch;
 mod window;
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 use sluice_sdk::json::RawObject;
 use sluice_sdk::prelude::*;
 
-use crate::cache::Cache;
 use crate::engine::{Engine, Reading, Verdict, Watermark};
+use crate::open::OpenWindows;
 use crate::window::{Aggregate, Key, Store, Windows};
 
 #[derive(Deserialize)]
@@ -130,17 +133,27 @@ impl Store for HostState {
 pub struct Window {
     engine: Engine,
     mode: Mode,
-    time: Time,
-    time_field: Option<String>,
-    field: Option<String>,
+    reader: Reader,
     late: Late,
 }
 
-impl Window {
-    /// Read one event, or say why it cannot be windowed. The payload is indexed, not
-    /// parsed into a document: only the three fields read are looked at.
-    fn read(&self, event: &Event<'_>) -> Result<Reading, Error> {
-        let payload = RawObject::parse(event.text()?)?;
+/// What to read from each event.
+struct Reader {
+    time: Time,
+    time_field: Option<String>,
+    key_field: Option<String>,
+    /// `None` when downsampling (no value is read).
+    field: Option<String>,
+}
+
+impl Reader {
+    /// Read one indexed event, or say why it cannot be windowed. Only the fields read
+    /// are looked at, and the key is borrowed from the payload when it can be.
+    fn read<'p>(
+        &self,
+        event: &Event<'_>,
+        payload: &'p RawObject<'_>,
+    ) -> Result<Reading<'p>, Error> {
         let time = match (self.time, &self.time_field) {
             (Time::Event, Some(field)) => payload
                 .get(field)
@@ -150,21 +163,25 @@ impl Window {
                 })?,
             _ => event.timestamp_ms(),
         };
-        let key = match &self.engine.key_field {
+        let key = match &self.key_field {
             Some(field) => payload
                 .get(field)
                 .filter(|text| &**text != "null")
-                .and_then(|text| Key::parse(&text))
+                .and_then(|text| match text {
+                    Cow::Borrowed(text) => Key::canonical(text),
+                    Cow::Owned(text) => {
+                        Key::canonical(&text).map(|key| Cow::Owned(key.into_owned()))
+                    }
+                })
                 .ok_or_else(|| Error::new(format!("event has no `{field}` to group by")))?,
-            None => Key::from_value(&serde_json::Value::Null),
+            None => Cow::Borrowed("null"),
         };
-        let value = match (&self.field, self.mode) {
-            (_, Mode::Downsample) => 0.0,
-            (Some(field), _) => payload
+        let value = match &self.field {
+            None => 0.0,
+            Some(field) => payload
                 .get(field)
                 .and_then(|text| number(&text))
                 .ok_or_else(|| Error::new(format!("event has no number `{field}` to aggregate")))?,
-            (None, _) => unreachable!("checked in new"),
         };
         Ok(Reading { time, key, value })
     }
@@ -212,6 +229,7 @@ impl Processor for Window {
             .iter()
             .map(|name| Aggregate::parse(name).map_err(Error::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let limits = limits::get();
         Ok(Window {
             engine: Engine {
                 windows: Windows { size_ms, hop_ms },
@@ -220,40 +238,69 @@ impl Processor for Window {
                     (Time::Processing, _) | (_, WatermarkConfig::WallClock) => Watermark::WallClock,
                     (Time::Event, WatermarkConfig::Events) => Watermark::Events,
                 },
-                key_field: config.key,
+                key_field: config.key.clone(),
                 aggregates,
                 flush_on_stop: config.flush_on_stop,
-                // A quarter of the instance's memory: room for a batch's events and
-                // results besides.
-                cache: Cache::new((limits::get().memory_bytes / 4) as usize),
+                open: OpenWindows::new(
+                    limits.state_value_bytes as usize,
+                    limits.state_write_bytes_per_call as usize,
+                ),
             },
             mode: config.mode,
-            time: config.time,
-            time_field: config.time_field,
-            field: config.field,
+            reader: Reader {
+                time: config.time,
+                time_field: config.time_field,
+                key_field: config.key,
+                field: config.field.filter(|_| config.mode != Mode::Downsample),
+            },
             late: config.late,
         })
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
-        let reading = self.read(event)?;
-        self.apply(&[*event], &[reading], out);
+        let payload = RawObject::parse(event.text()?)?;
+        let reading = self.reader.read(event, &payload)?;
+        match self.mode {
+            Mode::Downsample => self.downsample(&[*event], &[reading], out),
+            _ => {
+                let mut folding = self.engine.folding(&HostState, now_ms());
+                let verdict = folding.fold(&reading);
+                folding.finish(&mut HostState);
+                act(self.late, event, verdict, out);
+            }
+        }
         Ok(())
     }
 
     fn process_batch(&mut self, batch: &Batch, out: &mut Output) -> Result<(), Error> {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut readings = Vec::with_capacity(batch.len());
-        for event in batch.events() {
-            match self.read(&event) {
-                Ok(reading) => {
-                    events.push(event);
-                    readings.push(reading);
+        if self.mode == Mode::Downsample {
+            let mut events = Vec::with_capacity(batch.len());
+            let mut readings = Vec::with_capacity(batch.len());
+            for event in batch.events() {
+                match read_owned(&self.reader, &event) {
+                    Ok(reading) => {
+                        events.push(event);
+                        readings.push(reading);
+                    }
+                    Err(error) => out.reject(&event, error.to_string()),
                 }
+            }
+            self.downsample(&events, &readings, out);
+            return Ok(());
+        }
+        // Each event is folded as it is read: its key is borrowed from its payload.
+        let mut folding = self.engine.folding(&HostState, now_ms());
+        for event in batch.events() {
+            let read = event
+                .text()
+                .and_then(RawObject::parse)
+                .and_then(|payload| Ok(folding.fold(&self.reader.read(&event, &payload)?)));
+            match read {
+                Ok(verdict) => act(self.late, &event, verdict, out),
                 Err(error) => out.reject(&event, error.to_string()),
             }
         }
-        self.apply(&events, &readings, out);
+        folding.finish(&mut HostState);
         Ok(())
     }
 
@@ -277,34 +324,39 @@ impl Processor for Window {
     }
 }
 
+/// Read an event into a reading that owns its key (downsampling keeps them all).
+fn read_owned(reader: &Reader, event: &Event<'_>) -> Result<Reading<'static>, Error> {
+    let payload = RawObject::parse(event.text()?)?;
+    Ok(reader.read(event, &payload)?.into_owned())
+}
+
 impl Window {
-    /// Fold `readings`, read from `events`, and pass on or refuse what is not folded.
-    fn apply(&mut self, events: &[Event<'_>], readings: &[Reading], out: &mut Output) {
-        let verdicts = match self.mode {
-            Mode::Downsample => {
-                engine::downsample(&mut HostState, readings, self.engine.windows.size_ms)
-            }
-            _ => self.engine.fold(&mut HostState, readings, now_ms()),
-        };
+    fn downsample(&mut self, events: &[Event<'_>], readings: &[Reading<'_>], out: &mut Output) {
+        let verdicts = engine::downsample(&mut HostState, readings, self.engine.windows.size_ms);
         for (event, verdict) in events.iter().zip(verdicts) {
-            match verdict {
-                Verdict::Folded | Verdict::Drop => {}
-                Verdict::Forward => out.forward(event),
-                Verdict::Late {
-                    window_end,
-                    watermark,
-                } => match self.late {
-                    Late::DeadLetter => out.reject(
-                        event,
-                        format!(
-                            "late: its window ended at {window_end}, and windows ending at or \
-                             before {watermark} are closed"
-                        ),
-                    ),
-                    Late::Route => out.forward_to(event, "late"),
-                },
-            }
+            act(self.late, event, verdict, out);
         }
+    }
+}
+
+/// Pass on or refuse an event by its verdict.
+fn act(late: Late, event: &Event<'_>, verdict: Verdict, out: &mut Output) {
+    match verdict {
+        Verdict::Folded | Verdict::Drop => {}
+        Verdict::Forward => out.forward(event),
+        Verdict::Late {
+            window_end,
+            watermark,
+        } => match late {
+            Late::DeadLetter => out.reject(
+                event,
+                format!(
+                    "late: its window ended at {window_end}, and windows ending at or before \
+                     {watermark} are closed"
+                ),
+            ),
+            Late::Route => out.forward_to(event, "late"),
+        },
     }
 }
 

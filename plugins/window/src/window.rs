@@ -2,10 +2,15 @@
 //! keeps, when it is late, and what a closed window emits.
 //!
 //! State layout (the stage's durable state):
-//! - `w/{end, 20 digits}/{key}`: an open window's [`Bucket`]. Keys sort by window end,
-//!   so a tick reads the windows due first and stops at the first one that is not;
+//! - `l/{sequence}/{instance}`: the window log, the open windows' [`Bucket`]s as the
+//!   calls that changed them left them ([`crate::log`]);
+//! - `w/{end, 20 digits}/{key}`: an open window's [`Bucket`] in a store written before
+//!   the log, read as it is and moved into the log when it changes;
 //! - `wm`: the largest event time seen (event-time windows);
+//! - `writer`: the last call that wrote the state ([`crate::open`]);
 //! - `d/{key}`: the last interval the downsampler let an event of `key` through.
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
 
@@ -41,10 +46,10 @@ impl Windows {
     }
 }
 
-/// The state key of the window of `key` ending at `end`, into `out`, replacing what it
-/// held (a buffer reused per event). The
-/// end's digits are written by hand: `format!`'s padding machinery, once per event,
-/// measured as much as the rest of the key.
+/// The state key under which a store written before the log keeps the window of `key`
+/// ending at `end`, into `out`, replacing what it held (a buffer reused per window).
+/// The end's digits are written by hand: `format!`'s padding machinery measured as much
+/// as the rest of the key.
 pub fn write_window_key(out: &mut String, end: i64, key: &str) {
     out.clear();
     out.push_str(WINDOWS);
@@ -65,7 +70,7 @@ pub fn write_window_key(out: &mut String, end: i64, key: &str) {
     out.push_str(key);
 }
 
-/// The window end a `w/` state key holds.
+/// The window end a `w/` state key (a store written before the log) holds.
 pub fn end_of(state_key: &str) -> Option<i64> {
     state_key.strip_prefix(WINDOWS)?.get(..20)?.parse().ok()
 }
@@ -103,15 +108,27 @@ impl Key {
     /// is taken as it is; anything else goes through serde_json, so that one value
     /// always makes one key however the payload spelled it.
     pub fn parse(raw: &str) -> Option<Key> {
-        if raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\') {
-            return Some(Key {
-                json: raw.to_owned(),
+        match Key::canonical(raw)? {
+            Cow::Borrowed(json) => Some(Key {
+                json: json.to_owned(),
                 text: None,
-            });
+            }),
+            Cow::Owned(json) => serde_json::from_str::<Value>(&json)
+                .ok()
+                .map(|value| Key::from_value(&value)),
+        }
+    }
+
+    /// The JSON text of the key `raw` spells, as [`Key::json`] holds it: `raw` itself
+    /// for a string without escapes (the common key, then not copied), else as
+    /// serde_json writes its value; `None` when `raw` is not JSON.
+    pub fn canonical(raw: &str) -> Option<Cow<'_, str>> {
+        if raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\') {
+            return Some(Cow::Borrowed(raw));
         }
         serde_json::from_str::<Value>(raw)
             .ok()
-            .map(|value| Key::from_value(&value))
+            .map(|value| Cow::Owned(value.to_string()))
     }
 
     /// The key's JSON text (as serde_json writes it).
