@@ -291,15 +291,7 @@ impl OpenWindows {
             }
             self.log_bytes = 0;
             for slot in self.slots.iter_mut().flatten() {
-                let record_bytes = chunks.window(slot.end, |out| slot.bucket.encode_into(out));
-                self.live_bytes = self.live_bytes - slot.record_bytes + record_bytes;
-                slot.record_bytes = record_bytes;
-                slot.dirty = false;
-                if slot.legacy {
-                    slot.legacy = false;
-                    window::write_window_key(&mut legacy_key, slot.end, slot.bucket.key.text());
-                    store.delete(&legacy_key);
-                }
+                slot.write(&mut chunks, &mut self.live_bytes, &mut legacy_key, store);
             }
             self.legacy = 0;
         } else {
@@ -307,15 +299,8 @@ impl OpenWindows {
                 let slot = self.slots[index]
                     .as_mut()
                     .expect("changed windows are open");
-                let record_bytes = chunks.window(slot.end, |out| slot.bucket.encode_into(out));
-                self.live_bytes = self.live_bytes - slot.record_bytes + record_bytes;
-                slot.record_bytes = record_bytes;
-                slot.dirty = false;
-                if slot.legacy {
-                    slot.legacy = false;
+                if slot.write(&mut chunks, &mut self.live_bytes, &mut legacy_key, store) {
                     self.legacy -= 1;
-                    window::write_window_key(&mut legacy_key, slot.end, slot.bucket.key.text());
-                    store.delete(&legacy_key);
                 }
             }
         }
@@ -340,6 +325,30 @@ impl OpenWindows {
             self.calls += 1;
             store.put(WRITER, &self.marker());
         }
+    }
+}
+
+impl Slot {
+    /// Write the window's record into the log's `chunks`, keeping `live_bytes` (the
+    /// open windows' record sizes) in step, and delete its entry from before the log if
+    /// it had one: whether it had.
+    fn write(
+        &mut self,
+        chunks: &mut Chunks,
+        live_bytes: &mut usize,
+        legacy_key: &mut String,
+        store: &mut impl Store,
+    ) -> bool {
+        let record_bytes = chunks.window(self.end, |out| self.bucket.encode_into(out));
+        *live_bytes = *live_bytes - self.record_bytes + record_bytes;
+        self.record_bytes = record_bytes;
+        self.dirty = false;
+        let legacy = std::mem::take(&mut self.legacy);
+        if legacy {
+            window::write_window_key(legacy_key, self.end, self.bucket.key.text());
+            store.delete(legacy_key);
+        }
+        legacy
     }
 }
 
